@@ -3,3 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod time;
+
+pub use time::Instant;
