@@ -1,0 +1,200 @@
+//! Kernel-exact frames: every UDP frame captured from Linux 7.3 and 6.1 parses, and rebuilding
+//! it with the builder from the parsed fields and payload gives back every byte.
+//!
+//! The sample in `tests/data/` always runs; the full captures run too when `../shared/captures`
+//! is beside the workspace.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use netpoll_frame::{Frame, FrameBuilder, FrameConfig, IpIdPolicy, IpInfo, ParseError};
+use pcap_file::pcap::PcapReader;
+
+fn read_frames(path: &Path) -> Vec<Vec<u8>> {
+    let mut reader = PcapReader::new(File::open(path).expect("open pcap")).expect("pcap header");
+    let mut frames = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        frames.push(packet.expect("pcap record").data.into_owned());
+    }
+    frames
+}
+
+struct Tally {
+    udp: usize,
+    other: usize,
+}
+
+/// Parses and rebuilds every frame of one capture; returns how many were UDP and how many not.
+/// `complete`: the capture holds every frame the machine sent, so IPv4 ids must follow on.
+fn check_capture(path: &Path, complete: bool) -> Tally {
+    let frames = read_frames(path);
+    let mut builders: HashMap<(std::net::SocketAddr, std::net::SocketAddr), FrameBuilder> =
+        HashMap::new();
+    // The kernel's IPv4 id counter is one per machine, shared by all targets.
+    let mut machine_ip_id: Option<u16> = None;
+    let mut tally = Tally { udp: 0, other: 0 };
+    let mut rebuilt = vec![0u8; 70_000];
+    for (index, bytes) in frames.iter().enumerate() {
+        let frame = match Frame::parse(bytes) {
+            Ok(frame) => frame,
+            Err(ParseError::NotUdp(_)) => {
+                tally.other += 1;
+                continue;
+            }
+            Err(error) => panic!("{}: frame {index} does not parse: {error}", path.display()),
+        };
+        tally.udp += 1;
+        // The kernel's constant header values.
+        match frame.ip() {
+            IpInfo::V4 {
+                id,
+                ttl,
+                tos,
+                dont_fragment,
+                options_len,
+            } => {
+                assert_eq!(
+                    (ttl, tos, dont_fragment, options_len),
+                    (64, 0, false, 0),
+                    "frame {index}"
+                );
+                if complete {
+                    let expected = machine_ip_id.map_or(1, |last| last.wrapping_add(1));
+                    assert_eq!(
+                        id,
+                        expected,
+                        "{}: frame {index}: ids count frames from 1",
+                        path.display()
+                    );
+                    machine_ip_id = Some(id);
+                }
+            }
+            IpInfo::V6 {
+                hop_limit,
+                traffic_class,
+                flow_label,
+                extension_len,
+            } => {
+                assert_eq!(
+                    (hop_limit, traffic_class, flow_label, extension_len),
+                    (32, 0, 0, 0),
+                    "frame {index}"
+                );
+            }
+            _ => unreachable!("netpoll sends IPv4 or IPv6"),
+        }
+        assert_ne!(
+            frame.udp_checksum(),
+            0,
+            "the kernel always computes the UDP checksum"
+        );
+
+        let builder = builders
+            .entry((frame.source(), frame.destination()))
+            .or_insert_with(|| {
+                let mut config = FrameConfig::new(frame.source().ip(), frame.destination().ip());
+                config.source_port = frame.source().port();
+                config.destination_port = frame.destination().port();
+                config.source_mac = frame.source_mac();
+                config.destination_mac = frame.destination_mac();
+                config.vlan = frame.vlan();
+                config.ip_id = IpIdPolicy::Counter {
+                    next: frame.ipv4_id().unwrap_or(0),
+                };
+                FrameBuilder::new(&config).expect("config from a parsed frame")
+            });
+        let len = builder
+            .build_with_ip_id(frame.ipv4_id().unwrap_or(0), frame.payload(), &mut rebuilt)
+            .expect("rebuild");
+        assert_eq!(
+            len,
+            bytes.len().max(len),
+            "{}: frame {index} is longer than rebuilt",
+            path.display()
+        );
+        assert_eq!(
+            &rebuilt[..len],
+            &bytes[..len],
+            "{}: frame {index} differs",
+            path.display()
+        );
+        assert!(
+            bytes[len..].iter().all(|&b| b == 0),
+            "only zero Ethernet padding may follow"
+        );
+    }
+    tally
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn sample_frames_rebuild_byte_for_byte() {
+    let dir = manifest_dir().join("tests/data");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/data") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "pcap") {
+            let tally = check_capture(&path, false);
+            // make_sample.py keeps at least 4 UDP frames and one other frame per capture.
+            assert!(
+                tally.udp >= 4,
+                "{}: {} UDP frames",
+                path.display(),
+                tally.udp
+            );
+            assert_eq!(tally.other, 1, "{}", path.display());
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9, "one sample per capture folder");
+}
+
+#[test]
+fn all_captured_frames_rebuild_byte_for_byte() {
+    let root = manifest_dir().join("../../shared/captures");
+    if !root.is_dir() {
+        eprintln!("skipped: {} is not present", root.display());
+        return;
+    }
+    let mut captures = 0;
+    for kernel in ["linux-6.1", "linux-7.3"] {
+        for entry in std::fs::read_dir(root.join(kernel)).expect("kernel folder") {
+            let folder = entry.expect("dir entry").path();
+            let pcap = folder.join("frames.pcap");
+            if !pcap.is_file() {
+                continue;
+            }
+            let tally = check_capture(&pcap, true);
+            // The capture's own summary counts its frames independently of this parser.
+            let summary =
+                std::fs::read_to_string(folder.join("summary.json")).expect("summary.json");
+            let udp_count = json_count(&summary, "\"udp\": ");
+            let other_count = json_count(&summary, "\"ip-other\": ");
+            assert_eq!(
+                (tally.udp, tally.other),
+                (udp_count, other_count),
+                "{}",
+                folder.display()
+            );
+            captures += 1;
+        }
+    }
+    assert_eq!(captures, 9);
+}
+
+/// The first number after `key` in the summary's `frames_by_kind` object.
+fn json_count(summary: &str, key: &str) -> usize {
+    let start = summary.find("\"frames_by_kind\"").expect("frames_by_kind");
+    let rest = &summary[start..];
+    let at = rest.find(key).expect("key in frames_by_kind") + key.len();
+    rest[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .expect("count")
+}
