@@ -1,0 +1,568 @@
+//! The extended record header: everything before the first `;` of an extended datagram.
+//!
+//! ```text
+//!  [<release>,]<prefix>,<seq>,<ts_usec>,<flag>[,caller=<T|C><n>][,ncemg=1][,ncfrag=<off>/<total>][,<key>=<value>]*;
+//!  \_________/ \______/ \___/ \_______/ \____/ \_______________/ \____________________________/
+//!   netconsole  printk   u64    u64     - c +   printk (CONFIG_      inserted by netconsole
+//!   `r` / release=1  (facility<<3)|level        PRINTK_CALLER)       (ncfrag) or the reliable
+//!                                                                    sender (ncemg)
+//!
+//!  example: 7.3.4+deb13-amd64,14,709,7301468,-,ncfrag=969/2031;
+//! ```
+//!
+//! - `prefix` is `(facility << 3) | level`. printk keeps the facility in a `u8`, so the prefix
+//!   is at most 2047 (Linux 7.3 reports `<99999>` written to `/dev/kmsg` as prefix 1695).
+//! - The release prepend is recognised because its field contains a `.` and is followed by
+//!   the numeric prefix; the first field of a kernel header is always all digits.
+//! - Unknown `key=value` fields are kept, in order, for the caller ([`Header::unknown_fields`]).
+//! - The header as printk formatted it (without release prepend, `ncfrag` and `ncemg`) has
+//!   length [`Header::kernel_len`]; the kernel's 2048-byte format limit counts those bytes.
+
+use core::fmt;
+
+/// The largest prefix printk can produce: facility is a `u8`, level 3 bits.
+pub const MAX_PREFIX: u16 = (255 << 3) | 7;
+
+/// The continuation flag after `ts_usec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Flag {
+    /// `-`: an ordinary record.
+    #[default]
+    Normal,
+    /// `c`: the record is (the start of) a continuation line.
+    Cont,
+    /// `+`: kernels 3.x–4.x only: the record continues the previous one.
+    ContMore,
+}
+
+impl Flag {
+    /// The byte written on the wire.
+    pub const fn as_byte(self) -> u8 {
+        match self {
+            Flag::Normal => b'-',
+            Flag::Cont => b'c',
+            Flag::ContMore => b'+',
+        }
+    }
+
+    /// The flag for a wire byte, if it is one of `-`, `c`, `+`.
+    pub const fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            b'-' => Some(Flag::Normal),
+            b'c' => Some(Flag::Cont),
+            b'+' => Some(Flag::ContMore),
+            _ => None,
+        }
+    }
+
+    /// The flag a given kernel generation writes for a record.
+    ///
+    /// `cont` is printk's `LOG_CONT` on this record, `prev_cont` on the previous one, and
+    /// `prefix` its `LOG_PREFIX` (3.x–4.x only). Kernels 3.x–4.x wrote `c` for the first record
+    /// of a continuation, `+` for a record continuing one, `-` otherwise; 5.x and later write
+    /// `c` for every `LOG_CONT` record and `-` otherwise.
+    pub const fn for_record(
+        convention: FlagConvention,
+        cont: bool,
+        prev_cont: bool,
+        prefix: bool,
+    ) -> Self {
+        match convention {
+            FlagConvention::Modern => {
+                if cont {
+                    Flag::Cont
+                } else {
+                    Flag::Normal
+                }
+            }
+            FlagConvention::Legacy => {
+                if cont && !prev_cont {
+                    Flag::Cont
+                } else if cont || (prev_cont && !prefix) {
+                    Flag::ContMore
+                } else {
+                    Flag::Normal
+                }
+            }
+        }
+    }
+}
+
+/// Which kernel generation's flag rules to follow when writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum FlagConvention {
+    /// Linux 3.x–4.x: `c`, `+` and `-`.
+    Legacy,
+    /// Linux 5.x and later: `c` and `-`.
+    #[default]
+    Modern,
+}
+
+/// The `caller=` field (CONFIG_PRINTK_CALLER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Caller {
+    /// `T<pid>`: logged from task context.
+    Task(u32),
+    /// `C<cpu>`: logged from interrupt context on this CPU.
+    Cpu(u32),
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::Task(pid) => write!(f, "T{pid}"),
+            Caller::Cpu(cpu) => write!(f, "C{cpu}"),
+        }
+    }
+}
+
+/// The `ncfrag=<offset>/<total>` field: where this datagram's body bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ncfrag {
+    /// Offset of this chunk in the whole body (bytes after the `;`).
+    pub offset: usize,
+    /// Length of the whole body.
+    pub total: usize,
+}
+
+/// Which header field an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// `<prefix>` (facility and level).
+    Prefix,
+    /// `<seq>`.
+    Seq,
+    /// `<ts_usec>`.
+    TsUsec,
+    /// `<flag>`.
+    Flag,
+    /// `caller=`.
+    Caller,
+    /// `ncfrag=`.
+    Ncfrag,
+    /// `ncemg=`.
+    Ncemg,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::Prefix => "prefix",
+            Field::Seq => "seq",
+            Field::TsUsec => "ts_usec",
+            Field::Flag => "flag",
+            Field::Caller => "caller",
+            Field::Ncfrag => "ncfrag",
+            Field::Ncemg => "ncemg",
+        })
+    }
+}
+
+/// Why an extended header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// The datagram has no `;`, so it has no header/body boundary.
+    #[error("extended header without ';'")]
+    NoSemicolon,
+    /// A mandatory field is absent.
+    #[error("missing {0} field")]
+    Missing(Field),
+    /// A field is not what the kernel writes there (e.g. not decimal digits).
+    #[error("malformed {0} field")]
+    Malformed(Field),
+    /// A decimal number does not fit its type.
+    #[error("{0} does not fit its type")]
+    Overflow(Field),
+    /// The prefix encodes a facility above 255.
+    #[error("prefix {0} out of range (at most 2047)")]
+    PrefixOutOfRange(u64),
+    /// An extra field is not `key=value` with a non-empty key.
+    #[error("extra header field is not key=value")]
+    MalformedExtra,
+    /// The fragment's bytes do not fit in its announced total.
+    #[error("ncfrag {offset}/{total} with {len} bytes does not fit its total")]
+    FragmentOutOfRange {
+        /// Announced offset.
+        offset: usize,
+        /// Bytes in this datagram's body.
+        len: usize,
+        /// Announced total.
+        total: usize,
+    },
+}
+
+/// A parsed extended header, borrowing from the datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Header<'a> {
+    /// The kernel release prepended by netconsole (`r`, configfs `release`), without its comma.
+    pub release: Option<&'a [u8]>,
+    /// Log level, 0 (emerg) to 7 (debug).
+    pub level: u8,
+    /// Syslog facility (0 kernel, 1 user, ...).
+    pub facility: u8,
+    /// printk sequence number.
+    pub seq: u64,
+    /// Microseconds since boot.
+    pub ts_usec: u64,
+    /// Continuation flag.
+    pub flag: Flag,
+    /// `caller=`, when CONFIG_PRINTK_CALLER is on.
+    pub caller: Option<Caller>,
+    /// `ncfrag=`, when the datagram holds one fragment of a longer record.
+    pub ncfrag: Option<Ncfrag>,
+    /// `ncemg=1`: sent by the reliable sender's emergency transmission.
+    pub ncemg: bool,
+    /// Extra fields after the flag, raw (`,k=v,k=v`), including the known ones.
+    extra: &'a [u8],
+    /// Length of the whole header including the `;`.
+    len: usize,
+    /// Length of the header as printk formatted it, including the `;`.
+    kernel_len: usize,
+}
+
+/// Whether `bytes` begins like an extended header: optional release, then
+/// `<digits>,<digits>,<digits>,<flag byte>`. Anything else is plain console text.
+pub(crate) fn looks_extended(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    let first_end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+    if first_end == 0 {
+        return false;
+    }
+    if !rest[..first_end].iter().all(u8::is_ascii_digit) {
+        // Maybe a release prepend.
+        if !rest[..first_end].contains(&b'.') || first_end == rest.len() {
+            return false;
+        }
+        rest = &rest[first_end + 1..];
+    }
+    for _ in 0..3 {
+        let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+        if end == 0 || end == rest.len() || !rest[..end].iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        rest = &rest[end + 1..];
+    }
+    matches!(rest.first(), Some(&b) if Flag::from_byte(b).is_some())
+}
+
+/// Parses a decimal number written by the kernel: one or more ASCII digits.
+pub(crate) fn parse_decimal(bytes: &[u8], field: Field) -> Result<u64, HeaderError> {
+    if bytes.is_empty() {
+        return Err(HeaderError::Missing(field));
+    }
+    let mut value: u64 = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return Err(HeaderError::Malformed(field));
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+            .ok_or(HeaderError::Overflow(field))?;
+    }
+    Ok(value)
+}
+
+fn parse_u32(bytes: &[u8], field: Field) -> Result<u32, HeaderError> {
+    u32::try_from(parse_decimal(bytes, field)?).map_err(|_| HeaderError::Overflow(field))
+}
+
+fn parse_usize(bytes: &[u8], field: Field) -> Result<usize, HeaderError> {
+    usize::try_from(parse_decimal(bytes, field)?).map_err(|_| HeaderError::Overflow(field))
+}
+
+/// Splits off the next comma-separated field.
+fn next_field(rest: &mut &[u8]) -> Option<usize> {
+    if rest.is_empty() {
+        return None;
+    }
+    let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+    Some(end)
+}
+
+impl<'a> Header<'a> {
+    /// Parses the header at the start of `datagram`; returns it and the body (after the `;`).
+    ///
+    /// The fragment bounds are checked against the body length: `offset + body.len()` must not
+    /// exceed `total`.
+    pub fn parse(datagram: &'a [u8]) -> Result<(Self, &'a [u8]), HeaderError> {
+        let semi = datagram
+            .iter()
+            .position(|&b| b == b';')
+            .ok_or(HeaderError::NoSemicolon)?;
+        let head = &datagram[..semi];
+        let body = &datagram[semi + 1..];
+        let mut rest = head;
+
+        // Release prepend or prefix.
+        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Prefix))?;
+        let mut release = None;
+        let mut release_len = 0;
+        if !rest[..end].iter().all(u8::is_ascii_digit) && rest[..end].contains(&b'.') {
+            release = Some(&rest[..end]);
+            release_len = end + 1;
+            rest = rest.get(end + 1..).unwrap_or(&[]);
+        }
+        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Prefix))?;
+        let prefix = parse_decimal(&rest[..end], Field::Prefix)?;
+        if prefix > u64::from(MAX_PREFIX) {
+            return Err(HeaderError::PrefixOutOfRange(prefix));
+        }
+        rest = rest.get(end + 1..).unwrap_or(&[]);
+
+        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Seq))?;
+        let seq = parse_decimal(&rest[..end], Field::Seq)?;
+        rest = rest.get(end + 1..).unwrap_or(&[]);
+
+        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::TsUsec))?;
+        let ts_usec = parse_decimal(&rest[..end], Field::TsUsec)?;
+        rest = rest.get(end + 1..).unwrap_or(&[]);
+
+        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Flag))?;
+        let flag = match &rest[..end] {
+            [b] => Flag::from_byte(*b).ok_or(HeaderError::Malformed(Field::Flag))?,
+            _ => return Err(HeaderError::Malformed(Field::Flag)),
+        };
+        let extra = &rest[end..];
+
+        let mut header = Header {
+            release,
+            level: (prefix & 7) as u8,
+            facility: (prefix >> 3) as u8,
+            seq,
+            ts_usec,
+            flag,
+            caller: None,
+            ncfrag: None,
+            ncemg: false,
+            extra,
+            len: semi + 1,
+            kernel_len: semi + 1 - release_len,
+        };
+        for (key, value) in header.fields() {
+            match key {
+                b"" => return Err(HeaderError::MalformedExtra),
+                b"caller" => {
+                    let (kind, number) = value
+                        .split_first()
+                        .ok_or(HeaderError::Malformed(Field::Caller))?;
+                    let n = parse_u32(number, Field::Caller)?;
+                    header.caller = Some(match kind {
+                        b'T' => Caller::Task(n),
+                        b'C' => Caller::Cpu(n),
+                        _ => return Err(HeaderError::Malformed(Field::Caller)),
+                    });
+                }
+                b"ncfrag" => {
+                    let slash = value
+                        .iter()
+                        .position(|&b| b == b'/')
+                        .ok_or(HeaderError::Malformed(Field::Ncfrag))?;
+                    let offset = parse_usize(&value[..slash], Field::Ncfrag)?;
+                    let total = parse_usize(&value[slash + 1..], Field::Ncfrag)?;
+                    let fits = offset
+                        .checked_add(body.len())
+                        .is_some_and(|end| end <= total);
+                    if !fits || body.is_empty() {
+                        return Err(HeaderError::FragmentOutOfRange {
+                            offset,
+                            len: body.len(),
+                            total,
+                        });
+                    }
+                    header.ncfrag = Some(Ncfrag { offset, total });
+                    header.kernel_len -= b",ncfrag=".len() + value.len();
+                }
+                b"ncemg" => {
+                    header.ncemg = match value {
+                        b"1" => true,
+                        b"0" => false,
+                        _ => return Err(HeaderError::Malformed(Field::Ncemg)),
+                    };
+                    header.kernel_len -= b",ncemg=".len() + value.len();
+                }
+                _ => {}
+            }
+        }
+        Ok((header, body))
+    }
+
+    /// The prefix as written: `(facility << 3) | level`.
+    pub const fn prefix(&self) -> u16 {
+        ((self.facility as u16) << 3) | self.level as u16
+    }
+
+    /// Length of the header in the datagram, `;` included.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a header holds at least `0,0,0,-;`. Present for API symmetry.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Length of the header as printk formatted it (no release prepend, no `ncfrag`/`ncemg`),
+    /// `;` included: what counts against the kernel's format limit.
+    pub const fn kernel_len(&self) -> usize {
+        self.kernel_len
+    }
+
+    /// Every `key=value` field after the flag, in order, known ones included.
+    pub fn fields(&self) -> Fields<'a> {
+        Fields { rest: self.extra }
+    }
+
+    /// The `key=value` fields this crate does not interpret, in order.
+    pub fn unknown_fields(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
+        self.fields()
+            .filter(|(k, _)| !matches!(*k, b"caller" | b"ncfrag" | b"ncemg"))
+    }
+}
+
+/// Iterator over the `key=value` fields after the flag. A field without `=` yields an empty
+/// key (which [`Header::parse`] refuses, so this only happens on headers built elsewhere).
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // `rest` is empty or starts with a comma.
+        let rest = self.rest.get(1..)?;
+        let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+        let field = &rest[..end];
+        self.rest = &rest[end..];
+        Some(match field.iter().position(|&b| b == b'=') {
+            Some(eq) => (&field[..eq], &field[eq + 1..]),
+            None => (&[][..], field),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_header() {
+        let (h, body) = Header::parse(b"6,1234,5678901,-;hello\n").unwrap();
+        assert_eq!(
+            (h.level, h.facility, h.seq, h.ts_usec),
+            (6, 0, 1234, 5_678_901)
+        );
+        assert_eq!(h.flag, Flag::Normal);
+        assert_eq!(h.release, None);
+        assert_eq!(body, b"hello\n");
+        assert_eq!(h.len(), 17);
+        assert_eq!(h.kernel_len(), 17);
+    }
+
+    #[test]
+    fn parses_release_and_fragment() {
+        let d = b"7.3.4+deb13-amd64,14,709,7301468,-,ncfrag=969/2031;abc";
+        let (h, body) = Header::parse(d).unwrap();
+        assert_eq!(h.release, Some(&b"7.3.4+deb13-amd64"[..]));
+        assert_eq!((h.level, h.facility), (6, 1));
+        assert_eq!(
+            h.ncfrag,
+            Some(Ncfrag {
+                offset: 969,
+                total: 2031
+            })
+        );
+        assert_eq!(body, b"abc");
+        assert_eq!(h.kernel_len(), b"14,709,7301468,-;".len());
+    }
+
+    #[test]
+    fn keeps_unknown_fields_and_caller() {
+        let (h, _) = Header::parse(b"4,9,10,c,caller=T42,ncemg=1,foo=bar=baz,x=;t\n").unwrap();
+        assert_eq!(h.caller, Some(Caller::Task(42)));
+        assert!(h.ncemg);
+        assert_eq!(h.flag, Flag::Cont);
+        let unknown: Vec<_> = h.unknown_fields().collect();
+        assert_eq!(
+            unknown,
+            [(&b"foo"[..], &b"bar=baz"[..]), (&b"x"[..], &b""[..])]
+        );
+        assert_eq!(h.kernel_len(), b"4,9,10,c,caller=T42,foo=bar=baz,x=;".len());
+    }
+
+    #[test]
+    fn typed_errors() {
+        assert_eq!(Header::parse(b"6,1,2,-"), Err(HeaderError::NoSemicolon));
+        assert_eq!(
+            Header::parse(b"6,1,2;x"),
+            Err(HeaderError::Missing(Field::Flag))
+        );
+        assert_eq!(
+            Header::parse(b"6,1,2,x;x"),
+            Err(HeaderError::Malformed(Field::Flag))
+        );
+        assert_eq!(
+            Header::parse(b"6,18446744073709551616,2,-;x"),
+            Err(HeaderError::Overflow(Field::Seq))
+        );
+        assert_eq!(
+            Header::parse(b"2048,1,2,-;x"),
+            Err(HeaderError::PrefixOutOfRange(2048))
+        );
+        assert_eq!(
+            Header::parse(b"6,1,2,-,ncfrag=10/12;abc"),
+            Err(HeaderError::FragmentOutOfRange {
+                offset: 10,
+                len: 3,
+                total: 12
+            })
+        );
+        assert_eq!(
+            Header::parse(b"6,1,2,-,ncfrag=10;abc"),
+            Err(HeaderError::Malformed(Field::Ncfrag))
+        );
+        assert_eq!(
+            Header::parse(b"6,1,2,-,novalue;abc"),
+            Err(HeaderError::MalformedExtra)
+        );
+        assert_eq!(
+            Header::parse(b"6,1,2,-,caller=X1;abc"),
+            Err(HeaderError::Malformed(Field::Caller))
+        );
+    }
+
+    #[test]
+    fn prefix_1695_from_linux_7_3() {
+        let (h, _) = Header::parse(b"1695,697,7151883,-;rig-spec-15\n").unwrap();
+        assert_eq!((h.facility, h.level, h.prefix()), (211, 7, 1695));
+    }
+
+    #[test]
+    fn legacy_and_modern_flags() {
+        use FlagConvention::{Legacy, Modern};
+        assert_eq!(Flag::for_record(Modern, true, true, false), Flag::Cont);
+        assert_eq!(Flag::for_record(Modern, false, true, false), Flag::Normal);
+        assert_eq!(Flag::for_record(Legacy, true, false, true), Flag::Cont);
+        assert_eq!(Flag::for_record(Legacy, true, true, false), Flag::ContMore);
+        assert_eq!(Flag::for_record(Legacy, false, true, false), Flag::ContMore);
+        assert_eq!(Flag::for_record(Legacy, false, true, true), Flag::Normal);
+    }
+
+    #[test]
+    fn shape_check() {
+        assert!(looks_extended(b"6,1,2,-;x"));
+        assert!(looks_extended(b"6.1.0,6,1,2,c;x"));
+        assert!(!looks_extended(b"[    0.000000] Linux"));
+        assert!(!looks_extended(b"<6>[ 1.0] x"));
+        assert!(!looks_extended(b"12,34 apples"));
+        assert!(!looks_extended(b""));
+        assert!(!looks_extended(b"1.2,x"));
+    }
+}

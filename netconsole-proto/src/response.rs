@@ -1,0 +1,199 @@
+//! The response packet of reliable netconsole (receiver → sender's source port).
+//!
+//! ```text
+//!  n c r x <ack_seq> [ ' ' <missing_seq> ]*        ASCII, no terminator, at most 1000 bytes
+//!  \_____/ \_______/   \___________________/
+//!  magic   last seq     sequences to re-send, strictly ascending, each above ack_seq
+//!          retired
+//!
+//!  example: ncrx1234 1240 1241 1300
+//! ```
+//!
+//! The encoder fills at most [`MAX_RESPONSE`] bytes and never cuts a number: the entries
+//! that do not fit are returned so they can go in the next response. The parser is strict:
+//! decimal digits only, single spaces, ascending, nothing else.
+
+use crate::header::{Field, HeaderError, parse_decimal};
+
+/// Largest response packet (netconsole's `MAX_PRINT_CHUNK`).
+pub const MAX_RESPONSE: usize = 1000;
+
+/// Why a response packet was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResponseError {
+    /// It does not start with `ncrx`.
+    #[error("response does not start with ncrx")]
+    NoMagic,
+    /// It is longer than 1000 bytes.
+    #[error("response longer than 1000 bytes")]
+    TooLong,
+    /// A sequence number is missing, not decimal, or a separator is not one space.
+    #[error("malformed sequence number in response")]
+    Malformed,
+    /// A sequence number does not fit in 64 bits.
+    #[error("sequence number overflows u64")]
+    Overflow,
+    /// The missing sequences are not strictly ascending above the ack.
+    #[error("missing sequences not strictly ascending above the ack")]
+    NotAscending,
+}
+
+/// A parsed response packet, borrowing the datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response<'a> {
+    ack: u64,
+    /// The bytes after the ack (empty or starting with a space), already validated.
+    missing: &'a [u8],
+}
+
+fn map_err(e: HeaderError) -> ResponseError {
+    match e {
+        HeaderError::Overflow(_) => ResponseError::Overflow,
+        _ => ResponseError::Malformed,
+    }
+}
+
+impl<'a> Response<'a> {
+    /// Parses a response strictly.
+    pub fn parse(packet: &'a [u8]) -> Result<Self, ResponseError> {
+        let rest = packet.strip_prefix(b"ncrx").ok_or(ResponseError::NoMagic)?;
+        if packet.len() > MAX_RESPONSE {
+            return Err(ResponseError::TooLong);
+        }
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        let ack = parse_decimal(&rest[..end], Field::Seq).map_err(map_err)?;
+        let missing = &rest[end..];
+        let mut previous = ack;
+        let mut tail = missing;
+        while let Some(after_space) = tail.strip_prefix(b" ") {
+            let end = after_space
+                .iter()
+                .position(|&b| b == b' ')
+                .unwrap_or(after_space.len());
+            let seq = parse_decimal(&after_space[..end], Field::Seq).map_err(map_err)?;
+            if seq <= previous {
+                return Err(ResponseError::NotAscending);
+            }
+            previous = seq;
+            tail = &after_space[end..];
+        }
+        Ok(Response { ack, missing })
+    }
+
+    /// The last sequence the receiver has retired.
+    pub const fn ack(&self) -> u64 {
+        self.ack
+    }
+
+    /// The sequences the receiver asks to be re-sent, ascending.
+    pub fn missing(&self) -> Missing<'a> {
+        Missing { rest: self.missing }
+    }
+}
+
+/// Iterator over the missing sequences of a [`Response`].
+#[derive(Debug, Clone)]
+pub struct Missing<'a> {
+    rest: &'a [u8],
+}
+
+impl Iterator for Missing<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        let after = self.rest.strip_prefix(b" ")?;
+        let end = after.iter().position(|&b| b == b' ').unwrap_or(after.len());
+        self.rest = &after[end..];
+        // Validated by `Response::parse`.
+        parse_decimal(&after[..end], Field::Seq).ok()
+    }
+}
+
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Encodes `ncrx<ack>[ <seq>]*` into `out`, using at most `min(out.len(), 1000)` bytes.
+///
+/// Returns the bytes written and how many of `missing` went in; the rest
+/// (`&missing[count..]`) did not fit and should go in the next response. `missing` should be
+/// strictly ascending and above `ack` for the receiver to accept it. `None` when not even
+/// `ncrx<ack>` fits.
+pub fn encode_response(ack: u64, missing: &[u64], out: &mut [u8]) -> Option<(usize, usize)> {
+    let limit = out.len().min(MAX_RESPONSE);
+    let mut digits = [0u8; 20];
+    let ack_text = decimal(ack, &mut digits);
+    let mut len = 4 + ack_text.len();
+    if len > limit {
+        return None;
+    }
+    out[..4].copy_from_slice(b"ncrx");
+    out[4..len].copy_from_slice(ack_text);
+    let mut count = 0;
+    for &seq in missing {
+        let text = decimal(seq, &mut digits);
+        if len + 1 + text.len() > limit {
+            break;
+        }
+        out[len] = b' ';
+        out[len + 1..len + 1 + text.len()].copy_from_slice(text);
+        len += 1 + text.len();
+        count += 1;
+    }
+    Some((len, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_strictly() {
+        let r = Response::parse(b"ncrx1234 1240 1241 1300").unwrap();
+        assert_eq!(r.ack(), 1234);
+        assert_eq!(r.missing().collect::<Vec<_>>(), [1240, 1241, 1300]);
+        assert_eq!(Response::parse(b"ncrx7").unwrap().missing().count(), 0);
+        assert_eq!(Response::parse(b"ncrx"), Err(ResponseError::Malformed));
+        assert_eq!(Response::parse(b"ncrx1  2"), Err(ResponseError::Malformed));
+        assert_eq!(Response::parse(b"ncrx1 2 "), Err(ResponseError::Malformed));
+        assert_eq!(Response::parse(b"ncrx1 x"), Err(ResponseError::Malformed));
+        assert_eq!(
+            Response::parse(b"ncrx5 3"),
+            Err(ResponseError::NotAscending)
+        );
+        assert_eq!(
+            Response::parse(b"ncrx5 6 6"),
+            Err(ResponseError::NotAscending)
+        );
+        assert_eq!(Response::parse(b"nctx1"), Err(ResponseError::NoMagic));
+        assert_eq!(
+            Response::parse(b"ncrx99999999999999999999"),
+            Err(ResponseError::Overflow)
+        );
+        let mut long = b"ncrx1".to_vec();
+        long.resize(1001, b'0');
+        assert_eq!(Response::parse(&long), Err(ResponseError::TooLong));
+    }
+
+    #[test]
+    fn encoder_never_cuts_a_number() {
+        let missing: Vec<u64> = (1_000_000..1_000_200).collect();
+        let mut out = [0u8; 1500];
+        let (len, count) = encode_response(999_999, &missing, &mut out).unwrap();
+        // "ncrx999999" is 10 bytes, each entry 8: (1000 - 10) / 8 = 123 entries.
+        assert_eq!(count, 123);
+        assert_eq!(len, 10 + 123 * 8);
+        let r = Response::parse(&out[..len]).unwrap();
+        assert_eq!(r.missing().collect::<Vec<_>>(), missing[..count]);
+        assert_eq!(encode_response(12345, &[], &mut [0u8; 8]), None);
+    }
+}
