@@ -5,7 +5,9 @@
 //!   plain text) and borrows its fields without copying: [`Header`], [`Body`], [`Response`].
 //! - [`unescape_into`] / [`escape_into`] (and `Vec` forms with `alloc`) handle printk's `\xNN`.
 //!
-//! `no_std`; the `alloc` feature adds owned records.
+//! - [`FragmentedRecord`] / [`Reassembly`] (`alloc`) put `ncfrag` fragments back together.
+//!
+//! `no_std`; the `alloc` feature adds owned records, reassembly and the reliable sender.
 //!
 //! ```
 //! use netconsole_proto::{Datagram, Flag};
@@ -26,6 +28,8 @@ extern crate alloc;
 
 pub mod body;
 pub mod header;
+#[cfg(feature = "alloc")]
+pub mod reassembly;
 pub mod record;
 pub mod response;
 
@@ -36,6 +40,8 @@ pub use body::{
 #[cfg(feature = "alloc")]
 pub use body::{escape, unescape};
 pub use header::{Caller, Flag, FlagConvention, Header, HeaderError, Ncfrag};
+#[cfg(feature = "alloc")]
+pub use reassembly::{DEFAULT_MAX_TOTAL, FragmentedRecord, Reassembly, ReassemblyError};
 #[cfg(feature = "alloc")]
 pub use record::OwnedRecord;
 pub use record::{Datagram, DatagramError, ExtRecord};
