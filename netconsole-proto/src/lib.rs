@@ -5,6 +5,9 @@
 //!   plain text) and borrows its fields without copying: [`Header`], [`Body`], [`Response`].
 //! - [`unescape_into`] / [`escape_into`] (and `Vec` forms with `alloc`) handle printk's `\xNN`.
 //!
+//! - [`format_kmsg`] writes a record as printk does, [`ExtFragments`] makes the datagrams
+//!   `send_ext_msg_udp` sends for it (release, userdata, sysdata, `ncfrag`), [`plain_chunks`]
+//!   cuts plain console text.
 //! - [`FragmentedRecord`] / [`Reassembly`] (`alloc`) put `ncfrag` fragments back together.
 //!
 //! `no_std`; the `alloc` feature adds owned records, reassembly and the reliable sender.
@@ -27,6 +30,7 @@
 extern crate alloc;
 
 pub mod body;
+pub mod format;
 pub mod header;
 #[cfg(feature = "alloc")]
 pub mod reassembly;
@@ -39,6 +43,10 @@ pub use body::{
 };
 #[cfg(feature = "alloc")]
 pub use body::{escape, unescape};
+pub use format::{
+    DictEntry, ExtFragments, KmsgRecord, SendError, SendOptions, Sysdata, format_kmsg,
+    format_userdata, plain_chunks,
+};
 pub use header::{Caller, Flag, FlagConvention, Header, HeaderError, Ncfrag};
 #[cfg(feature = "alloc")]
 pub use reassembly::{DEFAULT_MAX_TOTAL, FragmentedRecord, Reassembly, ReassemblyError};

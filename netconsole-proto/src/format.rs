@@ -1,0 +1,666 @@
+//! Writing what the kernel writes: the printk record, its netconsole datagrams, plain chunks.
+//!
+//! Three steps, each byte-exact with Linux:
+//!
+//! 1. [`format_kmsg`]: printk's extended format (`info_print_ext_header` +
+//!    `msg_print_ext_body`) into a buffer whose length is printk's buffer size
+//!    ([`crate::CONSOLE_EXT_LOG_MAX`] up to 6.1, [`crate::PRINTK_MESSAGE_MAX`] later). A record
+//!    that does not fit is cut the way the kernel's `scnprintf`/`append_char` cut it: an escape
+//!    that does not fit is written partially (leaving e.g. a dangling `\`), a later printable
+//!    byte may still take the very last position, and the trailing `\n` is lost.
+//! 2. [`ExtFragments`]: what `send_ext_msg_udp` makes of that message for one target: release
+//!    prepend, userdata and sysdata appended (6.9+; see [`format_userdata`], [`Sysdata`]), and
+//!    `ncfrag` fragmentation when the result exceeds 1000 bytes:
+//!
+//!    ```text
+//!    whole:    [release,]<header>;<body>[userdata][sysdata]          when it all fits in 1000 bytes
+//!    fragment: [release,]<header>[,ncemg=1],ncfrag=<off>/<total>;<chunk>
+//!              chunk = (body ++ userdata ++ sysdata)[off .. off + min(total - off, 1000 - header length)]
+//!    ```
+//!
+//!    The kernel's quirks at exactly 1000 bytes are reproduced: with a release prepend the
+//!    1000th byte of an unfragmented datagram is the `scnprintf` terminator (NUL), and userdata
+//!    or sysdata that would reach exactly 1000 bytes lose their last byte. `,ncemg=1` (the
+//!    reliable sender's emergency mark, never sent by Linux) goes before `ncfrag`.
+//! 3. [`plain_chunks`]: plain consoles cut the console text into 1000-byte datagrams.
+
+use crate::MAX_PRINT_CHUNK;
+use crate::body::{BufferTooSmall, needs_escape};
+use crate::header::{Caller, Flag};
+
+/// One dictionary entry (printk escapes both key and value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictEntry<'a> {
+    /// `SUBSYSTEM`, `DEVICE`, ... (raw bytes).
+    pub key: &'a [u8],
+    /// Its value (raw bytes).
+    pub value: &'a [u8],
+}
+
+/// A printk record as the kernel holds it (raw, unescaped text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KmsgRecord<'a> {
+    /// Log level 0..=7 (higher bits are dropped).
+    pub level: u8,
+    /// Facility.
+    pub facility: u8,
+    /// Sequence number.
+    pub seq: u64,
+    /// Microseconds since boot.
+    pub ts_usec: u64,
+    /// Continuation flag (see [`Flag::for_record`]).
+    pub flag: Flag,
+    /// `caller=` (CONFIG_PRINTK_CALLER).
+    pub caller: Option<Caller>,
+    /// The text, raw.
+    pub text: &'a [u8],
+    /// Dictionary entries; entries with an empty value are skipped, as printk does.
+    pub dict: &'a [DictEntry<'a>],
+}
+
+impl<'a> KmsgRecord<'a> {
+    /// A record with the given level, sequence, timestamp and text; facility 0, flag `-`,
+    /// no caller, no dictionary.
+    pub const fn new(level: u8, seq: u64, ts_usec: u64, text: &'a [u8]) -> Self {
+        KmsgRecord {
+            level,
+            facility: 0,
+            seq,
+            ts_usec,
+            flag: Flag::Normal,
+            caller: None,
+            text,
+            dict: &[],
+        }
+    }
+}
+
+/// A write position with the kernel's `scnprintf` / `append_char` truncation rules.
+struct KernelCursor<'b> {
+    buf: &'b mut [u8],
+    pos: usize,
+}
+
+impl KernelCursor<'_> {
+    /// `append_char`: one byte if there is room.
+    fn append_char(&mut self, c: u8) {
+        if let Some(slot) = self.buf.get_mut(self.pos) {
+            *slot = c;
+            self.pos += 1;
+        }
+    }
+
+    /// `scnprintf` of already formatted bytes: at most `room - 1` bytes, then a NUL that is
+    /// not counted. Nothing at all when there is no room.
+    fn scnprintf(&mut self, bytes: &[u8]) {
+        let room = self.buf.len() - self.pos;
+        if room == 0 {
+            return;
+        }
+        let n = bytes.len().min(room - 1);
+        self.buf[self.pos..self.pos + n].copy_from_slice(&bytes[..n]);
+        self.buf[self.pos + n] = 0;
+        self.pos += n;
+    }
+
+    /// `msg_add_ext_text`.
+    fn ext_text(&mut self, text: &[u8], endc: u8) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for &c in text {
+            if needs_escape(c) {
+                self.scnprintf(&[
+                    b'\\',
+                    b'x',
+                    HEX[usize::from(c >> 4)],
+                    HEX[usize::from(c & 15)],
+                ]);
+            } else {
+                self.append_char(c);
+            }
+        }
+        self.append_char(endc);
+    }
+}
+
+/// Decimal digits of `n` into a small stack buffer.
+pub(crate) struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub(crate) fn new(mut n: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return Decimal { digits, start };
+            }
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
+/// A small stack buffer for one header.
+struct Line<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Line<N> {
+    const fn new() -> Self {
+        Line {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(N - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Formats `record` as printk's extended console format into `out`, whose length is
+/// printk's buffer size; returns the bytes written. Cut exactly as the kernel cuts.
+pub fn format_kmsg(record: &KmsgRecord<'_>, out: &mut [u8]) -> usize {
+    let mut header = Line::<96>::new();
+    let prefix = (u64::from(record.facility) << 3) | u64::from(record.level & 7);
+    header.push(Decimal::new(prefix).as_bytes());
+    header.push(b",");
+    header.push(Decimal::new(record.seq).as_bytes());
+    header.push(b",");
+    header.push(Decimal::new(record.ts_usec).as_bytes());
+    header.push(&[b',', record.flag.as_byte()]);
+    if let Some(caller) = record.caller {
+        let (kind, n) = match caller {
+            Caller::Task(n) => (b'T', n),
+            Caller::Cpu(n) => (b'C', n),
+        };
+        header.push(b",caller=");
+        header.push(&[kind]);
+        header.push(Decimal::new(u64::from(n)).as_bytes());
+    }
+    header.push(b";");
+    let mut cursor = KernelCursor { buf: out, pos: 0 };
+    cursor.scnprintf(header.as_bytes());
+    cursor.ext_text(record.text, b'\n');
+    for entry in record.dict {
+        if entry.value.is_empty() {
+            continue;
+        }
+        cursor.append_char(b' ');
+        cursor.ext_text(entry.key, b'=');
+        cursor.ext_text(entry.value, b'\n');
+    }
+    cursor.pos
+}
+
+/// Formats configfs userdata as netconsole sends it: ` <key>=<value>\n` per entry, entries
+/// with an empty value skipped, nothing escaped. Returns the bytes written.
+pub fn format_userdata(
+    entries: &[(&[u8], &[u8])],
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    let needed: usize = entries
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| k.len() + v.len() + 3)
+        .sum();
+    if out.len() < needed {
+        return Err(BufferTooSmall { needed });
+    }
+    let mut pos = 0;
+    for (key, value) in entries.iter().filter(|(_, v)| !v.is_empty()) {
+        for part in [&b" "[..], key, b"=", value, b"\n"] {
+            out[pos..pos + part.len()].copy_from_slice(part);
+            pos += part.len();
+        }
+    }
+    Ok(pos)
+}
+
+/// The sysdata lines of Linux 6.15+ (configfs `userdata/*_enabled`), each only when set,
+/// always in this order: ` cpu=`, ` taskname=`, ` release=`, ` msgid=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Sysdata<'a> {
+    /// CPU that printed the record.
+    pub cpu: Option<u32>,
+    /// Task name (`comm`).
+    pub taskname: Option<&'a [u8]>,
+    /// Kernel release.
+    pub release: Option<&'a [u8]>,
+    /// Per-target message counter (from 1, wrapping).
+    pub msgid: Option<u32>,
+}
+
+impl Sysdata<'_> {
+    /// Writes the lines; returns the bytes written.
+    pub fn format_into(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let mut line = Line::<512>::new();
+        if let Some(cpu) = self.cpu {
+            line.push(b" cpu=");
+            line.push(Decimal::new(u64::from(cpu)).as_bytes());
+            line.push(b"\n");
+        }
+        if let Some(task) = self.taskname {
+            line.push(b" taskname=");
+            line.push(task);
+            line.push(b"\n");
+        }
+        if let Some(release) = self.release {
+            line.push(b" release=");
+            line.push(release);
+            line.push(b"\n");
+        }
+        if let Some(msgid) = self.msgid {
+            line.push(b" msgid=");
+            line.push(Decimal::new(u64::from(msgid)).as_bytes());
+            line.push(b"\n");
+        }
+        let bytes = line.as_bytes();
+        let dst = out.get_mut(..bytes.len()).ok_or(BufferTooSmall {
+            needed: bytes.len(),
+        })?;
+        dst.copy_from_slice(bytes);
+        Ok(bytes.len())
+    }
+}
+
+/// Per-target sending options (what the target's configuration adds to each message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SendOptions<'a> {
+    /// Kernel release to prepend (`netconsole=+r`, configfs `release=1`).
+    pub release: Option<&'a [u8]>,
+    /// Userdata lines, already formatted (see [`format_userdata`]).
+    pub userdata: &'a [u8],
+    /// Sysdata lines, already formatted (see [`Sysdata::format_into`]).
+    pub sysdata: &'a [u8],
+    /// Mark as emergency transmission (`,ncemg=1`; reliable sender only).
+    pub ncemg: bool,
+}
+
+/// Why a message cannot be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The message needs fragmenting but has no `;` (the kernel warns and drops it).
+    #[error("message to fragment has no ';'")]
+    NoSemicolon,
+    /// The header leaves no room for body bytes in a 1000-byte datagram.
+    #[error("header too long to fragment")]
+    HeaderTooLong,
+}
+
+/// The datagrams `send_ext_msg_udp` makes of one formatted message for one target.
+///
+/// ```
+/// use netconsole_proto::format::{ExtFragments, SendOptions};
+///
+/// let mut body = b"6,7,8,-;".to_vec();
+/// body.resize(1500, b'a');
+/// let mut frags = ExtFragments::new(&body, SendOptions::default()).unwrap();
+/// let mut out = [0u8; 1000];
+/// let first = frags.write_next(&mut out).unwrap();
+/// assert!(out[..first].starts_with(b"6,7,8,-,ncfrag=0/1492;"));
+/// let second = frags.write_next(&mut out).unwrap();
+/// assert!(out[..second].starts_with(b"6,7,8,-,ncfrag=978/1492;"));
+/// assert_eq!(frags.write_next(&mut out), None);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ExtFragments<'a> {
+    msg: &'a [u8],
+    options: SendOptions<'a>,
+    /// `;` position in `msg` when fragmenting.
+    semi: usize,
+    total: usize,
+    offset: usize,
+    fragmented: bool,
+    done: bool,
+}
+
+impl<'a> ExtFragments<'a> {
+    /// Prepares the datagrams for `msg` (as [`format_kmsg`] wrote it).
+    pub fn new(msg: &'a [u8], options: SendOptions<'a>) -> Result<Self, SendError> {
+        let release_len = options.release.map_or(0, |r| r.len() + 1);
+        let emg_len = if options.ncemg { b",ncemg=1".len() } else { 0 };
+        let extra = options.userdata.len() + options.sysdata.len();
+        let whole = release_len + msg.len() + extra + emg_len;
+        let fragmented = whole > MAX_PRINT_CHUNK;
+        let semi = msg.iter().position(|&b| b == b';');
+        let semi = match (semi, fragmented || options.ncemg) {
+            (Some(s), _) => s,
+            (None, false) => 0,
+            (None, true) => return Err(SendError::NoSemicolon),
+        };
+        let total = if fragmented {
+            msg.len() - semi - 1 + extra
+        } else {
+            0
+        };
+        // The longest header must leave room for at least one byte.
+        let longest = release_len + semi + emg_len + ncfrag_len(total, total);
+        if fragmented && longest >= MAX_PRINT_CHUNK {
+            return Err(SendError::HeaderTooLong);
+        }
+        Ok(ExtFragments {
+            msg,
+            options,
+            semi,
+            total,
+            offset: 0,
+            fragmented,
+            done: false,
+        })
+    }
+
+    /// Whether the message goes out in `ncfrag` fragments.
+    pub const fn is_fragmented(&self) -> bool {
+        self.fragmented
+    }
+
+    /// The fragmented body length (`total` of `ncfrag`), 0 when not fragmented.
+    pub const fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Writes the next datagram into `out`; `None` when all have been written.
+    pub fn write_next(&mut self, out: &mut [u8; MAX_PRINT_CHUNK]) -> Option<usize> {
+        if self.done {
+            return None;
+        }
+        if !self.fragmented {
+            self.done = true;
+            return Some(self.write_whole(out));
+        }
+        if self.offset >= self.total {
+            self.done = true;
+            return None;
+        }
+        let mut header = Line::<MAX_PRINT_CHUNK>::new();
+        if let Some(release) = self.options.release {
+            header.push(release);
+            header.push(b",");
+        }
+        header.push(&self.msg[..self.semi]);
+        if self.options.ncemg {
+            header.push(b",ncemg=1");
+        }
+        header.push(b",ncfrag=");
+        header.push(Decimal::new(self.offset as u64).as_bytes());
+        header.push(b"/");
+        header.push(Decimal::new(self.total as u64).as_bytes());
+        header.push(b";");
+        let head = header.as_bytes();
+        out[..head.len()].copy_from_slice(head);
+        let chunk = (self.total - self.offset).min(MAX_PRINT_CHUNK - head.len());
+        let mut pos = head.len();
+        let mut from = self.offset;
+        let body = &self.msg[self.semi + 1..];
+        for part in [body, self.options.userdata, self.options.sysdata] {
+            if from >= part.len() {
+                from -= part.len();
+                continue;
+            }
+            let take = (part.len() - from).min(head.len() + chunk - pos);
+            out[pos..pos + take].copy_from_slice(&part[from..from + take]);
+            pos += take;
+            from = 0;
+            if pos == head.len() + chunk {
+                break;
+            }
+        }
+        self.offset += chunk;
+        if self.offset >= self.total {
+            self.done = true;
+        }
+        Some(pos)
+    }
+
+    fn write_whole(&self, out: &mut [u8; MAX_PRINT_CHUNK]) -> usize {
+        let mut cursor = KernelCursor { buf: out, pos: 0 };
+        let mut msg_len = self.msg.len();
+        if self.options.ncemg {
+            let (head, body) = self.msg.split_at(self.semi);
+            cursor.scnprintf_parts(&[
+                self.options.release.unwrap_or(&[]),
+                if self.options.release.is_some() {
+                    b","
+                } else {
+                    b""
+                },
+                head,
+                b",ncemg=1",
+                body,
+            ]);
+            msg_len += b",ncemg=1".len() + self.options.release.map_or(0, |r| r.len() + 1);
+            cursor.pos = msg_len;
+        } else if let Some(release) = self.options.release {
+            // scnprintf(buf, 1000, "%s,%.*s", release, msg)
+            cursor.scnprintf_parts(&[release, b",", self.msg]);
+            msg_len += release.len() + 1;
+            cursor.pos = msg_len;
+        } else {
+            cursor.buf[..msg_len].copy_from_slice(self.msg);
+            cursor.pos = msg_len;
+        }
+        if !self.options.userdata.is_empty() {
+            cursor.scnprintf(self.options.userdata);
+        }
+        if !self.options.sysdata.is_empty() {
+            cursor.scnprintf(self.options.sysdata);
+        }
+        cursor.pos
+    }
+}
+
+impl KernelCursor<'_> {
+    /// `scnprintf` of several pieces at once (one format call).
+    fn scnprintf_parts(&mut self, parts: &[&[u8]]) {
+        let room = self.buf.len() - self.pos;
+        if room == 0 {
+            return;
+        }
+        let mut left = room - 1;
+        let start = self.pos;
+        let mut pos = start;
+        for part in parts {
+            let n = part.len().min(left);
+            self.buf[pos..pos + n].copy_from_slice(&part[..n]);
+            pos += n;
+            left -= n;
+        }
+        self.buf[pos] = 0;
+        self.pos = pos;
+    }
+}
+
+/// Length of `,ncfrag=<offset>/<total>;`.
+fn ncfrag_len(offset: usize, total: usize) -> usize {
+    b",ncfrag=/;".len()
+        + Decimal::new(offset as u64).as_bytes().len()
+        + Decimal::new(total as u64).as_bytes().len()
+}
+
+/// Plain (non-extended) consoles: the console text cut into datagrams of at most 1000
+/// bytes, at any byte, as `write_msg` / `send_msg_udp` do.
+pub fn plain_chunks(console_text: &[u8]) -> core::slice::Chunks<'_, u8> {
+    console_text.chunks(MAX_PRINT_CHUNK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CONSOLE_EXT_LOG_MAX;
+
+    fn all(frags: &mut ExtFragments<'_>) -> Vec<Vec<u8>> {
+        let mut out = [0u8; MAX_PRINT_CHUNK];
+        let mut v = Vec::new();
+        while let Some(n) = frags.write_next(&mut out) {
+            v.push(out[..n].to_vec());
+        }
+        v
+    }
+
+    #[test]
+    fn formats_like_kmsg() {
+        let dict = [
+            DictEntry {
+                key: b"SUBSYSTEM",
+                value: b"pci",
+            },
+            DictEntry {
+                key: b"DEVICE",
+                value: b"+pci:0000:00:03.0",
+            },
+        ];
+        let mut record = KmsgRecord::new(6, 714, 7_464_018, b"pci 0000:00:03.0: x");
+        record.dict = &dict;
+        let mut out = [0u8; CONSOLE_EXT_LOG_MAX];
+        let n = format_kmsg(&record, &mut out);
+        assert_eq!(
+            &out[..n],
+            b"6,714,7464018,-;pci 0000:00:03.0: x\n SUBSYSTEM=pci\n DEVICE=+pci:0000:00:03.0\n"
+        );
+        record.caller = Some(Caller::Cpu(3));
+        record.facility = 3;
+        record.flag = Flag::Cont;
+        record.dict = &[];
+        let n = format_kmsg(&record, &mut out);
+        assert_eq!(
+            &out[..n],
+            b"30,714,7464018,c,caller=C3;pci 0000:00:03.0: x\n"
+        );
+    }
+
+    #[test]
+    fn cut_like_the_kernel() {
+        // Header "1,2,3,-;" (8 bytes); buffer of 15: 7 body bytes.
+        let record = KmsgRecord::new(1, 2, 3, b"ab\x01\x02 END");
+        let mut out = [0u8; 15];
+        let n = format_kmsg(&record, &mut out);
+        // "ab" then "\x01" (4) = 6 bytes, the second escape gets "" (room 1 -> scnprintf
+        // writes nothing), then ' ' takes the last slot.
+        assert_eq!(&out[..n], b"1,2,3,-;ab\\x01 ");
+        let mut out = [0u8; 13];
+        let n = format_kmsg(&record, &mut out);
+        assert_eq!(&out[..n], b"1,2,3,-;ab\\x ");
+    }
+
+    #[test]
+    fn whole_datagram_with_release_and_extradata() {
+        let msg = b"6,1,2,-;hi\n";
+        let opts = SendOptions {
+            release: Some(b"6.9.0"),
+            userdata: b" k=v\n",
+            sysdata: b" msgid=1\n",
+            ncemg: false,
+        };
+        let mut f = ExtFragments::new(msg, opts).unwrap();
+        assert!(!f.is_fragmented());
+        assert_eq!(
+            all(&mut f),
+            [b"6.9.0,6,1,2,-;hi\n k=v\n msgid=1\n".to_vec()]
+        );
+    }
+
+    #[test]
+    fn kernel_quirk_at_exactly_1000() {
+        // release_len + msg_len == 1000: the last byte is scnprintf's NUL.
+        let mut msg = b"6,1,2,-;".to_vec();
+        msg.resize(995, b'a');
+        msg.push(b'\n');
+        let opts = SendOptions {
+            release: Some(b"6.9"),
+            ..SendOptions::default()
+        };
+        let v = all(&mut ExtFragments::new(&msg, opts).unwrap());
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].len(), 1000);
+        assert_eq!(v[0][999], 0);
+        // Userdata reaching exactly 1000 loses its last byte.
+        let opts = SendOptions {
+            userdata: b" k=v\n",
+            ..SendOptions::default()
+        };
+        let v = all(&mut ExtFragments::new(&msg[..995], opts).unwrap());
+        assert_eq!(v[0].len(), 999);
+        assert!(v[0].ends_with(b" k=v"));
+    }
+
+    #[test]
+    fn fragments_body_then_extradata() {
+        let mut msg = b"14,1,2,-;".to_vec();
+        msg.extend(core::iter::repeat_n(b'x', 1000));
+        msg.push(b'\n');
+        let opts = SendOptions {
+            userdata: b" a=b\n",
+            sysdata: b" msgid=7\n",
+            ..SendOptions::default()
+        };
+        let v = all(&mut ExtFragments::new(&msg, opts).unwrap());
+        assert_eq!(v.len(), 2);
+        assert!(v[0].starts_with(b"14,1,2,-,ncfrag=0/1015;"));
+        assert_eq!(v[0].len(), 1000);
+        let off = 1000 - b"14,1,2,-,ncfrag=0/1015;".len();
+        let head = format!("14,1,2,-,ncfrag={off}/1015;");
+        assert!(v[1].starts_with(head.as_bytes()));
+        assert!(v[1].ends_with(b"x\n a=b\n msgid=7\n"));
+    }
+
+    #[test]
+    fn emergency_mark() {
+        let v = all(&mut ExtFragments::new(
+            b"6,1,2,-;hi\n",
+            SendOptions {
+                ncemg: true,
+                ..SendOptions::default()
+            },
+        )
+        .unwrap());
+        assert_eq!(v, [b"6,1,2,-,ncemg=1;hi\n".to_vec()]);
+    }
+
+    #[test]
+    fn userdata_and_sysdata_lines() {
+        let mut out = [0u8; 128];
+        let n = format_userdata(
+            &[(b"host", b"h1"), (b"empty", b""), (b"odd", b"a\\b")],
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(&out[..n], b" host=h1\n odd=a\\b\n");
+        let s = Sysdata {
+            cpu: Some(1),
+            taskname: Some(b"dd"),
+            release: Some(b"7.3.4"),
+            msgid: Some(330),
+        };
+        let n = s.format_into(&mut out).unwrap();
+        assert_eq!(
+            &out[..n],
+            b" cpu=1\n taskname=dd\n release=7.3.4\n msgid=330\n"
+        );
+    }
+
+    #[test]
+    fn plain_chunking() {
+        let text = [b'a'; 2500];
+        let lens: Vec<usize> = plain_chunks(&text).map(<[u8]>::len).collect();
+        assert_eq!(lens, [1000, 1000, 500]);
+    }
+}
