@@ -52,8 +52,9 @@ use netpoll_frame::Instant;
 pub struct CollectorConfig {
     /// Dumps held at once, across all sources (at least 1). Default 16.
     pub max_dumps: usize,
-    /// The largest `packet_count` accepted; larger dumps are refused. Default 1024, that is
-    /// 1 MiB of log per dump.
+    /// The largest `packet_count` accepted; larger dumps are refused. Default 1025: a log of
+    /// up to 1 MiB however the kernel splits it in two segments (each segment's tail chunk
+    /// is padded, so 1 MiB may take 1024 + 1 packets).
     pub max_packets_per_dump: u32,
     /// Complete dumps remembered so that their later passes are not taken for new dumps.
     /// Default 64.
@@ -67,7 +68,7 @@ impl Default for CollectorConfig {
     fn default() -> Self {
         Self {
             max_dumps: 16,
-            max_packets_per_dump: 1024,
+            max_packets_per_dump: 1025,
             max_completed: 64,
             timeout: Duration::from_secs(10),
         }

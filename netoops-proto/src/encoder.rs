@@ -29,7 +29,10 @@
 //! packet 2 = `s2[0..1024]`, packet 3 = 1024 zero bytes (the whole of `s1` is lost).
 //!
 //! [`DumpEncoder`] reproduces all of this. It writes each packet into a caller's buffer and
-//! allocates nothing.
+//! allocates nothing. With [`DumpEncoder::write_next_frame`] each packet goes out wrapped in a
+//! whole netpoll frame (Ethernet, IPv4 or IPv6, UDP) by a [`FrameBuilder`];
+//! [`netoops_frame_config`] sets up a target the way netoops does (port 2004 both ways, UDP
+//! checksum 0 on IPv4).
 //!
 //! ```
 //! use netoops_proto::{DumpEncoder, DumpMeta, DumpType, Packet};
@@ -57,6 +60,8 @@ use crate::wire::{
 };
 use crate::{DATA_BYTES, RETRANSMIT_COUNT};
 use core::mem::offset_of;
+use core::net::IpAddr;
+use netpoll_frame::{BuildError, FrameBuilder, FrameConfig, UdpChecksumPolicy};
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32};
 
@@ -84,6 +89,9 @@ pub enum EncodeError {
         /// The buffer's length.
         len: usize,
     },
+    /// The frame builder refused the packet (buffer too small for the frame, ...).
+    #[error("cannot build the frame: {0}")]
+    Frame(#[from] BuildError),
     /// The packet number asked for is not below `packet_count`.
     #[error("packet_no {packet_no} is not below packet_count {packet_count}")]
     PacketNo {
@@ -263,10 +271,54 @@ impl<'a> DumpEncoder<'a> {
         Ok(Some(len))
     }
 
+    /// Writes the packet numbered `packet_no` wrapped in a whole frame built by `builder`
+    /// into the front of `out`; returns the frame's length.
+    pub fn write_frame(
+        &self,
+        packet_no: u32,
+        builder: &mut FrameBuilder,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let mut packet = [0u8; MAX_HEADER_LEN + DATA_BYTES];
+        let len = self.write_packet(packet_no, &mut packet)?;
+        Ok(builder.build(&packet[..len], out)?)
+    }
+
+    /// Writes the next packet in send order as a whole frame built by `builder` into `out`
+    /// and returns the frame's length, or `None` once all three passes are written. On an
+    /// error nothing advances.
+    pub fn write_next_frame(
+        &mut self,
+        builder: &mut FrameBuilder,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, EncodeError> {
+        let Some(packet_no) = self.packet_no_at(self.next) else {
+            return Ok(None);
+        };
+        let len = self.write_frame(packet_no, builder, out)?;
+        self.next += 1;
+        Ok(Some(len))
+    }
+
     /// Starts again from the first packet of the first pass.
     pub fn rewind(&mut self) {
         self.next = 0;
     }
+}
+
+/// A frame configuration for a netoops target: [`NETOOPS_PORT`](crate::NETOOPS_PORT) as
+/// source and destination port, and on IPv4 the UDP checksum sent as 0, as netoops sends
+/// ("via udp w/o checksum"). IPv6 forbids a zero checksum, so there it is computed. Other
+/// fields keep [`FrameConfig::new`]'s values (set the MAC addresses and the IPv4 id policy
+/// afterwards).
+pub fn netoops_frame_config(source: IpAddr, destination: IpAddr) -> FrameConfig {
+    let mut config = FrameConfig::new(source, destination);
+    config.source_port = crate::NETOOPS_PORT;
+    config.destination_port = crate::NETOOPS_PORT;
+    if source.is_ipv4() {
+        config.udp_checksum = UdpChecksumPolicy::Zero;
+    }
+    config
 }
 
 /// `packet_count_from_length`: `ceil(l / 1024)`, if it fits the kernel's `int`.
@@ -274,4 +326,153 @@ fn chunks_in(segment: &[u8]) -> Option<u32> {
     u32::try_from(segment.len().div_ceil(DATA_BYTES))
         .ok()
         .filter(|&count| count <= MAX_PACKET_COUNT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::DumpType;
+    use crate::packet::Packet;
+
+    fn meta() -> DumpMeta {
+        DumpMeta::v2(0x0102, DumpType::PrintkBuffer, b"2.6.37")
+    }
+
+    /// All packets of a dump in send order, parsed: (packet_no, data).
+    fn sent(encoder: &mut DumpEncoder<'_>) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1500];
+        while let Some(len) = encoder.write_next(&mut buf).expect("buffer large enough") {
+            let packet = Packet::parse(&buf[..len]).expect("own packet parses");
+            out.push((packet.packet_no(), packet.data().to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn the_documented_example_byte_for_byte() {
+        let s1: Vec<u8> = (0..1024u32).map(|i| b'A' + (i % 7) as u8).collect();
+        let s2: Vec<u8> = (0..2500u32).map(|i| b'a' + (i % 23) as u8).collect();
+        let mut encoder = DumpEncoder::new(&meta(), &s1, &s2).expect("small");
+        assert_eq!(encoder.packet_count(), 4);
+        assert_eq!(encoder.len(), 12);
+        let packets = sent(&mut encoder);
+        let numbers: Vec<u32> = packets.iter().map(|p| p.0).collect();
+        assert_eq!(numbers, [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]);
+
+        let mut tail = s2[2048..].to_vec();
+        tail.resize(1024, 0);
+        assert_eq!(packets[0].1, tail);
+        assert_eq!(packets[1].1, &s2[1024..2048]);
+        assert_eq!(packets[2].1, &s2[..1024]);
+        // s1 is exactly 1024 bytes: the kernel copies 1024 % 1024 = 0 bytes.
+        assert_eq!(packets[3].1, [0u8; 1024]);
+        // The three passes are identical.
+        assert_eq!(packets[..4], packets[4..8]);
+        assert_eq!(packets[..4], packets[8..]);
+    }
+
+    #[test]
+    fn passes_are_identical_byte_for_byte() {
+        let log = [b'z'; 3000];
+        let mut encoder = DumpEncoder::new(&meta(), &log, b"").expect("small");
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1241];
+        while let Some(len) = encoder.write_next(&mut buf).expect("fits") {
+            all.push(buf[..len].to_vec());
+        }
+        assert_eq!(all.len(), 9);
+        assert_eq!(all[..3], all[3..6]);
+        assert_eq!(all[..3], all[6..]);
+        // Only packet_no (offset 14) differs between packets of one pass.
+        for (n, packet) in all[..3].iter().enumerate() {
+            assert_eq!(packet[14..18], (n as u32).to_le_bytes());
+            assert_eq!(packet[..14], all[0][..14]);
+            assert_eq!(packet[18..217], all[0][18..217]);
+        }
+        // The first segment alone is numbered from 0: tail first.
+        assert_eq!(all[0][217..217 + 952], [b'z'; 952]);
+        assert_eq!(all[0][217 + 952..], [0u8; 72]);
+    }
+
+    #[test]
+    fn an_empty_dump_sends_nothing() {
+        let mut encoder = DumpEncoder::new(&meta(), b"", b"").expect("empty");
+        assert!(encoder.is_empty());
+        assert_eq!(encoder.len(), 0);
+        assert_eq!(encoder.packet_no_at(0), None);
+        let mut buf = [0u8; 1241];
+        assert_eq!(encoder.write_next(&mut buf), Ok(None));
+        assert_eq!(
+            encoder.write_packet(0, &mut buf),
+            Err(EncodeError::PacketNo {
+                packet_no: 0,
+                packet_count: 0
+            })
+        );
+    }
+
+    #[test]
+    fn a_short_buffer_is_refused_and_nothing_advances() {
+        let mut encoder = DumpEncoder::new(&meta(), b"", b"panic\n").expect("small");
+        let mut small = [0u8; 1240];
+        assert_eq!(
+            encoder.write_next(&mut small),
+            Err(EncodeError::BufferTooSmall {
+                needed: 1241,
+                len: 1240
+            })
+        );
+        let mut buf = [0u8; 1241];
+        assert_eq!(encoder.write_next(&mut buf), Ok(Some(1241)));
+        assert_eq!(&buf[217..223], b"panic\n");
+        encoder.rewind();
+        assert_eq!(encoder.packet_no_at(2), Some(0));
+        assert_eq!(encoder.packet_no_at(3), None);
+    }
+
+    #[test]
+    fn frames_as_netoops_sends_them() {
+        let config =
+            netoops_frame_config(IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
+        let mut builder = FrameBuilder::new(&config).expect("IPv4 pair");
+        let log = [b'q'; 1500];
+        let mut encoder = DumpEncoder::new(&meta(), b"", &log).expect("small");
+        let mut frame = [0u8; 1514];
+        let mut packet = [0u8; 1241];
+        for index in 0..encoder.len() {
+            let len = encoder
+                .write_next_frame(&mut builder, &mut frame)
+                .expect("fits")
+                .expect("more packets");
+            assert_eq!(len, 14 + 20 + 8 + 1241);
+            // UDP checksum field (after Ethernet 14, IPv4 20, ports and length 6) is zero.
+            assert_eq!(frame[40..42], [0, 0]);
+            let parsed = netpoll_frame::Frame::parse(&frame[..len]).expect("valid frame");
+            assert_eq!(parsed.source().port(), 2004);
+            assert_eq!(parsed.destination().port(), 2004);
+            let packet_no = encoder.packet_no_at(index).expect("in range");
+            encoder.write_packet(packet_no, &mut packet).expect("fits");
+            assert_eq!(parsed.payload(), &packet[..]);
+        }
+        assert_eq!(encoder.write_next_frame(&mut builder, &mut frame), Ok(None));
+
+        // IPv6 keeps the checksum (a zero one is forbidden there).
+        let v6 = netoops_frame_config(
+            IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]),
+            IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 2]),
+        );
+        assert_eq!(v6.udp_checksum, UdpChecksumPolicy::Compute);
+        let mut builder = FrameBuilder::new(&v6).expect("IPv6 pair");
+        let len = encoder
+            .write_frame(0, &mut builder, &mut frame)
+            .expect("fits");
+        let parsed = netpoll_frame::Frame::parse(&frame[..len]).expect("valid frame");
+        assert_ne!(parsed.udp_checksum(), 0);
+        let mut tiny = [0u8; 100];
+        assert!(matches!(
+            encoder.write_frame(0, &mut builder, &mut tiny),
+            Err(EncodeError::Frame(_))
+        ));
+    }
 }

@@ -58,7 +58,7 @@ pub use collector::{
     CollectError, Collector, CollectorConfig, CollectorStats, Contradiction, Dump, DumpStatus,
     Event, Received,
 };
-pub use encoder::{DumpEncoder, EncodeError};
+pub use encoder::{DumpEncoder, EncodeError, netoops_frame_config};
 pub use meta::{ARCH_X86, DumpMeta, DumpType, PtRegs, V3Fields, Version, X86ArchData};
 pub use packet::{Packet, ParseError};
 

@@ -320,3 +320,193 @@ fn check_type(number: u16) -> Result<(), ParseError> {
         .map(|_| ())
         .ok_or(ParseError::UnknownType(number))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::DumpEncoder;
+    use crate::meta::{PtRegs, V3Fields, X86ArchData};
+
+    fn v2_packet() -> [u8; 1241] {
+        let meta = DumpMeta::v2(9, DumpType::PrintkBuffer, b"2.6.37");
+        let encoder = DumpEncoder::new(&meta, b"", &[b'x'; 2048 + 5]).expect("small");
+        let mut out = [0u8; 1241];
+        encoder.write_packet(1, &mut out).expect("fits");
+        out
+    }
+
+    fn v3_meta(regs: &[u8]) -> DumpMeta {
+        DumpMeta::v3(
+            9,
+            DumpType::PrintkBufferSoft,
+            b"6.1.0",
+            V3Fields {
+                boot_id: 77,
+                user_blob: [b'u'; 128],
+                arch_data: X86ArchData {
+                    vendor: 2,
+                    family: 0x17,
+                    model: 1,
+                    stepping: 2,
+                    regs: PtRegs::from_bytes(regs).expect("fits"),
+                },
+            },
+        )
+    }
+
+    fn v3_packet() -> [u8; 1412] {
+        let encoder = DumpEncoder::new(&v3_meta(&[1; 168]), b"", b"log").expect("small");
+        let mut out = [0u8; 1412];
+        encoder.write_packet(0, &mut out).expect("fits");
+        out
+    }
+
+    fn set16(packet: &mut [u8], at: usize, value: u16) {
+        packet[at..at + 2].copy_from_slice(&value.to_le_bytes());
+    }
+
+    #[test]
+    fn short_and_unknown() {
+        assert_eq!(Packet::parse(&[]), Err(ParseError::TooShort { len: 0 }));
+        assert_eq!(Packet::parse(&[2]), Err(ParseError::TooShort { len: 1 }));
+        assert_eq!(
+            Packet::parse(&[2, 0, 0]),
+            Err(ParseError::TooShort { len: 3 })
+        );
+        assert_eq!(
+            Packet::parse(&[3; 215]),
+            Err(ParseError::UnknownVersion(0x0303))
+        );
+        let mut packet = v2_packet();
+        set16(&mut packet, 0, 1);
+        assert_eq!(Packet::parse(&packet), Err(ParseError::UnknownVersion(1)));
+        let mut packet = v2_packet();
+        set16(&mut packet, 8, 2);
+        assert_eq!(Packet::parse(&packet), Err(ParseError::UnknownType(2)));
+        let mut packet = v3_packet();
+        set16(&mut packet, 10, 0);
+        assert_eq!(Packet::parse(&packet), Err(ParseError::UnknownType(0)));
+        assert_eq!(
+            Packet::parse(&v3_packet()[..216]),
+            Err(ParseError::DataOffset {
+                data_offset: 388,
+                len: 216,
+            })
+        );
+        assert_eq!(
+            Packet::parse(&v3_packet()[..215]),
+            Err(ParseError::TooShort { len: 215 })
+        );
+    }
+
+    #[test]
+    fn v2_trusts_header_size_within_the_datagram() {
+        let mut packet = v2_packet();
+        set16(&mut packet, 2, 216);
+        assert_eq!(Packet::parse(&packet), Err(ParseError::HeaderSize(216)));
+        set16(&mut packet, 2, 218);
+        assert_eq!(
+            Packet::parse(&packet),
+            Err(ParseError::DataOffset {
+                data_offset: 218,
+                len: 1241
+            })
+        );
+        // A longer header (a later kernel) is read where it says the data starts.
+        let mut longer = v2_packet().to_vec();
+        longer.insert(217, 0xaa);
+        longer[2] = 218;
+        let parsed = Packet::parse(&longer).expect("header_size 218");
+        assert_eq!(parsed.data_offset(), 218);
+        assert_eq!(&parsed.data()[..5], b"xxxxx");
+        assert_eq!(
+            Packet::parse(&v2_packet()[..1240]),
+            Err(ParseError::DataOffset {
+                data_offset: 217,
+                len: 1240
+            })
+        );
+    }
+
+    #[test]
+    fn v3_offsets_are_checked() {
+        let good = v3_packet();
+        let parsed = Packet::parse(&good).expect("good");
+        assert_eq!(parsed.meta(), v3_meta(&[1; 168]));
+        assert_eq!(&parsed.data()[..4], b"log\0");
+
+        let mut packet = good;
+        set16(&mut packet, 6, 1);
+        assert_eq!(Packet::parse(&packet), Err(ParseError::UnsupportedArch(1)));
+        for (arch_offset, data_offset) in [(215, 388), (389, 388), (386, 388), (216, 389)] {
+            let mut packet = good;
+            set16(&mut packet, 8, arch_offset);
+            set16(&mut packet, 4, data_offset);
+            assert_eq!(
+                Packet::parse(&packet),
+                Err(ParseError::ArchData {
+                    arch_offset,
+                    data_offset
+                }),
+                "{arch_offset} {data_offset}"
+            );
+        }
+        let mut packet = good;
+        set16(&mut packet, 4, 387);
+        assert_eq!(
+            Packet::parse(&packet),
+            Err(ParseError::DataOffset {
+                data_offset: 387,
+                len: 1412
+            })
+        );
+        let mut packet = good;
+        set16(&mut packet, 4, 2000);
+        assert_eq!(
+            Packet::parse(&packet),
+            Err(ParseError::DataOffset {
+                data_offset: 2000,
+                len: 1412
+            })
+        );
+    }
+
+    #[test]
+    fn v3_with_32_bit_registers() {
+        let meta = v3_meta(&[5; 60]);
+        let encoder = DumpEncoder::new(&meta, b"", b"i386").expect("small");
+        assert_eq!(encoder.packet_len(), 216 + 64 + 1024);
+        let mut out = [0u8; 1304];
+        encoder.write_packet(0, &mut out).expect("fits");
+        assert_eq!(out[4..6], 280u16.to_le_bytes());
+        let parsed = Packet::parse(&out).expect("parses");
+        assert_eq!(parsed.data_offset(), 280);
+        assert_eq!(parsed.meta(), meta);
+        assert_eq!(
+            parsed.x86_arch_data().map(|a| a.regs.as_bytes().len()),
+            Some(60)
+        );
+    }
+
+    #[test]
+    fn packet_no_below_packet_count() {
+        let mut packet = v2_packet();
+        packet[14] = 3;
+        assert_eq!(
+            Packet::parse(&packet),
+            Err(ParseError::PacketNo {
+                packet_no: 3,
+                packet_count: 3
+            })
+        );
+        let mut packet = v3_packet();
+        packet[12] = 0;
+        assert_eq!(
+            Packet::parse(&packet),
+            Err(ParseError::PacketNo {
+                packet_no: 0,
+                packet_count: 0
+            })
+        );
+    }
+}
