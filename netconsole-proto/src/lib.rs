@@ -8,6 +8,7 @@
 //! - [`format_kmsg`] writes a record as printk does, [`ExtFragments`] makes the datagrams
 //!   `send_ext_msg_udp` sends for it (release, userdata, sysdata, `ncfrag`), [`plain_chunks`]
 //!   cuts plain console text.
+//! - [`param::Target`] parses and formats the `netconsole=` parameter.
 //! - [`FragmentedRecord`] / [`Reassembly`] (`alloc`) put `ncfrag` fragments back together.
 //!
 //! `no_std`; the `alloc` feature adds owned records, reassembly and the reliable sender.
@@ -32,6 +33,7 @@ extern crate alloc;
 pub mod body;
 pub mod format;
 pub mod header;
+pub mod param;
 #[cfg(feature = "alloc")]
 pub mod reassembly;
 pub mod record;
