@@ -41,3 +41,8 @@ pub use build::{
 };
 pub use parse::{Frame, IpInfo, Layer, ParseError};
 pub use time::Instant;
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
