@@ -378,6 +378,21 @@ impl<'a> ExtFragments<'a> {
         self.total
     }
 
+    /// Body offset of the next fragment (0 before the first).
+    pub(crate) const fn position(&self) -> usize {
+        self.offset
+    }
+
+    /// Whether every datagram has been written.
+    pub(crate) const fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Resumes at a body offset returned by [`ExtFragments::position`].
+    pub(crate) fn resume_at(&mut self, offset: usize) {
+        self.offset = offset;
+    }
+
     /// Writes the next datagram into `out`; `None` when all have been written.
     pub fn write_next(&mut self, out: &mut [u8; MAX_PRINT_CHUNK]) -> Option<usize> {
         if self.done {

@@ -9,6 +9,8 @@
 //!   `send_ext_msg_udp` sends for it (release, userdata, sysdata, `ncfrag`), [`plain_chunks`]
 //!   cuts plain console text.
 //! - [`param::Target`] parses and formats the `netconsole=` parameter.
+//! - [`encode_response`] / [`Response`]: the `ncrx` response packet of reliable netconsole;
+//!   `sender::Sender` (`alloc`) is its sender half as a sans-IO state machine.
 //! - [`FragmentedRecord`] / [`Reassembly`] (`alloc`) put `ncfrag` fragments back together.
 //!
 //! `no_std`; the `alloc` feature adds owned records, reassembly and the reliable sender.
@@ -38,6 +40,8 @@ pub mod param;
 pub mod reassembly;
 pub mod record;
 pub mod response;
+#[cfg(feature = "alloc")]
+pub mod sender;
 
 pub use body::{
     Body, BufferTooSmall, CONSOLE_EXT_LOG_MAX, Line, PRINTK_MESSAGE_MAX, Unescaped, escape_into,
