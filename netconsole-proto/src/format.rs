@@ -378,16 +378,19 @@ impl<'a> ExtFragments<'a> {
         self.total
     }
 
+    #[cfg(feature = "alloc")]
     /// Body offset of the next fragment (0 before the first).
     pub(crate) const fn position(&self) -> usize {
         self.offset
     }
 
+    #[cfg(feature = "alloc")]
     /// Whether every datagram has been written.
     pub(crate) const fn is_done(&self) -> bool {
         self.done
     }
 
+    #[cfg(feature = "alloc")]
     /// Resumes at a body offset returned by [`ExtFragments::position`].
     pub(crate) fn resume_at(&mut self, offset: usize) {
         self.offset = offset;
