@@ -88,6 +88,22 @@ impl Default for SenderConfig {
     }
 }
 
+impl SenderConfig {
+    /// This configuration with another window size.
+    #[must_use]
+    pub fn with_window(mut self, window: usize) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// This configuration with a release to prepend.
+    #[must_use]
+    pub fn with_release(mut self, release: &[u8]) -> Self {
+        self.release = Some(release.to_vec());
+        self
+    }
+}
+
 /// Why [`Sender::push`] refused a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

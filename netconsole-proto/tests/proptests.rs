@@ -1,0 +1,277 @@
+//! Property tests: every codec round-trips, every parser survives arbitrary input.
+
+use core::time::Duration;
+
+use netconsole_proto::format::{DictEntry, ExtFragments, KmsgRecord, SendOptions, format_kmsg};
+use netconsole_proto::sender::{Sender, SenderConfig};
+use netconsole_proto::{
+    Body, CONSOLE_EXT_LOG_MAX, Caller, DEFAULT_MAX_TOTAL, Datagram, ExtRecord, Flag,
+    FragmentedRecord, MAX_PRINT_CHUNK, MAX_RESPONSE, Reassembly, Response, encode_response, escape,
+    param, unescape,
+};
+use netpoll_frame::Instant;
+use proptest::prelude::*;
+
+fn flag() -> impl Strategy<Value = Flag> {
+    prop_oneof![Just(Flag::Normal), Just(Flag::Cont), Just(Flag::ContMore)]
+}
+
+fn caller() -> impl Strategy<Value = Option<Caller>> {
+    prop_oneof![
+        Just(None),
+        any::<u32>().prop_map(|n| Some(Caller::Task(n))),
+        any::<u32>().prop_map(|n| Some(Caller::Cpu(n))),
+    ]
+}
+
+/// Dictionary keys cannot hold `=` (it is not escaped, so it would end the key).
+fn dict() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
+    prop::collection::vec(
+        (
+            prop::collection::vec(any::<u8>().prop_filter("no =", |b| *b != b'='), 1..12),
+            prop::collection::vec(any::<u8>(), 1..60),
+        ),
+        0..4,
+    )
+}
+
+fn datagrams(msg: &[u8], options: SendOptions<'_>) -> Vec<Vec<u8>> {
+    let mut frags = ExtFragments::new(msg, options).unwrap();
+    let mut out = [0u8; MAX_PRINT_CHUNK];
+    let mut v = Vec::new();
+    while let Some(n) = frags.write_next(&mut out) {
+        v.push(out[..n].to_vec());
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// format → fragment → parse → reassemble → unescape gives back every field and byte.
+    #[test]
+    fn format_then_parse_is_identity(
+        level in 0u8..8,
+        facility in any::<u8>(),
+        seq in any::<u64>(),
+        ts_usec in any::<u64>(),
+        flag in flag(),
+        caller in caller(),
+        text in prop::collection::vec(any::<u8>(), 0..1500),
+        dict in dict(),
+        release in prop::option::of("[0-9a-z+_-]{0,12}\\.[0-9a-z+_.-]{0,12}"),
+    ) {
+        let entries: Vec<DictEntry<'_>> =
+            dict.iter().map(|(k, v)| DictEntry { key: k, value: v }).collect();
+        let mut record = KmsgRecord::new(level, seq, ts_usec, &text);
+        record.facility = facility;
+        record.flag = flag;
+        record.caller = caller;
+        record.dict = &entries;
+        let mut buf = vec![0u8; CONSOLE_EXT_LOG_MAX];
+        let n = format_kmsg(&record, &mut buf);
+        prop_assert!(n < CONSOLE_EXT_LOG_MAX);
+        let mut options = SendOptions::default();
+        options.release = release.as_deref().map(str::as_bytes);
+        let sent = datagrams(&buf[..n], options);
+        prop_assert!(sent.iter().all(|d| d.len() <= MAX_PRINT_CHUNK));
+        let mut whole = None;
+        let mut frag: Option<FragmentedRecord> = None;
+        for d in &sent {
+            let Ok(Datagram::Extended(r)) = Datagram::parse(d) else {
+                return Err(TestCaseError::fail("not an extended datagram"));
+            };
+            prop_assert_eq!(r.header.release, options.release);
+            if r.is_fragment() {
+                match frag.as_mut() {
+                    Some(f) => { f.push(&r).unwrap(); }
+                    None => frag = Some(FragmentedRecord::new(&r, DEFAULT_MAX_TOTAL).unwrap()),
+                }
+            } else {
+                whole = Some(netconsole_proto::OwnedRecord::from_parts(&r.header, r.body));
+            }
+        }
+        let got = match (whole, frag) {
+            (Some(w), None) => w,
+            (None, Some(f)) => f.to_record().unwrap(),
+            _ => return Err(TestCaseError::fail("mixed whole and fragments")),
+        };
+        prop_assert_eq!(
+            (got.level, got.facility, got.seq, got.ts_usec, got.flag, got.caller),
+            (level, facility, seq, ts_usec, flag, caller)
+        );
+        let body = got.split_body();
+        prop_assert!(body.text_terminated());
+        let (decoded, malformed) = unescape(body.text());
+        prop_assert_eq!(malformed, 0);
+        prop_assert_eq!(&decoded[..], &text[..]);
+        let lines: Vec<(Vec<u8>, Vec<u8>)> = body
+            .lines()
+            .map(|l| (unescape(l.key()).0.into_owned(), unescape(l.value()).0.into_owned()))
+            .collect();
+        prop_assert_eq!(lines, dict);
+    }
+
+    /// Any permutation of a record's fragments, with duplicates, reassembles to the same bytes.
+    #[test]
+    fn fragments_in_any_order_reassemble(
+        body in prop::collection::vec(any::<u8>(), 1..6000),
+        order in Just((0..16usize).collect::<Vec<_>>()).prop_shuffle(),
+        duplicates in prop::collection::vec(0..16usize, 0..8),
+    ) {
+        let mut msg = b"14,1234,5678901,c;".to_vec();
+        msg.extend_from_slice(&body);
+        let sent = datagrams(&msg, SendOptions::default());
+        let n = sent.len();
+        let mut feed: Vec<&Vec<u8>> = order.iter().filter(|&&i| i < n).map(|&i| &sent[i]).collect();
+        feed.extend(duplicates.iter().map(|&i| &sent[i % n]));
+        let mut record: Option<FragmentedRecord> = None;
+        let mut whole = None;
+        for d in feed {
+            let r = ExtRecord::parse(d).unwrap();
+            if !r.is_fragment() {
+                whole = Some(r.body.to_vec());
+                continue;
+            }
+            match record.as_mut() {
+                Some(f) => { f.push(&r).unwrap(); }
+                None => record = Some(FragmentedRecord::new(&r, DEFAULT_MAX_TOTAL).unwrap()),
+            }
+        }
+        let got = match record {
+            Some(f) => f.to_record().unwrap().body,
+            None => whole.unwrap(),
+        };
+        prop_assert_eq!(got, body);
+    }
+
+    /// The response encoder round-trips, never exceeds 1000 bytes and only stops when the
+    /// next entry would not fit.
+    #[test]
+    fn response_round_trips(
+        ack in any::<u64>(),
+        steps in prop::collection::vec(1u64..1_000_000_000, 0..400),
+    ) {
+        let mut missing = Vec::new();
+        let mut seq = ack;
+        for step in steps {
+            match seq.checked_add(step) {
+                Some(next) => { missing.push(next); seq = next; }
+                None => break,
+            }
+        }
+        let mut out = [0u8; 2000];
+        let (len, count) = encode_response(ack, &missing, &mut out).unwrap();
+        prop_assert!(len <= MAX_RESPONSE);
+        let r = Response::parse(&out[..len]).unwrap();
+        prop_assert_eq!(r.ack(), ack);
+        prop_assert_eq!(r.missing().collect::<Vec<_>>(), &missing[..count]);
+        if let Some(next) = missing.get(count) {
+            prop_assert!(len + 1 + next.to_string().len() > MAX_RESPONSE);
+        }
+    }
+
+    /// printk escaping round-trips for any bytes.
+    #[test]
+    fn escape_round_trips(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {
+        let escaped = escape(&bytes);
+        prop_assert!(escaped.iter().all(|&b| (0x20..0x7f).contains(&b)));
+        let (back, malformed) = unescape(&escaped);
+        prop_assert_eq!(malformed, 0);
+        prop_assert_eq!(&back[..], &bytes[..]);
+    }
+
+    /// Parsers return, never panic, on arbitrary input.
+    #[test]
+    fn parsers_survive_anything(bytes in prop::collection::vec(any::<u8>(), 0..1200), limit in 0usize..3000) {
+        if let Ok(Datagram::Extended(r)) = Datagram::parse(&bytes) {
+            let body = r.split_body_limited(limit);
+            let lines = body.lines().count();
+            prop_assert!(lines <= r.body.len());
+            prop_assert!(r.header.len() + r.body.len() == bytes.len());
+        }
+        let _ = Response::parse(&bytes);
+        let _ = Body::parse(&bytes).lines().count();
+        let (unescaped, _) = unescape(&bytes);
+        prop_assert!(unescaped.len() <= bytes.len());
+        if let Ok(text) = core::str::from_utf8(&bytes) {
+            if let Ok(targets) = param::parse_targets(text) {
+                for target in targets.flatten() {
+                    let again = target.to_string();
+                    prop_assert_eq!(param::Target::parse(&again), Ok(target));
+                }
+            }
+        }
+    }
+
+    /// Arbitrary fragments never make the reassembly inconsistent.
+    #[test]
+    fn reassembly_stays_consistent(
+        total in 1usize..4000,
+        inserts in prop::collection::vec((0usize..4200, prop::collection::vec(0u8..3, 0..300)), 0..60),
+    ) {
+        let mut r = Reassembly::new(total, DEFAULT_MAX_TOTAL).unwrap();
+        for (offset, chunk) in inserts {
+            let before = r.received();
+            // A refused chunk changes nothing.
+            let fresh = r.insert(offset, &chunk).unwrap_or(0);
+            prop_assert_eq!(r.received(), before + fresh);
+            let gap: usize = r.missing().map(|g| g.len()).sum();
+            prop_assert_eq!(gap + r.received(), total);
+            prop_assert_eq!(r.is_complete(), gap == 0);
+        }
+    }
+
+    /// The sender stays bounded and consistent whatever events it gets.
+    #[test]
+    fn sender_survives_arbitrary_events(
+        events in prop::collection::vec((0u8..4, any::<u16>(), prop::collection::vec(any::<u8>(), 0..40)), 0..200),
+    ) {
+        let mut s = Sender::new(SenderConfig::default().with_window(8));
+        let mut now = Instant::ZERO;
+        let mut seq = 0u64;
+        let mut out = [0u8; MAX_PRINT_CHUNK];
+        for (kind, value, bytes) in events {
+            match kind {
+                0 => {
+                    seq += u64::from(value % 3);
+                    let msg = format!("6,{seq},{},-;{}\n", value, "x".repeat(usize::from(value % 2500)));
+                    s.push(now, msg.as_bytes()).unwrap();
+                }
+                1 => {
+                    let ack = u64::from(value) % (seq + 2);
+                    let mut missing = Vec::new();
+                    let mut next = ack;
+                    for b in &bytes {
+                        next += u64::from(b % 4) + 1;
+                        missing.push(next);
+                    }
+                    let mut packet = [0u8; MAX_RESPONSE];
+                    let (len, _) = encode_response(ack, &missing, &mut packet).unwrap();
+                    s.handle_response(now, &Response::parse(&packet[..len]).unwrap());
+                }
+                2 => {
+                    now += Duration::from_millis(u64::from(value));
+                    s.handle_timeout(now);
+                }
+                _ => {
+                    if let Some(deadline) = s.poll_timeout() {
+                        now = now.max(deadline);
+                        s.handle_timeout(now);
+                        if let Some(next) = s.poll_timeout() {
+                            prop_assert!(next > now);
+                        }
+                    }
+                }
+            }
+            prop_assert!(s.unacked() <= 8);
+            let mut sent = 0;
+            while let Some(n) = s.poll_transmit(&mut out) {
+                prop_assert!(n <= MAX_PRINT_CHUNK);
+                prop_assert!(ExtRecord::parse(&out[..n]).is_ok());
+                sent += 1;
+                prop_assert!(sent < 10_000);
+            }
+        }
+    }
+}
