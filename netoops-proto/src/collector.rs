@@ -402,7 +402,7 @@ impl<S: Ord + Clone> Collector<S> {
 
         if let Some(done) = self.completed.get_mut(&key) {
             if now < done.expires && done.meta == meta && done.packet_count == packet_count {
-                done.expires = deadline;
+                done.expires = done.expires.max(deadline);
                 self.stats.after_complete += 1;
                 return Ok(Received::AfterComplete);
             }
@@ -426,14 +426,14 @@ impl<S: Ord + Clone> Collector<S> {
                     self.stats.contradictions += 1;
                     return Err(contradiction(Contradiction::Data));
                 }
-                flight.deadline = deadline;
+                flight.deadline = flight.deadline.max(deadline);
                 self.stats.duplicates += 1;
                 return Ok(Received::Duplicate);
             }
             flight.data[slot].copy_from_slice(packet.data());
             flight.received[packet_no as usize] = true;
             flight.received_count += 1;
-            flight.deadline = deadline;
+            flight.deadline = flight.deadline.max(deadline);
             self.stats.new_packets += 1;
             if flight.received_count < flight.packet_count {
                 return Ok(Received::New);
@@ -488,6 +488,10 @@ impl<S: Ord + Clone> Collector<S> {
 
     /// The exact next instant at which [`Collector::handle_timeout`] has something to do
     /// (the earliest deadline of a dump in flight), or `None` when nothing is in flight.
+    ///
+    /// A deadline is the time of the dump's latest packet plus [`CollectorConfig::timeout`];
+    /// it never moves earlier, even if the caller's clock does. Remembered complete dumps
+    /// need no wake-up: they are forgotten lazily.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.in_flight.values().map(|f| f.deadline).min()
     }

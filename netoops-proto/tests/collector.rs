@@ -373,3 +373,29 @@ fn a_full_mebibyte_split_unevenly_fits_the_default_limit() {
     assert_eq!(got[0].packet_count(), 1025);
     assert_eq!(got[0].log(), log);
 }
+
+#[test]
+fn a_clock_stepping_back_never_pulls_a_deadline_earlier() {
+    let all = packets(&meta(14), &[], &text(3000, 0));
+    let mut collector = Collector::new(config());
+    let t = Instant::ZERO + 10 * SECOND;
+    collector
+        .handle_datagram(t, 0u8, &all[0])
+        .expect("accepted");
+    assert_eq!(collector.poll_timeout(), Some(t + 10 * SECOND));
+    let earlier = Instant::ZERO + 2 * SECOND;
+    assert_eq!(
+        collector.handle_datagram(earlier, 0, &all[1]),
+        Ok(Received::New)
+    );
+    assert_eq!(
+        collector.handle_datagram(earlier, 0, &all[1]),
+        Ok(Received::Duplicate)
+    );
+    assert_eq!(collector.poll_timeout(), Some(t + 10 * SECOND));
+    collector.check_invariants().expect("invariants");
+    collector.handle_timeout(earlier + 10 * SECOND);
+    assert!(collector.poll_event().is_none());
+    collector.handle_timeout(t + 10 * SECOND);
+    assert_eq!(dumps(&mut collector)[0].missing(), [2]);
+}
