@@ -9,12 +9,11 @@
 //! # Version 2 (Mike Waychison's patch: header 217 bytes, datagram 1241 bytes)
 //!
 //! ```text
-//!  0                   1                   2                   3
-//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1   (bytes, not bits)
+//!   0   1   2   3   4   5   6   7   8   9  10  11  12  13  14  15   (byte offset in the row; rows are 16 bytes)
 //! +---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+
-//! |version|hdr_sz | arch  |dump_id| type  | packet_count  |packet_
+//! |version|hdr_sz | arch  |dump_id| type  | packet_count  |packet_   0
 //! +---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+
-//!  no     | reserved1     |r2  r3  r4 | kernel_version[64] ...
+//!  no     | reserved1     |r2  r3  r4 | kernel_version[64] ...       16
 //! +---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+
 //!   ... kernel_version (offset 25, 64 bytes, NUL-padded, not NUL-terminated when full)
 //!   reserved5 (offset 89, 64 bytes, zero)
@@ -41,12 +40,11 @@
 //! # Version 3 (the series' final form: header 216 bytes, x86_64 datagram 1412 bytes)
 //!
 //! ```text
-//!  0                   1                   2                   3
-//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1   (bytes, not bits)
+//!   0   1   2   3   4   5   6   7   8   9  10  11  12  13  14  15   (byte offset in the row; rows are 16 bytes)
 //! +---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+
-//! |version|dump_id|data_of| arch  |arch_of| type  | packet_count  |
+//! |version|dump_id|data_of| arch  |arch_of| type  | packet_count  |  0
 //! +---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+
-//! |  packet_no    |   boot_id     | kernel_version[64] ...
+//! |  packet_no    |   boot_id     | kernel_version[64] ...           16
 //! +---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+
 //!   ... kernel_version (offset 24, 64 bytes)
 //!   user_blob (offset 88, 128 bytes)
