@@ -24,6 +24,8 @@
 #[cfg(feature = "alloc")]
 use alloc::{borrow::Cow, vec::Vec};
 
+use crate::scan::find;
+
 /// printk's format buffer up to Linux 6.1 (`CONSOLE_EXT_LOG_MAX`).
 pub const CONSOLE_EXT_LOG_MAX: usize = 8192;
 /// printk's format buffer in later kernels (`PRINTK_MESSAGE_MAX`, seen on Linux 7.3).
@@ -63,7 +65,7 @@ impl<'a> Body<'a> {
     }
 
     fn split(body: &'a [u8], printk_max: usize) -> Self {
-        match body.iter().position(|&b| b == b'\n') {
+        match find(b'\n', body) {
             Some(nl) if nl < printk_max => {
                 let lines = &body[nl + 1..];
                 let cut = (printk_max - nl - 1 < lines.len()).then_some(printk_max - nl - 1);
@@ -164,7 +166,7 @@ impl<'a> Iterator for Lines<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let nl = self.rest.iter().position(|&b| b == b'\n');
+        let nl = find(b'\n', self.rest);
         let (end, terminated) = match (nl, self.cut) {
             (Some(nl), Some(cut)) if cut <= nl => (cut, false),
             (None, Some(cut)) if cut < self.rest.len() => (cut, false),
@@ -220,7 +222,7 @@ fn decode_escape(src: &[u8]) -> Option<u8> {
 pub fn unescaped_len(src: &[u8]) -> usize {
     let mut len = 0;
     let mut i = 0;
-    while let Some(pos) = src[i..].iter().position(|&b| b == b'\\') {
+    while let Some(pos) = find(b'\\', &src[i..]) {
         len += pos;
         i += pos;
         if decode_escape(&src[i..]).is_some() {
@@ -243,7 +245,7 @@ pub fn unescape_into(src: &[u8], dst: &mut [u8]) -> Result<Unescaped, BufferTooS
     let mut out = 0;
     let mut malformed = 0;
     let mut i = 0;
-    while let Some(pos) = src[i..].iter().position(|&b| b == b'\\') {
+    while let Some(pos) = find(b'\\', &src[i..]) {
         dst[out..out + pos].copy_from_slice(&src[i..i + pos]);
         out += pos;
         i += pos;
@@ -269,7 +271,7 @@ pub fn unescape_into(src: &[u8], dst: &mut [u8]) -> Result<Unescaped, BufferTooS
 /// Returns the bytes and the number of malformed escapes kept literally.
 #[cfg(feature = "alloc")]
 pub fn unescape(src: &[u8]) -> (Cow<'_, [u8]>, usize) {
-    if !src.contains(&b'\\') {
+    if find(b'\\', src).is_none() {
         return (Cow::Borrowed(src), 0);
     }
     let mut out = alloc::vec![0; unescaped_len(src)];

@@ -341,7 +341,7 @@ impl<'a> ExtFragments<'a> {
         let extra = options.userdata.len() + options.sysdata.len();
         let whole = release_len + msg.len() + extra + emg_len;
         let fragmented = whole > MAX_PRINT_CHUNK;
-        let semi = msg.iter().position(|&b| b == b';');
+        let semi = crate::scan::find(b';', msg);
         let semi = match (semi, fragmented || options.ncemg) {
             (Some(s), _) => s,
             (None, false) => 0,

@@ -20,6 +20,8 @@
 
 use core::fmt;
 
+use crate::scan::find;
+
 /// The largest prefix printk can produce: facility is a `u8`, level 3 bits.
 pub const MAX_PREFIX: u16 = (255 << 3) | 7;
 
@@ -291,10 +293,7 @@ impl<'a> Header<'a> {
     /// The fragment bounds are checked against the body length: `offset + body.len()` must not
     /// exceed `total`.
     pub fn parse(datagram: &'a [u8]) -> Result<(Self, &'a [u8]), HeaderError> {
-        let semi = datagram
-            .iter()
-            .position(|&b| b == b';')
-            .ok_or(HeaderError::NoSemicolon)?;
+        let semi = find(b';', datagram).ok_or(HeaderError::NoSemicolon)?;
         let head = &datagram[..semi];
         let body = &datagram[semi + 1..];
         let mut rest = head;

@@ -40,6 +40,7 @@ pub mod param;
 pub mod reassembly;
 pub mod record;
 pub mod response;
+mod scan;
 #[cfg(feature = "alloc")]
 pub mod sender;
 

@@ -1,0 +1,45 @@
+//! Finding a byte eight at a time (SWAR), in safe code: the parsers' inner loop.
+
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The index of the first `needle` in `haystack`.
+#[inline]
+pub(crate) fn find(needle: u8, haystack: &[u8]) -> Option<usize> {
+    let pattern = ONES.wrapping_mul(u64::from(needle));
+    let mut chunks = haystack.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])) ^ pattern;
+        // The lowest set bit marks the first zero byte (bits above it may be false hits).
+        let zero = word.wrapping_sub(ONES) & !word & HIGHS;
+        if zero != 0 {
+            return Some(base + (zero.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| base + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find;
+
+    #[test]
+    fn agrees_with_position() {
+        let hay: Vec<u8> = (0..=255u8).chain(0..=255).collect();
+        for needle in 0..=255u8 {
+            for start in 0..20 {
+                let h = &hay[start..];
+                assert_eq!(find(needle, h), h.iter().position(|&b| b == needle));
+            }
+        }
+        assert_eq!(find(b'x', b""), None);
+        assert_eq!(find(0x80, &[0x81, 0x00, 0x80]), Some(2));
+        assert_eq!(find(0, &[1, 1, 1, 1, 1, 1, 1, 1, 0x01, 0]), Some(9));
+    }
+}
