@@ -17,7 +17,8 @@
 //!   its original byte order with the zero padding removed, and the metadata. The dump is then
 //!   remembered (metadata only) for [`CollectorConfig::timeout`] after its last packet so that
 //!   the later passes are recognised as [`Received::AfterComplete`] and not taken for a new
-//!   dump. Their data is not compared any more.
+//!   dump. Their metadata is still checked (a mismatch is a contradiction); their data is
+//!   not compared any more.
 //! - A dump that receives nothing for [`CollectorConfig::timeout`] is emitted as a partial
 //!   dump naming its missing packets ([`DumpStatus::TimedOut`]); if a packet of it turns up
 //!   later, it starts a new dump. When a new dump arrives while
@@ -401,12 +402,20 @@ impl<S: Ord + Clone> Collector<S> {
         let packet_no = packet.packet_no();
 
         if let Some(done) = self.completed.get_mut(&key) {
-            if now < done.expires && done.meta == meta && done.packet_count == packet_count {
+            if now < done.expires {
+                if done.meta != meta || done.packet_count != packet_count {
+                    self.stats.contradictions += 1;
+                    return Err(CollectError::Contradiction {
+                        dump_id: key.1,
+                        packet_no,
+                        kind: Contradiction::Meta,
+                    });
+                }
                 done.expires = done.expires.max(deadline);
                 self.stats.after_complete += 1;
                 return Ok(Received::AfterComplete);
             }
-            // Forgotten in time, or another dump under the same id: start afresh.
+            // Forgotten in time: a packet under this id now starts a new dump.
             self.completed.remove(&key);
         }
 

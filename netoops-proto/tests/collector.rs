@@ -294,6 +294,18 @@ fn a_remembered_dump_is_forgotten_after_the_timeout() {
         collector.handle_datagram(t + SECOND, (), &all[1]),
         Ok(Received::AfterComplete)
     );
+    // Other metadata under the remembered id is a contradiction, not a new dump.
+    let mut other = all[1].clone();
+    other[25] = b'9';
+    assert_eq!(
+        collector.handle_datagram(t + SECOND, (), &other),
+        Err(CollectError::Contradiction {
+            dump_id: 5,
+            packet_no: 0,
+            kind: Contradiction::Meta
+        })
+    );
+    assert_eq!(collector.dumps_in_flight(), 0);
     // Remembered until 10 s after the last packet seen (t + 1 s).
     collector.handle_timeout(t + 10 * SECOND);
     assert_eq!(
