@@ -238,9 +238,12 @@ pub fn unescaped_len(src: &[u8]) -> usize {
 
 /// Unescapes `src` into `dst` without allocating.
 pub fn unescape_into(src: &[u8], dst: &mut [u8]) -> Result<Unescaped, BufferTooSmall> {
-    let needed = unescaped_len(src);
-    if dst.len() < needed {
-        return Err(BufferTooSmall { needed });
+    // Unescaping never lengthens, so a buffer as long as `src` always suffices.
+    if dst.len() < src.len() {
+        let needed = unescaped_len(src);
+        if dst.len() < needed {
+            return Err(BufferTooSmall { needed });
+        }
     }
     let mut out = 0;
     let mut malformed = 0;

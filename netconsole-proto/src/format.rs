@@ -107,6 +107,34 @@ impl KernelCursor<'_> {
     /// `msg_add_ext_text`.
     fn ext_text(&mut self, text: &[u8], endc: u8) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        // Fast path: when even a fully escaped text fits, nothing can be cut, so copy
+        // printable runs in bulk.
+        let worst = text.len().saturating_mul(4).saturating_add(1);
+        if self.buf.len() - self.pos > worst {
+            let mut rest = text;
+            while !rest.is_empty() {
+                let run = rest
+                    .iter()
+                    .position(|&c| needs_escape(c))
+                    .unwrap_or(rest.len());
+                self.buf[self.pos..self.pos + run].copy_from_slice(&rest[..run]);
+                self.pos += run;
+                if let Some(&c) = rest.get(run) {
+                    self.buf[self.pos..self.pos + 4].copy_from_slice(&[
+                        b'\\',
+                        b'x',
+                        HEX[usize::from(c >> 4)],
+                        HEX[usize::from(c & 15)],
+                    ]);
+                    self.pos += 4;
+                    rest = &rest[run + 1..];
+                } else {
+                    rest = &[];
+                }
+            }
+            self.append_char(endc);
+            return;
+        }
         for &c in text {
             if needs_escape(c) {
                 self.scnprintf(&[
