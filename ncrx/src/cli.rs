@@ -1,0 +1,279 @@
+//! The command line: subcommands, options, their help and examples.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::EXIT_CODES_HELP;
+use crate::send::TargetSpec;
+
+/// netconsole / netoops from user space: decode captures, send like a kernel, collect
+/// crash dumps.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ncrx",
+    version,
+    about = "Linux netconsole / netoops tool: decode captures, send like a kernel, collect crash dumps",
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Receive netconsole from a fleet over UDP [not available yet: needs ncrx-core].
+    #[command(after_help = concat!(
+        "Example:\n  ncrx listen --bind [::]:6666 --format json\n\n",
+        "Not available yet: this build has no ncrx-core receiver; the command exits with code 7."
+    ))]
+    Listen(ListenArgs),
+    /// Decode netconsole records from a pcap/pcapng capture [not available yet: needs ncrx-core].
+    #[command(after_help = concat!(
+        "Example:\n  ncrx decode frames.pcap --port 6666 --format json\n\n",
+        "Not available yet: this build has no ncrx-core receiver; the command exits with code 7."
+    ))]
+    Decode(DecodeArgs),
+    /// Send log records as a kernel's netconsole would (UDP, or frames into a pcap).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  # forward this machine's log, extended format, to a receiver on 10.0.0.2:6666\n",
+        "  sudo ncrx send --target +@/,@10.0.0.2/ < /dev/kmsg\n",
+        "  # write the frames a kernel would send into a capture instead\n",
+        "  ncrx send --target '+6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57' \\\n",
+        "      --pcap out.pcap --ip-id 1 records.kmsg\n",
+        "  # plain text lines to a local receiver\n",
+        "  echo hello | ncrx send --input text --target +@127.0.0.1/,6666@127.0.0.1/\n\n",
+        "SPEC is the kernel's netconsole= syntax:\n",
+        "  [+][r][src-port]@[src-ip]/[dev],[tgt-port]@<tgt-ip>/[tgt-mac][;more targets]\n",
+        "  + extended records, r release prepend (needs +), dev containing ':' is the source MAC;\n",
+        "  defaults: source port 6665, target port 6666, target MAC broadcast.\n\n",
+        "Input formats:\n",
+        "  kmsg  /dev/kmsg records: 'prefix,seq,ts_usec,flag[,caller=..];escaped text' then\n",
+        "        ' KEY=VALUE' continuation lines; records may also be separated by 0x1e.\n",
+        "  json  the JSON lines `ncrx decode --format json` writes (type \"record\" / \"plain\").\n",
+        "  text  one record per line; seq counts from --seq, ts_usec is the time since start."
+    ))]
+    Send(SendArgs),
+    /// Deterministic lossy-network simulation [not available yet: needs ncrx-core].
+    #[command(after_help = concat!(
+        "Example:\n  ncrx sim --records 100000 --loss 0.1 --seed 7\n\n",
+        "Not available yet: this build has no ncrx-core simulator; the command exits with code 7."
+    ))]
+    Sim(SimArgs),
+    /// Collect netoops crash dumps (live, or from a capture).
+    Oops {
+        #[command(subcommand)]
+        command: OopsCommand,
+    },
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// One readable line per item.
+    Text,
+    /// One JSON object per line (see the README for the schema).
+    Json,
+}
+
+/// `ncrx listen`.
+#[derive(Debug, Args)]
+pub(crate) struct ListenArgs {
+    /// Address and port to receive on (repeatable).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "[::]:6666")]
+    pub(crate) bind: Vec<SocketAddr>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+    /// Write one file per source into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `ncrx decode`.
+#[derive(Debug, Args)]
+pub(crate) struct DecodeArgs {
+    /// The pcap or pcapng capture.
+    pub(crate) file: PathBuf,
+    /// Destination UDP port to decode (repeatable).
+    #[arg(long, value_name = "N", default_value = "6666")]
+    pub(crate) port: Vec<u16>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+/// `ncrx sim`.
+#[derive(Debug, Args)]
+pub(crate) struct SimArgs {
+    /// Records to send.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) records: u64,
+    /// Probability that a datagram is lost.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) loss: f64,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+}
+
+/// The input formats of `ncrx send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InputFormat {
+    /// `/dev/kmsg` records.
+    Kmsg,
+    /// JSON lines as `ncrx decode --format json` writes them.
+    Json,
+    /// Plain text, one record per line.
+    Text,
+}
+
+/// `ncrx send`.
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// Where to send, in the kernel's netconsole= syntax (several targets separated by ';').
+    #[arg(long, value_name = "SPEC", value_parser = TargetSpec::parse_arg)]
+    pub(crate) target: TargetSpec,
+    /// Format of the input records.
+    #[arg(long, value_enum, default_value_t = InputFormat::Kmsg)]
+    pub(crate) input: InputFormat,
+    /// Read the records from this file instead of standard input ('-' is standard input).
+    #[arg(value_name = "INPUT")]
+    pub(crate) file: Option<PathBuf>,
+    /// Write the frames into this pcap file instead of sending them.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) pcap: Option<PathBuf>,
+    /// IPv4 identification of the first frame written with --pcap (then +1 per frame, shared
+    /// by all targets, as the kernel's counter).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "pcap")]
+    pub(crate) ip_id: u16,
+    /// Kernel release to prepend for targets with 'r' (default: this machine's release).
+    #[arg(long, value_name = "RELEASE")]
+    pub(crate) release: Option<String>,
+    /// printk's buffer size for records formatted from json/text input: 2048 cuts like
+    /// Linux 6.9+ (PRINTK_MESSAGE_MAX), 8192 like older kernels (CONSOLE_EXT_LOG_MAX).
+    #[arg(long, value_name = "BYTES", default_value_t = 2048)]
+    pub(crate) record_limit: usize,
+    /// Level of text input records (0 emerg .. 7 debug).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(0..=7))]
+    pub(crate) level: u8,
+    /// Facility of text input records (1 = user, as for writes to /dev/kmsg).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=31))]
+    pub(crate) facility: u8,
+    /// Sequence number of the first text input record.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seq: u64,
+}
+
+/// `ncrx oops ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum OopsCommand {
+    /// Collect dumps from UDP (default port 2004) until SIGINT/SIGTERM.
+    #[command(after_help = concat!(
+        "Example:\n  ncrx oops listen --bind 0.0.0.0:2004 --dir /var/crash/netoops\n\n",
+        "Each complete or timed-out dump goes to DIR/<source>-<dump_id>.log (metadata, a blank\n",
+        "line, then the log bytes) and one line per dump is printed. On SIGINT/SIGTERM the dumps\n",
+        "still open are written as partial, counts go to stderr, and the exit code is 0."
+    ))]
+    Listen(OopsListenArgs),
+    /// Collect dumps from a pcap/pcapng capture.
+    #[command(after_help = concat!(
+        "Example:\n  ncrx oops decode crash.pcapng --dir dumps --format json\n\n",
+        "Each complete or timed-out dump goes to DIR/<source>-<dump_id>.log (metadata, a blank\n",
+        "line, then the log bytes) and one line per dump is printed; dumps still open at the end\n",
+        "of the capture come out as partial."
+    ))]
+    Decode(OopsDecodeArgs),
+}
+
+/// Output options shared by both `oops` subcommands.
+#[derive(Debug, Args)]
+pub(crate) struct OopsOutput {
+    /// Write each dump into DIR/<source>-<dump_id>.log.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+    /// Output format of the line printed per dump.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+/// `ncrx oops listen`.
+#[derive(Debug, Args)]
+pub(crate) struct OopsListenArgs {
+    /// Address and port to receive on (repeatable).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "[::]:2004")]
+    pub(crate) bind: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub(crate) output: OopsOutput,
+}
+
+/// `ncrx oops decode`.
+#[derive(Debug, Args)]
+pub(crate) struct OopsDecodeArgs {
+    /// The pcap or pcapng capture.
+    pub(crate) file: PathBuf,
+    /// Destination UDP port of the netoops traffic (repeatable).
+    #[arg(long, value_name = "N", default_value = "2004")]
+    pub(crate) port: Vec<u16>,
+    #[command(flatten)]
+    pub(crate) output: OopsOutput,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["ncrx", "oops", "decode", "x.pcap"]).unwrap();
+        let Command::Oops {
+            command: OopsCommand::Decode(args),
+        } = cli.command
+        else {
+            panic!("not oops decode");
+        };
+        assert_eq!(args.port, [2004]);
+        assert_eq!(args.output.format, Format::Text);
+        let cli = Cli::try_parse_from(["ncrx", "oops", "listen"]).unwrap();
+        let Command::Oops {
+            command: OopsCommand::Listen(args),
+        } = cli.command
+        else {
+            panic!("not oops listen");
+        };
+        assert_eq!(args.bind, ["[::]:2004".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn bad_target_is_a_usage_error_saying_what_is_wrong() {
+        let error = Cli::try_parse_from(["ncrx", "send", "--target", "6665@10.0.0.1"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains("missing '/'"), "{error}");
+    }
+
+    #[test]
+    fn repeatable_ports() {
+        let cli = Cli::try_parse_from([
+            "ncrx", "oops", "decode", "x.pcap", "--port", "1", "--port", "2",
+        ])
+        .unwrap();
+        let Command::Oops {
+            command: OopsCommand::Decode(args),
+        } = cli.command
+        else {
+            panic!("not oops decode");
+        };
+        assert_eq!(args.port, [1, 2]);
+    }
+}

@@ -1,0 +1,186 @@
+//! Exit codes and the errors that end a command.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything went well.
+pub(crate) const EXIT_OK: u8 = 0;
+/// The command ran to the end but saw bad data (bad frames, rejected datagrams, bad input
+/// records); what was good was processed.
+pub(crate) const EXIT_BAD_DATA: u8 = 1;
+/// Bad command line (clap's own code for usage errors).
+pub(crate) const EXIT_USAGE: u8 = 2;
+/// A file could not be opened, read or written.
+pub(crate) const EXIT_IO: u8 = 3;
+/// The file is not a pcap/pcapng capture, or its link type is not Ethernet.
+pub(crate) const EXIT_NOT_A_CAPTURE: u8 = 4;
+/// The capture ends in the middle of a packet (or is damaged there); what came before was
+/// decoded and written.
+pub(crate) const EXIT_TRUNCATED: u8 = 5;
+/// A socket could not be bound (address in use, not available) or used.
+pub(crate) const EXIT_SOCKET: u8 = 6;
+/// The subcommand needs an engine that does not exist yet.
+pub(crate) const EXIT_NOT_AVAILABLE: u8 = 7;
+
+/// The exit codes as `--help` shows them.
+pub(crate) const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  finished, but bad data was seen (bad frames, rejected datagrams, bad input records)
+  2  usage error (bad arguments, bad --target)
+  3  file error (cannot open, read or write)
+  4  not a pcap/pcapng capture, or a link type other than Ethernet
+  5  truncated or damaged capture (what came before was decoded)
+  6  socket error (address in use, address not available)
+  7  not available yet in this version (needs ncrx-core)";
+
+/// How a command that ran to its end went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// Bad data was seen and skipped.
+    pub(crate) bad_data: bool,
+    /// The capture was truncated.
+    pub(crate) truncated: bool,
+}
+
+impl Outcome {
+    /// The process exit code: truncation first, then bad data.
+    pub(crate) fn exit_code(self) -> u8 {
+        if self.truncated {
+            EXIT_TRUNCATED
+        } else if self.bad_data {
+            EXIT_BAD_DATA
+        } else {
+            EXIT_OK
+        }
+    }
+}
+
+/// Why a command stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// Arguments that clap could not check alone.
+    #[error("{0}")]
+    Usage(String),
+    /// A file error.
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        /// What was being done ("cannot open", "cannot write").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Standard input or output failed.
+    #[error("{what}: {source}")]
+    Stream {
+        /// Which stream and what was done.
+        what: &'static str,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Not a capture at all.
+    #[error("{}: not a pcap or pcapng capture ({reason})", path.display())]
+    NotACapture {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// A capture of another link type.
+    #[error(
+        "{}: unsupported link type {name} ({number}); only Ethernet (1) captures can be decoded",
+        path.display()
+    )]
+    UnsupportedLinkType {
+        /// The file.
+        path: PathBuf,
+        /// The link type's name.
+        name: String,
+        /// Its LINKTYPE_ number.
+        number: u32,
+    },
+    /// A socket could not be bound or used.
+    #[error("{what} {addr}: {source}{}", hint(source))]
+    Socket {
+        /// What was being done.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A subcommand whose engine does not exist yet.
+    #[error(
+        "`ncrx {0}` is not available yet: it needs ncrx-core (the receiver and simulator), which is not part of this build"
+    )]
+    NotAvailable(&'static str),
+    /// A feature of a subcommand that the protocol crates cannot do yet.
+    #[error("not available yet: {0}")]
+    Unsupported(String),
+}
+
+fn hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => " (another program is bound to this address and port)",
+        io::ErrorKind::AddrNotAvailable => " (no local interface has this address)",
+        io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        _ => "",
+    }
+}
+
+impl Failure {
+    /// The process exit code for this failure.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => EXIT_USAGE,
+            Failure::File { .. } | Failure::Stream { .. } => EXIT_IO,
+            Failure::NotACapture { .. } | Failure::UnsupportedLinkType { .. } => EXIT_NOT_A_CAPTURE,
+            Failure::Socket { .. } => EXIT_SOCKET,
+            Failure::NotAvailable(_) | Failure::Unsupported(_) => EXIT_NOT_AVAILABLE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_and_documented() {
+        let codes = [
+            EXIT_OK,
+            EXIT_BAD_DATA,
+            EXIT_USAGE,
+            EXIT_IO,
+            EXIT_NOT_A_CAPTURE,
+            EXIT_TRUNCATED,
+            EXIT_SOCKET,
+            EXIT_NOT_AVAILABLE,
+        ];
+        for (i, code) in codes.iter().enumerate() {
+            assert!(!codes[..i].contains(code), "exit code {code} used twice");
+            assert!(
+                EXIT_CODES_HELP.contains(&format!("\n  {code}  ")),
+                "exit code {code} missing from the help"
+            );
+        }
+    }
+
+    #[test]
+    fn truncation_wins_over_bad_data() {
+        let both = Outcome {
+            bad_data: true,
+            truncated: true,
+        };
+        assert_eq!(both.exit_code(), EXIT_TRUNCATED);
+        let bad = Outcome {
+            bad_data: true,
+            truncated: false,
+        };
+        assert_eq!(bad.exit_code(), EXIT_BAD_DATA);
+        assert_eq!(Outcome::default().exit_code(), EXIT_OK);
+    }
+}

@@ -1,0 +1,172 @@
+//! The JSON lines ncrx reads and writes: one object per line, `"type"` first.
+//!
+//! This is the contract other tools rely on; the README documents every field. `record` and
+//! `plain` are what `ncrx send --input json` reads (and what `ncrx decode --format json`
+//! will write); `oops` is what `ncrx oops ... --format json` writes. Other types (`lost`,
+//! `incomplete`, `restart`) are accepted on input and skipped: they describe the receiver,
+//! not something to send.
+
+use serde::{Deserialize, Serialize};
+
+/// One JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum JsonLine {
+    /// An extended record.
+    Record(JsonRecord),
+    /// Plain (non-extended) console text.
+    Plain(JsonPlain),
+    /// A netoops dump.
+    Oops(JsonOops),
+    /// Any other type (`lost`, `incomplete`, `restart`, ...): nothing to send.
+    #[serde(other)]
+    Other,
+}
+
+/// `"type": "record"`.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "the flags of the JSON contract, one field each"
+)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JsonRecord {
+    /// Sender as "IP:PORT" (empty when unknown).
+    #[serde(default)]
+    pub(crate) source: String,
+    /// printk sequence number.
+    pub(crate) seq: u64,
+    /// Syslog facility.
+    #[serde(default)]
+    pub(crate) facility: u8,
+    /// Level 0..7.
+    pub(crate) level: u8,
+    /// Microseconds since the sender's boot.
+    pub(crate) ts_usec: u64,
+    /// "-", "c" or "+".
+    #[serde(default = "normal_flag")]
+    pub(crate) flag: String,
+    /// `caller=` ("T<pid>" or "C<cpu>"), or null.
+    #[serde(default)]
+    pub(crate) caller: Option<String>,
+    /// The release prepended by the sender, or null.
+    #[serde(default)]
+    pub(crate) release: Option<String>,
+    /// The text, decoded (or the exact wire form when `escaped`).
+    pub(crate) text: String,
+    /// `[key, value]` pairs in wire order: dictionary, userdata, sysdata.
+    #[serde(default)]
+    pub(crate) dict: Vec<(String, String)>,
+    /// Sent by the reliable sender's emergency transmission (`ncemg=1`).
+    #[serde(default)]
+    pub(crate) emergency: bool,
+    /// Released out of order.
+    #[serde(default)]
+    pub(crate) out_of_order: bool,
+    /// The kernel cut the record (its text did not end in `\n`).
+    #[serde(default)]
+    pub(crate) truncated: bool,
+    /// The strings hold the exact wire form, not decoded bytes.
+    #[serde(default)]
+    pub(crate) escaped: bool,
+}
+
+fn normal_flag() -> String {
+    "-".to_owned()
+}
+
+/// `"type": "plain"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JsonPlain {
+    /// Sender as "IP:PORT" (empty when unknown).
+    #[serde(default)]
+    pub(crate) source: String,
+    /// The console text.
+    pub(crate) text: String,
+}
+
+/// `"type": "oops"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JsonOops {
+    /// Sender as "IP:PORT".
+    pub(crate) source: String,
+    /// `dump_id`.
+    pub(crate) dump_id: u16,
+    /// Packet layout version (2 or 3).
+    pub(crate) version: u16,
+    /// `type`: 1 oops/panic, 3 soft dump.
+    pub(crate) dump_type: u16,
+    /// The kernel release, as UTF-8 (invalid bytes replaced).
+    pub(crate) kernel_version: String,
+    /// Every packet arrived.
+    pub(crate) complete: bool,
+    /// "complete", "timed_out", "evicted" or "end_of_input" (open when the capture ended or
+    /// the listener stopped).
+    pub(crate) status: String,
+    /// `packet_count`.
+    pub(crate) packets: u32,
+    /// Packet numbers never received, ascending.
+    pub(crate) missing: Vec<u32>,
+    /// Log bytes rebuilt.
+    pub(crate) bytes: usize,
+    /// The file written, when `--dir` was given.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) file: Option<String>,
+}
+
+/// One line of JSON for `line`.
+pub(crate) fn to_line(line: &JsonLine) -> String {
+    // Serialising these types cannot fail: every field is a string, number, bool or list.
+    serde_json::to_string(line).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_comes_first_and_round_trips() {
+        let record = JsonLine::Record(JsonRecord {
+            source: "192.0.2.1:6665".into(),
+            seq: 7,
+            facility: 0,
+            level: 6,
+            ts_usec: 123,
+            flag: "-".into(),
+            caller: None,
+            release: Some("7.3.4".into()),
+            text: "eth0: link up".into(),
+            dict: vec![("SUBSYSTEM".into(), "net".into())],
+            emergency: false,
+            out_of_order: false,
+            truncated: false,
+            escaped: false,
+        });
+        let line = to_line(&record);
+        assert!(
+            line.starts_with(r#"{"type":"record","source":"192.0.2.1:6665","seq":7,"#),
+            "{line}"
+        );
+        assert!(line.contains(r#""dict":[["SUBSYSTEM","net"]]"#), "{line}");
+        assert_eq!(serde_json::from_str::<JsonLine>(&line).unwrap(), record);
+    }
+
+    #[test]
+    fn minimal_input_and_other_types() {
+        let line: JsonLine =
+            serde_json::from_str(r#"{"type":"record","seq":1,"level":3,"ts_usec":5,"text":"x"}"#)
+                .unwrap();
+        let JsonLine::Record(record) = line else {
+            panic!("not a record");
+        };
+        assert_eq!(
+            (record.seq, record.level, record.flag.as_str()),
+            (1, 3, "-")
+        );
+        assert!(record.dict.is_empty() && !record.escaped);
+        let lost: JsonLine =
+            serde_json::from_str(r#"{"type":"lost","source":"a","first_seq":1,"last_seq":2}"#)
+                .unwrap();
+        assert_eq!(lost, JsonLine::Other);
+        assert!(serde_json::from_str::<JsonLine>(r#"{"type":"record","seq":1}"#).is_err());
+    }
+}

@@ -1,0 +1,354 @@
+//! `ncrx oops decode|listen`: netoops dumps out of a capture or off the network, rebuilt by
+//! `netoops_proto::Collector`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Write as _};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use netoops_proto::{Collector, CollectorConfig, Dump, DumpStatus, Event};
+use netpoll_frame::Instant;
+
+use crate::capture;
+use crate::cli::{Format, OopsDecodeArgs, OopsListenArgs, OopsOutput};
+use crate::error::{Failure, Outcome};
+use crate::json::{self, JsonOops};
+
+/// How often blocked receivers look at the stop flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The largest datagram read from a socket.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Writes dumps: a file each under `--dir`, a line each on stdout.
+struct DumpSink<'a> {
+    output: &'a OopsOutput,
+    /// Files written in this run per (source, dump_id): a second dump under the same id gets
+    /// a numbered name instead of overwriting the first.
+    written: BTreeMap<(SocketAddr, u16), u32>,
+    complete: u64,
+    partial: u64,
+}
+
+impl<'a> DumpSink<'a> {
+    fn new(output: &'a OopsOutput) -> Result<Self, Failure> {
+        if let Some(dir) = &output.dir {
+            fs::create_dir_all(dir).map_err(|source| Failure::File {
+                what: "cannot create directory",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(DumpSink {
+            output,
+            written: BTreeMap::new(),
+            complete: 0,
+            partial: 0,
+        })
+    }
+
+    /// Takes every event out of `collector`; `status_override` names dumps flushed at the end.
+    fn drain(
+        &mut self,
+        collector: &mut Collector<SocketAddr>,
+        status_override: Option<&'static str>,
+    ) -> Result<(), Failure> {
+        while let Some(event) = collector.poll_event() {
+            match event {
+                Event::Dump(dump) => self.write(&dump, status_override)?,
+                other => eprintln!("ncrx: unknown collector event: {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn file_name(&mut self, dump: &Dump<SocketAddr>) -> Option<PathBuf> {
+        let dir = self.output.dir.as_ref()?;
+        let key = (*dump.source(), dump.meta().dump_id);
+        let count = self.written.entry(key).or_insert(0);
+        *count += 1;
+        let name = if *count == 1 {
+            format!("{}-{}.log", key.0, key.1)
+        } else {
+            format!("{}-{}.{}.log", key.0, key.1, count)
+        };
+        Some(dir.join(name))
+    }
+
+    fn write(
+        &mut self,
+        dump: &Dump<SocketAddr>,
+        status_override: Option<&'static str>,
+    ) -> Result<(), Failure> {
+        let status = status_override.unwrap_or(match dump.status() {
+            DumpStatus::Complete => "complete",
+            DumpStatus::TimedOut => "timed_out",
+            DumpStatus::Evicted => "evicted",
+            _ => "partial",
+        });
+        if dump.is_complete() {
+            self.complete += 1;
+        } else {
+            self.partial += 1;
+        }
+        let path = self.file_name(dump);
+        if let Some(path) = &path {
+            let mut contents = metadata(dump, status).into_bytes();
+            contents.push(b'\n');
+            contents.extend_from_slice(dump.log());
+            fs::write(path, contents).map_err(|source| Failure::File {
+                what: "cannot write",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let meta = dump.meta();
+        let line = match self.output.format {
+            Format::Json => json::to_line(&json::JsonLine::Oops(JsonOops {
+                source: dump.source().to_string(),
+                dump_id: meta.dump_id,
+                version: meta.version().number(),
+                dump_type: meta.dump_type.number(),
+                kernel_version: String::from_utf8_lossy(meta.kernel_release()).into_owned(),
+                complete: dump.is_complete(),
+                status: status.to_owned(),
+                packets: dump.packet_count(),
+                missing: dump.missing().to_vec(),
+                bytes: dump.log().len(),
+                file: path.as_ref().map(|p| p.display().to_string()),
+            })),
+            Format::Text => {
+                let mut line = format!(
+                    "oops {} dump_id={} v{} type={} kernel={} {} packets={} missing={} bytes={}",
+                    dump.source(),
+                    meta.dump_id,
+                    meta.version().number(),
+                    meta.dump_type.number(),
+                    String::from_utf8_lossy(meta.kernel_release()),
+                    status,
+                    dump.packet_count(),
+                    missing_list(dump.missing()),
+                    dump.log().len(),
+                );
+                if let Some(path) = &path {
+                    let _ = write!(line, " file={}", path.display());
+                }
+                line
+            }
+        };
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .map_err(|source| Failure::Stream {
+                what: "cannot write to standard output",
+                source,
+            })
+    }
+}
+
+fn missing_list(missing: &[u32]) -> String {
+    if missing.is_empty() {
+        return "-".to_owned();
+    }
+    let numbers: Vec<String> = missing.iter().map(u32::to_string).collect();
+    numbers.join(",")
+}
+
+/// The metadata block at the top of a dump file, one `key: value` line each.
+fn metadata(dump: &Dump<SocketAddr>, status: &str) -> String {
+    let meta = dump.meta();
+    let mut text = String::new();
+    let _ = writeln!(text, "source: {}", dump.source());
+    let _ = writeln!(text, "dump_id: {}", meta.dump_id);
+    let _ = writeln!(text, "version: {}", meta.version().number());
+    let _ = writeln!(text, "dump_type: {}", meta.dump_type.number());
+    let _ = writeln!(text, "arch: {}", meta.arch);
+    let _ = writeln!(
+        text,
+        "kernel_version: {}",
+        String::from_utf8_lossy(meta.kernel_release())
+    );
+    if let Some(v3) = &meta.v3 {
+        let _ = writeln!(text, "boot_id: {}", v3.boot_id);
+        let blob_end = v3
+            .user_blob
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i + 1);
+        let _ = writeln!(
+            text,
+            "user_blob: {}",
+            v3.user_blob[..blob_end].escape_ascii()
+        );
+        let arch = &v3.arch_data;
+        let _ = writeln!(
+            text,
+            "cpu: vendor {} family {} model {} stepping {}",
+            arch.vendor, arch.family, arch.model, arch.stepping
+        );
+    }
+    let _ = writeln!(text, "status: {status}");
+    let _ = writeln!(text, "packet_count: {}", dump.packet_count());
+    let _ = writeln!(text, "missing: {}", missing_list(dump.missing()));
+    let _ = writeln!(text, "bytes: {}", dump.log().len());
+    text
+}
+
+/// Feeds one datagram; a datagram the collector refuses is reported and counted.
+fn feed(
+    collector: &mut Collector<SocketAddr>,
+    now: Instant,
+    source: SocketAddr,
+    payload: &[u8],
+    rejected: &mut u64,
+) {
+    if let Err(error) = collector.handle_datagram(now, source, payload) {
+        *rejected += 1;
+        eprintln!("ncrx: datagram from {source} refused: {error}");
+    }
+}
+
+/// `ncrx oops decode`.
+pub(crate) fn decode(args: &OopsDecodeArgs) -> Result<Outcome, Failure> {
+    let mut sink = DumpSink::new(&args.output)?;
+    let mut collector = Collector::new(CollectorConfig::default());
+    let mut rejected = 0;
+    let summary = capture::read_capture(&args.file, &args.port, |datagram| {
+        let frame = &datagram.frame;
+        feed(
+            &mut collector,
+            datagram.time,
+            frame.source(),
+            frame.payload(),
+            &mut rejected,
+        );
+        sink.drain(&mut collector, None)
+    })?;
+    // The capture has ended: time runs out for every dump still open.
+    collector.handle_timeout(Instant::MAX);
+    sink.drain(&mut collector, Some("end_of_input"))?;
+    eprintln!(
+        "ncrx: {}: {}; {} dumps complete, {} partial, {} datagrams refused",
+        args.file.display(),
+        summary.describe(&args.port),
+        sink.complete,
+        sink.partial,
+        rejected
+    );
+    Ok(Outcome {
+        bad_data: summary.bad_frames > 0 || rejected > 0,
+        truncated: summary.truncated.is_some(),
+    })
+}
+
+/// Binds a UDP socket; an IPv6 wildcard also receives IPv4 (whatever `bindv6only` says).
+pub(crate) fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Failure> {
+    let fail = |what, source| Failure::Socket { what, addr, source };
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .map_err(|e| fail("cannot open a socket for", e))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket
+            .set_only_v6(false)
+            .map_err(|e| fail("cannot accept IPv4 on", e))?;
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| fail("cannot bind", e))?;
+    Ok(socket.into())
+}
+
+/// `ncrx oops listen`.
+pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
+    let mut sockets = Vec::new();
+    for &addr in &args.bind {
+        let socket = bind_udp(addr)?;
+        socket
+            .set_read_timeout(Some(POLL_INTERVAL))
+            .map_err(|source| Failure::Socket {
+                what: "cannot set a timeout on",
+                addr,
+                source,
+            })?;
+        sockets.push((addr, socket));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
+            Failure::Stream {
+                what: "cannot install a signal handler",
+                source,
+            }
+        })?;
+    }
+    let start = std::time::Instant::now();
+    let now =
+        move || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    let (sender, receiver) = mpsc::channel::<(SocketAddr, Vec<u8>, Instant)>();
+    let mut workers = Vec::new();
+    for (addr, socket) in sockets {
+        eprintln!("ncrx: collecting netoops dumps on {addr}");
+        let sender = sender.clone();
+        let stop = Arc::clone(&stop);
+        workers.push(thread::spawn(move || {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            while !stop.load(Ordering::Relaxed) {
+                match socket.recv_from(&mut buf) {
+                    Ok((len, from)) => {
+                        if sender.send((from, buf[..len].to_vec(), now())).is_err() {
+                            return;
+                        }
+                    }
+                    Err(error)
+                        if matches!(
+                            error.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(error) => {
+                        eprintln!("ncrx: receive error on {addr}: {error}");
+                    }
+                }
+            }
+        }));
+    }
+    drop(sender);
+
+    let mut sink = DumpSink::new(&args.output)?;
+    let mut collector = Collector::new(CollectorConfig::default());
+    let mut rejected = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let wait = collector.poll_timeout().map_or(POLL_INTERVAL, |deadline| {
+            deadline.saturating_duration_since(now()).min(POLL_INTERVAL)
+        });
+        match receiver.recv_timeout(wait) {
+            Ok((from, payload, at)) => feed(&mut collector, at, from, &payload, &mut rejected),
+            Err(mpsc::RecvTimeoutError::Timeout) => collector.handle_timeout(now()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        sink.drain(&mut collector, None)?;
+    }
+    for worker in workers {
+        let _ = worker.join();
+    }
+    // Whatever arrived before the workers stopped.
+    while let Ok((from, payload, at)) = receiver.try_recv() {
+        feed(&mut collector, at, from, &payload, &mut rejected);
+    }
+    sink.drain(&mut collector, None)?;
+    collector.handle_timeout(Instant::MAX);
+    sink.drain(&mut collector, Some("end_of_input"))?;
+    let stats = collector.stats();
+    eprintln!(
+        "ncrx: stopped: {} datagrams, {} refused, {} duplicates, {} dumps complete, {} partial",
+        stats.datagrams, rejected, stats.duplicates, sink.complete, sink.partial
+    );
+    Ok(Outcome::default())
+}

@@ -1,0 +1,557 @@
+//! `ncrx send`: the kernel's netconsole sender in user space.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use netconsole_proto::format::{DictEntry, KmsgRecord, SendOptions};
+use netconsole_proto::param::{self, Device, Target};
+use netconsole_proto::{
+    Caller, ExtFragments, Flag, Header, MAX_PRINT_CHUNK, format_kmsg, plain_chunks,
+};
+use netpoll_frame::{FrameBuilder, FrameConfig, MacAddr};
+use pcap_file::PcapError;
+use pcap_file::pcap::{PcapPacket, PcapWriter};
+
+use crate::cli::{InputFormat, SendArgs};
+use crate::error::{Failure, Outcome};
+use crate::input::KmsgRecords;
+use crate::json::{JsonLine, JsonRecord};
+
+/// One target of `--target`, owned (the crate's [`Target`] borrows the spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedTarget {
+    /// `+`.
+    pub(crate) extended: bool,
+    /// `r`.
+    pub(crate) release: bool,
+    /// Source port.
+    pub(crate) local_port: u16,
+    /// Source IP, if given.
+    pub(crate) local_ip: Option<IpAddr>,
+    /// Source MAC, when the device field is a MAC.
+    pub(crate) local_mac: Option<MacAddr>,
+    /// Target port.
+    pub(crate) remote_port: u16,
+    /// Target IP.
+    pub(crate) remote_ip: IpAddr,
+    /// Target MAC.
+    pub(crate) remote_mac: MacAddr,
+}
+
+impl From<&Target<'_>> for OwnedTarget {
+    fn from(target: &Target<'_>) -> Self {
+        OwnedTarget {
+            extended: target.extended,
+            release: target.release,
+            local_port: target.local_port,
+            local_ip: target.local_ip,
+            local_mac: match target.device {
+                Device::Mac(mac) => Some(mac),
+                Device::Name(_) => None,
+            },
+            remote_port: target.remote_port,
+            remote_ip: target.remote_ip,
+            remote_mac: target.remote_mac,
+        }
+    }
+}
+
+/// The parsed `--target` value: one or more targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetSpec {
+    /// The targets, in the order given.
+    pub(crate) targets: Vec<OwnedTarget>,
+}
+
+impl TargetSpec {
+    /// clap's value parser: the kernel's own `netconsole=` syntax, with the crate's error
+    /// saying what is wrong and which target it is in.
+    pub(crate) fn parse_arg(spec: &str) -> Result<Self, String> {
+        let targets = param::parse_targets(spec).map_err(|e| e.to_string())?;
+        let mut owned = Vec::new();
+        for (index, target) in targets.enumerate() {
+            let target = target.map_err(|e| {
+                format!(
+                    "{e} in target {} of a netconsole= value ([+][r][src-port]@[src-ip]/[dev],[tgt-port]@<tgt-ip>/[tgt-mac])",
+                    index + 1
+                )
+            })?;
+            owned.push(OwnedTarget::from(&target));
+        }
+        Ok(TargetSpec { targets: owned })
+    }
+}
+
+/// Where datagrams go: UDP sockets, or frames in a pcap file.
+enum Sink {
+    Udp {
+        /// Per target: the socket (shared by targets with the same local address) and the
+        /// destination.
+        sockets: Vec<(usize, SocketAddr)>,
+        bound: Vec<(SocketAddr, UdpSocket)>,
+    },
+    Pcap {
+        path: PathBuf,
+        writer: PcapWriter<BufWriter<File>>,
+        builders: Vec<FrameBuilder>,
+        /// The machine-wide IPv4 id counter (shared by all targets, as the kernel's).
+        ip_id: u16,
+        frame: Vec<u8>,
+    },
+}
+
+impl Sink {
+    fn open(args: &SendArgs) -> Result<Self, Failure> {
+        let targets = &args.target.targets;
+        if let Some(path) = &args.pcap {
+            let mut builders = Vec::new();
+            for (index, target) in targets.iter().enumerate() {
+                let Some(local_ip) = target.local_ip else {
+                    return Err(Failure::Usage(format!(
+                        "--pcap needs the source IP of target {} in --target (src-ip after '@')",
+                        index + 1
+                    )));
+                };
+                let mut config = FrameConfig::new(local_ip, target.remote_ip);
+                config.source_mac = target.local_mac.unwrap_or(MacAddr::ZERO);
+                config.destination_mac = target.remote_mac;
+                config.source_port = target.local_port;
+                config.destination_port = target.remote_port;
+                let builder = FrameBuilder::new(&config)
+                    .map_err(|e| Failure::Usage(format!("target {}: {e}", index + 1)))?;
+                builders.push(builder);
+            }
+            let file = File::create(path).map_err(|source| Failure::File {
+                what: "cannot create",
+                path: path.clone(),
+                source,
+            })?;
+            let writer =
+                PcapWriter::new(BufWriter::new(file)).map_err(|e| pcap_failure(path, e))?;
+            return Ok(Sink::Pcap {
+                path: path.clone(),
+                writer,
+                builders,
+                ip_id: args.ip_id,
+                frame: vec![0; 2048],
+            });
+        }
+        let mut bound: Vec<(SocketAddr, UdpSocket)> = Vec::new();
+        let mut sockets = Vec::new();
+        for target in targets {
+            let local_ip = target.local_ip.unwrap_or(match target.remote_ip {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+            let local = SocketAddr::new(local_ip, target.local_port);
+            let index = if let Some(index) = bound.iter().position(|(addr, _)| *addr == local) {
+                index
+            } else {
+                let socket = UdpSocket::bind(local).map_err(|source| Failure::Socket {
+                    what: "cannot bind",
+                    addr: local,
+                    source,
+                })?;
+                bound.push((local, socket));
+                bound.len() - 1
+            };
+            sockets.push((index, SocketAddr::new(target.remote_ip, target.remote_port)));
+        }
+        Ok(Sink::Udp { sockets, bound })
+    }
+
+    fn send(&mut self, target: usize, payload: &[u8]) -> Result<(), Failure> {
+        match self {
+            Sink::Udp { sockets, bound } => {
+                let (socket, to) = sockets[target];
+                bound[socket]
+                    .1
+                    .send_to(payload, to)
+                    .map_err(|source| Failure::Socket {
+                        what: "cannot send to",
+                        addr: to,
+                        source,
+                    })?;
+                Ok(())
+            }
+            Sink::Pcap {
+                path,
+                writer,
+                builders,
+                ip_id,
+                frame,
+            } => {
+                let len = builders[target]
+                    .build_with_ip_id(*ip_id, payload, frame)
+                    .map_err(|e| Failure::Usage(format!("cannot build a frame: {e}")))?;
+                *ip_id = ip_id.wrapping_add(1);
+                let timestamp = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let packet = PcapPacket::new(timestamp, len as u32, &frame[..len]);
+                writer
+                    .write_packet(&packet)
+                    .map_err(|e| pcap_failure(path, e))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), Failure> {
+        if let Sink::Pcap { path, writer, .. } = self {
+            writer
+                .into_writer()
+                .flush()
+                .map_err(|source| Failure::File {
+                    what: "cannot write",
+                    path,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+fn pcap_failure(path: &Path, error: PcapError) -> Failure {
+    let source = match error {
+        PcapError::IoError(e) => e,
+        other => io::Error::other(other.to_string()),
+    };
+    Failure::File {
+        what: "cannot write",
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// This machine's kernel release, for `r` targets when `--release` is not given.
+fn local_release() -> Result<String, Failure> {
+    let path = Path::new("/proc/sys/kernel/osrelease");
+    fs::read_to_string(path)
+        .map(|s| s.trim_end().to_owned())
+        .map_err(|source| Failure::File {
+            what: "cannot read the kernel release (give --release) from",
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Counts for the closing line.
+#[derive(Debug, Default)]
+struct Counts {
+    records: u64,
+    datagrams: u64,
+    bad: u64,
+    skipped: u64,
+}
+
+/// The sender: targets, options and the sink.
+struct Sender<'a> {
+    args: &'a SendArgs,
+    release: Option<String>,
+    sink: Sink,
+    counts: Counts,
+}
+
+impl Sender<'_> {
+    /// Sends one formatted extended message (what `/dev/kmsg` returns) to every extended
+    /// target, fragmented as `send_ext_msg_udp` does.
+    fn send_extended(&mut self, msg: &[u8], release: Option<&str>) -> Result<(), Failure> {
+        let mut out = [0u8; MAX_PRINT_CHUNK];
+        for (index, target) in self.args.target.targets.iter().enumerate() {
+            if !target.extended {
+                continue;
+            }
+            let mut options = SendOptions::default();
+            if target.release {
+                options.release = release.or(self.release.as_deref()).map(str::as_bytes);
+            }
+            let mut fragments = match ExtFragments::new(msg, options) {
+                Ok(fragments) => fragments,
+                Err(error) => {
+                    self.bad(&format!("record not sent to target {}: {error}", index + 1));
+                    continue;
+                }
+            };
+            while let Some(len) = fragments.write_next(&mut out) {
+                self.sink.send(index, &out[..len])?;
+                self.counts.datagrams += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends console text to every plain target, cut in 1000-byte chunks.
+    fn send_plain(&mut self, text: &[u8]) -> Result<(), Failure> {
+        for (index, target) in self.args.target.targets.iter().enumerate() {
+            if target.extended {
+                continue;
+            }
+            for chunk in plain_chunks(text) {
+                self.sink.send(index, chunk)?;
+                self.counts.datagrams += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn bad(&mut self, why: &str) {
+        self.counts.bad += 1;
+        eprintln!("ncrx: input record {}: {why}", self.counts.records);
+    }
+
+    fn kmsg(&mut self, mut records: KmsgRecords<BufReader<Box<dyn Read>>>) -> Result<(), Failure> {
+        loop {
+            let record = match records.next_record() {
+                Ok(Some(record)) => record,
+                Ok(None) => return Ok(()),
+                // /dev/kmsg: records were overwritten before we read them.
+                Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                    eprintln!("ncrx: some kernel records were overwritten before they were read");
+                    continue;
+                }
+                Err(source) => {
+                    return Err(Failure::Stream {
+                        what: "cannot read the input",
+                        source,
+                    });
+                }
+            };
+            if record.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            self.counts.records += 1;
+            if let Err(error) = Header::parse(&record) {
+                self.bad(&format!("not a /dev/kmsg record: {error}"));
+                continue;
+            }
+            self.send_extended(&record, None)?;
+        }
+    }
+
+    fn json(&mut self, reader: BufReader<Box<dyn Read>>) -> Result<(), Failure> {
+        let mut buf = vec![0u8; self.args.record_limit];
+        for line in reader.lines() {
+            let line = line.map_err(|source| Failure::Stream {
+                what: "cannot read the input",
+                source,
+            })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            self.counts.records += 1;
+            match serde_json::from_str::<JsonLine>(&line) {
+                Ok(JsonLine::Record(record)) => match format_json_record(&record, &mut buf) {
+                    Ok(len) => {
+                        let msg = buf[..len].to_vec();
+                        self.send_extended(&msg, record.release.as_deref())?;
+                    }
+                    Err(why) => self.bad(&why),
+                },
+                Ok(JsonLine::Plain(plain)) => self.send_plain(plain.text.as_bytes())?,
+                Ok(_) => self.counts.skipped += 1,
+                Err(error) => self.bad(&format!("not a JSON line of ncrx: {error}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn text(&mut self, reader: BufReader<Box<dyn Read>>) -> Result<(), Failure> {
+        let start = std::time::Instant::now();
+        let mut buf = vec![0u8; self.args.record_limit];
+        for (seq, line) in (self.args.seq..).zip(reader.split(b'\n')) {
+            let mut line = line.map_err(|source| Failure::Stream {
+                what: "cannot read the input",
+                source,
+            })?;
+            self.counts.records += 1;
+            let ts_usec = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let mut record = KmsgRecord::new(self.args.level, seq, ts_usec, &line);
+            record.facility = self.args.facility;
+            let len = format_kmsg(&record, &mut buf);
+            let msg = buf[..len].to_vec();
+            self.send_extended(&msg, None)?;
+            line.push(b'\n');
+            self.send_plain(&line)?;
+        }
+        Ok(())
+    }
+}
+
+/// Formats a JSON `record` as printk would, into `buf` (printk's buffer).
+fn format_json_record(record: &JsonRecord, buf: &mut [u8]) -> Result<usize, String> {
+    if record.escaped || record.truncated {
+        return Err(format!(
+            "seq {}: records in wire form (\"escaped\") or cut by the kernel (\"truncated\") cannot be re-sent yet: netconsole-proto has no writer for a record given in wire form",
+            record.seq
+        ));
+    }
+    let flag = match record.flag.as_bytes() {
+        [byte] => Flag::from_byte(*byte),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        format!(
+            "seq {}: flag {:?} is not -, c or +",
+            record.seq, record.flag
+        )
+    })?;
+    let caller = record
+        .caller
+        .as_deref()
+        .map(|caller| {
+            parse_caller(caller).ok_or_else(|| format!("seq {}: bad caller {caller:?}", record.seq))
+        })
+        .transpose()?;
+    if record.level > 7 {
+        return Err(format!(
+            "seq {}: level {} is not 0..7",
+            record.seq, record.level
+        ));
+    }
+    let dict: Vec<DictEntry<'_>> = record
+        .dict
+        .iter()
+        .map(|(key, value)| DictEntry {
+            key: key.as_bytes(),
+            value: value.as_bytes(),
+        })
+        .collect();
+    let mut kmsg = KmsgRecord::new(
+        record.level,
+        record.seq,
+        record.ts_usec,
+        record.text.as_bytes(),
+    );
+    kmsg.facility = record.facility;
+    kmsg.flag = flag;
+    kmsg.caller = caller;
+    kmsg.dict = &dict;
+    Ok(format_kmsg(&kmsg, buf))
+}
+
+/// `T<pid>` or `C<cpu>`.
+fn parse_caller(caller: &str) -> Option<Caller> {
+    let (kind, number) = caller.split_at_checked(1)?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number = number.parse().ok()?;
+    match kind {
+        "T" => Some(Caller::Task(number)),
+        "C" => Some(Caller::Cpu(number)),
+        _ => None,
+    }
+}
+
+/// Runs `ncrx send`.
+pub(crate) fn run(args: &SendArgs) -> Result<Outcome, Failure> {
+    if args.record_limit < 64 {
+        return Err(Failure::Usage(format!(
+            "--record-limit {} is too small (printk's buffers are 2048 or 8192 bytes)",
+            args.record_limit
+        )));
+    }
+    let targets = &args.target.targets;
+    if targets.iter().any(|t| !t.extended) && args.input == InputFormat::Kmsg {
+        return Err(Failure::Unsupported(
+            "kmsg records to a plain (non-extended) target: netconsole-proto has no formatter for the plain console line ('[    5.123456] text'); use '+' in --target or --input text".into(),
+        ));
+    }
+    let release = if targets.iter().any(|t| t.release) {
+        Some(match &args.release {
+            Some(release) => release.clone(),
+            None => local_release()?,
+        })
+    } else {
+        None
+    };
+    let (reader, live): (Box<dyn Read>, bool) = match &args.file {
+        Some(path) if path.as_os_str() != "-" => {
+            let file = File::open(path).map_err(|source| Failure::File {
+                what: "cannot open",
+                path: path.clone(),
+                source,
+            })?;
+            (Box::new(file), false)
+        }
+        _ => {
+            let stdin = io::stdin();
+            let regular = stdin_is_regular_file();
+            (Box::new(stdin), !regular)
+        }
+    };
+    // A /dev/kmsg record is at most 8 KiB and must be read whole in one read().
+    let reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut sender = Sender {
+        args,
+        release,
+        sink: Sink::open(args)?,
+        counts: Counts::default(),
+    };
+    match args.input {
+        InputFormat::Kmsg => sender.kmsg(KmsgRecords::new(reader, live))?,
+        InputFormat::Json => sender.json(reader)?,
+        InputFormat::Text => sender.text(reader)?,
+    }
+    let Sender { sink, counts, .. } = sender;
+    sink.finish()?;
+    let destination = match &args.pcap {
+        Some(path) => format!("written to {}", path.display()),
+        None => "sent".to_owned(),
+    };
+    eprintln!(
+        "ncrx: {} records read, {} datagrams {destination}, {} bad records skipped, {} other lines skipped",
+        counts.records, counts.datagrams, counts.bad, counts.skipped
+    );
+    Ok(Outcome {
+        bad_data: counts.bad > 0,
+        truncated: false,
+    })
+}
+
+/// Whether standard input is a regular file (then it is read like a file, not live).
+fn stdin_is_regular_file() -> bool {
+    fs::metadata("/dev/stdin").is_ok_and(|m| m.file_type().is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_spec() {
+        let spec = TargetSpec::parse_arg(
+            "+6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57",
+        )
+        .unwrap();
+        let [target] = &spec.targets[..] else {
+            panic!("one target expected");
+        };
+        assert!(target.extended && !target.release);
+        assert_eq!(target.local_ip, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            target.local_mac,
+            Some(MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]))
+        );
+        assert_eq!(
+            target.remote_mac,
+            MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x57])
+        );
+        assert_eq!((target.local_port, target.remote_port), (6665, 6666));
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_the_target() {
+        let error = TargetSpec::parse_arg("@/,@10.0.0.1/;@/,@10.0.0.300/").unwrap_err();
+        assert!(error.starts_with("bad IP address in target 2"), "{error}");
+        let error = TargetSpec::parse_arg("r@/,@10.0.0.1/").unwrap_err();
+        assert!(
+            error.contains("release prepend requires extended mode"),
+            "{error}"
+        );
+    }
+}
