@@ -1,0 +1,145 @@
+//! Receiver parameters: libncrx's defaults, the daemon's preset, and the memory bounds.
+//!
+//! | parameter | libncrx default | daemon preset | meaning |
+//! |---|---|---|---|
+//! | [`slots`](StreamConfig::slots) | 8192 | 512 | reorder window, in sequence numbers |
+//! | [`ack_interval`](StreamConfig::ack_interval) | off | 200 ms | ack retired records after this long |
+//! | [`retransmit_interval`](StreamConfig::retransmit_interval) | 1000 ms | 200 ms | ask for a hole again this often |
+//! | [`retransmit_stride`](StreamConfig::retransmit_stride) | 256 | 256 | ask for a hole each time the head moves this far past it |
+//! | [`message_timeout`](StreamConfig::message_timeout) | 30 s | 200 ms | give up on a hole (loss event) |
+//! | [`out_of_order_threshold`](StreamConfig::out_of_order_threshold) | 19 of 32 | 19 of 32 | restart the stream |
+//! | [`out_of_order_interval`](StreamConfig::out_of_order_interval) | 5 s | 200 ms | kept for libncrx parity (see the field) |
+//! | [`out_of_order_timeout`](StreamConfig::out_of_order_timeout) | 30 s | 200 ms | release a buffered out-of-order record |
+
+use core::time::Duration;
+
+/// Most out-of-order records one stream buffers (libncrx tracks the last 32 packets).
+pub const OUT_OF_ORDER_MAX: usize = 32;
+
+/// Parameters of one source's stream (see the module table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamConfig {
+    /// Reorder window in sequence numbers (at least `retransmit_stride + 1`, at least 2).
+    /// The stream keeps at most `slots - retransmit_stride` sequence numbers open; the rest of
+    /// the ring remembers what was retired, to tell duplicates from late records.
+    pub slots: usize,
+    /// Send an ack this long after records were retired (`None`: only with retransmission
+    /// requests and emergency records, as libncrx's default `ack_intv = 0`).
+    pub ack_interval: Option<Duration>,
+    /// Ask again for a missing record this often.
+    pub retransmit_interval: Duration,
+    /// Also ask for a missing record each time the head crosses a multiple of this many
+    /// sequence numbers while the hole is more than this far behind it.
+    pub retransmit_stride: u64,
+    /// Give up on a missing record this long after the receiver learned it was missing.
+    pub message_timeout: Duration,
+    /// Restart the stream when this many of the last 32 records were out of order.
+    pub out_of_order_threshold: u32,
+    /// libncrx's `oos_intv`: it decided "duplicate or out of order" for an already retired
+    /// slot from the slot's last activity. This receiver remembers what it retired instead
+    /// (see [`crate::Stream`]), so the value only documents parity with libncrx.
+    pub out_of_order_interval: Duration,
+    /// Release a buffered out-of-order record (as [`crate::Event::Late`]) after this long.
+    pub out_of_order_timeout: Duration,
+    /// A record whose sequence number is before anything the stream remembers and whose
+    /// `ts_usec` is more than this far behind the newest one restarts the stream at once
+    /// (the sender rebooted or replayed its log), instead of waiting for the threshold.
+    pub restart_ts_back: Duration,
+    /// Most record bytes one stream holds (window, reassembly and out-of-order buffer).
+    pub max_held_bytes: usize,
+    /// Largest fragmented record accepted (`ncfrag` total).
+    pub max_fragmented_total: usize,
+}
+
+impl Default for StreamConfig {
+    /// libncrx's defaults.
+    fn default() -> Self {
+        StreamConfig {
+            slots: 8192,
+            ack_interval: None,
+            retransmit_interval: Duration::from_secs(1),
+            retransmit_stride: 256,
+            message_timeout: Duration::from_secs(30),
+            out_of_order_threshold: 19,
+            out_of_order_interval: Duration::from_secs(5),
+            out_of_order_timeout: Duration::from_secs(30),
+            restart_ts_back: Duration::from_secs(1),
+            max_held_bytes: 16 << 20,
+            max_fragmented_total: netconsole_proto::DEFAULT_MAX_TOTAL,
+        }
+    }
+}
+
+impl StreamConfig {
+    /// The production daemon's preset (netconsd): 512 slots, every timer 200 ms, acks on.
+    pub fn daemon() -> Self {
+        let ms200 = Duration::from_millis(200);
+        StreamConfig {
+            slots: 512,
+            ack_interval: Some(ms200),
+            retransmit_interval: ms200,
+            message_timeout: ms200,
+            out_of_order_interval: ms200,
+            out_of_order_timeout: ms200,
+            max_held_bytes: 2 << 20,
+            ..StreamConfig::default()
+        }
+    }
+
+    /// The same values made consistent: at least 2 slots, a stride below the window,
+    /// non-zero intervals, a threshold within 1..=32.
+    pub(crate) fn normalized(mut self) -> Self {
+        let tick = Duration::from_nanos(1);
+        self.slots = self.slots.max(2);
+        let max_stride = (self.slots as u64 - 1).max(1);
+        self.retransmit_stride = self.retransmit_stride.clamp(1, max_stride);
+        self.retransmit_interval = self.retransmit_interval.max(tick);
+        self.out_of_order_threshold = self.out_of_order_threshold.clamp(1, 32);
+        if let Some(interval) = &mut self.ack_interval {
+            *interval = (*interval).max(tick);
+        }
+        self
+    }
+
+    /// Sequence numbers the stream keeps open at most (`slots - retransmit_stride`).
+    pub(crate) fn max_open(&self) -> u64 {
+        (self.slots as u64 - self.retransmit_stride).max(1)
+    }
+}
+
+/// Parameters of the multi-source front ([`crate::Receiver`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiverConfig {
+    /// Each source's stream.
+    pub stream: StreamConfig,
+    /// Most sources tracked at once.
+    pub max_sources: usize,
+    /// A source quiet this long is flushed and evicted.
+    pub idle_timeout: Duration,
+    /// When `max_sources` are tracked, a new source evicts the least recently active one if
+    /// that one has been quiet at least this long; otherwise its datagram is refused.
+    pub evict_when_full_after: Duration,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            stream: StreamConfig::default(),
+            max_sources: 1024,
+            idle_timeout: Duration::from_secs(600),
+            evict_when_full_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// The daemon's stream preset ([`StreamConfig::daemon`]) with the default limits.
+    pub fn daemon() -> Self {
+        ReceiverConfig {
+            stream: StreamConfig::daemon(),
+            ..ReceiverConfig::default()
+        }
+    }
+}

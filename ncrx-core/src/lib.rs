@@ -1,0 +1,42 @@
+//! The receiver of reliable netconsole as a sans-IO state machine.
+//!
+//! Linux netconsole sends the kernel log as UDP datagrams, one extended record (or
+//! `ncfrag` fragment) each; the reliable extension lets the receiver ask for what is missing
+//! (`ncrx<ack> <seq>...`, see [`netconsole_proto::response`]). This crate is that receiver,
+//! without sockets or clocks, in the style of quinn-proto:
+//!
+//! - inputs: [`Receiver::handle_datagram`]`(now, source, bytes)`, [`Receiver::handle_timeout`]`(now)`;
+//! - outputs, polled until empty: [`Receiver::poll_event`] (records in sequence order, losses,
+//!   restarts, plain text), [`Receiver::poll_transmit`] (response packets and their
+//!   destination), [`Receiver::poll_timeout`] (the exact next deadline).
+//!
+//! [`Stream`] is one source's state machine; [`Receiver`] keys streams by source (an IP
+//! address and port by default) with bounded sources and bytes. Parameters default to
+//! libncrx's ([`StreamConfig::default`]); [`StreamConfig::daemon`] is netconsd's preset.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use ncrx_core::{Event, Receiver, ReceiverConfig};
+//! use netpoll_frame::Instant;
+//!
+//! let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
+//! let source: SocketAddr = "192.0.2.1:6665".parse()?;
+//! rx.handle_datagram(Instant::from_millis(1), &source, b"6,7,1000,-;eth0: link up\n");
+//! let Some((from, Event::Record(record))) = rx.poll_event() else { panic!() };
+//! assert_eq!((from, record.seq, record.body), (source, 7, &b"eth0: link up\n"[..]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod config;
+pub mod event;
+pub mod receiver;
+pub mod stream;
+
+pub use config::{ReceiverConfig, StreamConfig};
+pub use event::{Event, IncompleteRecord, Record, Restart, RestartReason};
+pub use receiver::{Receiver, ReceiverStats};
+pub use stream::{Stream, StreamStats};

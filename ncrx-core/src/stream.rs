@@ -1,0 +1,1109 @@
+//! One source's stream: the reorder window, holes, retransmission requests, acks, timeouts,
+//! out-of-order records and restarts.
+//!
+//! ```text
+//!   remembered (retired)        open window: at most slots - stride       not yet seen
+//!  ───────────────────────┬───────────────────────────────────────────┬────────────────
+//!   delivered / given up  │ tail                                 head │
+//!                         │ [rec][ hole run ][rec][frag][ hole ][rec] │
+//!  ───────────────────────┴───────────────────────────────────────────┴────────────────
+//!   ring of `slots` entries indexed by seq % slots, tagged (epoch, seq)
+//! ```
+//!
+//! - The ring holds what arrived (a whole datagram, or a fragmented record being put
+//!   together) and, once retired, what became of each sequence number (delivered with its
+//!   `ts_usec`, or given up). Advancing the head writes nothing: a ring entry counts only when
+//!   its tag matches.
+//! - Every sequence number in `[tail, head)` that is not complete belongs to one *run*: a
+//!   range of missing numbers (or one incomplete fragmented record) with the time the
+//!   receiver learned of it and its next retransmission request. Runs live in an ordered map
+//!   by start and their requests in an ordered set by deadline, so one packet or timer costs
+//!   O(log n) whatever the number of holes.
+//! - Records leave from the tail, in order: complete ones at once, a run when its
+//!   [`message_timeout`](StreamConfig::message_timeout) passes ([`Event::Lost`] or
+//!   [`Event::Incomplete`]), or early when the window or the byte budget overflows. Runs are
+//!   created in sequence order as time goes on, so the tail's run is always the next to
+//!   time out: the give-up timer is one deadline.
+//! - A retransmission request (`ncrx<ack> <seq>...`) lists a run every
+//!   [`retransmit_interval`](StreamConfig::retransmit_interval) and each time the head crosses
+//!   a multiple of [`retransmit_stride`](StreamConfig::retransmit_stride) with the run more
+//!   than a stride behind. Acks (`ack_seq` = last retired) go out with every request, after
+//!   [`ack_interval`](StreamConfig::ack_interval) when configured, and at once for an
+//!   `ncemg` record.
+//! - A record behind the tail: a duplicate of a delivered one is dropped and counted; one
+//!   that was given up on is delivered as [`Event::Late`]; a remembered sequence number with
+//!   another `ts_usec`, or a changed release, restarts the stream at once; one before
+//!   anything remembered restarts it at once when its `ts_usec` is also far back, and
+//!   otherwise is buffered as out of order like a record far ahead of the window (libncrx's
+//!   rule: 19 of the last 32 out of order restart the stream from the lowest; a buffered
+//!   record not used so comes out as [`Event::Late`]). `ncemg` records never count as out of
+//!   order.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use netconsole_proto::{
+    Datagram, ExtRecord, FragmentedRecord, Header, MAX_RESPONSE, encode_response,
+};
+use netpoll_frame::Instant;
+
+use crate::config::{OUT_OF_ORDER_MAX, StreamConfig};
+use crate::event::{Event, Output, RecordMeta, Restart, RestartReason};
+
+/// Counters of one stream (or summed over sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StreamStats {
+    /// Extended datagrams received (whole records and fragments).
+    pub datagrams: u64,
+    /// Plain datagrams passed on.
+    pub plain: u64,
+    /// Datagrams that looked extended but did not parse, or fragments refused by reassembly.
+    pub malformed: u64,
+    /// Response packets received (a receiver does not act on them).
+    pub responses_ignored: u64,
+    /// Records delivered in order.
+    pub delivered: u64,
+    /// Records delivered late ([`Event::Late`]).
+    pub late: u64,
+    /// Duplicates of records already held or delivered, dropped.
+    pub duplicates: u64,
+    /// Fragments of records already given up on or delivered late, dropped.
+    pub late_fragments: u64,
+    /// Sequence numbers given up on ([`Event::Lost`]).
+    pub lost: u64,
+    /// Fragmented records given up on incomplete.
+    pub incomplete: u64,
+    /// Records counted out of order (buffered).
+    pub out_of_order: u64,
+    /// Stream restarts.
+    pub restarts: u64,
+    /// Records carrying `ncemg=1`.
+    pub emergency: u64,
+    /// `ncemg` records before anything remembered, dropped (never counted out of order).
+    pub stale_emergency: u64,
+    /// Records dropped because holding them would exceed the byte budget.
+    pub over_budget: u64,
+    /// Response packets produced.
+    pub responses: u64,
+    /// Sequence numbers asked for again (each time counted).
+    pub requested: u64,
+}
+
+impl core::ops::AddAssign for StreamStats {
+    fn add_assign(&mut self, o: Self) {
+        self.datagrams += o.datagrams;
+        self.plain += o.plain;
+        self.malformed += o.malformed;
+        self.responses_ignored += o.responses_ignored;
+        self.delivered += o.delivered;
+        self.late += o.late;
+        self.duplicates += o.duplicates;
+        self.late_fragments += o.late_fragments;
+        self.lost += o.lost;
+        self.incomplete += o.incomplete;
+        self.out_of_order += o.out_of_order;
+        self.restarts += o.restarts;
+        self.emergency += o.emergency;
+        self.stale_emergency += o.stale_emergency;
+        self.over_budget += o.over_budget;
+        self.responses += o.responses;
+        self.requested += o.requested;
+    }
+}
+
+/// A fragmented record being put together. `bytes` mirrors the chunks the reassembly
+/// accepted, so that an incomplete record can be handed out (only its received ranges are
+/// readable): netconsole-proto's reassembly buffer does not expose its partial contents.
+#[derive(Debug, Clone)]
+struct Partial {
+    record: FragmentedRecord,
+    meta: RecordMeta,
+    /// The header of the fragment at offset 0 once seen (else of the first one): with the
+    /// whole body after it, it parses as one datagram.
+    header: Box<[u8]>,
+    bytes: Box<[u8]>,
+}
+
+impl Partial {
+    /// Bytes held: the header, the reassembly buffer and its mirror.
+    fn cost(&self) -> usize {
+        self.header.len() + 2 * self.bytes.len()
+    }
+
+    fn mirror(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let offset = record.header.ncfrag.map_or(0, |f| f.offset);
+        if offset == 0 {
+            let header = &datagram[..datagram.len() - record.body.len()];
+            if header.len() == self.header.len() {
+                self.header.copy_from_slice(header);
+            } else {
+                self.header = Box::from(header);
+            }
+        }
+        if let Some(target) = self.bytes.get_mut(offset..offset + record.body.len()) {
+            target.copy_from_slice(record.body);
+        }
+    }
+}
+
+/// A fragmented record put together.
+#[derive(Debug, Clone)]
+struct Assembled {
+    meta: RecordMeta,
+    header: Box<[u8]>,
+    body: Box<[u8]>,
+}
+
+#[derive(Debug, Clone, Default)]
+enum SlotState {
+    #[default]
+    Free,
+    /// A whole datagram waiting for the tail.
+    Whole(Box<[u8]>),
+    /// A fragmented record with bytes missing.
+    Partial(Box<Partial>),
+    /// A fragmented record put together: its fields, header and body.
+    Assembled(Box<Assembled>),
+    /// Retired: delivered (in order or late).
+    Delivered,
+    /// Retired: given up on while incomplete.
+    GivenUpPartial,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    epoch: u64,
+    seq: u64,
+    ts_usec: u64,
+    state: SlotState,
+}
+
+impl Slot {
+    fn is_complete(&self) -> bool {
+        matches!(self.state, SlotState::Whole(_) | SlotState::Assembled(_))
+    }
+}
+
+/// Incomplete sequence numbers `[start, end)` (a key of `runs` gives the start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    end: u64,
+    /// When the receiver learned these were missing (the give-up clock).
+    learned: Instant,
+    /// Next retransmission request.
+    request_at: Instant,
+    /// One fragmented record with bytes missing (held in its slot).
+    partial: bool,
+}
+
+#[derive(Debug, Clone)]
+struct OutOfOrder {
+    at: Instant,
+    seq: u64,
+    datagram: Box<[u8]>,
+}
+
+/// Most sequence numbers gathered for one response (each takes at least 2 bytes).
+const RESPONSE_SEQS: usize = MAX_RESPONSE / 2;
+/// Most runs asked for at one stride crossing.
+const STRIDE_RUNS: usize = 32;
+
+/// Approximate heap bytes of one ordered-map entry beyond its key and value.
+const NODE_OVERHEAD: usize = 16;
+
+/// The receiver state machine of one source (see the module documentation).
+///
+/// ```
+/// use ncrx_core::{Event, Stream, StreamConfig};
+/// use netpoll_frame::Instant;
+///
+/// let mut stream = Stream::new(StreamConfig::default());
+/// let t = Instant::from_millis(5);
+/// stream.handle_datagram(t, b"6,10,100,-;first\n");
+/// stream.handle_datagram(t, b"6,12,300,-;third\n");
+/// let Some(Event::Record(r)) = stream.poll_event() else { panic!() };
+/// assert_eq!((r.seq, r.body), (10, &b"first\n"[..]));
+/// assert!(stream.poll_event().is_none()); // 11 is missing: 12 waits
+/// stream.handle_datagram(t, b"6,11,200,-;second\n");
+/// let seqs: Vec<u64> = core::iter::from_fn(|| match stream.poll_event()? {
+///     Event::Record(r) => Some(r.seq),
+///     _ => None,
+/// })
+/// .collect();
+/// assert_eq!(seqs, [11, 12]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Stream {
+    config: StreamConfig,
+    slots: Vec<Slot>,
+    started: bool,
+    epoch: u64,
+    epoch_start: u64,
+    epoch_release: Option<Box<[u8]>>,
+    /// First sequence number not retired.
+    tail: u64,
+    /// Next sequence number expected (one past the highest placed).
+    head: u64,
+    newest_ts: u64,
+    runs: BTreeMap<u64, Run>,
+    requests_due: BTreeSet<(Instant, u64)>,
+    requests: VecDeque<Range<u64>>,
+    ack_pending_since: Option<Instant>,
+    ack_due: bool,
+    oos: VecDeque<OutOfOrder>,
+    oos_history: u32,
+    held_bytes: usize,
+    now: Instant,
+    out: Output,
+    stats: StreamStats,
+}
+
+fn slot_of(slots: usize, seq: u64) -> usize {
+    (seq % slots as u64) as usize
+}
+
+impl Stream {
+    /// A stream that has seen nothing yet.
+    pub fn new(config: StreamConfig) -> Self {
+        let config = config.normalized();
+        let mut slots = Vec::new();
+        slots.resize_with(config.slots, Slot::default);
+        Stream {
+            config,
+            slots,
+            started: false,
+            epoch: 0,
+            epoch_start: 0,
+            epoch_release: None,
+            tail: 0,
+            head: 0,
+            newest_ts: 0,
+            runs: BTreeMap::new(),
+            requests_due: BTreeSet::new(),
+            requests: VecDeque::new(),
+            ack_pending_since: None,
+            ack_due: false,
+            oos: VecDeque::new(),
+            oos_history: 0,
+            held_bytes: 0,
+            now: Instant::ZERO,
+            out: Output::default(),
+            stats: StreamStats::default(),
+        }
+    }
+
+    /// The configuration in use (normalized).
+    pub fn config(&self) -> &StreamConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+
+    /// The current epoch (0 until the first restart).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The next sequence number to retire and the next one expected: `[tail, head)` is open.
+    pub fn window(&self) -> Range<u64> {
+        self.tail..self.head
+    }
+
+    /// Record bytes held (window, reassembly, out-of-order buffer); never above
+    /// [`StreamConfig::max_held_bytes`].
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Heap bytes in use, approximately: ring, held records, runs and timers, queues and the
+    /// output buffer. At most [`Stream::memory_bound`] when events and transmits are drained
+    /// after each call.
+    pub fn memory_used(&self) -> usize {
+        use core::mem::size_of;
+        self.slots.capacity() * size_of::<Slot>()
+            + self.held_bytes
+            + self.runs.len() * (size_of::<(u64, Run)>() + NODE_OVERHEAD)
+            + self.requests_due.len() * (size_of::<(Instant, u64)>() + NODE_OVERHEAD)
+            + self.requests.capacity() * size_of::<Range<u64>>()
+            + self.oos.capacity() * size_of::<OutOfOrder>()
+            + self.epoch_release.as_ref().map_or(0, |r| r.len())
+            + self.out.memory_used()
+    }
+
+    /// The bound on [`Stream::memory_used`] this configuration implies (events drained
+    /// after each call; one call releases at most the held bytes plus one datagram).
+    pub fn memory_bound(&self) -> usize {
+        Self::memory_bound_for(&self.config)
+    }
+
+    /// [`Stream::memory_bound`] for a configuration.
+    pub fn memory_bound_for(config: &StreamConfig) -> usize {
+        use core::mem::size_of;
+        let config = config.clone().normalized();
+        let slots = config.slots;
+        let per_slot = size_of::<Slot>()
+            + size_of::<(u64, Run)>()
+            + size_of::<(Instant, u64)>()
+            + 2 * NODE_OVERHEAD
+            + 2 * size_of::<Range<u64>>();
+        // Output: events of at most `slots + OUT_OF_ORDER_MAX + 4` (header bytes each below 64
+        // KiB) and the held bytes plus one datagram, doubled for vector growth.
+        let output_events = 2 * (slots + OUT_OF_ORDER_MAX + 4) * 96;
+        let output_bytes = 2 * (config.max_held_bytes + 2 * 65_536);
+        slots * per_slot
+            + config.max_held_bytes
+            + (OUT_OF_ORDER_MAX + 1) * size_of::<OutOfOrder>()
+            + output_events
+            + output_bytes.max(1 << 20)
+            + 65_536
+    }
+
+    fn slot(&self, seq: u64) -> &Slot {
+        &self.slots[slot_of(self.slots.len(), seq)]
+    }
+
+    fn slot_mut(&mut self, seq: u64) -> &mut Slot {
+        let n = self.slots.len();
+        &mut self.slots[slot_of(n, seq)]
+    }
+
+    /// Whether the ring entry of `seq` is about `seq` in this epoch.
+    fn tagged(&self, seq: u64) -> bool {
+        let slot = self.slot(seq);
+        slot.epoch == self.epoch && slot.seq == seq && !matches!(slot.state, SlotState::Free)
+    }
+
+    fn advance_time(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.out.release();
+    }
+
+    /// Takes one UDP payload from this source.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        self.advance_time(now);
+        match Datagram::parse(datagram) {
+            Ok(Datagram::Extended(record)) => self.on_record(&record, datagram),
+            Ok(Datagram::Plain(text)) => {
+                self.stats.plain += 1;
+                self.out.plain(text);
+            }
+            Ok(Datagram::Response(_)) => self.stats.responses_ignored += 1,
+            Ok(_) | Err(_) => self.stats.malformed += 1,
+        }
+        self.retire();
+    }
+
+    /// Acts on the passage of time; early or repeated calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance_time(now);
+        let now = self.now;
+        let interval = self.config.retransmit_interval;
+        while let Some(&(at, start)) = self.requests_due.first() {
+            if at > now {
+                break;
+            }
+            self.requests_due.pop_first();
+            if let Some(run) = self.runs.get_mut(&start) {
+                run.request_at = now + interval;
+                let range = start..run.end;
+                self.requests_due.insert((run.request_at, start));
+                self.request(range);
+            }
+        }
+        while let Some(front) = self.oos.front() {
+            if front.at + self.config.out_of_order_timeout > now {
+                break;
+            }
+            self.release_oldest_oos();
+        }
+        if let (Some(since), Some(interval)) = (self.ack_pending_since, self.config.ack_interval) {
+            if since + interval <= now {
+                self.ack_due = true;
+            }
+        }
+        self.retire();
+    }
+
+    /// The exact next deadline, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.requests_due.first().map(|&(at, _)| at);
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some((_, run)) = self.runs.first_key_value() {
+            consider(run.learned + self.config.message_timeout);
+        }
+        if let Some(front) = self.oos.front() {
+            consider(front.at + self.config.out_of_order_timeout);
+        }
+        if let (Some(since), Some(interval), false) = (
+            self.ack_pending_since,
+            self.config.ack_interval,
+            self.ack_due,
+        ) {
+            consider(since + interval);
+        }
+        next
+    }
+
+    /// The next event; it borrows the stream until the next call.
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        self.out.poll()
+    }
+
+    /// Whether an event waits.
+    pub fn has_event(&self) -> bool {
+        self.out.has_event()
+    }
+
+    /// Events waiting.
+    pub fn pending_events(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether a response packet waits.
+    pub fn has_transmit(&self) -> bool {
+        self.started && (self.ack_due || !self.requests.is_empty())
+    }
+
+    /// Writes the next response packet (`ncrx<ack> <seq>...`, at most 1000 bytes) into
+    /// `buf`, for the source's address and port; returns its length.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if !self.has_transmit() {
+            return None;
+        }
+        let Some(ack) = self.tail.checked_sub(1) else {
+            // Nothing retired yet at sequence 0: no ack can be expressed.
+            self.requests.clear();
+            self.ack_due = false;
+            return None;
+        };
+        let mut seqs = [0u64; RESPONSE_SEQS];
+        let mut count = 0;
+        while count < RESPONSE_SEQS {
+            let Some(range) = self.requests.pop_front() else {
+                break;
+            };
+            let mut seq = range.start.max(self.tail);
+            let end = range.end.min(self.head);
+            while seq < end && count < RESPONSE_SEQS {
+                if !(self.tagged(seq) && self.slot(seq).is_complete()) {
+                    seqs[count] = seq;
+                    count += 1;
+                }
+                seq += 1;
+            }
+            if seq < end {
+                self.requests.push_front(seq..end);
+            }
+        }
+        let seqs = &mut seqs[..count];
+        seqs.sort_unstable();
+        let mut unique = 0;
+        for i in 0..seqs.len() {
+            if unique == 0 || seqs[i] != seqs[unique - 1] {
+                seqs[unique] = seqs[i];
+                unique += 1;
+            }
+        }
+        if unique == 0 && !self.ack_due {
+            // Everything asked for arrived or was retired meanwhile.
+            return None;
+        }
+        let (len, fitted) = encode_response(ack, &seqs[..unique], buf)?;
+        for &seq in seqs[fitted..unique].iter().rev() {
+            self.requests.push_front(seq..seq + 1);
+        }
+        self.stats.requested += fitted as u64;
+        self.stats.responses += 1;
+        self.ack_due = false;
+        self.ack_pending_since = None;
+        Some(len)
+    }
+
+    /// Retires everything open now: complete records are delivered, the rest reported lost
+    /// or incomplete, buffered out-of-order records released as late.
+    pub fn flush(&mut self, now: Instant) {
+        self.advance_time(now);
+        self.force_retire_to(self.head);
+        while !self.oos.is_empty() {
+            self.release_oldest_oos();
+        }
+        self.requests.clear();
+    }
+
+    fn on_record(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let header = &record.header;
+        let seq = header.seq;
+        self.stats.datagrams += 1;
+        self.oos_history <<= 1;
+        if header.ncemg {
+            self.stats.emergency += 1;
+            self.ack_due = true;
+        }
+        if !self.started {
+            self.started = true;
+            self.begin_epoch(seq, header.release);
+        }
+        if let (Some(release), Some(current)) = (header.release, &self.epoch_release) {
+            if release != &current[..] {
+                self.restart(RestartReason::Release, record, datagram);
+                return;
+            }
+        }
+        let slots = self.config.slots as u64;
+        if seq >= self.head {
+            if seq - self.head >= slots && !header.ncemg {
+                self.out_of_order(record, datagram);
+            } else {
+                self.place_ahead(record, datagram);
+            }
+        } else if seq >= self.tail {
+            self.place_in_window(record, datagram);
+        } else if seq >= self.epoch_start && self.head - seq <= slots {
+            self.behind_tail(record, datagram);
+        } else if header.ncemg {
+            self.stats.stale_emergency += 1;
+        } else if header.ts_usec.saturating_add(self.ts_back_usec()) < self.newest_ts {
+            self.restart(RestartReason::FarBack, record, datagram);
+        } else {
+            self.out_of_order(record, datagram);
+        }
+    }
+
+    fn ts_back_usec(&self) -> u64 {
+        u64::try_from(self.config.restart_ts_back.as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn begin_epoch(&mut self, seq: u64, release: Option<&[u8]>) {
+        self.epoch_start = seq;
+        self.tail = seq;
+        self.head = seq;
+        self.epoch_release = release.map(Box::from);
+        self.newest_ts = 0;
+        self.oos_history = 0;
+        self.ack_pending_since = None;
+        self.ack_due = false;
+        self.requests.clear();
+    }
+
+    fn restart(&mut self, reason: RestartReason, record: &ExtRecord<'_>, datagram: &[u8]) {
+        self.force_retire_to(self.head);
+        let previous_next_seq = self.head;
+        let ncemg_ack = self.ack_due && record.header.ncemg;
+        // For the out-of-order rule, the new epoch starts at the lowest buffered record.
+        let mut buffered = Vec::new();
+        let mut start = record.header.seq;
+        if reason == RestartReason::OutOfOrder {
+            buffered.extend(self.oos.drain(..));
+            for entry in &buffered {
+                self.held_bytes -= entry.datagram.len();
+                start = start.min(entry.seq);
+            }
+        }
+        self.epoch += 1;
+        self.stats.restarts += 1;
+        self.begin_epoch(start, record.header.release);
+        self.ack_due = ncemg_ack;
+        self.out.restart(Restart {
+            reason,
+            epoch: self.epoch,
+            previous_next_seq,
+            seq: start,
+        });
+        buffered.sort_by_key(|entry| entry.seq);
+        let mut placed_trigger = false;
+        for entry in &buffered {
+            if !placed_trigger && entry.seq > record.header.seq {
+                self.place_again(record, datagram);
+                placed_trigger = true;
+            }
+            if let Ok(Datagram::Extended(old)) = Datagram::parse(&entry.datagram) {
+                self.place_again(&old, &entry.datagram);
+            }
+        }
+        if !placed_trigger {
+            self.place_again(record, datagram);
+        }
+    }
+
+    /// Places a record in the current epoch, where it is in or ahead of the window.
+    fn place_again(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let seq = record.header.seq;
+        if seq >= self.head && seq - self.head < self.config.slots as u64 {
+            self.place_ahead(record, datagram);
+        } else if seq >= self.tail && seq < self.head {
+            self.place_in_window(record, datagram);
+        } else {
+            self.deliver_late(record, datagram);
+        }
+    }
+
+    fn out_of_order(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        self.stats.out_of_order += 1;
+        self.oos_history |= 1;
+        if self.oos_history.count_ones() >= self.config.out_of_order_threshold {
+            self.restart(RestartReason::OutOfOrder, record, datagram);
+            return;
+        }
+        if !self.make_room(datagram.len(), None) {
+            self.stats.over_budget += 1;
+            return;
+        }
+        self.held_bytes += datagram.len();
+        self.oos.push_back(OutOfOrder {
+            at: self.now,
+            seq: record.header.seq,
+            datagram: Box::from(datagram),
+        });
+        if self.oos.len() > OUT_OF_ORDER_MAX {
+            self.release_oldest_oos();
+        }
+    }
+
+    fn release_oldest_oos(&mut self) {
+        if let Some(entry) = self.oos.pop_front() {
+            self.held_bytes -= entry.datagram.len();
+            if let Ok(Datagram::Extended(record)) = Datagram::parse(&entry.datagram) {
+                self.deliver_late(&record, &entry.datagram);
+            }
+        }
+    }
+
+    /// Delivers a record outside the window as late (fragments cannot be put together
+    /// there: they are counted and dropped).
+    fn deliver_late(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        if record.is_fragment() {
+            self.stats.late_fragments += 1;
+            return;
+        }
+        let header_len = datagram.len() - record.body.len();
+        self.out.record(
+            RecordMeta::of(&record.header),
+            &datagram[..header_len],
+            record.body,
+            true,
+        );
+        self.stats.late += 1;
+    }
+
+    /// A record in `[epoch_start, tail)` that the ring still remembers.
+    fn behind_tail(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let seq = record.header.seq;
+        let ts_usec = record.header.ts_usec;
+        if self.tagged(seq) {
+            let slot = self.slot(seq);
+            if slot.ts_usec != ts_usec {
+                self.restart(RestartReason::Timestamp, record, datagram);
+            } else if matches!(slot.state, SlotState::GivenUpPartial) || record.is_fragment() {
+                self.stats.late_fragments += 1;
+            } else {
+                self.stats.duplicates += 1;
+            }
+            return;
+        }
+        // Given up on without anything received: late.
+        if record.is_fragment() {
+            self.stats.late_fragments += 1;
+            return;
+        }
+        self.deliver_late(record, datagram);
+        let epoch = self.epoch;
+        let slot = self.slot_mut(seq);
+        *slot = Slot {
+            epoch,
+            seq,
+            ts_usec,
+            state: SlotState::Delivered,
+        };
+    }
+
+    /// Retires from the tail until `held_bytes + need` fits, without passing `below`
+    /// (a sequence number being placed). False when it cannot fit.
+    fn make_room(&mut self, need: usize, below: Option<u64>) -> bool {
+        let max = self.config.max_held_bytes;
+        if need > max {
+            return false;
+        }
+        while self.held_bytes + need > max {
+            let limit = below.unwrap_or(self.head).min(self.head);
+            if self.tail < limit {
+                let target = self.next_retire_point(limit);
+                self.force_retire_to(target);
+            } else if !self.oos.is_empty() {
+                self.release_oldest_oos();
+            } else {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The end of the item at the tail (one record, or the run there), capped at `limit`.
+    fn next_retire_point(&self, limit: u64) -> u64 {
+        let end = match self.runs.first_key_value() {
+            Some((&start, run)) if start == self.tail => run.end,
+            _ => self.tail + 1,
+        };
+        end.min(limit)
+    }
+
+    fn place_ahead(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let seq = record.header.seq;
+        let now = self.now;
+        let old_head = self.head;
+        self.newest_ts = self.newest_ts.max(record.header.ts_usec);
+        // Fast path: the next record with nothing open.
+        if seq == self.tail && self.tail == self.head && !record.is_fragment() {
+            self.head = seq + 1;
+            self.tail = seq + 1;
+            let header_len = datagram.len() - record.body.len();
+            self.out.record(
+                RecordMeta::of(&record.header),
+                &datagram[..header_len],
+                record.body,
+                false,
+            );
+            self.stats.delivered += 1;
+            let epoch = self.epoch;
+            let slot = self.slot_mut(seq);
+            slot.epoch = epoch;
+            slot.seq = seq;
+            slot.ts_usec = record.header.ts_usec;
+            slot.state = SlotState::Delivered;
+            self.note_retired();
+            return;
+        }
+        if seq > self.head {
+            let learned = now;
+            let run = Run {
+                end: seq,
+                learned,
+                request_at: now + self.config.retransmit_interval,
+                partial: false,
+            };
+            self.insert_run(self.head, run);
+        }
+        self.head = seq + 1;
+        // Keep the window open at most `max_open`, so the ring entry is free.
+        let min_tail = self.head.saturating_sub(self.config.max_open());
+        if self.tail < min_tail {
+            self.force_retire_to(min_tail);
+        }
+        if seq < self.tail {
+            // The window overflowed past this very record: it goes out at once.
+            self.deliver_late(record, datagram);
+            return;
+        }
+        // `seq` is now the last open number and no run covers it.
+        self.store_new(record, datagram, now, seq);
+        self.stride_check(old_head);
+    }
+
+    /// Stores a record at `seq`, which is open and covered by no run.
+    fn store_new(&mut self, record: &ExtRecord<'_>, datagram: &[u8], learned: Instant, seq: u64) {
+        let cost = if record.is_fragment() {
+            record
+                .header
+                .ncfrag
+                .map_or(0, |f| f.total.saturating_mul(2))
+                .saturating_add(datagram.len())
+        } else {
+            datagram.len()
+        };
+        if !self.make_room(cost, Some(seq)) {
+            self.stats.over_budget += 1;
+            self.lose_unstored(seq, learned);
+            return;
+        }
+        if seq < self.tail {
+            self.deliver_late(record, datagram);
+            return;
+        }
+        let epoch = self.epoch;
+        let ts_usec = record.header.ts_usec;
+        if record.is_fragment() {
+            let Ok(fragmented) = FragmentedRecord::new(record, self.config.max_fragmented_total)
+            else {
+                self.stats.malformed += 1;
+                self.lose_unstored(seq, learned);
+                return;
+            };
+            let header_len = datagram.len() - record.body.len();
+            let total = fragmented.body().total();
+            let mut partial = Partial {
+                record: fragmented,
+                meta: RecordMeta::of(&record.header),
+                header: Box::from(&datagram[..header_len]),
+                bytes: alloc::vec![0; total].into_boxed_slice(),
+            };
+            partial.mirror(record, datagram);
+            self.held_bytes += partial.cost();
+            let complete = partial.record.is_complete();
+            *self.slot_mut(seq) = Slot {
+                epoch,
+                seq,
+                ts_usec,
+                state: SlotState::Partial(Box::new(partial)),
+            };
+            if complete {
+                self.assemble(seq);
+            } else {
+                let run = Run {
+                    end: seq + 1,
+                    learned,
+                    request_at: self.now + self.config.retransmit_interval,
+                    partial: true,
+                };
+                self.insert_run(seq, run);
+            }
+        } else {
+            self.held_bytes += datagram.len();
+            *self.slot_mut(seq) = Slot {
+                epoch,
+                seq,
+                ts_usec,
+                state: SlotState::Whole(Box::from(datagram)),
+            };
+        }
+    }
+
+    /// `seq` could not be stored: it stays missing (a run of one), to be asked for again.
+    fn lose_unstored(&mut self, seq: u64, learned: Instant) {
+        if seq >= self.tail && seq < self.head {
+            let run = Run {
+                end: seq + 1,
+                learned,
+                request_at: self.now + self.config.retransmit_interval,
+                partial: false,
+            };
+            self.insert_run(seq, run);
+        }
+    }
+
+    fn place_in_window(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let seq = record.header.seq;
+        self.newest_ts = self.newest_ts.max(record.header.ts_usec);
+        if self.tagged(seq) {
+            let is_partial = matches!(self.slot(seq).state, SlotState::Partial(_));
+            if !is_partial {
+                self.stats.duplicates += 1;
+                return;
+            }
+            if self.slot(seq).ts_usec != record.header.ts_usec {
+                self.restart(RestartReason::Timestamp, record, datagram);
+                return;
+            }
+            self.add_fragment(seq, record, datagram);
+            return;
+        }
+        // A missing number: take it out of its run.
+        let Some((&start, &run)) = self.runs.range(..=seq).next_back() else {
+            return;
+        };
+        if run.end <= seq {
+            return;
+        }
+        self.remove_run(start);
+        if start < seq {
+            self.insert_run(start, Run { end: seq, ..run });
+        }
+        if seq + 1 < run.end {
+            self.insert_run(seq + 1, run);
+        }
+        self.store_new(record, datagram, run.learned, seq);
+    }
+
+    fn add_fragment(&mut self, seq: u64, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let n = self.slots.len();
+        let slot = &mut self.slots[slot_of(n, seq)];
+        let SlotState::Partial(partial) = &mut slot.state else {
+            return;
+        };
+        if !record.is_fragment() {
+            // The same record whole: nothing to add to a reassembly that is a different cut.
+            self.stats.duplicates += 1;
+            return;
+        }
+        match partial.record.push(record) {
+            Ok(0) => self.stats.duplicates += 1,
+            Ok(_) => {
+                let old_cost = partial.cost();
+                partial.mirror(record, datagram);
+                self.held_bytes = self.held_bytes + partial.cost() - old_cost;
+                let complete = partial.record.is_complete();
+                if complete {
+                    self.remove_run(seq);
+                    self.assemble(seq);
+                }
+            }
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    /// Turns a complete partial record at `seq` into an assembled one.
+    fn assemble(&mut self, seq: u64) {
+        let slot = self.slot_mut(seq);
+        let state = core::mem::take(&mut slot.state);
+        let SlotState::Partial(partial) = state else {
+            slot.state = state;
+            return;
+        };
+        let old_cost = partial.cost();
+        let Partial {
+            meta,
+            header,
+            bytes,
+            ..
+        } = *partial;
+        let new_cost = header.len() + bytes.len();
+        slot.state = SlotState::Assembled(Box::new(Assembled {
+            meta,
+            header,
+            body: bytes,
+        }));
+        self.held_bytes = self.held_bytes + new_cost - old_cost;
+    }
+
+    fn insert_run(&mut self, start: u64, run: Run) {
+        self.runs.insert(start, run);
+        self.requests_due.insert((run.request_at, start));
+    }
+
+    fn remove_run(&mut self, start: u64) -> Option<Run> {
+        let run = self.runs.remove(&start)?;
+        self.requests_due.remove(&(run.request_at, start));
+        Some(run)
+    }
+
+    fn request(&mut self, range: Range<u64>) {
+        if self.requests.len() < self.config.slots {
+            self.requests.push_back(range);
+        }
+    }
+
+    fn stride_check(&mut self, old_head: u64) {
+        let stride = self.config.retransmit_stride;
+        if old_head / stride == self.head / stride {
+            return;
+        }
+        let limit = self.head.saturating_sub(stride);
+        let mut picked: [Range<u64>; STRIDE_RUNS] = core::array::from_fn(|_| 0..0);
+        let mut count = 0;
+        for (&start, run) in self.runs.range(..limit).take(STRIDE_RUNS) {
+            picked[count] = start..run.end.min(limit);
+            count += 1;
+        }
+        for range in picked.into_iter().take(count) {
+            self.request(range);
+        }
+    }
+
+    fn note_retired(&mut self) {
+        if self.config.ack_interval.is_some() && self.ack_pending_since.is_none() {
+            self.ack_pending_since = Some(self.now);
+        }
+    }
+
+    /// Retires complete records at the tail and runs whose time is up.
+    fn retire(&mut self) {
+        let timeout = self.config.message_timeout;
+        while self.tail < self.head {
+            if self.tagged(self.tail) && self.slot(self.tail).is_complete() {
+                self.retire_one_complete();
+                continue;
+            }
+            match self.runs.first_key_value() {
+                Some((&start, run)) if start == self.tail && run.learned + timeout <= self.now => {
+                    let end = run.end;
+                    self.give_up(start, end);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Retires everything below `target` whatever its state.
+    fn force_retire_to(&mut self, target: u64) {
+        let target = target.min(self.head);
+        while self.tail < target {
+            if self.tagged(self.tail) && self.slot(self.tail).is_complete() {
+                self.retire_one_complete();
+                continue;
+            }
+            let Some((&start, run)) = self.runs.first_key_value() else {
+                // Not reachable while the invariant holds; never loop forever.
+                self.tail += 1;
+                continue;
+            };
+            let end = run.end.min(target);
+            if start > self.tail {
+                self.tail = start.min(target);
+                continue;
+            }
+            self.give_up(start, end);
+        }
+    }
+
+    /// Gives up on `[start, end)`, the beginning of the run at `start` (= tail).
+    fn give_up(&mut self, start: u64, end: u64) {
+        let Some(run) = self.remove_run(start) else {
+            return;
+        };
+        if end < run.end {
+            self.insert_run(end, run);
+        }
+        if run.partial {
+            let slot = self.slot_mut(start);
+            let state = core::mem::replace(&mut slot.state, SlotState::GivenUpPartial);
+            if let SlotState::Partial(partial) = state {
+                self.held_bytes -= partial.cost();
+                self.out.incomplete(
+                    partial.meta,
+                    &partial.header,
+                    &partial.bytes,
+                    partial.record.body().missing(),
+                );
+                self.stats.incomplete += 1;
+            }
+        } else {
+            self.out.lost(start..end);
+            self.stats.lost += end - start;
+        }
+        self.tail = end;
+        self.note_retired();
+    }
+
+    fn retire_one_complete(&mut self) {
+        let seq = self.tail;
+        let slot = self.slot_mut(seq);
+        let state = core::mem::replace(&mut slot.state, SlotState::Delivered);
+        match state {
+            SlotState::Whole(datagram) => {
+                self.held_bytes -= datagram.len();
+                if let Ok((header, body)) = Header::parse(&datagram) {
+                    let header_len = datagram.len() - body.len();
+                    self.out.record(
+                        RecordMeta::of(&header),
+                        &datagram[..header_len],
+                        body,
+                        false,
+                    );
+                }
+            }
+            SlotState::Assembled(assembled) => {
+                let Assembled { meta, header, body } = *assembled;
+                self.held_bytes -= header.len() + body.len();
+                self.out.record(meta, &header, &body, false);
+            }
+            other => self.slot_mut(seq).state = other,
+        }
+        self.stats.delivered += 1;
+        self.tail = seq + 1;
+        self.note_retired();
+    }
+}

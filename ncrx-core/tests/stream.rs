@@ -1,0 +1,355 @@
+//! The per-source stream state machine, event by event.
+
+mod common;
+
+use core::time::Duration;
+
+use common::{Ev, body, drain, rec, transmits};
+use ncrx_core::{RestartReason, Stream, StreamConfig};
+use netpoll_frame::Instant;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn t0() -> Instant {
+    Instant::from_millis(1000)
+}
+
+fn small() -> StreamConfig {
+    let mut config = StreamConfig::default();
+    config.slots = 16;
+    config.retransmit_stride = 4;
+    config
+}
+
+#[test]
+fn in_order_hole_request_and_fill() {
+    let mut s = Stream::new(StreamConfig::default());
+    s.handle_datagram(t0(), &rec(10, 1));
+    s.handle_datagram(t0(), &rec(12, 3));
+    assert_eq!(drain(&mut s), [Ev::Rec(10, body(10))]);
+    assert_eq!(s.window(), 11..13);
+    // Exact: the first request is one retransmit interval after the hole was seen.
+    assert_eq!(s.poll_timeout(), Some(t0() + 1000 * MS));
+    s.handle_timeout(t0() + 999 * MS);
+    assert!(transmits(&mut s).is_empty());
+    s.handle_timeout(t0() + 1000 * MS);
+    s.handle_timeout(t0() + 1000 * MS);
+    assert_eq!(transmits(&mut s), ["ncrx10 11"]);
+    assert_eq!(s.poll_timeout(), Some(t0() + 2000 * MS));
+    s.handle_datagram(t0() + 1500 * MS, &rec(11, 2));
+    assert_eq!(
+        drain(&mut s),
+        [Ev::Rec(11, body(11)), Ev::Rec(12, body(12))]
+    );
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(s.held_bytes(), 0);
+    assert_eq!(s.stats().delivered, 3);
+}
+
+#[test]
+fn message_timeout_reports_the_lost_range_then_late_and_duplicates() {
+    let mut s = Stream::new(StreamConfig::default());
+    s.handle_datagram(t0(), &rec(10, 1));
+    s.handle_datagram(t0() + 5 * MS, &rec(13, 4));
+    drain(&mut s);
+    let give_up = t0() + 5 * MS + Duration::from_secs(30);
+    s.handle_timeout(give_up.checked_sub(Duration::from_nanos(1)).unwrap());
+    assert!(drain(&mut s).is_empty());
+    s.handle_timeout(give_up);
+    assert_eq!(drain(&mut s), [Ev::Lost(11..13), Ev::Rec(13, body(13))]);
+    // Requests queued earlier are not sent for retired numbers.
+    assert!(transmits(&mut s).is_empty());
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_datagram(give_up, &rec(11, 2));
+    assert_eq!(drain(&mut s), [Ev::Late(11, body(11))]);
+    s.handle_datagram(give_up, &rec(11, 2));
+    s.handle_datagram(give_up, &rec(13, 4));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().duplicates, 2);
+    assert_eq!(s.stats().lost, 2);
+    assert_eq!(s.stats().late, 1);
+}
+
+#[test]
+fn stride_rule_asks_when_the_head_passes_multiples() {
+    let mut config = StreamConfig::default();
+    config.slots = 64;
+    config.retransmit_stride = 8;
+    config.retransmit_interval = Duration::from_secs(3600);
+    let mut s = Stream::new(config);
+    s.handle_datagram(t0(), &rec(0, 0));
+    for seq in 2..=14 {
+        s.handle_datagram(t0(), &rec(seq, seq));
+    }
+    assert!(transmits(&mut s).is_empty());
+    // Head 15 -> 16 crosses a multiple of 8 with the hole more than 8 behind.
+    s.handle_datagram(t0(), &rec(15, 15));
+    assert_eq!(transmits(&mut s), ["ncrx0 1"]);
+    for seq in 16..=23 {
+        s.handle_datagram(t0(), &rec(seq, seq));
+    }
+    assert_eq!(transmits(&mut s), ["ncrx0 1"]);
+}
+
+fn frag(seq: u64, offset: usize, chunk: &[u8], total: usize) -> Vec<u8> {
+    let mut d = format!("6,{seq},{},-,ncfrag={offset}/{total};", seq * 10).into_bytes();
+    d.extend_from_slice(chunk);
+    d
+}
+
+#[test]
+fn fragments_complete_in_any_order() {
+    let mut s = Stream::new(StreamConfig::default());
+    s.handle_datagram(t0(), &rec(4, 40));
+    s.handle_datagram(t0(), &frag(5, 5, b"56789", 10));
+    s.handle_datagram(t0(), &rec(6, 60));
+    assert_eq!(drain(&mut s), [Ev::Rec(4, body(4))]);
+    s.handle_datagram(t0(), &frag(5, 5, b"56789", 10));
+    assert_eq!(s.stats().duplicates, 1);
+    s.handle_datagram(t0(), &frag(5, 0, b"01234", 10));
+    assert_eq!(
+        drain(&mut s),
+        [Ev::Rec(5, b"0123456789".to_vec()), Ev::Rec(6, body(6))]
+    );
+    assert_eq!(s.held_bytes(), 0);
+}
+
+#[test]
+fn incomplete_record_times_out_with_its_missing_bytes() {
+    let mut s = Stream::new(StreamConfig::default());
+    s.handle_datagram(t0(), &rec(4, 40));
+    s.handle_datagram(t0(), &frag(5, 5, b"56789", 12));
+    s.handle_datagram(t0(), &rec(6, 60));
+    drain(&mut s);
+    s.handle_timeout(t0() + Duration::from_secs(1));
+    assert_eq!(transmits(&mut s), ["ncrx4 5"]);
+    s.handle_timeout(t0() + Duration::from_secs(30));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Ev::Incomplete {
+                seq: 5,
+                missing: vec![0..5, 10..12],
+                received: vec![(5, b"56789".to_vec())],
+            },
+            Ev::Rec(6, body(6)),
+        ]
+    );
+    // More fragments of it are counted, not delivered.
+    s.handle_datagram(t0() + Duration::from_secs(31), &frag(5, 0, b"01234", 12));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().late_fragments, 1);
+    assert_eq!(s.stats().incomplete, 1);
+    assert_eq!(s.held_bytes(), 0);
+}
+
+#[test]
+fn restart_when_seq_and_ts_go_far_back() {
+    let mut s = Stream::new(small());
+    for seq in 100..=140 {
+        s.handle_datagram(t0(), &rec(seq, seq * 1_000_000));
+    }
+    assert_eq!(drain(&mut s).len(), 41);
+    s.handle_datagram(t0(), &rec(0, 5));
+    assert_eq!(
+        drain(&mut s),
+        [Ev::Restart(RestartReason::FarBack, 0), Ev::Rec(0, body(0))]
+    );
+    assert_eq!(s.epoch(), 1);
+    s.handle_datagram(t0(), &rec(1, 6));
+    assert_eq!(drain(&mut s), [Ev::Rec(1, body(1))]);
+}
+
+#[test]
+fn restart_when_a_remembered_seq_has_another_timestamp() {
+    let mut s = Stream::new(StreamConfig::default());
+    for seq in 0..=5 {
+        s.handle_datagram(t0(), &rec(seq, seq * 10));
+    }
+    drain(&mut s);
+    // The same record again is a duplicate (a replay, sysrq R)...
+    s.handle_datagram(t0(), &rec(3, 30));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().duplicates, 1);
+    // ...the same number with another timestamp is another boot.
+    s.handle_datagram(t0(), &rec(3, 999));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Ev::Restart(RestartReason::Timestamp, 3),
+            Ev::Rec(3, body(3))
+        ]
+    );
+}
+
+#[test]
+fn restart_when_the_release_changes() {
+    let mut s = Stream::new(StreamConfig::default());
+    s.handle_datagram(t0(), b"7.3.4,6,0,0,-;a\n");
+    s.handle_datagram(t0(), b"7.3.4,6,1,1,-;b\n");
+    s.handle_datagram(t0(), b"7.3.5,6,2,1,-;c\n");
+    assert_eq!(
+        drain(&mut s),
+        [
+            Ev::Rec(0, b"a\n".to_vec()),
+            Ev::Rec(1, b"b\n".to_vec()),
+            Ev::Restart(RestartReason::Release, 2),
+            Ev::Rec(2, b"c\n".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn out_of_order_threshold_restarts_from_the_lowest() {
+    let mut s = Stream::new(small());
+    for seq in 0..10 {
+        s.handle_datagram(t0(), &rec(seq, seq));
+    }
+    drain(&mut s);
+    // Far ahead of the window, 18 times: buffered, nothing out.
+    for k in (0..18).rev() {
+        s.handle_datagram(t0(), &rec(100_000 + k, 1_000_000 + k));
+    }
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().out_of_order, 18);
+    s.handle_datagram(t0(), &rec(100_018, 1_000_018));
+    let events = drain(&mut s);
+    assert_eq!(events[0], Ev::Restart(RestartReason::OutOfOrder, 100_000));
+    let seqs: Vec<u64> = events[1..]
+        .iter()
+        .map(|e| match e {
+            Ev::Rec(seq, _) => *seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, (100_000..=100_018).collect::<Vec<_>>());
+}
+
+#[test]
+fn buffered_out_of_order_records_come_out_late_after_the_timeout() {
+    let mut s = Stream::new(small());
+    s.handle_datagram(t0(), &rec(0, 0));
+    s.handle_datagram(t0(), &rec(500, 5));
+    assert_eq!(drain(&mut s), [Ev::Rec(0, body(0))]);
+    assert_eq!(s.poll_timeout(), Some(t0() + Duration::from_secs(30)));
+    s.handle_timeout(t0() + Duration::from_secs(30));
+    assert_eq!(drain(&mut s), [Ev::Late(500, body(500))]);
+    assert_eq!(s.held_bytes(), 0);
+}
+
+#[test]
+fn emergency_records_are_acked_at_once_and_never_out_of_order() {
+    let mut s = Stream::new(small());
+    for seq in 0..4 {
+        s.handle_datagram(t0(), &rec(seq, seq));
+    }
+    s.handle_datagram(t0(), b"6,10,100,-,ncemg=1;x\n");
+    // Acked at once; the stride rule also asks for the holes more than 4 behind.
+    assert_eq!(transmits(&mut s), ["ncrx3 4 5 6"]);
+    // Far ahead, an emergency record moves the window instead of being buffered.
+    s.handle_datagram(t0(), b"6,40,400,-,ncemg=1;y\n");
+    assert_eq!(s.stats().out_of_order, 0);
+    let events = drain(&mut s);
+    assert!(events.contains(&Ev::Lost(4..10)), "{events:?}");
+    assert_eq!(s.window().end, 41);
+    assert_eq!(s.stats().emergency, 2);
+}
+
+#[test]
+fn acks_after_the_interval_when_configured() {
+    let mut config = StreamConfig::default();
+    config.ack_interval = Some(200 * MS);
+    let mut s = Stream::new(config);
+    s.handle_datagram(t0(), &rec(0, 0));
+    assert!(transmits(&mut s).is_empty());
+    assert_eq!(s.poll_timeout(), Some(t0() + 200 * MS));
+    s.handle_timeout(t0() + 200 * MS);
+    assert_eq!(transmits(&mut s), ["ncrx0"]);
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn plain_text_is_passed_on() {
+    let mut s = Stream::new(StreamConfig::default());
+    s.handle_datagram(t0(), b"[    1.000000] hello\n");
+    s.handle_datagram(t0(), b"6,1,2,- broken");
+    assert_eq!(
+        drain(&mut s),
+        [Ev::Plain(b"[    1.000000] hello\n".to_vec())]
+    );
+    assert_eq!(s.stats().malformed, 1);
+}
+
+#[test]
+fn window_overflow_gives_up_the_oldest_first() {
+    let mut s = Stream::new(small());
+    s.handle_datagram(t0(), &rec(0, 0));
+    // 16 slots, stride 4: at most 12 open.
+    s.handle_datagram(t0(), &rec(13, 13));
+    assert_eq!(drain(&mut s), [Ev::Rec(0, body(0)), Ev::Lost(1..2)]);
+    assert_eq!(s.window(), 2..14);
+}
+
+#[test]
+fn byte_budget_is_never_exceeded() {
+    let mut config = StreamConfig::default();
+    config.max_held_bytes = 100;
+    let mut s = Stream::new(config);
+    s.handle_datagram(t0(), &rec(0, 0));
+    let mut events = Vec::new();
+    for seq in 2..40 {
+        s.handle_datagram(t0(), &rec(seq, seq));
+        assert!(s.held_bytes() <= 100);
+        events.extend(drain(&mut s));
+    }
+    assert_eq!(events[1], Ev::Lost(1..2));
+    assert!(events.contains(&Ev::Rec(2, body(2))));
+    assert!(s.memory_used() <= s.memory_bound());
+}
+
+#[test]
+fn same_inputs_same_outputs_and_timeouts_are_idempotent() {
+    let run = |extra_timeouts: bool| {
+        let mut s = Stream::new(StreamConfig::daemon());
+        let mut log = Vec::new();
+        let mut now = t0();
+        for i in 0..2000u64 {
+            let seq = (i * 7919) % 1500;
+            now += Duration::from_micros(300);
+            s.handle_datagram(now, &rec(seq, seq));
+            if extra_timeouts {
+                s.handle_timeout(now);
+                s.handle_timeout(now.checked_sub(MS).unwrap());
+            }
+            if let Some(deadline) = s.poll_timeout() {
+                if deadline <= now + 50 * MS {
+                    s.handle_timeout(deadline);
+                    now = now.max(deadline);
+                }
+            }
+            log.extend(drain(&mut s).into_iter().map(|e| format!("{e:?}")));
+            log.extend(transmits(&mut s));
+        }
+        log
+    };
+    let a = run(false);
+    assert!(a.len() > 1000);
+    assert_eq!(a, run(false));
+    assert_eq!(a, run(true));
+}
+
+#[test]
+fn daemon_preset() {
+    let c = StreamConfig::daemon();
+    assert_eq!(c.slots, 512);
+    assert_eq!(c.retransmit_interval, 200 * MS);
+    assert_eq!(c.message_timeout, 200 * MS);
+    assert_eq!(c.ack_interval, Some(200 * MS));
+    let d = StreamConfig::default();
+    assert_eq!(
+        (d.slots, d.retransmit_stride, d.out_of_order_threshold),
+        (8192, 256, 19)
+    );
+    assert_eq!(d.message_timeout, Duration::from_secs(30));
+    assert_eq!(d.ack_interval, None);
+}
