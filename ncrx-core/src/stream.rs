@@ -102,7 +102,7 @@ impl core::ops::AddAssign for StreamStats {
         self.late += o.late;
         self.duplicates += o.duplicates;
         self.late_fragments += o.late_fragments;
-        self.lost += o.lost;
+        self.lost = self.lost.saturating_add(o.lost);
         self.incomplete += o.incomplete;
         self.out_of_order += o.out_of_order;
         self.restarts += o.restarts;
@@ -539,6 +539,11 @@ impl Stream {
     fn on_record(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let header = &record.header;
         let seq = header.seq;
+        if seq == u64::MAX {
+            // No record can follow it: refused rather than special-cased everywhere.
+            self.stats.malformed += 1;
+            return;
+        }
         self.stats.datagrams += 1;
         self.oos_history <<= 1;
         if header.ncemg {
@@ -1072,7 +1077,7 @@ impl Stream {
             }
         } else {
             self.out.lost(start..end);
-            self.stats.lost += end - start;
+            self.stats.lost = self.stats.lost.saturating_add(end - start);
         }
         self.tail = end;
         self.note_retired();

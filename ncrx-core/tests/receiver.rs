@@ -1,0 +1,196 @@
+//! The multi-source front: keys, limits, eviction, bounded memory under hostile input.
+
+mod common;
+
+use core::time::Duration;
+use std::net::SocketAddr;
+
+use common::{Ev, body, drain_rx, rec};
+use ncrx_core::{Receiver, ReceiverConfig, StreamConfig};
+use netpoll_frame::Instant;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn t(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+#[test]
+fn sources_are_ip_and_port() {
+    let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
+    let a = addr("192.0.2.1:6665");
+    let b = addr("192.0.2.1:6667");
+    rx.handle_datagram(t(1), &a, &rec(5, 1));
+    rx.handle_datagram(t(1), &b, &rec(5, 1));
+    rx.handle_datagram(t(1), &a, &rec(7, 3));
+    assert_eq!(rx.sources(), 2);
+    assert_eq!(
+        drain_rx(&mut rx),
+        [(a, Ev::Rec(5, body(5))), (b, Ev::Rec(5, body(5)))]
+    );
+    // a's hole is asked for from a, at its deadline.
+    assert_eq!(rx.poll_timeout(), Some(t(1001)));
+    rx.handle_timeout(t(1001));
+    let mut buf = [0u8; 1000];
+    let (to, n) = rx.poll_transmit(&mut buf).unwrap();
+    assert_eq!((to, &buf[..n]), (a, &b"ncrx5 6"[..]));
+    assert!(rx.poll_transmit(&mut buf).is_none());
+    assert_eq!(rx.stats().streams.delivered, 2);
+    assert_eq!(rx.stats().streams.responses, 1);
+}
+
+#[test]
+fn full_table_refuses_then_evicts_the_least_recent_after_its_quiet_time() {
+    let mut config = ReceiverConfig::default();
+    config.max_sources = 2;
+    config.evict_when_full_after = Duration::from_secs(10);
+    let mut rx: Receiver<u32> = Receiver::new(config);
+    rx.handle_datagram(t(0), &1, &rec(0, 0));
+    rx.handle_datagram(t(0), &1, &rec(2, 2)); // 1 is missing: held
+    rx.handle_datagram(t(5_000), &2, &rec(0, 0));
+    drain_rx(&mut rx);
+    rx.handle_datagram(t(6_000), &3, &rec(0, 0));
+    assert_eq!(rx.stats().refused, 1);
+    assert!(drain_rx(&mut rx).is_empty());
+    rx.handle_datagram(t(10_000), &3, &rec(0, 0));
+    assert_eq!(
+        drain_rx(&mut rx),
+        [
+            (1, Ev::Lost(1..2)),
+            (1, Ev::Rec(2, body(2))),
+            (1, Ev::Evicted),
+            (3, Ev::Rec(0, body(0))),
+        ]
+    );
+    assert_eq!(rx.sources(), 2);
+    assert!(rx.stream(&1).is_none());
+    assert_eq!(rx.stats().sources_evicted, 1);
+}
+
+#[test]
+fn idle_sources_are_evicted_at_their_exact_deadline() {
+    let mut config = ReceiverConfig::default();
+    config.idle_timeout = Duration::from_secs(60);
+    let mut rx: Receiver<u8> = Receiver::new(config);
+    rx.handle_datagram(t(100), &7, &rec(0, 0));
+    drain_rx(&mut rx);
+    assert_eq!(rx.poll_timeout(), Some(t(60_100)));
+    rx.handle_timeout(t(60_099));
+    assert!(drain_rx(&mut rx).is_empty());
+    rx.handle_timeout(t(60_100));
+    assert_eq!(drain_rx(&mut rx), [(7, Ev::Evicted)]);
+    assert_eq!(rx.sources(), 0);
+    assert_eq!(rx.poll_timeout(), None);
+}
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn hostile_datagram(rng: &mut Rng) -> Vec<u8> {
+    let seq = match rng.below(4) {
+        0 => rng.below(64),
+        1 => rng.below(5000),
+        2 => rng.next(),
+        _ => 1_000_000 + rng.below(300),
+    };
+    let ts = if rng.below(8) == 0 {
+        rng.next()
+    } else {
+        seq.wrapping_mul(1000) % (1 << 50)
+    };
+    let release = match rng.below(6) {
+        0 => "6.1.0,",
+        1 => "7.3.4,",
+        _ => "",
+    };
+    let emg = if rng.below(10) == 0 { ",ncemg=1" } else { "" };
+    match rng.below(5) {
+        0 => {
+            let total = 1 + rng.below(60_000) as usize;
+            let offset = rng.below(total as u64) as usize;
+            let len = (1 + rng.below(900) as usize).min(total - offset);
+            let mut d =
+                format!("{release}6,{seq},{ts},-{emg},ncfrag={offset}/{total};").into_bytes();
+            d.extend(std::iter::repeat_n(b'f', len));
+            d
+        }
+        1 => {
+            let n = rng.below(3000) as usize;
+            (0..n).map(|_| rng.next() as u8).collect()
+        }
+        _ => {
+            let n = rng.below(1200) as usize;
+            let mut d = format!("{release}6,{seq},{ts},-{emg};").into_bytes();
+            d.extend(std::iter::repeat_n(b'x', n));
+            d
+        }
+    }
+}
+
+#[test]
+fn hostile_input_stays_within_the_memory_bound() {
+    let mut stream = StreamConfig::default();
+    stream.slots = 256;
+    stream.retransmit_stride = 16;
+    stream.max_held_bytes = 64 * 1024;
+    stream.ack_interval = Some(Duration::from_millis(50));
+    let mut config = ReceiverConfig::default();
+    config.stream = stream;
+    config.max_sources = 8;
+    config.evict_when_full_after = Duration::from_millis(100);
+    config.idle_timeout = Duration::from_secs(2);
+    for seed in 0..12 {
+        let mut rng = Rng(seed);
+        let mut rx: Receiver<u16> = Receiver::new(config.clone());
+        let bound = rx.memory_bound();
+        let mut now = Instant::ZERO;
+        let mut buf = [0u8; 1000];
+        let mut max_used = 0;
+        for _ in 0..3000 {
+            now += Duration::from_micros(rng.below(20_000));
+            if rng.below(10) == 0 {
+                rx.handle_timeout(now);
+            } else {
+                let source = rng.below(20) as u16;
+                rx.handle_datagram(now, &source, &hostile_datagram(&mut rng));
+            }
+            while let Some((_, event)) = rx.poll_event() {
+                drop(event);
+            }
+            while let Some((_, n)) = rx.poll_transmit(&mut buf) {
+                assert!(buf[..n].starts_with(b"ncrx"));
+                assert!(netconsole_proto::Response::parse(&buf[..n]).is_ok());
+            }
+            assert!(rx.sources() <= 8);
+            for source in 0..20 {
+                if let Some(s) = rx.stream(&source) {
+                    assert!(s.held_bytes() <= 64 * 1024);
+                    assert!(s.memory_used() <= s.memory_bound());
+                }
+            }
+            let used = rx.memory_used();
+            assert!(used <= bound, "seed {seed}: {used} > {bound}");
+            max_used = max_used.max(used);
+            if let Some(deadline) = rx.poll_timeout() {
+                assert!(deadline >= now || rx.sources() > 0);
+            }
+        }
+        assert!(max_used > 0);
+    }
+}
