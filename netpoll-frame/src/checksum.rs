@@ -84,6 +84,7 @@ impl Checksum {
     }
 
     /// Adds bytes as if they followed the bytes added so far (odd boundaries allowed).
+    #[inline]
     pub fn add_bytes(&mut self, data: &[u8]) {
         let piece = sum_be(data);
         self.add_piece(piece);
@@ -144,6 +145,7 @@ impl Checksum {
 }
 
 /// The Internet checksum of `data` (what goes into a header whose checksum field was zero).
+#[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     !sum_be(data)
 }
@@ -218,10 +220,8 @@ const fn fold(x: u64) -> u16 {
 fn sum_be(data: &[u8]) -> u16 {
     let ne = if data.len() < SMALL {
         fold_small(sum_small(data))
-    } else if cfg!(target_feature = "avx2") {
-        fold(sum_streams(data))
     } else {
-        fold(sum_lanes(data))
+        fold(sum_wide(data))
     };
     // Summing native-endian words gives the byte-swapped sum on a little-endian machine
     // (RFC 1071 section 2(B)); one swap at the end puts it right.
@@ -276,7 +276,12 @@ fn ne_u32(bytes: &[u8]) -> u32 {
 
 /// Sums a short piece (any length is correct; it is meant for fewer than `SMALL` bytes and
 /// for the tails of the vector paths). The result is below 2^19.
-#[inline]
+#[allow(
+    clippy::inline_always,
+    reason = "short inputs are a few dozen cycles: a call into here from the inlined public \
+              functions costs as much as the adds"
+)]
+#[inline(always)]
 fn sum_small(data: &[u8]) -> u32 {
     let (mut acc, mut carry) = (0u64, false);
     let mut quads = data.chunks_exact(32);
@@ -316,6 +321,16 @@ const fn fold_small(x: u32) -> u16 {
     let x = (x & 0xffff) + (x >> 16);
     // x <= 0xffff + 7: adding the carry back cannot wrap the low half.
     (x + (x >> 16)) as u16
+}
+
+/// The sum of `SMALL` bytes or more, out of line (the inlined callers only see the short path).
+#[inline(never)]
+fn sum_wide(data: &[u8]) -> u64 {
+    if cfg!(target_feature = "avx2") {
+        sum_streams(data)
+    } else {
+        sum_lanes(data)
+    }
 }
 
 /// `u32` lanes summed side by side in one step of `sum_lanes`.
