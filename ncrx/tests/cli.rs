@@ -1,0 +1,267 @@
+//! The command line itself: every subcommand's `--help`, and every error path with its exit
+//! code and a message that says what is wrong. No panic anywhere.
+
+mod common;
+
+use std::fs::File;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::{parts, run, scratch, write_pcap};
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapWriter};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+
+fn assert_no_panic(stderr: &str) {
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    let (code, stdout, _) = parts(&run(&["--help"], b""));
+    assert_eq!(code, 0);
+    for word in [
+        "listen",
+        "decode",
+        "send",
+        "sim",
+        "oops",
+        "Exit codes:",
+        "  6  socket error",
+    ] {
+        assert!(stdout.contains(word), "{word} missing from:\n{stdout}");
+    }
+    let subcommands: [&[&str]; 7] = [
+        &["listen"],
+        &["decode"],
+        &["send"],
+        &["sim"],
+        &["oops", "listen"],
+        &["oops", "decode"],
+        &["oops"],
+    ];
+    for subcommand in subcommands {
+        let mut args = subcommand.to_vec();
+        args.push("--help");
+        let (code, stdout, stderr) = parts(&run(&args, b""));
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(stdout.starts_with(char::is_uppercase), "{args:?}: {stdout}");
+        if subcommand != ["oops"] {
+            assert!(
+                stdout.contains("Example"),
+                "{args:?} has no example:\n{stdout}"
+            );
+            assert!(stdout.contains("ncrx "), "{args:?}");
+        }
+    }
+}
+
+#[test]
+fn engines_not_built_yet_exit_7() {
+    let dir = scratch("not-available");
+    let pcap = dir.join("x.pcap");
+    write_pcap(&pcap, &[]);
+    let cases: [&[&str]; 3] = [&["listen"], &["decode", pcap.to_str().unwrap()], &["sim"]];
+    for args in cases {
+        let (code, stdout, stderr) = parts(&run(args, b""));
+        assert_eq!(code, 7, "{args:?}");
+        assert_eq!(stdout, "");
+        assert!(
+            stderr.contains("is not available yet: it needs ncrx-core"),
+            "{stderr}"
+        );
+        assert_no_panic(&stderr);
+    }
+}
+
+#[test]
+fn missing_file_exits_3() {
+    let (code, _, stderr) = parts(&run(&["oops", "decode", "/nonexistent/x.pcap"], b""));
+    assert_eq!(code, 3);
+    assert!(
+        stderr.contains("cannot open /nonexistent/x.pcap: No such file"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = parts(&run(
+        &[
+            "send",
+            "--target",
+            "+@/,@127.0.0.1/",
+            "/nonexistent/records",
+        ],
+        b"",
+    ));
+    assert_eq!(code, 3);
+    assert!(
+        stderr.contains("cannot open /nonexistent/records"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn not_a_capture_exits_4() {
+    let dir = scratch("not-pcap");
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "6,1,2,-;this is a log, not a capture\n").unwrap();
+    let (code, _, stderr) = parts(&run(&["oops", "decode", text.to_str().unwrap()], b""));
+    assert_eq!(code, 4);
+    assert!(
+        stderr.contains("notes.txt: not a pcap or pcapng capture (it starts with 36 2c 31 2c)"),
+        "{stderr}"
+    );
+    let empty = dir.join("empty.pcap");
+    std::fs::write(&empty, b"").unwrap();
+    let (code, _, stderr) = parts(&run(&["oops", "decode", empty.to_str().unwrap()], b""));
+    assert_eq!(code, 4);
+    assert!(stderr.contains("(only 0 bytes)"), "{stderr}");
+    // A pcap magic with the rest of the header missing.
+    let short = dir.join("short.pcap");
+    std::fs::write(&short, [0xd4, 0xc3, 0xb2, 0xa1, 2, 0]).unwrap();
+    let (code, _, stderr) = parts(&run(&["oops", "decode", short.to_str().unwrap()], b""));
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("bad header"), "{stderr}");
+}
+
+#[test]
+fn unsupported_link_type_exits_4_and_names_it() {
+    let dir = scratch("linktype");
+    let pcap = dir.join("sll.pcap");
+    let header = PcapHeader {
+        datalink: DataLink::LINUX_SLL,
+        ..PcapHeader::default()
+    };
+    drop(PcapWriter::with_header(File::create(&pcap).unwrap(), header).unwrap());
+    let (code, _, stderr) = parts(&run(&["oops", "decode", pcap.to_str().unwrap()], b""));
+    assert_eq!(code, 4);
+    assert!(
+        stderr.contains("unsupported link type LINUX_SLL (113); only Ethernet (1)"),
+        "{stderr}"
+    );
+
+    let pcapng = dir.join("raw.pcapng");
+    let mut writer = PcapNgWriter::new(File::create(&pcapng).unwrap()).unwrap();
+    writer
+        .write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::RAW,
+            snaplen: 0,
+            options: vec![],
+        })
+        .unwrap();
+    writer
+        .write_pcapng_block(
+            pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: Duration::ZERO,
+                original_len: 4,
+                data: (&[0x45u8, 0, 0, 4][..]).into(),
+                options: vec![],
+            },
+        )
+        .unwrap();
+    drop(writer);
+    let (code, _, stderr) = parts(&run(&["oops", "decode", pcapng.to_str().unwrap()], b""));
+    assert_eq!(code, 4);
+    assert!(stderr.contains("unsupported link type RAW"), "{stderr}");
+}
+
+#[test]
+fn bad_target_exits_2_saying_what_is_wrong() {
+    let cases = [
+        ("6665@10.0.0.1", "missing '/' in target 1"),
+        ("@/,@10.0.0.999/", "bad IP address in target 1"),
+        (
+            "r@/,@10.0.0.1/",
+            "release prepend requires extended mode (+) in target 1",
+        ),
+        ("@/,70000@10.0.0.1/", "bad port in target 1"),
+        (
+            "@/,@10.0.0.1/;@/,@10.0.0.2/zz",
+            "bad MAC address in target 2",
+        ),
+        (
+            "@10.0.0.2/,@2001:db8::2/",
+            "local and remote IP versions differ",
+        ),
+    ];
+    for (spec, message) in cases {
+        let (code, _, stderr) = parts(&run(&["send", "--target", spec], b""));
+        assert_eq!(code, 2, "{spec}");
+        assert!(stderr.contains(message), "{spec}: {stderr}");
+        assert!(stderr.contains("invalid value"), "{stderr}");
+    }
+    // --pcap needs a source IP to write frames.
+    let dir = scratch("pcap-needs-ip");
+    let out = dir.join("out.pcap");
+    let (code, _, stderr) = parts(&run(
+        &[
+            "send",
+            "--target",
+            "+@/,@10.0.0.1/",
+            "--pcap",
+            out.to_str().unwrap(),
+        ],
+        b"",
+    ));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--pcap needs the source IP of target 1"),
+        "{stderr}"
+    );
+    // --ip-id only means something with --pcap.
+    let (code, _, _) = parts(&run(
+        &["send", "--target", "+@/,@10.0.0.1/", "--ip-id", "5"],
+        b"",
+    ));
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn kmsg_to_a_plain_target_is_not_available_yet() {
+    let (code, _, stderr) = parts(&run(&["send", "--target", "@/,@127.0.0.1/"], b""));
+    assert_eq!(code, 7);
+    assert!(stderr.contains("plain (non-extended) target"), "{stderr}");
+}
+
+#[test]
+fn port_in_use_exits_6() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let (code, _, stderr) = parts(&run(&["oops", "listen", "--bind", &addr.to_string()], b""));
+    assert_eq!(code, 6);
+    assert!(
+        stderr.contains(&format!("cannot bind {addr}: Address already in use")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("another program is bound"), "{stderr}");
+    let spec = format!("+{}@127.0.0.1/,6666@127.0.0.1/", addr.port());
+    let (code, _, stderr) = parts(&run(
+        &["send", "--target", &spec, "--input", "text"],
+        b"x\n",
+    ));
+    assert_eq!(code, 6);
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+    drop(taken);
+}
+
+#[test]
+fn bad_kmsg_records_are_skipped_with_exit_1() {
+    let dir = scratch("bad-kmsg");
+    let out = dir.join("out.pcap");
+    let (code, _, stderr) = parts(&run(
+        &[
+            "send",
+            "--target",
+            "+@10.0.0.1/,@10.0.0.2/",
+            "--pcap",
+            out.to_str().unwrap(),
+        ],
+        b"6,1,2,-;good\nthis is not a record\n6,2,3,-;good too\n",
+    ));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("input record 2: not a /dev/kmsg record"),
+        "{stderr}"
+    );
+    assert_eq!(common::read_pcap(&out).len(), 2);
+}

@@ -1,0 +1,437 @@
+//! `ncrx oops decode` and `ncrx oops listen` on dumps made by the netoops encoder: files,
+//! text and JSON lines, partial dumps, bad frames, truncated captures, pcapng timestamps,
+//! and a live listener on 127.0.0.1 stopped by SIGTERM.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{parts, run, scratch, write_pcap};
+use netoops_proto::{
+    DumpEncoder, DumpMeta, DumpType, PtRegs, V3Fields, X86ArchData, netoops_frame_config,
+};
+use netpoll_frame::{FrameBuilder, MacAddr};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+use serde_json::Value;
+
+/// A kernel log of `len` text bytes (never NUL), different per `seed`.
+fn log(len: usize, seed: u8) -> Vec<u8> {
+    let line = format!("<4>[ {seed:3}.000000] RIP: 0010:crash_the_kernel+0x{seed:02x}/0x40\n");
+    line.bytes().cycle().take(len).collect()
+}
+
+/// Every frame the kernel sends for one dump (three passes), from `source` to `destination`.
+fn dump_frames(meta: &DumpMeta, log: &[u8], source: &str, destination: &str) -> Vec<Vec<u8>> {
+    let source: IpAddr = source.parse().unwrap();
+    let destination: IpAddr = destination.parse().unwrap();
+    let mut config = netoops_frame_config(source, destination);
+    config.source_mac = MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    let mut builder = FrameBuilder::new(&config).unwrap();
+    let mut encoder = DumpEncoder::new(meta, b"", log).unwrap();
+    let mut frames = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Some(len) = encoder.write_next_frame(&mut builder, &mut buf).unwrap() {
+        frames.push(buf[..len].to_vec());
+    }
+    frames
+}
+
+fn timed(frames: Vec<Vec<u8>>, start_ms: u64) -> Vec<(Duration, Vec<u8>)> {
+    frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| (Duration::from_millis(start_ms + i as u64), f))
+        .collect()
+}
+
+fn v3_meta(dump_id: u16) -> DumpMeta {
+    let mut user_blob = [0u8; 128];
+    user_blob[..7].copy_from_slice(b"rack-42");
+    DumpMeta::v3(
+        dump_id,
+        DumpType::PrintkBufferSoft,
+        b"6.1.0-56-amd64",
+        V3Fields {
+            boot_id: 99,
+            user_blob,
+            arch_data: X86ArchData {
+                vendor: 0,
+                family: 6,
+                model: 85,
+                stepping: 7,
+                regs: PtRegs::ZERO_X86_64,
+            },
+        },
+    )
+}
+
+#[test]
+fn complete_dump_to_file_and_text_line() {
+    let dir = scratch("oops-complete");
+    let pcap = dir.join("dump.pcap");
+    let log = log(3000, 1);
+    let meta = DumpMeta::v2(7, DumpType::PrintkBuffer, b"2.6.37");
+    let frames = dump_frames(&meta, &log, "192.0.2.1", "192.0.2.2");
+    assert_eq!(frames.len(), 9, "3 packets, 3 passes");
+    write_pcap(&pcap, &timed(frames, 1_000));
+    let out_dir = dir.join("dumps");
+    let output = run(
+        &[
+            "oops",
+            "decode",
+            pcap.to_str().unwrap(),
+            "--dir",
+            out_dir.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, 0, "{stderr}");
+    let file = out_dir.join("192.0.2.1:2004-7.log");
+    assert_eq!(
+        stdout,
+        format!(
+            "oops 192.0.2.1:2004 dump_id=7 v2 type=1 kernel=2.6.37 complete packets=3 missing=- bytes=3000 file={}\n",
+            file.display()
+        )
+    );
+    let contents = std::fs::read(&file).unwrap();
+    let expected_head = "source: 192.0.2.1:2004\ndump_id: 7\nversion: 2\ndump_type: 1\narch: 2\nkernel_version: 2.6.37\nstatus: complete\npacket_count: 3\nmissing: -\nbytes: 3000\n\n";
+    assert_eq!(
+        String::from_utf8_lossy(&contents[..expected_head.len()]),
+        expected_head
+    );
+    assert_eq!(&contents[expected_head.len()..], &log[..]);
+    assert!(
+        stderr.contains("9 frames: 9 UDP datagrams to port 2004"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 dumps complete, 0 partial"), "{stderr}");
+}
+
+#[test]
+fn open_dump_at_end_of_capture_is_partial_in_json() {
+    let dir = scratch("oops-partial");
+    let pcap = dir.join("dump.pcap");
+    let log = log(5000, 2);
+    let meta = v3_meta(300);
+    let mut frames = dump_frames(&meta, &log, "2001:db8::1", "2001:db8::2");
+    // The machine died after the first pass (packet 0, the tail, goes first), and packet 1
+    // of it was lost.
+    frames.truncate(5);
+    frames.remove(1);
+    write_pcap(&pcap, &timed(frames, 0));
+    let out_dir = dir.join("dumps");
+    let output = run(
+        &[
+            "oops",
+            "decode",
+            pcap.to_str().unwrap(),
+            "--format",
+            "json",
+            "--dir",
+            out_dir.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(lines[0].starts_with(r#"{"type":"oops","#), "{stdout}");
+    let json: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(json["source"], "[2001:db8::1]:2004");
+    assert_eq!(json["dump_id"], 300);
+    assert_eq!(json["version"], 3);
+    assert_eq!(json["dump_type"], 3);
+    assert_eq!(json["kernel_version"], "6.1.0-56-amd64");
+    assert_eq!(json["complete"], false);
+    assert_eq!(json["status"], "end_of_input");
+    assert_eq!(json["packets"], 5);
+    assert_eq!(json["missing"], serde_json::json!([1]));
+    // Packet 1 holds log bytes 3072..4096 (packet 0 is the tail): 4 KiB arrived.
+    assert_eq!(json["bytes"], 5000 - 1024);
+    let file = out_dir.join("[2001:db8::1]:2004-300.log");
+    assert_eq!(json["file"], file.display().to_string());
+    let contents = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+    assert!(
+        contents.contains("boot_id: 99\nuser_blob: rack-42\n"),
+        "{contents}"
+    );
+    assert!(contents.contains("cpu: vendor 0 family 6 model 85 stepping 7\n"));
+    assert!(contents.contains("status: end_of_input\n"));
+    assert!(contents.contains("missing: 1\n"));
+    let body = contents.split_once("\n\n").unwrap().1.as_bytes();
+    assert_eq!(body, [&log[..3072], &log[4096..]].concat());
+}
+
+#[test]
+fn bad_frames_are_counted_not_fatal() {
+    let dir = scratch("oops-bad");
+    let pcap = dir.join("dump.pcap");
+    let log = log(2500, 3);
+    let meta = DumpMeta::v2(1, DumpType::PrintkBuffer, b"5.10.0");
+    let mut frames = dump_frames(&meta, &log, "10.0.0.9", "10.0.0.1");
+    // Damage the IPv4 header of two frames of the second pass: the dump is still complete.
+    frames[3][14 + 8] ^= 0x40;
+    frames[4][14 + 8] ^= 0x40;
+    // And an ARP frame, which is other traffic, not bad.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[0x52, 0x54, 0, 0, 0, 1, 0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    frames.insert(0, arp);
+    write_pcap(&pcap, &timed(frames, 0));
+    let (code, stdout, stderr) = parts(&run(&["oops", "decode", pcap.to_str().unwrap()], b""));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.starts_with("oops 10.0.0.9:2004 dump_id=1 v2 type=1 kernel=5.10.0 complete packets=3 missing=- bytes=2500"), "{stdout}");
+    assert!(
+        stderr.contains("frame 5: bad frame skipped: IPv4 header checksum"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("10 frames: 7 UDP datagrams to port 2004, 0 to other ports, 1 other traffic, 2 bad frames"), "{stderr}");
+}
+
+#[test]
+fn truncated_capture_keeps_what_came_before() {
+    let dir = scratch("oops-truncated");
+    let pcap = dir.join("dump.pcap");
+    let first = dump_frames(
+        &DumpMeta::v2(5, DumpType::PrintkBuffer, b"4.19"),
+        &log(1500, 4),
+        "10.0.0.5",
+        "10.0.0.1",
+    );
+    let second = dump_frames(
+        &DumpMeta::v2(6, DumpType::PrintkBuffer, b"4.19"),
+        &log(1500, 5),
+        "10.0.0.6",
+        "10.0.0.1",
+    );
+    let mut frames = first;
+    frames.extend(second.into_iter().take(1));
+    write_pcap(&pcap, &timed(frames, 0));
+    let bytes = std::fs::read(&pcap).unwrap();
+    std::fs::write(&pcap, &bytes[..bytes.len() - 100]).unwrap();
+    let (code, stdout, stderr) = parts(&run(&["oops", "decode", pcap.to_str().unwrap()], b""));
+    assert_eq!(code, 5, "{stderr}");
+    assert!(
+        stdout.starts_with("oops 10.0.0.5:2004 dump_id=5 v2 type=1 kernel=4.19 complete packets=2"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stderr.contains("capture truncated: the file ends inside the packet after frame 6"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pcapng_timestamps_drive_the_collector_timeout() {
+    // Pass 1 loses packet 2; pass 2 comes 20 s later. With the capture's microsecond
+    // timestamps read right, the first dump times out (10 s) before pass 2, which then
+    // makes a second, complete dump. Read as nanoseconds, pass 2 would come 20 ms later
+    // and complete the first dump instead.
+    let dir = scratch("oops-pcapng");
+    let path = dir.join("dump.pcapng");
+    let log = log(2100, 6);
+    let meta = DumpMeta::v2(9, DumpType::PrintkBuffer, b"3.2.0");
+    let frames = dump_frames(&meta, &log, "192.0.2.7", "192.0.2.2");
+    let mut writer = PcapNgWriter::new(File::create(&path).unwrap()).unwrap();
+    writer
+        .write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: pcap_file::DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![],
+        })
+        .unwrap();
+    let start_us: u64 = 1_700_000_000_000_000;
+    for (index, frame) in frames.iter().enumerate().take(6) {
+        if index == 2 {
+            continue; // packet 2 of pass 1
+        }
+        let us = start_us
+            + if index < 3 {
+                index as u64
+            } else {
+                20_000_000 + index as u64
+            };
+        writer
+            .write_pcapng_block(EnhancedPacketBlock {
+                interface_id: 0,
+                // pcap-file writes this count as is: in the interface's unit (microseconds).
+                timestamp: Duration::from_nanos(us),
+                original_len: frame.len() as u32,
+                data: frame.as_slice().into(),
+                options: vec![],
+            })
+            .unwrap();
+    }
+    drop(writer);
+    let out_dir = dir.join("dumps");
+    let (code, stdout, stderr) = parts(&run(
+        &[
+            "oops",
+            "decode",
+            path.to_str().unwrap(),
+            "--dir",
+            out_dir.to_str().unwrap(),
+        ],
+        b"",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].contains("dump_id=9 v2 type=1 kernel=3.2.0 timed_out packets=3 missing=2 "),
+        "{stdout}"
+    );
+    assert!(
+        lines[1]
+            .contains("dump_id=9 v2 type=1 kernel=3.2.0 complete packets=3 missing=- bytes=2100"),
+        "{stdout}"
+    );
+    assert!(out_dir.join("192.0.2.7:2004-9.log").is_file());
+    assert!(
+        std::fs::read(out_dir.join("192.0.2.7:2004-9.2.log"))
+            .unwrap()
+            .ends_with(&log)
+    );
+}
+
+#[test]
+fn port_filter() {
+    let dir = scratch("oops-port");
+    let pcap = dir.join("dump.pcap");
+    let frames = dump_frames(
+        &DumpMeta::v2(2, DumpType::PrintkBuffer, b"x"),
+        &log(100, 7),
+        "10.0.0.2",
+        "10.0.0.1",
+    );
+    write_pcap(&pcap, &timed(frames, 0));
+    let (code, stdout, stderr) = parts(&run(
+        &[
+            "oops",
+            "decode",
+            pcap.to_str().unwrap(),
+            "--port",
+            "6666",
+            "--port",
+            "9",
+        ],
+        b"",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains("3 frames: 0 UDP datagrams to port 6666,9, 3 to other ports"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn live_listener_writes_dumps_and_flushes_on_sigterm() {
+    let dir = scratch("oops-listen");
+    // A free port on 127.0.0.1: another program may take it between our probe and the
+    // listener's bind, so try again on "in use" (exit code 6).
+    let (mut child, bind, mut stderr) = (0..5)
+        .find_map(|_| {
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let bind = format!("127.0.0.1:{port}");
+            let mut child = common::ncrx()
+                .args([
+                    "oops",
+                    "listen",
+                    "--bind",
+                    &bind,
+                    "--format",
+                    "json",
+                    "--dir",
+                    dir.to_str().unwrap(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stderr = BufReader::new(child.stderr.take().unwrap());
+            let mut banner = String::new();
+            stderr.read_line(&mut banner).unwrap();
+            if banner.contains("in use") {
+                assert_eq!(child.wait().unwrap().code(), Some(6));
+                return None;
+            }
+            assert_eq!(
+                banner,
+                format!("ncrx: collecting netoops dumps on {bind}\n")
+            );
+            Some((child, bind, stderr))
+        })
+        .expect("a free port within 5 tries");
+
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target: SocketAddr = bind.parse().unwrap();
+    // One whole dump, and the first two packets of another.
+    let log_a = log(2000, 8);
+    let mut encoder = DumpEncoder::new(
+        &DumpMeta::v2(11, DumpType::PrintkBuffer, b"6.6.0"),
+        b"",
+        &log_a,
+    )
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    while let Some(len) = encoder.write_next(&mut buf).unwrap() {
+        sender.send_to(&buf[..len], target).unwrap();
+    }
+    let log_b = log(4000, 9);
+    let mut encoder = DumpEncoder::new(
+        &DumpMeta::v2(12, DumpType::PrintkBuffer, b"6.6.0"),
+        b"",
+        &log_b,
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let len = encoder.write_next(&mut buf).unwrap().unwrap();
+        sender.send_to(&buf[..len], target).unwrap();
+    }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let json: Value = serde_json::from_str(&first).unwrap();
+    let source = sender.local_addr().unwrap().to_string();
+    assert_eq!(json["source"], source);
+    assert_eq!(json["dump_id"], 11);
+    assert_eq!(json["complete"], true);
+    assert_eq!(json["bytes"], 2000);
+
+    // Give the listener a moment to take the two packets of dump 12, then stop it.
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut second = String::new();
+    stdout.read_line(&mut second).unwrap();
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    let json: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(json["dump_id"], 12);
+    assert_eq!(json["complete"], false);
+    assert_eq!(json["status"], "end_of_input");
+    assert_eq!(json["missing"], serde_json::json!([2, 3]));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("stopped: 8 datagrams, 0 refused"), "{rest}");
+    assert!(dir.join(format!("{source}-11.log")).is_file());
+    assert!(dir.join(format!("{source}-12.log")).is_file());
+}
