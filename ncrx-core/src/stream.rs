@@ -704,7 +704,7 @@ impl Stream {
             let slot = self.slot(seq);
             if slot.ts_usec != ts_usec {
                 self.restart(RestartReason::Timestamp, record, datagram);
-            } else if matches!(slot.state, SlotState::GivenUpPartial) || record.is_fragment() {
+            } else if matches!(slot.state, SlotState::GivenUpPartial) {
                 self.stats.late_fragments += 1;
             } else {
                 self.stats.duplicates += 1;
