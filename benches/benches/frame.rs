@@ -135,10 +135,10 @@ fn build(c: &mut Criterion) {
             b.iter(|| ours(black_box(&payload), black_box(&mut buf), &mut ours_builder));
         });
         group.bench_function("smoltcp", |b| {
-            b.iter(|| smoltcp_build(black_box(&payload), black_box(&mut buf)))
+            b.iter(|| smoltcp_build(black_box(&payload), black_box(&mut buf)));
         });
         group.bench_function("etherparse", |b| {
-            b.iter(|| etherparse_build(black_box(&payload), black_box(&mut buf)))
+            b.iter(|| etherparse_build(black_box(&payload), black_box(&mut buf)));
         });
         group.finish();
     }
@@ -156,7 +156,7 @@ fn parse(c: &mut Criterion) {
             b.iter(|| Frame::parse(black_box(&frame)).unwrap().payload().len());
         });
         group.bench_function("etherparse", |b| {
-            b.iter(|| etherparse_parse_verify(black_box(&frame)))
+            b.iter(|| etherparse_parse_verify(black_box(&frame)));
         });
         group.finish();
     }
