@@ -11,7 +11,8 @@
 //!
 //! The encoder fills at most [`MAX_RESPONSE`] bytes and never cuts a number: the entries
 //! that do not fit are returned so they can go in the next response. The parser is strict:
-//! decimal digits only, single spaces, ascending, nothing else.
+//! decimal digits without leading zeros, single spaces, ascending, nothing else, so a packet
+//! that parses has exactly one encoding.
 
 use crate::header::{Field, HeaderError, parse_decimal};
 
@@ -28,7 +29,8 @@ pub enum ResponseError {
     /// It is longer than 1000 bytes.
     #[error("response longer than 1000 bytes")]
     TooLong,
-    /// A sequence number is missing, not decimal, or a separator is not one space.
+    /// A sequence number is missing, not decimal, has a leading zero, or a separator is not
+    /// one space.
     #[error("malformed sequence number in response")]
     Malformed,
     /// A sequence number does not fit in 64 bits.
@@ -47,6 +49,14 @@ pub struct Response<'a> {
     missing: &'a [u8],
 }
 
+/// A number as the encoder writes it: decimal digits, no leading zero.
+fn parse_canonical(bytes: &[u8]) -> Result<u64, ResponseError> {
+    if bytes.len() > 1 && bytes[0] == b'0' {
+        return Err(ResponseError::Malformed);
+    }
+    parse_decimal(bytes, Field::Seq).map_err(map_err)
+}
+
 fn map_err(e: HeaderError) -> ResponseError {
     match e {
         HeaderError::Overflow(_) => ResponseError::Overflow,
@@ -62,7 +72,7 @@ impl<'a> Response<'a> {
             return Err(ResponseError::TooLong);
         }
         let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        let ack = parse_decimal(&rest[..end], Field::Seq).map_err(map_err)?;
+        let ack = parse_canonical(&rest[..end])?;
         let missing = &rest[end..];
         let mut previous = ack;
         let mut tail = missing;
@@ -71,7 +81,7 @@ impl<'a> Response<'a> {
                 .iter()
                 .position(|&b| b == b' ')
                 .unwrap_or(after_space.len());
-            let seq = parse_decimal(&after_space[..end], Field::Seq).map_err(map_err)?;
+            let seq = parse_canonical(&after_space[..end])?;
             if seq <= previous {
                 return Err(ResponseError::NotAscending);
             }
@@ -166,6 +176,9 @@ mod tests {
         assert_eq!(Response::parse(b"ncrx1  2"), Err(ResponseError::Malformed));
         assert_eq!(Response::parse(b"ncrx1 2 "), Err(ResponseError::Malformed));
         assert_eq!(Response::parse(b"ncrx1 x"), Err(ResponseError::Malformed));
+        assert_eq!(Response::parse(b"ncrx01"), Err(ResponseError::Malformed));
+        assert_eq!(Response::parse(b"ncrx1 02"), Err(ResponseError::Malformed));
+        assert_eq!(Response::parse(b"ncrx0 10").unwrap().ack(), 0);
         assert_eq!(
             Response::parse(b"ncrx5 3"),
             Err(ResponseError::NotAscending)
