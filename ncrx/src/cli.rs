@@ -26,16 +26,19 @@ pub(crate) struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Receive netconsole from a fleet over UDP [not available yet: needs ncrx-core].
+    /// Receive netconsole from a fleet over UDP [not available yet].
     #[command(after_help = concat!(
         "Example:\n  ncrx listen --bind [::]:6666 --format json\n\n",
-        "Not available yet: this build has no ncrx-core receiver; the command exits with code 7."
+        "Not available yet: not wired to the ncrx-core receiver in this version; exits with code 7."
     ))]
     Listen(ListenArgs),
-    /// Decode netconsole records from a pcap/pcapng capture [not available yet: needs ncrx-core].
+    /// Decode netconsole records from a pcap/pcapng capture (through the ncrx-core receiver).
     #[command(after_help = concat!(
         "Example:\n  ncrx decode frames.pcap --port 6666 --format json\n\n",
-        "Not available yet: this build has no ncrx-core receiver; the command exits with code 7."
+        "Frames are verified (checksums) and fed to the receiver with the capture's timestamps\n",
+        "as time; records come out in sequence order, holes as 'lost', and at the end of the\n",
+        "capture everything still held is flushed. Text lines: SOURCE #SEQ [TIME] <LEVEL> TEXT\n",
+        "(text as printk escapes it); JSON lines: see the README."
     ))]
     Decode(DecodeArgs),
     /// Send log records as a kernel's netconsole would (UDP, or frames into a pcap).
@@ -59,10 +62,10 @@ pub(crate) enum Command {
         "  text  one record per line; seq counts from --seq, ts_usec is the time since start."
     ))]
     Send(SendArgs),
-    /// Deterministic lossy-network simulation [not available yet: needs ncrx-core].
+    /// Deterministic lossy-network simulation [not available yet].
     #[command(after_help = concat!(
         "Example:\n  ncrx sim --records 100000 --loss 0.1 --seed 7\n\n",
-        "Not available yet: this build has no ncrx-core simulator; the command exits with code 7."
+        "Not available yet: not wired to the ncrx-core simulator in this version; exits with code 7."
     ))]
     Sim(SimArgs),
     /// Collect netoops crash dumps (live, or from a capture).
@@ -106,6 +109,11 @@ pub(crate) struct DecodeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
+    /// The sender's printk format limit in bytes (2048 on Linux 6.9+, where a cut record's
+    /// userdata/sysdata follow its text on the same line). Default: no limit, the text runs
+    /// to the first newline.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) format_limit: Option<usize>,
 }
 
 /// `ncrx sim`.

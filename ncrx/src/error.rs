@@ -33,7 +33,7 @@ Exit codes:
   4  not a pcap/pcapng capture, or a link type other than Ethernet
   5  truncated or damaged capture (what came before was decoded)
   6  socket error (address in use, address not available)
-  7  not available yet in this version (needs ncrx-core)";
+  7  not available yet in this version (listen, sim; kmsg to plain targets)";
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub(crate) enum Failure {
     },
     /// A subcommand whose engine does not exist yet.
     #[error(
-        "`ncrx {0}` is not available yet: it needs ncrx-core (the receiver and simulator), which is not part of this build"
+        "`ncrx {0}` is not available yet: it needs ncrx-core's engine, not wired into this version of ncrx"
     )]
     NotAvailable(&'static str),
     /// A feature of a subcommand that the protocol crates cannot do yet.

@@ -1,10 +1,9 @@
 //! The JSON lines ncrx reads and writes: one object per line, `"type"` first.
 //!
-//! This is the contract other tools rely on; the README documents every field. `record` and
-//! `plain` are what `ncrx send --input json` reads (and what `ncrx decode --format json`
-//! will write); `oops` is what `ncrx oops ... --format json` writes. Other types (`lost`,
-//! `incomplete`, `restart`) are accepted on input and skipped: they describe the receiver,
-//! not something to send.
+//! This is the contract other tools rely on; the README documents every field.
+//! `ncrx decode --format json` writes `record`, `lost`, `incomplete`, `restart` and `plain`;
+//! `ncrx send --input json` reads `record` and `plain` and skips the others (they describe
+//! the receiver, not something to send); `ncrx oops ... --format json` writes `oops`.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,9 +15,15 @@ pub(crate) enum JsonLine {
     Record(JsonRecord),
     /// Plain (non-extended) console text.
     Plain(JsonPlain),
+    /// Sequence numbers given up on.
+    Lost(JsonLost),
+    /// A fragmented record given up on with bytes missing.
+    Incomplete(JsonIncomplete),
+    /// The sender restarted (rebooted, replayed its log).
+    Restart(JsonRestart),
     /// A netoops dump.
     Oops(JsonOops),
-    /// Any other type (`lost`, `incomplete`, `restart`, ...): nothing to send.
+    /// Any other type: nothing to send.
     #[serde(other)]
     Other,
 }
@@ -82,6 +87,57 @@ pub(crate) struct JsonPlain {
     pub(crate) source: String,
     /// The console text.
     pub(crate) text: String,
+}
+
+/// `"type": "lost"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JsonLost {
+    /// Sender as "IP:PORT".
+    pub(crate) source: String,
+    /// First sequence number lost.
+    pub(crate) first_seq: u64,
+    /// Last sequence number lost (inclusive).
+    pub(crate) last_seq: u64,
+}
+
+/// `"type": "incomplete"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JsonIncomplete {
+    /// Sender as "IP:PORT".
+    pub(crate) source: String,
+    /// printk sequence number.
+    pub(crate) seq: u64,
+    /// Syslog facility.
+    pub(crate) facility: u8,
+    /// Level 0..7.
+    pub(crate) level: u8,
+    /// Microseconds since the sender's boot.
+    pub(crate) ts_usec: u64,
+    /// "-", "c" or "+".
+    pub(crate) flag: String,
+    /// `caller=`, or null.
+    pub(crate) caller: Option<String>,
+    /// The release prepended by the sender, or null.
+    pub(crate) release: Option<String>,
+    /// The text, when the start of the body arrived (else null).
+    pub(crate) text: Option<String>,
+    /// `text` holds the wire form.
+    pub(crate) escaped: bool,
+    /// The body length announced by `ncfrag`.
+    pub(crate) total: usize,
+    /// `[offset, length]` of each byte range of the body that never arrived.
+    pub(crate) missing: Vec<[usize; 2]>,
+}
+
+/// `"type": "restart"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JsonRestart {
+    /// Sender as "IP:PORT".
+    pub(crate) source: String,
+    /// "release", "timestamp", "far_back" or "out_of_order".
+    pub(crate) reason: String,
+    /// The first sequence number of the new epoch.
+    pub(crate) seq: u64,
 }
 
 /// `"type": "oops"`.
@@ -166,7 +222,16 @@ mod tests {
         let lost: JsonLine =
             serde_json::from_str(r#"{"type":"lost","source":"a","first_seq":1,"last_seq":2}"#)
                 .unwrap();
-        assert_eq!(lost, JsonLine::Other);
+        assert_eq!(
+            lost,
+            JsonLine::Lost(JsonLost {
+                source: "a".into(),
+                first_seq: 1,
+                last_seq: 2
+            })
+        );
+        let other: JsonLine = serde_json::from_str(r#"{"type":"future","x":1}"#).unwrap();
+        assert_eq!(other, JsonLine::Other);
         assert!(serde_json::from_str::<JsonLine>(r#"{"type":"record","seq":1}"#).is_err());
     }
 }

@@ -7,6 +7,7 @@
 
 mod capture;
 mod cli;
+mod decode;
 mod error;
 mod input;
 mod json;
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
         Command::Listen(_) => Err(Failure::NotAvailable("listen")),
-        Command::Decode(_) => Err(Failure::NotAvailable("decode")),
+        Command::Decode(args) => decode::run(&args),
         Command::Sim(_) => Err(Failure::NotAvailable("sim")),
         Command::Send(args) => send::run(&args),
         Command::Oops { command } => match command {

@@ -59,10 +59,7 @@ fn every_subcommand_has_help_with_an_example() {
 
 #[test]
 fn engines_not_built_yet_exit_7() {
-    let dir = scratch("not-available");
-    let pcap = dir.join("x.pcap");
-    write_pcap(&pcap, &[]);
-    let cases: [&[&str]; 3] = [&["listen"], &["decode", pcap.to_str().unwrap()], &["sim"]];
+    let cases: [&[&str]; 2] = [&["listen"], &["sim"]];
     for args in cases {
         let (code, stdout, stderr) = parts(&run(args, b""));
         assert_eq!(code, 7, "{args:?}");
@@ -73,6 +70,22 @@ fn engines_not_built_yet_exit_7() {
         );
         assert_no_panic(&stderr);
     }
+}
+
+#[test]
+fn decode_error_paths() {
+    let (code, _, stderr) = parts(&run(&["decode", "/nonexistent/x.pcap"], b""));
+    assert_eq!(code, 3, "{stderr}");
+    let dir = scratch("decode-errors");
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "hello\n").unwrap();
+    let (code, _, stderr) = parts(&run(&["decode", text.to_str().unwrap()], b""));
+    assert_eq!(code, 4, "{stderr}");
+    // An empty but valid capture: nothing to say, success.
+    let empty = dir.join("empty.pcap");
+    write_pcap(&empty, &[]);
+    let (code, stdout, stderr) = parts(&run(&["decode", empty.to_str().unwrap()], b""));
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
 }
 
 #[test]
