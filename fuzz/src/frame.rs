@@ -58,7 +58,7 @@ pub fn parse(data: &[u8]) {
             } => hop_limit == 32 && traffic_class == 0 && flow_label == 0 && extension_len == 0,
             _ => false,
         };
-    if kernel_shaped && frame.vlan().is_none_or(|tag| data[12..14] == [0x81, 0x00]) {
+    if kernel_shaped && frame.vlan().is_none_or(|_| data[12..14] == [0x81, 0x00]) {
         assert_eq!(
             &buf[..len],
             &data[..len],

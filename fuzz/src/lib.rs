@@ -3,3 +3,5 @@
 //! fixed). Each body checks invariants, not just the absence of panics.
 
 pub mod frame;
+pub mod netconsole;
+pub mod netoops;

@@ -28,3 +28,42 @@ fn frame() {
 fn checksum() {
     replay("checksum", netconsole_rs_fuzz::frame::checksum_pieces);
 }
+
+#[test]
+fn netconsole_datagram() {
+    replay(
+        "netconsole_datagram",
+        netconsole_rs_fuzz::netconsole::datagram,
+    );
+}
+
+#[test]
+fn netconsole_response() {
+    replay(
+        "netconsole_response",
+        netconsole_rs_fuzz::netconsole::response,
+    );
+}
+
+#[test]
+fn netconsole_param() {
+    replay("netconsole_param", netconsole_rs_fuzz::netconsole::param);
+}
+
+#[test]
+fn netconsole_reassembly() {
+    replay(
+        "netconsole_reassembly",
+        netconsole_rs_fuzz::netconsole::reassembly,
+    );
+}
+
+#[test]
+fn netoops_packet() {
+    replay("netoops_packet", netconsole_rs_fuzz::netoops::packet);
+}
+
+#[test]
+fn netoops_collector() {
+    replay("netoops_collector", netconsole_rs_fuzz::netoops::collector);
+}
