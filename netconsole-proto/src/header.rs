@@ -257,14 +257,24 @@ pub(crate) fn parse_decimal(bytes: &[u8], field: Field) -> Result<u64, HeaderErr
     if bytes.is_empty() {
         return Err(HeaderError::Missing(field));
     }
+    // Up to 19 digits cannot overflow a u64: no per-digit overflow check there.
+    let (head, tail) = bytes.split_at(bytes.len().min(19));
     let mut value: u64 = 0;
-    for &b in bytes {
-        if !b.is_ascii_digit() {
+    for &b in head {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(HeaderError::Malformed(field));
+        }
+        value = value * 10 + u64::from(digit);
+    }
+    for &b in tail {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
             return Err(HeaderError::Malformed(field));
         }
         value = value
             .checked_mul(10)
-            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+            .and_then(|v| v.checked_add(u64::from(digit)))
             .ok_or(HeaderError::Overflow(field))?;
     }
     Ok(value)
@@ -302,17 +312,25 @@ impl<'a> Header<'a> {
         let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Prefix))?;
         let mut release = None;
         let mut release_len = 0;
-        if !rest[..end].iter().all(u8::is_ascii_digit) && rest[..end].contains(&b'.') {
-            release = Some(&rest[..end]);
-            release_len = end + 1;
-            rest = rest.get(end + 1..).unwrap_or(&[]);
-        }
-        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Prefix))?;
-        let prefix = parse_decimal(&rest[..end], Field::Prefix)?;
+        let prefix = match parse_decimal(&rest[..end], Field::Prefix) {
+            Err(HeaderError::Malformed(_)) if rest[..end].contains(&b'.') => {
+                release = Some(&rest[..end]);
+                release_len = end + 1;
+                rest = rest.get(end + 1..).unwrap_or(&[]);
+                let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Prefix))?;
+                let prefix = parse_decimal(&rest[..end], Field::Prefix)?;
+                rest = rest.get(end + 1..).unwrap_or(&[]);
+                prefix
+            }
+            other => {
+                let prefix = other?;
+                rest = rest.get(end + 1..).unwrap_or(&[]);
+                prefix
+            }
+        };
         if prefix > u64::from(MAX_PREFIX) {
             return Err(HeaderError::PrefixOutOfRange(prefix));
         }
-        rest = rest.get(end + 1..).unwrap_or(&[]);
 
         let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Seq))?;
         let seq = parse_decimal(&rest[..end], Field::Seq)?;
@@ -343,7 +361,15 @@ impl<'a> Header<'a> {
             len: semi + 1,
             kernel_len: semi + 1 - release_len,
         };
-        for (key, value) in header.fields() {
+        if !header.extra.is_empty() {
+            header.apply_fields(body.len())?;
+        }
+        Ok((header, body))
+    }
+
+    /// Interprets the `key=value` fields after the flag.
+    fn apply_fields(&mut self, body_len: usize) -> Result<(), HeaderError> {
+        for (key, value) in self.fields() {
             match key {
                 b"" => return Err(HeaderError::MalformedExtra),
                 b"caller" => {
@@ -351,7 +377,7 @@ impl<'a> Header<'a> {
                         .split_first()
                         .ok_or(HeaderError::Malformed(Field::Caller))?;
                     let n = parse_u32(number, Field::Caller)?;
-                    header.caller = Some(match kind {
+                    self.caller = Some(match kind {
                         b'T' => Caller::Task(n),
                         b'C' => Caller::Cpu(n),
                         _ => return Err(HeaderError::Malformed(Field::Caller)),
@@ -364,31 +390,33 @@ impl<'a> Header<'a> {
                         .ok_or(HeaderError::Malformed(Field::Ncfrag))?;
                     let offset = parse_usize(&value[..slash], Field::Ncfrag)?;
                     let total = parse_usize(&value[slash + 1..], Field::Ncfrag)?;
-                    let fits = offset
-                        .checked_add(body.len())
-                        .is_some_and(|end| end <= total);
-                    if !fits || body.is_empty() {
+                    let fits = offset.checked_add(body_len).is_some_and(|end| end <= total);
+                    if !fits || body_len == 0 {
                         return Err(HeaderError::FragmentOutOfRange {
                             offset,
-                            len: body.len(),
+                            len: body_len,
                             total,
                         });
                     }
-                    header.ncfrag = Some(Ncfrag { offset, total });
-                    header.kernel_len -= b",ncfrag=".len() + value.len();
+                    self.ncfrag = Some(Ncfrag { offset, total });
+                    self.kernel_len = self
+                        .kernel_len
+                        .saturating_sub(b",ncfrag=".len() + value.len());
                 }
                 b"ncemg" => {
-                    header.ncemg = match value {
+                    self.ncemg = match value {
                         b"1" => true,
                         b"0" => false,
                         _ => return Err(HeaderError::Malformed(Field::Ncemg)),
                     };
-                    header.kernel_len -= b",ncemg=".len() + value.len();
+                    self.kernel_len = self
+                        .kernel_len
+                        .saturating_sub(b",ncemg=".len() + value.len());
                 }
                 _ => {}
             }
         }
-        Ok((header, body))
+        Ok(())
     }
 
     /// The prefix as written: `(facility << 3) | level`.

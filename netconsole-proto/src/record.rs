@@ -81,10 +81,13 @@ impl<'a> Datagram<'a> {
         if payload.starts_with(b"ncrx") {
             return Ok(Datagram::Response(Response::parse(payload)?));
         }
-        if looks_extended(payload) {
-            return Ok(Datagram::Extended(ExtRecord::parse(payload)?));
+        // A header that parses always has the extended shape, so parse first and only ask
+        // whether a failure looked extended (an error) or not (plain text).
+        match ExtRecord::parse(payload) {
+            Ok(record) => Ok(Datagram::Extended(record)),
+            Err(e) if looks_extended(payload) => Err(e.into()),
+            Err(_) => Ok(Datagram::Plain(payload)),
         }
-        Ok(Datagram::Plain(payload))
     }
 }
 
