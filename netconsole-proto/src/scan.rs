@@ -7,10 +7,12 @@ const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
 #[inline]
 pub(crate) fn find(needle: u8, haystack: &[u8]) -> Option<usize> {
     let pattern = ONES.wrapping_mul(u64::from(needle));
-    let mut chunks = haystack.chunks_exact(8);
     let mut base = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])) ^ pattern;
+    while let Some(chunk) = haystack.get(base..base + 8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(bytes) ^ pattern;
         // The lowest set bit marks the first zero byte (bits above it may be false hits).
         let zero = word.wrapping_sub(ONES) & !word & HIGHS;
         if zero != 0 {
@@ -18,8 +20,7 @@ pub(crate) fn find(needle: u8, haystack: &[u8]) -> Option<usize> {
         }
         base += 8;
     }
-    chunks
-        .remainder()
+    haystack[base..]
         .iter()
         .position(|&b| b == needle)
         .map(|i| base + i)
