@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use netconsole_proto::format::{DictEntry, KmsgRecord, SendOptions};
 use netconsole_proto::param::{self, Device, Target};
 use netconsole_proto::{
-    Caller, ExtFragments, Flag, Header, MAX_PRINT_CHUNK, format_kmsg, plain_chunks,
+    Caller, ExtFragments, Flag, Header, MAX_PRINT_CHUNK, escape, format_kmsg, plain_chunks,
 };
 use netpoll_frame::{FrameBuilder, FrameConfig, MacAddr};
 use pcap_file::PcapError;
@@ -333,7 +333,6 @@ impl Sender<'_> {
     }
 
     fn json(&mut self, reader: BufReader<Box<dyn Read>>) -> Result<(), Failure> {
-        let mut buf = vec![0u8; self.args.record_limit];
         for line in reader.lines() {
             let line = line.map_err(|source| Failure::Stream {
                 what: "cannot read the input",
@@ -344,13 +343,12 @@ impl Sender<'_> {
             }
             self.counts.records += 1;
             match serde_json::from_str::<JsonLine>(&line) {
-                Ok(JsonLine::Record(record)) => match format_json_record(&record, &mut buf) {
-                    Ok(len) => {
-                        let msg = buf[..len].to_vec();
-                        self.send_extended(&msg, record.release.as_deref())?;
+                Ok(JsonLine::Record(record)) => {
+                    match format_json_record(&record, self.args.record_limit) {
+                        Ok(msg) => self.send_extended(&msg, record.release.as_deref())?,
+                        Err(why) => self.bad(&why),
                     }
-                    Err(why) => self.bad(&why),
-                },
+                }
                 Ok(JsonLine::Plain(plain)) => self.send_plain(plain.text.as_bytes())?,
                 Ok(_) => self.counts.skipped += 1,
                 Err(error) => self.bad(&format!("not a JSON line of ncrx: {error}")),
@@ -381,36 +379,26 @@ impl Sender<'_> {
     }
 }
 
-/// Formats a JSON `record` as printk would, into `buf` (printk's buffer).
-fn format_json_record(record: &JsonRecord, buf: &mut [u8]) -> Result<usize, String> {
-    if record.escaped || record.truncated {
-        return Err(format!(
-            "seq {}: records in wire form (\"escaped\") or cut by the kernel (\"truncated\") cannot be re-sent yet: netconsole-proto has no writer for a record given in wire form",
-            record.seq
-        ));
-    }
+/// The `/dev/kmsg` message of a JSON `record`, as printk formats it into its buffer of
+/// `limit` bytes. A record in wire form (`escaped`) or cut by the kernel (`truncated`) is
+/// already what printk wrote: its parts are put back as they are (printk's header, then the
+/// text, its `\n` unless cut, and the ` KEY=VALUE\n` lines).
+fn format_json_record(record: &JsonRecord, limit: usize) -> Result<Vec<u8>, String> {
+    let seq = record.seq;
     let flag = match record.flag.as_bytes() {
         [byte] => Flag::from_byte(*byte),
         _ => None,
     }
-    .ok_or_else(|| {
-        format!(
-            "seq {}: flag {:?} is not -, c or +",
-            record.seq, record.flag
-        )
-    })?;
+    .ok_or_else(|| format!("seq {seq}: flag {:?} is not -, c or +", record.flag))?;
     let caller = record
         .caller
         .as_deref()
         .map(|caller| {
-            parse_caller(caller).ok_or_else(|| format!("seq {}: bad caller {caller:?}", record.seq))
+            parse_caller(caller).ok_or_else(|| format!("seq {seq}: bad caller {caller:?}"))
         })
         .transpose()?;
     if record.level > 7 {
-        return Err(format!(
-            "seq {}: level {} is not 0..7",
-            record.seq, record.level
-        ));
+        return Err(format!("seq {seq}: level {} is not 0..7", record.level));
     }
     let dict: Vec<DictEntry<'_>> = record
         .dict
@@ -420,17 +408,45 @@ fn format_json_record(record: &JsonRecord, buf: &mut [u8]) -> Result<usize, Stri
             value: value.as_bytes(),
         })
         .collect();
-    let mut kmsg = KmsgRecord::new(
-        record.level,
-        record.seq,
-        record.ts_usec,
-        record.text.as_bytes(),
-    );
+    let text: &[u8] = if record.escaped || record.truncated {
+        b""
+    } else {
+        record.text.as_bytes()
+    };
+    let mut kmsg = KmsgRecord::new(record.level, seq, record.ts_usec, text);
     kmsg.facility = record.facility;
     kmsg.flag = flag;
     kmsg.caller = caller;
-    kmsg.dict = &dict;
-    Ok(format_kmsg(&kmsg, buf))
+    if !(record.escaped || record.truncated) {
+        kmsg.dict = &dict;
+        let mut buf = vec![0u8; limit];
+        let len = format_kmsg(&kmsg, &mut buf);
+        buf.truncate(len);
+        return Ok(buf);
+    }
+    // printk's header alone: the record formatted with no text is "<header>;\n".
+    let mut head = [0u8; 128];
+    let len = format_kmsg(&kmsg, &mut head);
+    let mut msg = head[..len.saturating_sub(1)].to_vec();
+    let wire = |s: &str| -> Vec<u8> {
+        if record.escaped {
+            s.as_bytes().to_vec()
+        } else {
+            escape(s.as_bytes())
+        }
+    };
+    msg.extend_from_slice(&wire(&record.text));
+    if !record.truncated {
+        msg.push(b'\n');
+    }
+    for (key, value) in &record.dict {
+        msg.push(b' ');
+        msg.extend_from_slice(&wire(key));
+        msg.push(b'=');
+        msg.extend_from_slice(&wire(value));
+        msg.push(b'\n');
+    }
+    Ok(msg)
 }
 
 /// `T<pid>` or `C<cpu>`.
