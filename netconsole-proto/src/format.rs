@@ -55,8 +55,11 @@ pub struct KmsgRecord<'a> {
     pub caller: Option<Caller>,
     /// The text, raw.
     pub text: &'a [u8],
-    /// Dictionary entries; entries with an empty value are skipped, as printk does.
+    /// Dictionary entries, in order.
     pub dict: &'a [DictEntry<'a>],
+    /// Print entries with an empty value (` KEY=\n`), as kernels before 5.10 did with their
+    /// raw dictionary; 5.10 and later skip them (`msg_add_dict_text`). Default false.
+    pub keep_empty_values: bool,
 }
 
 impl<'a> KmsgRecord<'a> {
@@ -72,6 +75,7 @@ impl<'a> KmsgRecord<'a> {
             caller: None,
             text,
             dict: &[],
+            keep_empty_values: false,
         }
     }
 }
@@ -226,7 +230,7 @@ pub fn format_kmsg(record: &KmsgRecord<'_>, out: &mut [u8]) -> usize {
     cursor.scnprintf(header.as_bytes());
     cursor.ext_text(record.text, b'\n');
     for entry in record.dict {
-        if entry.value.is_empty() {
+        if entry.value.is_empty() && !record.keep_empty_values {
             continue;
         }
         cursor.append_char(b' ');
