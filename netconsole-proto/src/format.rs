@@ -20,7 +20,9 @@
 //!
 //!    The kernel's quirks at exactly 1000 bytes are reproduced: with a release prepend the
 //!    1000th byte of an unfragmented datagram is the `scnprintf` terminator (NUL), and userdata
-//!    or sysdata that would reach exactly 1000 bytes lose their last byte. `,ncemg=1` (the
+//!    or sysdata that would reach exactly 1000 bytes lose their last byte; on request
+//!    ([`SendOptions::userdata_quirk_6_9`]) so is the 6.9–6.13 loss of the fragments after one
+//!    that the body fills exactly. `,ncemg=1` (the
 //!    reliable sender's emergency mark, never sent by Linux) goes before `ncfrag`.
 //! 3. [`plain_chunks`]: plain consoles cut the console text into 1000-byte datagrams.
 
@@ -324,6 +326,11 @@ pub struct SendOptions<'a> {
     pub sysdata: &'a [u8],
     /// Mark as emergency transmission (`,ncemg=1`; reliable sender only).
     pub ncemg: bool,
+    /// Reproduce Linux 6.9 to 6.13: when the last body bytes fill a fragment exactly and
+    /// userdata remains, the kernel warns and sends neither that fragment nor the rest
+    /// (`WARN_ON_ONCE(this_chunk <= 0)`; later kernels carry the userdata on in the next
+    /// fragment). Default false.
+    pub userdata_quirk_6_9: bool,
 }
 
 /// Why a message cannot be sent.
@@ -458,6 +465,15 @@ impl<'a> ExtFragments<'a> {
         let head = header.as_bytes();
         out[..head.len()].copy_from_slice(head);
         let chunk = (self.total - self.offset).min(MAX_PRINT_CHUNK - head.len());
+        let body_len = self.msg.len() - self.semi - 1;
+        if self.options.userdata_quirk_6_9
+            && self.total > body_len
+            && self.offset < body_len
+            && body_len - self.offset == MAX_PRINT_CHUNK - head.len()
+        {
+            self.done = true;
+            return None;
+        }
         let mut pos = head.len();
         let mut from = self.offset;
         let body = &self.msg[self.semi + 1..];
@@ -618,7 +634,7 @@ mod tests {
             release: Some(b"6.9.0"),
             userdata: b" k=v\n",
             sysdata: b" msgid=1\n",
-            ncemg: false,
+            ..SendOptions::default()
         };
         let mut f = ExtFragments::new(msg, opts).unwrap();
         assert!(!f.is_fragmented());
@@ -670,6 +686,37 @@ mod tests {
         let head = format!("14,1,2,-,ncfrag={off}/1015;");
         assert!(v[1].starts_with(head.as_bytes()));
         assert!(v[1].ends_with(b"x\n a=b\n msgid=7\n"));
+    }
+
+    #[test]
+    fn linux_6_9_drops_a_fragment_filled_by_the_body() {
+        // Body 1954 bytes + userdata 6: the first fragment ("...,ncfrag=0/1960;", 22 bytes)
+        // takes 978 body bytes, the second ("...,ncfrag=978/1960;", 24 bytes) exactly the
+        // remaining 976.
+        let mut msg = b"6,1,2,-;".to_vec();
+        msg.extend(core::iter::repeat_n(b'z', 1953));
+        msg.push(b'\n');
+        let mut opts = SendOptions {
+            userdata: b" ab=c\n",
+            ..SendOptions::default()
+        };
+        let fixed = all(&mut ExtFragments::new(&msg, opts).unwrap());
+        assert_eq!(fixed.len(), 3);
+        assert_eq!(fixed[1].len(), MAX_PRINT_CHUNK);
+        assert!(fixed[1].starts_with(b"6,1,2,-,ncfrag=978/1960;zz"));
+        assert_eq!(fixed[2], b"6,1,2,-,ncfrag=1954/1960; ab=c\n");
+        opts.userdata_quirk_6_9 = true;
+        assert_eq!(all(&mut ExtFragments::new(&msg, opts).unwrap()), fixed[..1]);
+        // One body byte less: the userdata starts inside the second fragment, no quirk.
+        let shorter = [&msg[..msg.len() - 2], b"\n"].concat();
+        let plain = SendOptions {
+            userdata_quirk_6_9: false,
+            ..opts
+        };
+        assert_eq!(
+            all(&mut ExtFragments::new(&shorter, opts).unwrap()),
+            all(&mut ExtFragments::new(&shorter, plain).unwrap())
+        );
     }
 
     #[test]
