@@ -4,8 +4,8 @@
 use arbitrary::{Arbitrary, Unstructured};
 use netconsole_proto::param::Target;
 use netconsole_proto::{
-    Datagram, MAX_RESPONSE, Reassembly, Response, encode_response, escape_into, escaped_len,
-    unescape_into, unescaped_len,
+    Datagram, MAX_RESPONSE, Reassembly, ReassemblyError, Response, encode_response, escape_into,
+    escaped_len, unescape_into, unescaped_len,
 };
 
 /// Classifies arbitrary bytes. Whatever parses is consistent: the text and dictionary lines
@@ -136,9 +136,20 @@ pub fn reassembly(data: &[u8]) {
             .iter()
             .zip(chunk)
             .all(|(h, &b)| h.is_none_or(|h| h == b));
-        let result = reassembly.insert(offset, chunk);
-        assert_eq!(result.is_ok(), agrees, "accepted exactly when consistent");
-        if agrees {
+        let accepted = match reassembly.insert(offset, chunk) {
+            Ok(_) => true,
+            // Memory bound: a record cut into too many disjoint pieces is refused.
+            Err(ReassemblyError::TooManyPieces) => continue,
+            Err(_) => false,
+        };
+        // An empty fragment carries nothing and is refused.
+        assert_eq!(
+            accepted,
+            agrees && !chunk.is_empty(),
+            "accepted exactly when consistent: {offset}+{} of {total}",
+            chunk.len()
+        );
+        if accepted {
             for (slot, &b) in held[offset..end].iter_mut().zip(chunk) {
                 *slot = Some(b);
             }

@@ -74,6 +74,10 @@ pub fn collector(data: &[u8]) {
     let mut now = Instant::ZERO;
     // Once a changed packet went in, a complete dump may carry its bytes.
     let mut changed = false;
+    // A segment that is an exact multiple of 1024 bytes loses its last chunk: the kernel
+    // sends zeros in its place (`data_length = l % NETOOPS_DATA_BYTES`).
+    let loses_a_chunk = |len: usize| len > 0 && len % DATA_BYTES == 0;
+    let exact = !loses_a_chunk(split) && !loses_a_chunk(log_len - split);
     while !input.is_empty() {
         let Ok(step) = Step::arbitrary(&mut input) else {
             break;
@@ -86,6 +90,10 @@ pub fn collector(data: &[u8]) {
                 source,
             } => {
                 let list = &packets[usize::from(dump) % packets.len()];
+                if list.is_empty() {
+                    // An empty log: the kernel sends no packet at all.
+                    continue;
+                }
                 let mut bytes = list[usize::from(index) % list.len()].clone();
                 if let Some((at, value)) = flip {
                     let at = usize::from(at) % bytes.len();
@@ -109,7 +117,7 @@ pub fn collector(data: &[u8]) {
         while let Some(event) = collector.poll_event() {
             let Event::Dump(dump) = event else { continue };
             dump.check_invariants().expect("dump invariants");
-            if dump.is_complete() && !changed && metas.contains(dump.meta()) {
+            if dump.is_complete() && !changed && exact && metas.contains(dump.meta()) {
                 assert_eq!(
                     dump.log(),
                     &log[..],
