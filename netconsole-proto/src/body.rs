@@ -303,19 +303,22 @@ pub fn escape_into(src: &[u8], dst: &mut [u8]) -> Result<usize, BufferTooSmall> 
         return Err(BufferTooSmall { needed });
     }
     let mut out = 0;
-    for &b in src {
-        if needs_escape(b) {
-            dst[out..out + 4].copy_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
-            ]);
-            out += 4;
-        } else {
-            dst[out] = b;
-            out += 1;
-        }
+    let mut rest = src;
+    while !rest.is_empty() {
+        let run = crate::scan::find_escape(rest).unwrap_or(rest.len());
+        dst[out..out + run].copy_from_slice(&rest[..run]);
+        out += run;
+        let Some(&b) = rest.get(run) else {
+            break;
+        };
+        dst[out..out + 4].copy_from_slice(&[
+            b'\\',
+            b'x',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 15)],
+        ]);
+        out += 4;
+        rest = &rest[run + 1..];
     }
     Ok(out)
 }

@@ -119,10 +119,7 @@ impl KernelCursor<'_> {
         if self.buf.len() - self.pos > worst {
             let mut rest = text;
             while !rest.is_empty() {
-                let run = rest
-                    .iter()
-                    .position(|&c| needs_escape(c))
-                    .unwrap_or(rest.len());
+                let run = crate::scan::find_escape(rest).unwrap_or(rest.len());
                 self.buf[self.pos..self.pos + run].copy_from_slice(&rest[..run]);
                 self.pos += run;
                 if let Some(&c) = rest.get(run) {

@@ -26,9 +26,62 @@ pub(crate) fn find(needle: u8, haystack: &[u8]) -> Option<usize> {
         .map(|i| base + i)
 }
 
+/// The index of the first byte printk escapes (`< 0x20`, `>= 0x7f`, or `\\`).
+#[inline]
+pub(crate) fn find_escape(haystack: &[u8]) -> Option<usize> {
+    const BACKSLASH: u64 = ONES.wrapping_mul(b'\\' as u64);
+    const BELOW_SPACE: u64 = ONES.wrapping_mul(0x20);
+    let mut base = 0;
+    while let Some(chunk) = haystack.get(base..base + 8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(bytes);
+        // Each term's lowest set bit is exact; false hits only sit above a true one.
+        let control = word.wrapping_sub(BELOW_SPACE) & !word & HIGHS;
+        let high = (word.wrapping_add(ONES) | word) & HIGHS;
+        let slash = word ^ BACKSLASH;
+        let slash = slash.wrapping_sub(ONES) & !slash & HIGHS;
+        let hits = control | high | slash;
+        if hits != 0 {
+            return Some(base + (hits.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    haystack[base..]
+        .iter()
+        .position(|&b| crate::body::needs_escape(b))
+        .map(|i| base + i)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::find;
+    use super::{find, find_escape};
+
+    #[test]
+    fn escape_search_agrees_with_needs_escape() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        for byte in 0..=255u8 {
+            for at in 0..17 {
+                let mut hay = vec![b'a'; 24];
+                hay[at] = byte;
+                let expected = hay.iter().position(|&b| crate::body::needs_escape(b));
+                assert_eq!(find_escape(&hay), expected, "byte {byte:#x} at {at}");
+            }
+        }
+        for start in 0..16 {
+            let h = &all[start..];
+            assert_eq!(
+                find_escape(h),
+                h.iter().position(|&b| crate::body::needs_escape(b))
+            );
+        }
+        // 0x7e is printable; a run of 0x7f after 0x7e is found at the 0x7f.
+        assert_eq!(
+            find_escape(&[0x7e, 0x7e, 0x7e, 0x7f, 0, 0, 0, 0, 0]),
+            Some(3)
+        );
+    }
 
     #[test]
     fn agrees_with_position() {
