@@ -27,7 +27,7 @@
 //! 3. [`plain_chunks`]: plain consoles cut the console text into 1000-byte datagrams.
 
 use crate::MAX_PRINT_CHUNK;
-use crate::body::{BufferTooSmall, needs_escape};
+use crate::body::BufferTooSmall;
 use crate::header::{Caller, Flag};
 
 /// One dictionary entry (printk escapes both key and value).
@@ -110,45 +110,27 @@ impl KernelCursor<'_> {
         self.pos += n;
     }
 
-    /// `msg_add_ext_text`.
+    /// `msg_add_ext_text`, a run of printable bytes at a time. A printable byte is written
+    /// while there is room (`append_char`); an escape gets `min(4, room - 1)` bytes
+    /// (`scnprintf`), so once the buffer is full nothing more is written.
     fn ext_text(&mut self, text: &[u8], endc: u8) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        // Fast path: when even a fully escaped text fits, nothing can be cut, so copy
-        // printable runs in bulk.
-        let worst = text.len().saturating_mul(4).saturating_add(1);
-        if self.buf.len() - self.pos > worst {
-            let mut rest = text;
-            while !rest.is_empty() {
-                let run = crate::scan::find_escape(rest).unwrap_or(rest.len());
-                self.buf[self.pos..self.pos + run].copy_from_slice(&rest[..run]);
-                self.pos += run;
-                if let Some(&c) = rest.get(run) {
-                    self.buf[self.pos..self.pos + 4].copy_from_slice(&[
-                        b'\\',
-                        b'x',
-                        HEX[usize::from(c >> 4)],
-                        HEX[usize::from(c & 15)],
-                    ]);
-                    self.pos += 4;
-                    rest = &rest[run + 1..];
-                } else {
-                    rest = &[];
-                }
-            }
-            self.append_char(endc);
-            return;
-        }
-        for &c in text {
-            if needs_escape(c) {
-                self.scnprintf(&[
-                    b'\\',
-                    b'x',
-                    HEX[usize::from(c >> 4)],
-                    HEX[usize::from(c & 15)],
-                ]);
-            } else {
-                self.append_char(c);
-            }
+        let mut rest = text;
+        while !rest.is_empty() {
+            let run = crate::scan::find_escape(rest).unwrap_or(rest.len());
+            let fits = run.min(self.buf.len() - self.pos);
+            self.buf[self.pos..self.pos + fits].copy_from_slice(&rest[..fits]);
+            self.pos += fits;
+            let Some(&c) = rest.get(run) else {
+                break;
+            };
+            self.scnprintf(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 15)],
+            ]);
+            rest = &rest[run + 1..];
         }
         self.append_char(endc);
     }

@@ -45,8 +45,66 @@ fn datagrams(msg: &[u8], options: SendOptions<'_>) -> Vec<Vec<u8>> {
     v
 }
 
+/// printk's formatting written the obvious way, one byte at a time, with `scnprintf` and
+/// `append_char` semantics, into a buffer of `size` bytes.
+fn reference_format(
+    header: &[u8],
+    text: &[u8],
+    dict: &[(Vec<u8>, Vec<u8>)],
+    size: usize,
+) -> Vec<u8> {
+    fn scnprintf(out: &mut Vec<u8>, size: usize, bytes: &[u8]) {
+        let room = size - out.len();
+        if room > 0 {
+            out.extend_from_slice(&bytes[..bytes.len().min(room - 1)]);
+        }
+    }
+    fn append_char(out: &mut Vec<u8>, size: usize, c: u8) {
+        if out.len() < size {
+            out.push(c);
+        }
+    }
+    fn ext_text(out: &mut Vec<u8>, size: usize, text: &[u8], endc: u8) {
+        for &c in text {
+            if !(b' '..0x7f).contains(&c) || c == b'\\' {
+                scnprintf(out, size, format!("\\x{c:02x}").as_bytes());
+            } else {
+                append_char(out, size, c);
+            }
+        }
+        append_char(out, size, endc);
+    }
+    let mut out = Vec::new();
+    scnprintf(&mut out, size, header);
+    ext_text(&mut out, size, text, b'\n');
+    for (key, value) in dict {
+        append_char(&mut out, size, b' ');
+        ext_text(&mut out, size, key, b'=');
+        ext_text(&mut out, size, value, b'\n');
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The formatter cuts records exactly where a byte-at-a-time printk would, for any
+    /// buffer size.
+    #[test]
+    fn format_cut_matches_byte_at_a_time_printk(
+        text in prop::collection::vec(prop_oneof![any::<u8>(), 0x20u8..0x7f], 0..600),
+        dict in dict(),
+        size in 0usize..2600,
+    ) {
+        let entries: Vec<DictEntry<'_>> =
+            dict.iter().map(|(k, v)| DictEntry { key: k, value: v }).collect();
+        let mut record = KmsgRecord::new(6, 77, 123, &text);
+        record.dict = &entries;
+        let mut out = vec![0u8; size];
+        let n = format_kmsg(&record, &mut out);
+        let expected = reference_format(b"6,77,123,-;", &text, &dict, size);
+        prop_assert_eq!(&out[..n], &expected[..]);
+    }
 
     /// format → fragment → parse → reassemble → unescape gives back every field and byte.
     #[test]
