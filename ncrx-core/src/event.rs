@@ -103,7 +103,8 @@ impl<'a> IncompleteRecord<'a> {
 pub enum RestartReason {
     /// The release prepended to the records changed.
     Release,
-    /// A sequence number the stream remembers came back with another `ts_usec`.
+    /// A sequence number the stream remembers came back with another `ts_usec`, or a
+    /// record's `ts_usec` contradicts the sequence order (later seq, far earlier time).
     Timestamp,
     /// Sequence and timestamp both went far back (before anything remembered).
     FarBack,

@@ -34,6 +34,8 @@ extern crate alloc;
 pub mod config;
 pub mod event;
 pub mod receiver;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod stream;
 
 pub use config::{ReceiverConfig, StreamConfig};

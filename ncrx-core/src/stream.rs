@@ -25,7 +25,8 @@
 //!   created in sequence order as time goes on, so the tail's run is always the next to
 //!   time out: the give-up timer is one deadline.
 //! - A retransmission request (`ncrx<ack> <seq>...`) lists a run every
-//!   [`retransmit_interval`](StreamConfig::retransmit_interval) and each time the head crosses
+//!   [`retransmit_interval`](StreamConfig::retransmit_interval) (runs due within a quarter
+//!   interval of a due one go in the same response) and each time the head crosses
 //!   a multiple of [`retransmit_stride`](StreamConfig::retransmit_stride) with the run more
 //!   than a stride behind. Acks (`ack_seq` = last retired) go out with every request, after
 //!   [`ack_interval`](StreamConfig::ack_interval) when configured, and at once for an
@@ -203,6 +204,7 @@ struct Run {
 struct OutOfOrder {
     at: Instant,
     seq: u64,
+    ts_usec: u64,
     datagram: Box<[u8]>,
 }
 
@@ -243,6 +245,9 @@ pub struct Stream {
     epoch: u64,
     epoch_start: u64,
     epoch_release: Option<Box<[u8]>>,
+    /// `ts_usec` of the record the epoch started with: no later record of the same boot
+    /// can be much earlier.
+    epoch_first_ts: u64,
     /// First sequence number not retired.
     tail: u64,
     /// Next sequence number expected (one past the highest placed).
@@ -256,10 +261,17 @@ pub struct Stream {
     oos: VecDeque<OutOfOrder>,
     oos_history: u32,
     held_bytes: usize,
+    /// One bit per sequence number over `DELIVERED_SPAN * slots` numbers below the head:
+    /// delivered (in order or late) in this epoch. Tells a duplicate from a late record
+    /// further back than the ring remembers.
+    delivered: Vec<u64>,
     now: Instant,
     out: Output,
     stats: StreamStats,
 }
+
+/// How many times the ring's span the delivered bitmap covers.
+const DELIVERED_SPAN: usize = 8;
 
 fn slot_of(slots: usize, seq: u64) -> usize {
     (seq % slots as u64) as usize
@@ -269,6 +281,7 @@ impl Stream {
     /// A stream that has seen nothing yet.
     pub fn new(config: StreamConfig) -> Self {
         let config = config.normalized();
+        let delivered = alloc::vec![0; (config.slots * DELIVERED_SPAN).div_ceil(64)];
         let mut slots = Vec::new();
         slots.resize_with(config.slots, Slot::default);
         Stream {
@@ -278,6 +291,7 @@ impl Stream {
             epoch: 0,
             epoch_start: 0,
             epoch_release: None,
+            epoch_first_ts: 0,
             tail: 0,
             head: 0,
             newest_ts: 0,
@@ -289,6 +303,7 @@ impl Stream {
             oos: VecDeque::new(),
             oos_history: 0,
             held_bytes: 0,
+            delivered,
             now: Instant::ZERO,
             out: Output::default(),
             stats: StreamStats::default(),
@@ -328,6 +343,7 @@ impl Stream {
         use core::mem::size_of;
         self.slots.capacity() * size_of::<Slot>()
             + self.held_bytes
+            + self.delivered.capacity() * 8
             + self.runs.len() * (size_of::<(u64, Run)>() + NODE_OVERHEAD)
             + self.requests_due.len() * (size_of::<(Instant, u64)>() + NODE_OVERHEAD)
             + self.requests.capacity() * size_of::<Range<u64>>()
@@ -357,11 +373,43 @@ impl Stream {
         let output_events = 2 * (slots + OUT_OF_ORDER_MAX + 4) * 96;
         let output_bytes = 2 * (config.max_held_bytes + 2 * 65_536);
         slots * per_slot
+            + (slots * DELIVERED_SPAN).div_ceil(64) * 8
             + config.max_held_bytes
             + (OUT_OF_ORDER_MAX + 1) * size_of::<OutOfOrder>()
             + output_events
             + output_bytes.max(1 << 20)
             + 65_536
+    }
+
+    fn bits(&self) -> u64 {
+        self.delivered.len() as u64 * 64
+    }
+
+    fn mark_delivered(&mut self, seq: u64) {
+        let bit = seq % self.bits();
+        self.delivered[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+
+    fn was_delivered(&self, seq: u64) -> bool {
+        let bit = seq % self.bits();
+        self.delivered[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+
+    /// Forgets the bits of `[from, to)` (numbers the head now passes).
+    fn clear_delivered(&mut self, from: u64, to: u64) {
+        if to - from >= self.bits() {
+            self.delivered.fill(0);
+            return;
+        }
+        for seq in from..to {
+            let bit = seq % self.bits();
+            if bit % 64 == 0 && to - seq >= 64 {
+                // A whole word at once.
+                self.delivered[(bit / 64) as usize] = 0;
+            } else {
+                self.delivered[(bit / 64) as usize] &= !(1 << (bit % 64));
+            }
+        }
     }
 
     fn slot(&self, seq: u64) -> &Slot {
@@ -404,10 +452,14 @@ impl Stream {
         self.advance_time(now);
         let now = self.now;
         let interval = self.config.retransmit_interval;
+        // Requests due within a quarter interval go along with a due one: one response
+        // instead of one per hole.
+        let mut horizon = now;
         while let Some(&(at, start)) = self.requests_due.first() {
-            if at > now {
+            if at > horizon {
                 break;
             }
+            horizon = now + interval / 4;
             self.requests_due.pop_first();
             if let Some(run) = self.runs.get_mut(&start) {
                 run.request_at = now + interval;
@@ -552,7 +604,7 @@ impl Stream {
         }
         if !self.started {
             self.started = true;
-            self.begin_epoch(seq, header.release);
+            self.begin_epoch(seq, header.release, header.ts_usec);
         }
         if let (Some(release), Some(current)) = (header.release, &self.epoch_release) {
             if release != &current[..] {
@@ -561,15 +613,22 @@ impl Stream {
             }
         }
         let slots = self.config.slots as u64;
-        if seq >= self.head {
-            if seq - self.head >= slots && !header.ncemg {
+        let back = self.ts_back_usec();
+        if seq >= self.epoch_start && header.ts_usec.saturating_add(back) < self.epoch_first_ts {
+            // At or after the epoch's first record, yet far earlier in time: another boot.
+            self.restart(RestartReason::Timestamp, record, datagram);
+        } else if seq >= self.head {
+            if header.ts_usec.saturating_add(back) < self.newest_ts {
+                // Later in sequence yet far earlier in time: another boot.
+                self.restart(RestartReason::Timestamp, record, datagram);
+            } else if seq - self.head >= slots && !header.ncemg {
                 self.out_of_order(record, datagram);
             } else {
                 self.place_ahead(record, datagram);
             }
         } else if seq >= self.tail {
             self.place_in_window(record, datagram);
-        } else if seq >= self.epoch_start && self.head - seq <= slots {
+        } else if seq >= self.epoch_start && self.head - seq <= self.bits() {
             self.behind_tail(record, datagram);
         } else if header.ncemg {
             self.stats.stale_emergency += 1;
@@ -584,11 +643,13 @@ impl Stream {
         u64::try_from(self.config.restart_ts_back.as_micros()).unwrap_or(u64::MAX)
     }
 
-    fn begin_epoch(&mut self, seq: u64, release: Option<&[u8]>) {
+    fn begin_epoch(&mut self, seq: u64, release: Option<&[u8]>, ts_usec: u64) {
         self.epoch_start = seq;
+        self.epoch_first_ts = ts_usec;
         self.tail = seq;
         self.head = seq;
         self.epoch_release = release.map(Box::from);
+        self.delivered.fill(0);
         self.newest_ts = 0;
         self.oos_history = 0;
         self.ack_pending_since = None;
@@ -602,17 +663,19 @@ impl Stream {
         let ncemg_ack = self.ack_due && record.header.ncemg;
         // For the out-of-order rule, the new epoch starts at the lowest buffered record.
         let mut buffered = Vec::new();
-        let mut start = record.header.seq;
+        let (mut start, mut first_ts) = (record.header.seq, record.header.ts_usec);
         if reason == RestartReason::OutOfOrder {
             buffered.extend(self.oos.drain(..));
             for entry in &buffered {
                 self.held_bytes -= entry.datagram.len();
-                start = start.min(entry.seq);
+                if entry.seq < start {
+                    (start, first_ts) = (entry.seq, entry.ts_usec);
+                }
             }
         }
         self.epoch += 1;
         self.stats.restarts += 1;
-        self.begin_epoch(start, record.header.release);
+        self.begin_epoch(start, record.header.release, first_ts);
         self.ack_due = ncemg_ack;
         self.out.restart(Restart {
             reason,
@@ -649,6 +712,15 @@ impl Stream {
     }
 
     fn out_of_order(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let (seq, ts_usec) = (record.header.seq, record.header.ts_usec);
+        if self
+            .oos
+            .iter()
+            .any(|e| e.seq == seq && e.ts_usec == ts_usec && *e.datagram == *datagram)
+        {
+            self.stats.duplicates += 1;
+            return;
+        }
         self.stats.out_of_order += 1;
         self.oos_history |= 1;
         if self.oos_history.count_ones() >= self.config.out_of_order_threshold {
@@ -663,6 +735,7 @@ impl Stream {
         self.oos.push_back(OutOfOrder {
             at: self.now,
             seq: record.header.seq,
+            ts_usec: record.header.ts_usec,
             datagram: Box::from(datagram),
         });
         if self.oos.len() > OUT_OF_ORDER_MAX {
@@ -673,10 +746,27 @@ impl Stream {
     fn release_oldest_oos(&mut self) {
         if let Some(entry) = self.oos.pop_front() {
             self.held_bytes -= entry.datagram.len();
+            if self.delivered_already(entry.seq, entry.ts_usec) {
+                self.stats.duplicates += 1;
+                return;
+            }
             if let Ok(Datagram::Extended(record)) = Datagram::parse(&entry.datagram) {
                 self.deliver_late(&record, &entry.datagram);
             }
         }
+    }
+
+    /// Whether this epoch delivered the record `(seq, ts_usec)` (as far as it remembers).
+    fn delivered_already(&self, seq: u64, ts_usec: u64) -> bool {
+        if seq >= self.tail || seq < self.epoch_start || self.head - seq > self.bits() {
+            return false;
+        }
+        if self.head - seq <= self.config.slots as u64 && self.tagged(seq) {
+            let slot = self.slot(seq);
+            return slot.ts_usec == ts_usec && matches!(slot.state, SlotState::Delivered);
+        }
+        self.was_delivered(seq)
+            && ts_usec.saturating_add(self.ts_back_usec()) >= self.epoch_first_ts
     }
 
     /// Delivers a record outside the window as late (fragments cannot be put together
@@ -700,7 +790,8 @@ impl Stream {
     fn behind_tail(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let seq = record.header.seq;
         let ts_usec = record.header.ts_usec;
-        if self.tagged(seq) {
+        let in_ring = self.head - seq <= self.config.slots as u64;
+        if in_ring && self.tagged(seq) {
             let slot = self.slot(seq);
             if slot.ts_usec != ts_usec {
                 self.restart(RestartReason::Timestamp, record, datagram);
@@ -711,20 +802,26 @@ impl Stream {
             }
             return;
         }
+        if !in_ring && self.was_delivered(seq) {
+            self.stats.duplicates += 1;
+            return;
+        }
         // Given up on without anything received: late.
         if record.is_fragment() {
             self.stats.late_fragments += 1;
             return;
         }
         self.deliver_late(record, datagram);
-        let epoch = self.epoch;
-        let slot = self.slot_mut(seq);
-        *slot = Slot {
-            epoch,
-            seq,
-            ts_usec,
-            state: SlotState::Delivered,
-        };
+        self.mark_delivered(seq);
+        if in_ring {
+            let epoch = self.epoch;
+            *self.slot_mut(seq) = Slot {
+                epoch,
+                seq,
+                ts_usec,
+                state: SlotState::Delivered,
+            };
+        }
     }
 
     /// Retires from the tail until `held_bytes + need` fits, without passing `below`
@@ -774,6 +871,8 @@ impl Stream {
                 false,
             );
             self.stats.delivered += 1;
+            self.clear_delivered(seq, seq + 1);
+            self.mark_delivered(seq);
             let epoch = self.epoch;
             let slot = self.slot_mut(seq);
             slot.epoch = epoch;
@@ -793,6 +892,7 @@ impl Stream {
             };
             self.insert_run(self.head, run);
         }
+        self.clear_delivered(old_head, seq + 1);
         self.head = seq + 1;
         // Keep the window open at most `max_open`, so the ring entry is free.
         let min_tail = self.head.saturating_sub(self.config.max_open());
@@ -906,7 +1006,23 @@ impl Stream {
             self.add_fragment(seq, record, datagram);
             return;
         }
-        // A missing number: take it out of its run.
+        // A missing number: its timestamp must fit between its neighbours' (same boot).
+        let back = self.ts_back_usec();
+        let ts_usec = record.header.ts_usec;
+        let before = seq
+            .checked_sub(1)
+            .filter(|&s| s >= self.tail && self.tagged(s))
+            .map(|s| self.slot(s).ts_usec);
+        let after = Some(seq + 1)
+            .filter(|&s| s < self.head && self.tagged(s))
+            .map(|s| self.slot(s).ts_usec);
+        if before.is_some_and(|b| ts_usec.saturating_add(back) < b)
+            || after.is_some_and(|a| a.saturating_add(back) < ts_usec)
+        {
+            self.restart(RestartReason::Timestamp, record, datagram);
+            return;
+        }
+        // Take it out of its run.
         let Some((&start, &run)) = self.runs.range(..=seq).next_back() else {
             return;
         };
@@ -1108,6 +1224,7 @@ impl Stream {
             other => self.slot_mut(seq).state = other,
         }
         self.stats.delivered += 1;
+        self.mark_delivered(seq);
         self.tail = seq + 1;
         self.note_retired();
     }

@@ -1,0 +1,682 @@
+//! A deterministic network between reliable senders and the receiver, for tests and benches.
+//!
+//! Each source runs a [`Sender`] (netconsole-proto's reliable sender) that pushes records at a
+//! fixed cadence; datagrams cross a seeded network with loss in both directions (independent
+//! and in bursts), reordering, duplication and delay, into one [`Receiver`]. Virtual time jumps
+//! to the next deadline of any party (a push, a packet arrival, a sender or receiver timer), so
+//! 100,000 records take a fraction of a second. Optionally a sender reboots mid-stream
+//! (after a downtime longer than any packet's delay, it starts again at seq 0 with a small
+//! `ts_usec`), and some records are long enough to be fragmented.
+//!
+//! [`run`] checks, as it goes and at the end, that every record sent is delivered exactly
+//! once in order with its exact bytes, or covered by a loss event (or an incomplete record),
+//! never both; that a late delivery is of a record given up on or never placed; that within
+//! an epoch, records, losses and incomplete records come in strictly increasing sequence;
+//! that nothing is invented; that memory stays within [`Receiver::memory_bound`]. The only
+//! records allowed to be unaccounted for are those a rebooted sender sent after the last one
+//! the receiver ever heard of in that boot: no receiver can know they existed.
+
+use alloc::collections::{BTreeMap, BinaryHeap};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cmp::{Ordering, Reverse};
+use core::time::Duration;
+
+use netconsole_proto::sender::{Sender, SenderConfig};
+use netconsole_proto::{MAX_PRINT_CHUNK, Response};
+use netpoll_frame::Instant;
+
+use crate::config::{ReceiverConfig, StreamConfig};
+use crate::event::Event;
+use crate::receiver::Receiver;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SimConfig {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Senders (sources), interleaved.
+    pub sources: u32,
+    /// Records each source pushes.
+    pub records: u64,
+    /// Time between two records of one source.
+    pub record_interval: Duration,
+    /// Loss probability, sender → receiver.
+    pub loss_to_receiver: f64,
+    /// Loss probability, receiver → sender.
+    pub loss_to_sender: f64,
+    /// Probability that a lost packet starts a burst: the next `burst_len` packets in that
+    /// direction are lost too.
+    pub burst: f64,
+    /// Packets lost in a burst (at most; the length is drawn uniformly).
+    pub burst_len: u32,
+    /// Probability a packet is delayed by up to `reorder_delay` more.
+    pub reorder: f64,
+    /// Probability a packet is delivered twice.
+    pub duplicate: f64,
+    /// One-way delay.
+    pub delay: Duration,
+    /// Extra delay of a reordered packet (at most).
+    pub reorder_delay: Duration,
+    /// Every this many records is long enough to be fragmented (0: never).
+    pub fragment_every: u64,
+    /// The first source reboots after this many records (`None`: never).
+    pub reboot_after: Option<u64>,
+    /// Downtime of a reboot.
+    pub reboot_downtime: Duration,
+    /// Whether responses reach the senders at all (retransmission on).
+    pub retransmission: bool,
+    /// The receiver's parameters.
+    pub receiver: ReceiverConfig,
+    /// The senders' parameters.
+    pub sender: SenderConfig,
+    /// Check memory against the bound after every step (costs a walk over the sources).
+    pub check_memory: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        let stream = StreamConfig {
+            ack_interval: Some(Duration::from_millis(100)),
+            retransmit_interval: Duration::from_millis(100),
+            ..StreamConfig::default()
+        };
+        let receiver = ReceiverConfig {
+            stream,
+            idle_timeout: Duration::from_secs(3600),
+            ..ReceiverConfig::default()
+        };
+        let mut sender = SenderConfig::default();
+        sender.window = 8192;
+        SimConfig {
+            seed: 1,
+            sources: 1,
+            records: 1000,
+            record_interval: Duration::from_millis(1),
+            loss_to_receiver: 0.0,
+            loss_to_sender: 0.0,
+            burst: 0.0,
+            burst_len: 0,
+            reorder: 0.0,
+            duplicate: 0.0,
+            delay: Duration::from_millis(5),
+            reorder_delay: Duration::from_millis(20),
+            fragment_every: 0,
+            reboot_after: None,
+            reboot_downtime: Duration::from_secs(2),
+            retransmission: true,
+            receiver,
+            sender,
+            check_memory: true,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimReport {
+    /// Records pushed by all senders.
+    pub sent: u64,
+    /// Records delivered in order.
+    pub delivered: u64,
+    /// Records delivered late (out of order).
+    pub late: u64,
+    /// Records covered by loss events (and not delivered late).
+    pub lost: u64,
+    /// Records given up on incomplete.
+    pub incomplete: u64,
+    /// Records sent before the first or after the last one the receiver placed in its
+    /// window in their boot (all their copies lost, or arrived only outside the window): no
+    /// receiver can know they were missing.
+    pub unseen: u64,
+    /// Stream restarts.
+    pub restarts: u64,
+    /// Datagrams sent towards the receiver (before loss).
+    pub to_receiver: u64,
+    /// Responses sent towards the senders (before loss).
+    pub to_sender: u64,
+    /// Virtual time simulated.
+    pub virtual_time: Duration,
+    /// Largest [`Receiver::memory_used`] seen.
+    pub max_memory: usize,
+    /// [`Receiver::memory_bound`].
+    pub memory_bound: usize,
+    /// Broken invariants (empty when all hold; at most 20 kept).
+    pub violations: Vec<String>,
+}
+
+impl SimReport {
+    /// Delivered in order, as a fraction of the records sent.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "a ratio for display; counts far below 2^52"
+    )]
+    pub fn delivered_ratio(&self) -> f64 {
+        if self.sent == 0 {
+            return 1.0;
+        }
+        self.delivered as f64 / self.sent as f64
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "53 random bits are exact in an f64"
+    )]
+    fn chance(&mut self, p: f64) -> bool {
+        // 53 random bits as a fraction in [0, 1).
+        p > 0.0 && ((self.next() >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    fn duration(&mut self, max: Duration) -> Duration {
+        Duration::from_nanos(self.below(u64::try_from(max.as_nanos()).unwrap_or(u64::MAX)))
+    }
+}
+
+#[derive(Debug)]
+struct Packet {
+    at: Instant,
+    serial: u64,
+    source: u32,
+    to_receiver: bool,
+    bytes: Vec<u8>,
+}
+
+impl PartialEq for Packet {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.serial) == (other.at, other.serial)
+    }
+}
+
+impl Eq for Packet {}
+
+impl PartialOrd for Packet {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Packet {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.serial).cmp(&(other.at, other.serial))
+    }
+}
+
+struct Link {
+    burst_left: [u32; 2],
+}
+
+struct Network<'c> {
+    config: &'c SimConfig,
+    rng: Rng,
+    queue: BinaryHeap<Reverse<Packet>>,
+    serial: u64,
+    links: Vec<Link>,
+}
+
+impl Network<'_> {
+    fn send(&mut self, now: Instant, source: u32, to_receiver: bool, bytes: &[u8]) {
+        let config = self.config;
+        let dir = usize::from(to_receiver);
+        let link = &mut self.links[source as usize];
+        let loss = if to_receiver {
+            config.loss_to_receiver
+        } else {
+            config.loss_to_sender
+        };
+        if !to_receiver && !config.retransmission {
+            return;
+        }
+        if link.burst_left[dir] > 0 {
+            link.burst_left[dir] -= 1;
+            return;
+        }
+        if self.rng.chance(loss) {
+            if self.rng.chance(config.burst) {
+                self.links[source as usize].burst_left[dir] =
+                    self.rng.below(u64::from(config.burst_len) + 1) as u32;
+            }
+            return;
+        }
+        let copies = if self.rng.chance(config.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut at = now + config.delay;
+            if self.rng.chance(config.reorder) {
+                at += self.rng.duration(config.reorder_delay);
+            }
+            self.serial += 1;
+            self.queue.push(Reverse(Packet {
+                at,
+                serial: self.serial,
+                source,
+                to_receiver,
+                bytes: bytes.to_vec(),
+            }));
+        }
+    }
+}
+
+/// One record as sent.
+struct SentRecord {
+    msg: Vec<u8>,
+    header_len: usize,
+    fate: Fate,
+    /// Covered by a loss event.
+    covered: bool,
+    /// Given up on incomplete.
+    incomplete: bool,
+}
+
+/// Whether and how a record came out whole.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Pending,
+    Delivered,
+    Late,
+}
+
+#[derive(Default)]
+struct EpochLog {
+    boot: Option<u32>,
+    losses: Vec<core::ops::Range<u64>>,
+    incomplete: Vec<u64>,
+    last: Option<u64>,
+}
+
+struct SourceState {
+    sender: Sender,
+    boot: u32,
+    /// (boot, seq) → record.
+    sent: BTreeMap<(u32, u64), SentRecord>,
+    /// (seq, ts_usec) → boot.
+    by_stamp: BTreeMap<(u64, u64), u32>,
+    epochs: Vec<EpochLog>,
+    next_seq: u64,
+    ts_base: u64,
+    pushed: u64,
+    next_push: Instant,
+    down_until: Option<Instant>,
+}
+
+struct Checker {
+    violations: Vec<String>,
+}
+
+impl Checker {
+    fn fail(&mut self, message: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(message);
+        }
+    }
+}
+
+fn make_record(rng: &mut Rng, seq: u64, ts_usec: u64, long: bool) -> Vec<u8> {
+    let level = rng.below(8);
+    let facility = rng.below(4);
+    let len = if long {
+        1200 + rng.below(2400)
+    } else {
+        60 + rng.below(80)
+    };
+    let mut msg = format!("{},{seq},{ts_usec},-;", (facility << 3) | level).into_bytes();
+    let mut bits = 0u64;
+    for i in 0..len {
+        if i % 8 == 0 {
+            bits = rng.next();
+        }
+        // Printable ASCII except the backslash, as printk's escaping leaves it.
+        let b = b' ' + ((bits & 0xff) % 95) as u8;
+        bits >>= 8;
+        msg.push(if b == b'\\' { b'/' } else { b });
+    }
+    msg.push(b'\n');
+    msg
+}
+
+/// Handles one receiver event for the invariant checks.
+fn on_event(
+    checker: &mut Checker,
+    state: &mut SourceState,
+    source: u32,
+    event: &Event<'_>,
+    report: &mut SimReport,
+) {
+    let epoch = state.epochs.len() - 1;
+    let in_order = |checker: &mut Checker, state: &mut SourceState, first: u64, last: u64| {
+        let log = &mut state.epochs[epoch];
+        if log.last.is_some_and(|l| first <= l) {
+            checker.fail(format!(
+                "source {source} epoch {epoch}: {first} after {:?}",
+                log.last
+            ));
+        }
+        log.last = Some(last);
+    };
+    match event {
+        Event::Record(r) | Event::Late(r) => {
+            let late = matches!(event, Event::Late(_));
+            let Some(&boot) = state.by_stamp.get(&(r.seq, r.ts_usec)) else {
+                checker.fail(format!("source {source}: invented record seq {}", r.seq));
+                return;
+            };
+            let Some(sent) = state.sent.get_mut(&(boot, r.seq)) else {
+                return;
+            };
+            if r.body != &sent.msg[sent.header_len..] {
+                checker.fail(format!("source {source}: seq {} bytes differ", r.seq));
+            }
+            if late {
+                if sent.fate != Fate::Pending {
+                    checker.fail(format!("source {source}: seq {} delivered twice", r.seq));
+                }
+                sent.fate = Fate::Late;
+                report.late += 1;
+            } else {
+                if sent.fate != Fate::Pending {
+                    checker.fail(format!("source {source}: seq {} delivered twice", r.seq));
+                }
+                sent.fate = Fate::Delivered;
+                report.delivered += 1;
+                let log = &mut state.epochs[epoch];
+                match log.boot {
+                    None => log.boot = Some(boot),
+                    Some(b) if b != boot => {
+                        checker.fail(format!("source {source}: boots mixed in epoch {epoch}"));
+                    }
+                    Some(_) => {}
+                }
+                in_order(checker, state, r.seq, r.seq);
+            }
+        }
+        Event::Lost { seqs } => {
+            if seqs.is_empty() {
+                checker.fail(format!("source {source}: empty loss"));
+                return;
+            }
+            in_order(checker, state, seqs.start, seqs.end - 1);
+            state.epochs[epoch].losses.push(seqs.clone());
+        }
+        Event::Incomplete(i) => {
+            let seq = i.record.seq;
+            if let Some(&boot) = state.by_stamp.get(&(seq, i.record.ts_usec)) {
+                let log = &mut state.epochs[epoch];
+                if log.boot.is_some_and(|b| b != boot) {
+                    checker.fail(format!("source {source}: boots mixed in epoch {epoch}"));
+                }
+                log.boot = Some(boot);
+                if let Some(sent) = state.sent.get(&(boot, seq)) {
+                    let body = &sent.msg[sent.header_len..];
+                    for (offset, piece) in i.received() {
+                        if body.get(offset..offset + piece.len()) != Some(piece) {
+                            checker.fail(format!("source {source}: seq {seq} invented bytes"));
+                        }
+                    }
+                }
+            } else {
+                checker.fail(format!("source {source}: invented incomplete seq {seq}"));
+            }
+            in_order(checker, state, seq, seq);
+            state.epochs[epoch].incomplete.push(seq);
+        }
+        Event::Restart(_) => {
+            report.restarts += 1;
+            state.epochs.push(EpochLog::default());
+        }
+        Event::SourceEvicted => state.epochs.push(EpochLog::default()),
+        Event::Plain(_) => checker.fail(format!("source {source}: plain text invented")),
+    }
+}
+
+/// Runs one simulation and checks its invariants (see the module documentation).
+#[allow(
+    clippy::too_many_lines,
+    reason = "one event loop reads best in one place"
+)]
+pub fn run(config: &SimConfig) -> SimReport {
+    let mut rng = Rng(config.seed ^ 0x5eed);
+    let mut network = Network {
+        config,
+        rng: Rng(config.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 7),
+        queue: BinaryHeap::new(),
+        serial: 0,
+        links: (0..config.sources)
+            .map(|_| Link { burst_left: [0; 2] })
+            .collect(),
+    };
+    let mut receiver: Receiver<u32> = Receiver::new(config.receiver.clone());
+    let mut report = SimReport {
+        memory_bound: receiver.memory_bound(),
+        ..SimReport::default()
+    };
+    let mut checker = Checker {
+        violations: Vec::new(),
+    };
+    let start = Instant::from_millis(1000);
+    let mut sources: Vec<SourceState> = (0..config.sources)
+        .map(|i| SourceState {
+            sender: Sender::new(config.sender.clone()),
+            boot: 0,
+            sent: BTreeMap::new(),
+            by_stamp: BTreeMap::new(),
+            epochs: alloc::vec![EpochLog::default()],
+            next_seq: 0,
+            ts_base: 3_600_000_000,
+            pushed: 0,
+            // Interleave the sources within one interval.
+            next_push: start + config.record_interval * i / config.sources.max(1),
+            down_until: None,
+        })
+        .collect();
+    let mut buf = [0u8; MAX_PRINT_CHUNK];
+    let mut now = start;
+    let quiet_after = config.receiver.stream.message_timeout + Duration::from_secs(20);
+    let mut last_push = start;
+    loop {
+        // The next moment anything happens.
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        for state in &sources {
+            if state.pushed < config.records {
+                consider(Some(state.down_until.unwrap_or(state.next_push)));
+            }
+            consider(state.sender.poll_timeout());
+        }
+        consider(network.queue.peek().map(|p| p.0.at));
+        consider(receiver.poll_timeout());
+        let all_pushed = sources.iter().all(|s| s.pushed >= config.records);
+        let Some(at) = next else { break };
+        if all_pushed && at > last_push + quiet_after {
+            break;
+        }
+        now = now.max(at);
+        // Packets due.
+        while network.queue.peek().is_some_and(|p| p.0.at <= now) {
+            let Some(Reverse(packet)) = network.queue.pop() else {
+                break;
+            };
+            if packet.to_receiver {
+                receiver.handle_datagram(now, &packet.source, &packet.bytes);
+            } else if let Ok(response) = Response::parse(&packet.bytes) {
+                let state = &mut sources[packet.source as usize];
+                if state.down_until.is_none() {
+                    state.sender.handle_response(now, &response);
+                }
+            }
+        }
+        if receiver.poll_timeout().is_some_and(|t| t <= now) {
+            receiver.handle_timeout(now);
+        }
+        for (i, state) in sources.iter_mut().enumerate() {
+            if state.sender.poll_timeout().is_some_and(|t| t <= now) {
+                state.sender.handle_timeout(now);
+            }
+            if let Some(up) = state.down_until {
+                if up > now {
+                    continue;
+                }
+                state.down_until = None;
+                state.next_push = now;
+            }
+            while state.pushed < config.records && state.next_push <= now {
+                if i == 0 && Some(state.pushed) == config.reboot_after && state.boot == 0 {
+                    // Reboot: a new sender, seq from 0, a small uptime.
+                    state.boot = 1;
+                    state.sender = Sender::new(config.sender.clone());
+                    state.next_seq = 0;
+                    state.ts_base = 2_000_000;
+                    state.down_until = Some(now + config.reboot_downtime);
+                    break;
+                }
+                let seq = state.next_seq;
+                let ts_usec = state.ts_base + seq * 1000;
+                let long = config.fragment_every > 0 && seq % config.fragment_every == 3;
+                let msg = make_record(&mut rng, seq, ts_usec, long);
+                let header_len = msg.iter().position(|&b| b == b';').map_or(0, |p| p + 1);
+                if state.sender.push(now, &msg).is_err() {
+                    checker.fail(format!("sender refused seq {seq}"));
+                }
+                state.by_stamp.insert((seq, ts_usec), state.boot);
+                state.sent.insert(
+                    (state.boot, seq),
+                    SentRecord {
+                        msg,
+                        header_len,
+                        fate: Fate::Pending,
+                        covered: false,
+                        incomplete: false,
+                    },
+                );
+                report.sent += 1;
+                state.next_seq += 1;
+                state.pushed += 1;
+                state.next_push += config.record_interval;
+                last_push = now;
+            }
+            while let Some(n) = state.sender.poll_transmit(&mut buf) {
+                report.to_receiver += 1;
+                network.send(now, i as u32, true, &buf[..n]);
+            }
+        }
+        while let Some((source, event)) = receiver.poll_event() {
+            if let Some(state) = sources.get_mut(source as usize) {
+                on_event(&mut checker, state, source, &event, &mut report);
+            }
+        }
+        while let Some((source, n)) = receiver.poll_transmit(&mut buf) {
+            report.to_sender += 1;
+            network.send(now, source, false, &buf[..n]);
+        }
+        if config.check_memory {
+            let used = receiver.memory_used();
+            report.max_memory = report.max_memory.max(used);
+            if used > report.memory_bound {
+                checker.fail(format!("memory {used} above bound {}", report.memory_bound));
+            }
+        }
+    }
+    // Everything still open is flushed: idle sources are evicted at the far end of time.
+    let end = now + config.receiver.idle_timeout + Duration::from_secs(1);
+    receiver.handle_timeout(end);
+    while let Some((source, event)) = receiver.poll_event() {
+        if let Some(state) = sources.get_mut(source as usize) {
+            on_event(&mut checker, state, source, &event, &mut report);
+        }
+    }
+    report.virtual_time = now - start;
+    for (index, state) in sources.iter_mut().enumerate() {
+        settle(&mut checker, state, index, &mut report);
+    }
+    report.violations = checker.violations;
+    report
+}
+
+/// Resolves loss events to the records they cover and checks every record is accounted for.
+fn settle(checker: &mut Checker, state: &mut SourceState, index: usize, report: &mut SimReport) {
+    let boots = state.boot + 1;
+    // The lowest and highest sequence the receiver accounted for, per boot.
+    let mut heard = alloc::vec![None::<core::ops::RangeInclusive<u64>>; boots as usize];
+    let mut hear = |boot: u32, low: u64, high: u64| {
+        if let Some(slot) = heard.get_mut(boot as usize) {
+            *slot = Some(match slot.take() {
+                None => low..=high,
+                Some(r) => (*r.start()).min(low)..=(*r.end()).max(high),
+            });
+        }
+    };
+    for log in &state.epochs {
+        let targets: Vec<u32> = log
+            .boot
+            .map_or_else(|| (0..boots).collect(), |b| alloc::vec![b]);
+        for &boot in &targets {
+            for range in &log.losses {
+                if log.boot.is_some() {
+                    hear(boot, range.start, range.end - 1);
+                }
+                for (_, sent) in state.sent.range_mut((boot, range.start)..(boot, range.end)) {
+                    if sent.fate == Fate::Delivered {
+                        checker.fail(format!(
+                            "source {index}: a delivered record is also reported lost"
+                        ));
+                    }
+                    sent.covered = true;
+                }
+            }
+            for &seq in &log.incomplete {
+                if let Some(sent) = state.sent.get_mut(&(boot, seq)) {
+                    sent.incomplete = true;
+                }
+            }
+        }
+    }
+    for (&(boot, seq), sent) in &state.sent {
+        // Late records come from outside the window: they tell nothing about holes.
+        if sent.fate == Fate::Delivered || sent.incomplete {
+            hear(boot, seq, seq);
+        }
+    }
+    for (&(boot, seq), sent) in &state.sent {
+        if sent.fate != Fate::Pending {
+            continue;
+        }
+        if sent.incomplete {
+            report.incomplete += 1;
+        } else if sent.covered {
+            report.lost += 1;
+        } else if heard[boot as usize]
+            .as_ref()
+            .is_none_or(|h| !h.contains(&seq))
+        {
+            report.unseen += 1;
+        } else {
+            checker.fail(format!(
+                "source {index}: boot {boot} seq {seq} neither delivered nor reported lost"
+            ));
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The deterministic simulator: invariants over many seeded runs, and the delivery figures.
+//!
+//! `NCRX_SIM_SEEDS=5000 cargo test -p ncrx-core --release --test sim` runs more seeds;
+//! `cargo test -p ncrx-core --release --test sim -- --nocapture figures` prints the figures.
+
+use core::time::Duration;
+
+use ncrx_core::sim::{SimConfig, SimReport, run};
+
+fn seeds() -> u64 {
+    std::env::var("NCRX_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 300 } else { 2000 })
+}
+
+/// A varied scenario for one seed.
+fn scenario(seed: u64) -> SimConfig {
+    let pick = |n: u64, salt: u64| (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt) % n;
+    let mut c = SimConfig::default();
+    c.seed = seed;
+    c.sources = 1 + pick(3, 1) as u32;
+    c.records = 150 + pick(250, 2);
+    c.loss_to_receiver = [0.0, 0.1, 0.3, 0.5, 0.7][pick(5, 3) as usize];
+    c.loss_to_sender = [0.0, 0.2, 0.5, 0.7][pick(4, 4) as usize];
+    c.burst = [0.0, 0.2][pick(2, 5) as usize];
+    c.burst_len = 8;
+    c.reorder = [0.0, 0.2, 0.5][pick(3, 6) as usize];
+    c.duplicate = [0.0, 0.05, 0.2][pick(3, 7) as usize];
+    c.fragment_every = [0, 5, 17][pick(3, 8) as usize];
+    c.reboot_after = [None, Some(60), Some(5)][pick(3, 9) as usize];
+    c.retransmission = pick(5, 10) != 0;
+    let stream = &mut c.receiver.stream;
+    match pick(3, 11) {
+        0 => {
+            stream.slots = 64;
+            stream.retransmit_stride = 16;
+            stream.message_timeout = Duration::from_millis(300);
+        }
+        1 => {
+            stream.slots = 512;
+            stream.message_timeout = Duration::from_secs(2);
+            stream.max_held_bytes = 16 * 1024;
+        }
+        _ => stream.message_timeout = Duration::from_secs(5),
+    }
+    if pick(4, 12) == 0 {
+        c.sender.window = 32;
+    }
+    c
+}
+
+fn check_seeds(seeds: impl Iterator<Item = u64>) -> SimReport {
+    let mut totals = SimReport::default();
+    for seed in seeds {
+        let config = scenario(seed);
+        let report = run(&config);
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}\n{config:?}",
+            report.violations
+        );
+        assert!(report.max_memory <= report.memory_bound);
+        assert_eq!(
+            report.delivered + report.late + report.lost + report.incomplete + report.unseen,
+            report.sent,
+            "seed {seed}"
+        );
+        if config.loss_to_receiver == 0.0 && config.reorder == 0.0 && config.reboot_after.is_none()
+        {
+            assert_eq!(report.delivered, report.sent, "seed {seed}: lossless");
+        }
+        totals.sent += report.sent;
+        totals.delivered += report.delivered;
+        totals.lost += report.lost;
+        totals.late += report.late;
+        totals.restarts += report.restarts;
+        totals.unseen += report.unseen;
+        totals.incomplete += report.incomplete;
+    }
+    totals
+}
+
+fn check_totals(totals: &SimReport) {
+    // The scenarios do exercise loss, restarts, late and incomplete records.
+    assert!(totals.lost > 0 && totals.restarts > 0 && totals.late > 0);
+    assert!(totals.incomplete > 0 && totals.unseen > 0);
+    assert!(totals.delivered > totals.sent / 2);
+    println!("{totals:?}");
+}
+
+#[test]
+fn invariants_hold_over_seeded_runs_even() {
+    check_totals(&check_seeds((0..seeds()).filter(|s| s % 2 == 0)));
+}
+
+#[test]
+fn invariants_hold_over_seeded_runs_odd() {
+    check_totals(&check_seeds((0..seeds()).filter(|s| s % 2 == 1)));
+}
+
+fn headline(loss: f64, records: u64) -> SimReport {
+    let mut c = SimConfig::default();
+    c.seed = 42;
+    c.records = records;
+    c.loss_to_receiver = loss;
+    c.loss_to_sender = loss;
+    c.reorder = 0.2;
+    c.duplicate = 0.05;
+    c.retransmission = true;
+    c.check_memory = false;
+    let report = run(&c);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    report
+}
+
+#[test]
+fn half_the_packets_lost_both_ways_everything_delivered() {
+    let records = if cfg!(debug_assertions) {
+        20_000
+    } else {
+        100_000
+    };
+    let report = headline(0.5, records);
+    assert_eq!(report.sent, records);
+    assert_eq!(report.delivered, records, "{report:?}");
+}
+
+#[test]
+fn figures() {
+    let records = if cfg!(debug_assertions) {
+        5_000
+    } else {
+        100_000
+    };
+    for loss in [0.5, 0.7] {
+        let started = std::time::Instant::now();
+        let report = headline(loss, records);
+        println!(
+            "loss {loss} both ways, 20% reorder, 5% dup: {} of {} delivered in order ({:.4}%), {} late, {} lost, {} never heard of; {} datagrams, {} responses; {:?} virtual in {:?}",
+            report.delivered,
+            report.sent,
+            report.delivered_ratio() * 100.0,
+            report.late,
+            report.lost,
+            report.unseen,
+            report.to_receiver,
+            report.to_sender,
+            report.virtual_time,
+            started.elapsed(),
+        );
+    }
+}
+
+#[test]
+fn interleaved_sources_fragments_and_a_reboot() {
+    let mut c = SimConfig::default();
+    c.seed = 7;
+    c.sources = 3;
+    c.records = 3000;
+    c.loss_to_receiver = 0.3;
+    c.loss_to_sender = 0.3;
+    c.reorder = 0.2;
+    c.duplicate = 0.05;
+    c.fragment_every = 10;
+    c.reboot_after = Some(1500);
+    let report = run(&c);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(report.restarts >= 1, "{report:?}");
+    assert_eq!(report.sent, 9000);
+    assert!(report.delivered >= 8900, "{report:?}");
+}
+
+#[test]
+#[ignore = "debugging aid"]
+fn one_seed() {
+    let seed = std::env::var("SEED").unwrap().parse().unwrap();
+    let report = run(&scenario(seed));
+    println!("{report:?}");
+}
