@@ -280,6 +280,37 @@ pub(crate) fn parse_decimal(bytes: &[u8], field: Field) -> Result<u64, HeaderErr
     Ok(value)
 }
 
+/// Parses the decimal field at the start of `rest` up to its comma (or the end) in one
+/// pass, and moves `rest` past the comma.
+fn number_field(rest: &mut &[u8], field: Field) -> Result<u64, HeaderError> {
+    let bytes = *rest;
+    let mut value: u64 = 0;
+    let mut len = 0;
+    for &b in bytes {
+        if b == b',' {
+            break;
+        }
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return Err(HeaderError::Malformed(field));
+        }
+        value = if len < 19 {
+            value * 10 + u64::from(digit)
+        } else {
+            value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(digit)))
+                .ok_or(HeaderError::Overflow(field))?
+        };
+        len += 1;
+    }
+    if len == 0 {
+        return Err(HeaderError::Missing(field));
+    }
+    *rest = bytes.get(len + 1..).unwrap_or(&[]);
+    Ok(value)
+}
+
 fn parse_u32(bytes: &[u8], field: Field) -> Result<u32, HeaderError> {
     u32::try_from(parse_decimal(bytes, field)?).map_err(|_| HeaderError::Overflow(field))
 }
@@ -309,36 +340,27 @@ impl<'a> Header<'a> {
         let mut rest = head;
 
         // Release prepend or prefix.
-        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Prefix))?;
         let mut release = None;
         let mut release_len = 0;
-        let prefix = match parse_decimal(&rest[..end], Field::Prefix) {
-            Err(HeaderError::Malformed(_)) if rest[..end].contains(&b'.') => {
-                release = Some(&rest[..end]);
+        let whole = rest;
+        let prefix = match number_field(&mut rest, Field::Prefix) {
+            Err(HeaderError::Malformed(_)) => {
+                let end = find(b',', whole).unwrap_or(whole.len());
+                if !whole[..end].contains(&b'.') {
+                    return Err(HeaderError::Malformed(Field::Prefix));
+                }
+                release = Some(&whole[..end]);
                 release_len = end + 1;
-                rest = rest.get(end + 1..).unwrap_or(&[]);
-                let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Prefix))?;
-                let prefix = parse_decimal(&rest[..end], Field::Prefix)?;
-                rest = rest.get(end + 1..).unwrap_or(&[]);
-                prefix
+                rest = whole.get(end + 1..).unwrap_or(&[]);
+                number_field(&mut rest, Field::Prefix)?
             }
-            other => {
-                let prefix = other?;
-                rest = rest.get(end + 1..).unwrap_or(&[]);
-                prefix
-            }
+            other => other?,
         };
         if prefix > u64::from(MAX_PREFIX) {
             return Err(HeaderError::PrefixOutOfRange(prefix));
         }
-
-        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Seq))?;
-        let seq = parse_decimal(&rest[..end], Field::Seq)?;
-        rest = rest.get(end + 1..).unwrap_or(&[]);
-
-        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::TsUsec))?;
-        let ts_usec = parse_decimal(&rest[..end], Field::TsUsec)?;
-        rest = rest.get(end + 1..).unwrap_or(&[]);
+        let seq = number_field(&mut rest, Field::Seq)?;
+        let ts_usec = number_field(&mut rest, Field::TsUsec)?;
 
         let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Flag))?;
         let flag = match &rest[..end] {
