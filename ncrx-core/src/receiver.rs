@@ -11,7 +11,10 @@
 //!   of records; [`Receiver::memory_used`] and [`Receiver::memory_bound`] let a test or a
 //!   fuzzer check the bound.
 //! - Timers: every source's next deadline sits in one ordered set, so
-//!   [`Receiver::poll_timeout`] is its first entry and a packet costs O(log sources).
+//!   [`Receiver::poll_timeout`] is its first entry and a packet costs O(log sources). A
+//!   packet touches neither the set nor the activity index unless its stream's deadline
+//!   changed: the idle check of an active source wakes the caller once per
+//!   `idle_timeout` and re-arms from the last activity; the streams' own deadlines are exact.
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
@@ -41,6 +44,11 @@ pub struct ReceiverStats {
 struct Source {
     stream: Stream,
     last_active: Instant,
+    /// This source's key in `by_activity` (its activity when last indexed: a packet does
+    /// not touch the index, eviction re-indexes what it finds stale).
+    indexed_active: Instant,
+    /// When to check whether the source went quiet.
+    idle_check: Instant,
     /// This source's entry in `timers`.
     deadline: Option<Instant>,
     queued_event: bool,
@@ -157,24 +165,23 @@ impl<S: Ord + Clone> Receiver<S> {
         }
         let created = !self.sources.contains_key(source);
         let stream_config = &self.config.stream;
+        let idle_check = now + self.config.idle_timeout;
         let entry = self
             .sources
             .entry(source.clone())
             .or_insert_with(|| Source {
                 stream: Stream::new(stream_config.clone()),
                 last_active: now,
+                indexed_active: now,
+                idle_check,
                 deadline: None,
                 queued_event: false,
                 queued_transmit: false,
             });
         entry.stream.handle_datagram(now, datagram);
-        let previous = entry.last_active;
         entry.last_active = now;
         if created {
             self.stats.sources_created += 1;
-            self.by_activity.insert((now, source.clone()));
-        } else if previous != now {
-            self.by_activity.remove(&(previous, source.clone()));
             self.by_activity.insert((now, source.clone()));
         }
         self.refresh(source);
@@ -185,14 +192,28 @@ impl<S: Ord + Clone> Receiver<S> {
         if self.sources.len() < self.config.max_sources.max(1) {
             return true;
         }
-        let Some((last, oldest)) = self.by_activity.first().cloned() else {
-            return false;
-        };
-        if last + self.config.evict_when_full_after > now {
-            return false;
+        // The index may be stale: re-index what moved on, a bounded number of times.
+        for _ in 0..16 {
+            let Some((indexed, oldest)) = self.by_activity.first().cloned() else {
+                return false;
+            };
+            let Some(entry) = self.sources.get_mut(&oldest) else {
+                self.by_activity.pop_first();
+                continue;
+            };
+            if entry.last_active != indexed {
+                entry.indexed_active = entry.last_active;
+                self.by_activity.pop_first();
+                self.by_activity.insert((entry.last_active, oldest));
+                continue;
+            }
+            if indexed + self.config.evict_when_full_after > now {
+                return false;
+            }
+            self.evict(&oldest, now);
+            return true;
         }
-        self.evict(&oldest, now);
-        true
+        false
     }
 
     fn evict(&mut self, source: &S, now: Instant) {
@@ -200,7 +221,7 @@ impl<S: Ord + Clone> Receiver<S> {
             return;
         };
         self.by_activity
-            .remove(&(entry.last_active, source.clone()));
+            .remove(&(entry.indexed_active, source.clone()));
         if let Some(deadline) = entry.deadline {
             self.timers.remove(&(deadline, source.clone()));
         }
@@ -215,7 +236,7 @@ impl<S: Ord + Clone> Receiver<S> {
             return;
         };
         let stream_deadline = entry.stream.poll_timeout();
-        let idle = entry.last_active + self.config.idle_timeout;
+        let idle = entry.idle_check;
         let deadline = Some(stream_deadline.map_or(idle, |d| d.min(idle)));
         if deadline != entry.deadline {
             if let Some(old) = entry.deadline {
@@ -249,17 +270,26 @@ impl<S: Ord + Clone> Receiver<S> {
             }
             due.push(source.clone());
         }
+        let idle_timeout = self.config.idle_timeout;
         for source in &due {
-            let idle = self
-                .sources
-                .get(source)
-                .is_some_and(|e| e.last_active + self.config.idle_timeout <= now);
-            if idle {
-                self.evict(source, now);
-            } else if let Some(entry) = self.sources.get_mut(source) {
-                entry.stream.handle_timeout(now);
-                self.refresh(source);
+            let Some(entry) = self.sources.get_mut(source) else {
+                continue;
+            };
+            if entry.idle_check <= now {
+                if entry.last_active + idle_timeout <= now {
+                    self.evict(source, now);
+                    continue;
+                }
+                entry.idle_check = entry.last_active + idle_timeout;
+                if entry.indexed_active != entry.last_active {
+                    self.by_activity
+                        .remove(&(entry.indexed_active, source.clone()));
+                    entry.indexed_active = entry.last_active;
+                    self.by_activity.insert((entry.last_active, source.clone()));
+                }
             }
+            entry.stream.handle_timeout(now);
+            self.refresh(source);
         }
         self.due = due;
     }

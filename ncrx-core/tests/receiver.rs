@@ -198,3 +198,20 @@ fn hostile_input_stays_within_the_memory_bound() {
         assert!(records > 0, "seed {seed}: nothing delivered");
     }
 }
+
+#[test]
+fn an_active_source_is_not_evicted_and_its_idle_check_rearms() {
+    let mut config = ReceiverConfig::default();
+    config.idle_timeout = Duration::from_secs(60);
+    let mut rx: Receiver<u8> = Receiver::new(config);
+    rx.handle_datagram(t(100), &7, &rec(0, 0));
+    rx.handle_datagram(t(30_000), &7, &rec(1, 1));
+    drain_rx(&mut rx);
+    assert_eq!(rx.poll_timeout(), Some(t(60_100)));
+    rx.handle_timeout(t(60_100));
+    assert!(drain_rx(&mut rx).is_empty());
+    assert_eq!(rx.sources(), 1);
+    assert_eq!(rx.poll_timeout(), Some(t(90_000)));
+    rx.handle_timeout(t(90_000));
+    assert_eq!(drain_rx(&mut rx), [(7, Ev::Evicted)]);
+}
