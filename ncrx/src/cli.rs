@@ -26,10 +26,15 @@ pub(crate) struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Receive netconsole from a fleet over UDP [not available yet].
+    /// Receive netconsole from a fleet over UDP (the ncrx-core receiver, real time).
     #[command(after_help = concat!(
-        "Example:\n  ncrx listen --bind [::]:6666 --format json\n\n",
-        "Not available yet: not wired to the ncrx-core receiver in this version; exits with code 7."
+        "Examples:\n",
+        "  ncrx listen                                  # [::]:6666, IPv4 and IPv6, text lines\n",
+        "  ncrx listen --bind 0.0.0.0:6666 --format json --preset netconsd\n",
+        "  ncrx listen --dir /var/log/netconsole        # one file per sender\n\n",
+        "Records come out in sequence order as the receiver releases them; retransmission\n",
+        "requests and acks go back to each sender's address and port. On SIGINT/SIGTERM\n",
+        "everything held is flushed (holes as 'lost'), counts go to stderr, exit code 0."
     ))]
     Listen(ListenArgs),
     /// Decode netconsole records from a pcap/pcapng capture (through the ncrx-core receiver).
@@ -84,18 +89,33 @@ pub(crate) enum Format {
     Json,
 }
 
+/// Receiver parameter presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Preset {
+    /// libncrx's defaults: 8192 slots, retransmit 1 s, give up after 30 s, no acks.
+    Libncrx,
+    /// The production daemon's: 512 slots, every timer 200 ms, acks on.
+    Netconsd,
+}
+
 /// `ncrx listen`.
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
-    /// Address and port to receive on (repeatable).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "[::]:6666")]
+    /// Address and port to receive on (repeatable) [default: [::]:6666, IPv4 and IPv6].
+    #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) bind: Vec<SocketAddr>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
-    /// Write one file per source into this directory.
+    /// Write one file per source into this directory (DIR/<source>.log, appended).
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
+    /// Receiver parameters.
+    #[arg(long, value_enum, default_value_t = Preset::Libncrx)]
+    pub(crate) preset: Preset,
+    /// The senders' printk format limit in bytes (see `ncrx decode --help`).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) format_limit: Option<usize>,
 }
 
 /// `ncrx decode`.
@@ -109,6 +129,9 @@ pub(crate) struct DecodeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
+    /// Write one file per source into this directory (DIR/<source>.log, appended).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
     /// The sender's printk format limit in bytes (2048 on Linux 6.9+, where a cut record's
     /// userdata/sysdata follow its text on the same line). Default: no limit, the text runs
     /// to the first newline.

@@ -2,8 +2,10 @@
 //! listener uses (`ncrx_core::Receiver`), with the capture's timestamps as time.
 
 use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use ncrx_core::{Event, IncompleteRecord, Receiver, ReceiverConfig, Record, RestartReason};
 use netconsole_proto::{Body, Caller, Flag, escape, unescape};
@@ -25,9 +27,20 @@ struct SourceCounts {
     plain: u64,
 }
 
+/// Where the lines go.
+enum Destination {
+    /// Standard output.
+    Stdout(BufWriter<io::Stdout>),
+    /// One file per source, `DIR/<source>.log`, appended to.
+    Dir {
+        dir: PathBuf,
+        files: BTreeMap<SocketAddr, BufWriter<File>>,
+    },
+}
+
 /// Writes events as text or JSON lines.
-struct Output<W: Write> {
-    out: W,
+pub(crate) struct Output {
+    destination: Destination,
     format: Format,
     format_limit: Option<usize>,
     counts: BTreeMap<SocketAddr, SourceCounts>,
@@ -55,7 +68,66 @@ fn wire_string(wire: &[u8]) -> String {
     String::from_utf8_lossy(wire).into_owned()
 }
 
-impl<W: Write> Output<W> {
+impl Output {
+    /// Lines to standard output, or to one file per source under `dir`.
+    pub(crate) fn new(
+        format: Format,
+        format_limit: Option<usize>,
+        dir: Option<PathBuf>,
+    ) -> Result<Self, Failure> {
+        let destination = match dir {
+            Some(dir) => {
+                fs::create_dir_all(&dir).map_err(|source| Failure::File {
+                    what: "cannot create directory",
+                    path: dir.clone(),
+                    source,
+                })?;
+                Destination::Dir {
+                    dir,
+                    files: BTreeMap::new(),
+                }
+            }
+            None => Destination::Stdout(BufWriter::new(io::stdout())),
+        };
+        Ok(Output {
+            destination,
+            format,
+            format_limit,
+            counts: BTreeMap::new(),
+        })
+    }
+
+    /// Writes out what is buffered.
+    pub(crate) fn flush(&mut self) -> Result<(), Failure> {
+        let stdout_failure = |source| Failure::Stream {
+            what: "cannot write to standard output",
+            source,
+        };
+        match &mut self.destination {
+            Destination::Stdout(out) => out.flush().map_err(stdout_failure),
+            Destination::Dir { dir, files } => {
+                for (source, file) in files {
+                    file.flush().map_err(|e| Failure::File {
+                        what: "cannot write",
+                        path: dir.join(format!("{source}.log")),
+                        source: e,
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The closing counts, one line per source, on stderr.
+    pub(crate) fn report_counts(&self) {
+        for (source, c) in &self.counts {
+            eprintln!(
+                "ncrx: {source}: {} records, {} lost, {} out of order, {} incomplete, {} restarts, {} plain",
+                c.records, c.lost, c.out_of_order, c.incomplete, c.restarts, c.plain
+            );
+        }
+    }
+
     fn body<'b>(&self, record: &Record<'_>, body: &'b [u8]) -> Body<'b> {
         match (self.format_limit, record.parse_header()) {
             (Some(limit), Ok(header)) => Body::parse_limited(body, header.kernel_len(), limit),
@@ -93,11 +165,36 @@ impl<W: Write> Output<W> {
         }
     }
 
-    fn line(&mut self, line: &str) -> Result<(), Failure> {
-        writeln!(self.out, "{line}").map_err(|source| Failure::Stream {
-            what: "cannot write to standard output",
-            source,
-        })
+    fn line(&mut self, source: SocketAddr, line: &str) -> Result<(), Failure> {
+        match &mut self.destination {
+            Destination::Stdout(out) => writeln!(out, "{line}").map_err(|source| Failure::Stream {
+                what: "cannot write to standard output",
+                source,
+            }),
+            Destination::Dir { dir, files } => {
+                let path = dir.join(format!("{source}.log"));
+                let file = match files.entry(source) {
+                    std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(entry) => {
+                        let file = OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)
+                            .map_err(|e| Failure::File {
+                                what: "cannot open",
+                                path: path.clone(),
+                                source: e,
+                            })?;
+                        entry.insert(BufWriter::new(file))
+                    }
+                };
+                writeln!(file, "{line}").map_err(|e| Failure::File {
+                    what: "cannot write",
+                    path,
+                    source: e,
+                })
+            }
+        }
     }
 
     fn record(
@@ -150,7 +247,7 @@ impl<W: Write> Output<W> {
                 line
             }
         };
-        self.line(&line)
+        self.line(source, &line)
     }
 
     fn incomplete(
@@ -196,10 +293,10 @@ impl<W: Write> Output<W> {
                 incomplete.total
             ),
         };
-        self.line(&line)
+        self.line(source, &line)
     }
 
-    fn event(&mut self, source: SocketAddr, event: &Event<'_>) -> Result<(), Failure> {
+    pub(crate) fn event(&mut self, source: SocketAddr, event: &Event<'_>) -> Result<(), Failure> {
         match event {
             Event::Record(record) => self.record(source, record, false),
             Event::Late(record) => self.record(source, record, true),
@@ -215,7 +312,7 @@ impl<W: Write> Output<W> {
                     })),
                     Format::Text => format!("{source} lost #{first}..#{last}"),
                 };
-                self.line(&line)
+                self.line(source, &line)
             }
             Event::Restart(restart) => {
                 self.counts.entry(source).or_default().restarts += 1;
@@ -236,7 +333,7 @@ impl<W: Write> Output<W> {
                         format!("{source} restart ({reason}) at #{}", restart.seq)
                     }
                 };
-                self.line(&line)
+                self.line(source, &line)
             }
             Event::Plain(text) => {
                 self.counts.entry(source).or_default().plain += 1;
@@ -250,7 +347,7 @@ impl<W: Write> Output<W> {
                         text.strip_suffix(b"\n").unwrap_or(text).escape_ascii()
                     ),
                 };
-                self.line(&line)
+                self.line(source, &line)
             }
             // Evictions and kinds added later say nothing about the log itself.
             _ => Ok(()),
@@ -272,9 +369,9 @@ fn timestamp(ts_usec: u64) -> String {
 }
 
 /// Takes every event and response out of the receiver (a capture cannot answer).
-fn drain<W: Write>(
+fn drain(
     rx: &mut Receiver<SocketAddr>,
-    output: &mut Output<W>,
+    output: &mut Output,
     scratch: &mut [u8],
 ) -> Result<(), Failure> {
     while let Some((source, event)) = rx.poll_event() {
@@ -285,10 +382,10 @@ fn drain<W: Write>(
 }
 
 /// Runs the receiver's timers that are due by `now`, at their exact deadlines.
-fn run_timers<W: Write>(
+fn run_timers(
     rx: &mut Receiver<SocketAddr>,
     now: Instant,
-    output: &mut Output<W>,
+    output: &mut Output,
     scratch: &mut [u8],
 ) -> Result<(), Failure> {
     while let Some(deadline) = rx.poll_timeout().filter(|&d| d <= now) {
@@ -300,13 +397,7 @@ fn run_timers<W: Write>(
 
 /// `ncrx decode`.
 pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
-    let stdout = io::stdout().lock();
-    let mut output = Output {
-        out: BufWriter::new(stdout),
-        format: args.format,
-        format_limit: args.format_limit,
-        counts: BTreeMap::new(),
-    };
+    let mut output = Output::new(args.format, args.format_limit, args.dir.clone())?;
     let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
     let mut scratch = vec![0u8; 2048];
     let summary = capture::read_capture(&args.file, &args.port, |datagram| {
@@ -322,21 +413,13 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
     // The capture has ended: every timer fires, holes become losses, sources are flushed.
     rx.handle_timeout(Instant::MAX);
     drain(&mut rx, &mut output, &mut scratch)?;
-    output.out.flush().map_err(|source| Failure::Stream {
-        what: "cannot write to standard output",
-        source,
-    })?;
+    output.flush()?;
     eprintln!(
         "ncrx: {}: {}; {malformed} malformed datagrams",
         args.file.display(),
         summary.describe(&args.port)
     );
-    for (source, c) in &output.counts {
-        eprintln!(
-            "ncrx: {source}: {} records, {} lost, {} out of order, {} incomplete, {} restarts, {} plain",
-            c.records, c.lost, c.out_of_order, c.incomplete, c.restarts, c.plain
-        );
-    }
+    output.report_counts();
     Ok(Outcome {
         bad_data: summary.bad_frames > 0 || malformed > 0,
         truncated: summary.truncated.is_some(),

@@ -33,7 +33,7 @@ Exit codes:
   4  not a pcap/pcapng capture, or a link type other than Ethernet
   5  truncated or damaged capture (what came before was decoded)
   6  socket error (address in use, address not available)
-  7  not available yet in this version (listen, sim; kmsg to plain targets)";
+  7  not available yet in this version (sim; kmsg records to plain targets)";
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod decode;
 mod error;
 mod input;
 mod json;
+mod listen;
 mod oops;
 mod send;
 
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
-        Command::Listen(_) => Err(Failure::NotAvailable("listen")),
+        Command::Listen(args) => listen::run(&args),
         Command::Decode(args) => decode::run(&args),
         Command::Sim(_) => Err(Failure::NotAvailable("sim")),
         Command::Send(args) => send::run(&args),

@@ -58,8 +58,8 @@ fn every_subcommand_has_help_with_an_example() {
 }
 
 #[test]
-fn engines_not_built_yet_exit_7() {
-    let cases: [&[&str]; 2] = [&["listen"], &["sim"]];
+fn sim_is_not_available_yet_exit_7() {
+    let cases: [&[&str]; 1] = [&["sim"]];
     for args in cases {
         let (code, stdout, stderr) = parts(&run(args, b""));
         assert_eq!(code, 7, "{args:?}");
@@ -247,6 +247,9 @@ fn port_in_use_exits_6() {
         "{stderr}"
     );
     assert!(stderr.contains("another program is bound"), "{stderr}");
+    let (code, _, stderr) = parts(&run(&["listen", "--bind", &addr.to_string()], b""));
+    assert_eq!(code, 6);
+    assert!(stderr.contains("Address already in use"), "{stderr}");
     let spec = format!("+{}@127.0.0.1/,6666@127.0.0.1/", addr.port());
     let (code, _, stderr) = parts(&run(
         &["send", "--target", &spec, "--input", "text"],
