@@ -73,7 +73,9 @@ impl<'a> Body<'a> {
                     text: &body[..nl],
                     text_terminated: true,
                     lines,
-                    cut: cut.filter(|&c| c > 0 && !ends_line_at(lines, c)),
+                    cut: cut.filter(|&c| {
+                        c > 0 && !ends_line_at(lines, c) && dictionary_up_to(lines, c)
+                    }),
                 }
             }
             _ if body.len() > printk_max => Body {
@@ -114,6 +116,25 @@ impl<'a> Body<'a> {
             cut: self.cut,
         }
     }
+}
+
+/// Whether the lines up to the one holding position `cut` can all be printk's dictionary
+/// (at most ` SUBSYSTEM=` and ` DEVICE=`, the only lines 5.10+ kernels write, and the only
+/// kernels with the 2048-byte limit). Otherwise the line crossing the limit is userdata
+/// after a record that was not cut, and must not be split.
+fn dictionary_up_to(lines: &[u8], cut: usize) -> bool {
+    let mut start = 0;
+    for _ in 0..2 {
+        let line = &lines[start..];
+        if !(line.starts_with(b" SUBSYSTEM=") || line.starts_with(b" DEVICE=")) {
+            return false;
+        }
+        match find(b'\n', line) {
+            Some(nl) if start + nl < cut => start += nl + 1,
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// Whether `lines[..cut]` ends exactly at a line end, i.e. the cut falls on a boundary.
@@ -388,6 +409,19 @@ mod tests {
         assert!(!lines[0].terminated);
         assert_eq!(lines[1].raw, b"rig=1");
         assert!(lines[1].leading_space && lines[1].terminated);
+    }
+
+    #[test]
+    fn long_record_followed_by_userdata_is_not_cut() {
+        // A record that fits (header 10 + 30 body bytes < 45) followed by userdata crossing
+        // the limit: the userdata line stays whole.
+        let body = b"0123456789abcdef\n SUBSYSTEM=x\n host=long-host-name\n msgid=1\n";
+        let b = Body::parse_limited(body, 10, 45);
+        let lines: Vec<_> = b.lines().map(|l| l.raw).collect();
+        assert_eq!(
+            lines,
+            [&b"SUBSYSTEM=x"[..], b"host=long-host-name", b"msgid=1"]
+        );
     }
 
     #[test]
