@@ -14,7 +14,12 @@
 //! seen on 7.3). A record that does not fit is cut at the buffer's end: it then has no
 //! trailing `\n`, may end inside an escape (a dangling `\`), and netconsole appends userdata
 //! and sysdata directly after it, on the same line. [`Body::parse_limited`] splits such a body
-//! exactly when given that limit; [`Body::parse`] assumes the record was not cut.
+//! exactly when given that limit; [`Body::parse`] assumes the record was not cut. A line
+//! crossing the limit is taken as cut only when it is the text or a ` SUBSYSTEM=`/` DEVICE=`
+//! line (the only dictionary lines kernels with the 2048-byte limit write); otherwise the
+//! record fitted and the crossing line is userdata, kept whole. (Userdata named `SUBSYSTEM`
+//! or `DEVICE` right after a record that fitted exactly would be misread; no kernel
+//! output tells the two apart.)
 //!
 //! Escapes: `\xNN` with two hex digits (the kernel writes lowercase; uppercase is accepted).
 //! A `\` not followed by `x` and two hex digits is a *malformed escape*: unescaping keeps its
