@@ -185,8 +185,16 @@ pub struct Sender {
 
 impl Sender {
     /// A sender with nothing held.
+    ///
+    /// A window of 0 is taken as 1, an emergency interval below 1 ms as 1 ms (so a driver
+    /// looping on [`Sender::poll_timeout`] always sees time move), and a maximum interval
+    /// below the minimum as the minimum.
     pub fn new(mut config: SenderConfig) -> Self {
         config.window = config.window.max(1);
+        config.emergency_min_interval = config.emergency_min_interval.max(Duration::from_millis(1));
+        config.emergency_max_interval = config
+            .emergency_max_interval
+            .max(config.emergency_min_interval);
         Sender {
             config,
             held: VecDeque::new(),
