@@ -55,7 +55,9 @@ pub(crate) enum Command {
         "  ncrx send --target '+6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57' \\\n",
         "      --pcap out.pcap --ip-id 1 records.kmsg\n",
         "  # plain text lines to a local receiver\n",
-        "  echo hello | ncrx send --input text --target +@127.0.0.1/,6666@127.0.0.1/\n\n",
+        "  echo hello | ncrx send --input text --target +@127.0.0.1/,6666@127.0.0.1/\n",
+        "  # reliable: answer retransmission requests of an ncrx/netconsd receiver\n",
+        "  sudo ncrx send --reliable --target +@/,@10.0.0.2/ < /dev/kmsg\n\n",
         "SPEC is the kernel's netconsole= syntax:\n",
         "  [+][r][src-port]@[src-ip]/[dev],[tgt-port]@<tgt-ip>/[tgt-mac][;more targets]\n",
         "  + extended records, r release prepend (needs +), dev containing ':' is the source MAC;\n",
@@ -199,6 +201,13 @@ pub(crate) struct SendArgs {
     /// Sequence number of the first text input record.
     #[arg(long, default_value_t = 0)]
     pub(crate) seq: u64,
+    /// Reliable netconsole: keep what is not acknowledged, answer the receiver's
+    /// retransmission requests, re-send on its own when acks stop (extended targets, UDP).
+    #[arg(long, conflicts_with = "pcap")]
+    pub(crate) reliable: bool,
+    /// With --reliable: after the input ends, how long to wait for the last acks.
+    #[arg(long, value_name = "MS", default_value_t = 3000, requires = "reliable")]
+    pub(crate) linger_ms: u64,
 }
 
 /// `ncrx oops ...`.

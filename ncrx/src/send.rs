@@ -4,6 +4,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::SystemTime;
 
 use netconsole_proto::format::{DictEntry, KmsgRecord, SendOptions};
@@ -87,6 +88,8 @@ impl TargetSpec {
 
 /// Where datagrams go: UDP sockets, or frames in a pcap file.
 enum Sink {
+    /// `--reliable`: whole messages go to the thread running the reliable senders.
+    Reliable(mpsc::Sender<Vec<u8>>),
     Udp {
         /// Per target: the socket (shared by targets with the same local address) and the
         /// destination.
@@ -165,6 +168,8 @@ impl Sink {
 
     fn send(&mut self, target: usize, payload: &[u8]) -> Result<(), Failure> {
         match self {
+            // Messages, not datagrams, go to the reliable senders (see `send_extended`).
+            Sink::Reliable(_) => Ok(()),
             Sink::Udp { sockets, bound } => {
                 let (socket, to) = sockets[target];
                 bound[socket]
@@ -260,6 +265,13 @@ impl Sender<'_> {
     /// Sends one formatted extended message (what `/dev/kmsg` returns) to every extended
     /// target, fragmented as `send_ext_msg_udp` does.
     fn send_extended(&mut self, msg: &[u8], release: Option<&str>) -> Result<(), Failure> {
+        if let Sink::Reliable(queue) = &self.sink {
+            // The network side has stopped (a socket failed): stop reading.
+            return queue.send(msg.to_vec()).map_err(|_| Failure::Stream {
+                what: "the reliable sender stopped",
+                source: io::Error::other("reliable sender gone"),
+            });
+        }
         let mut out = [0u8; MAX_PRINT_CHUNK];
         for (index, target) in self.args.target.targets.iter().enumerate() {
             if !target.extended {
@@ -298,12 +310,24 @@ impl Sender<'_> {
         Ok(())
     }
 
+    /// Reads every record of the input and sends it.
+    fn read(&mut self, reader: BufReader<Box<dyn Read + Send>>, live: bool) -> Result<(), Failure> {
+        match self.args.input {
+            InputFormat::Kmsg => self.kmsg(KmsgRecords::new(reader, live)),
+            InputFormat::Json => self.json(reader),
+            InputFormat::Text => self.text(reader),
+        }
+    }
+
     fn bad(&mut self, why: &str) {
         self.counts.bad += 1;
         eprintln!("ncrx: input record {}: {why}", self.counts.records);
     }
 
-    fn kmsg(&mut self, mut records: KmsgRecords<BufReader<Box<dyn Read>>>) -> Result<(), Failure> {
+    fn kmsg(
+        &mut self,
+        mut records: KmsgRecords<BufReader<Box<dyn Read + Send>>>,
+    ) -> Result<(), Failure> {
         loop {
             let record = match records.next_record() {
                 Ok(Some(record)) => record,
@@ -332,7 +356,7 @@ impl Sender<'_> {
         }
     }
 
-    fn json(&mut self, reader: BufReader<Box<dyn Read>>) -> Result<(), Failure> {
+    fn json(&mut self, reader: BufReader<Box<dyn Read + Send>>) -> Result<(), Failure> {
         for line in reader.lines() {
             let line = line.map_err(|source| Failure::Stream {
                 what: "cannot read the input",
@@ -357,7 +381,7 @@ impl Sender<'_> {
         Ok(())
     }
 
-    fn text(&mut self, reader: BufReader<Box<dyn Read>>) -> Result<(), Failure> {
+    fn text(&mut self, reader: BufReader<Box<dyn Read + Send>>) -> Result<(), Failure> {
         let start = std::time::Instant::now();
         let mut buf = vec![0u8; self.args.record_limit];
         for (seq, line) in (self.args.seq..).zip(reader.split(b'\n')) {
@@ -485,7 +509,7 @@ pub(crate) fn run(args: &SendArgs) -> Result<Outcome, Failure> {
     } else {
         None
     };
-    let (reader, live): (Box<dyn Read>, bool) = match &args.file {
+    let (reader, live): (Box<dyn Read + Send>, bool) = match &args.file {
         Some(path) if path.as_os_str() != "-" => {
             let file = File::open(path).map_err(|source| Failure::File {
                 what: "cannot open",
@@ -502,17 +526,16 @@ pub(crate) fn run(args: &SendArgs) -> Result<Outcome, Failure> {
     };
     // A /dev/kmsg record is at most 8 KiB and must be read whole in one read().
     let reader = BufReader::with_capacity(64 * 1024, reader);
+    if args.reliable {
+        return reliable::run(args, release, reader, live);
+    }
     let mut sender = Sender {
         args,
         release,
         sink: Sink::open(args)?,
         counts: Counts::default(),
     };
-    match args.input {
-        InputFormat::Kmsg => sender.kmsg(KmsgRecords::new(reader, live))?,
-        InputFormat::Json => sender.json(reader)?,
-        InputFormat::Text => sender.text(reader)?,
-    }
+    sender.read(reader, live)?;
     let Sender { sink, counts, .. } = sender;
     sink.finish()?;
     let destination = match &args.pcap {
@@ -527,6 +550,178 @@ pub(crate) fn run(args: &SendArgs) -> Result<Outcome, Failure> {
         bad_data: counts.bad > 0,
         truncated: false,
     })
+}
+
+mod reliable {
+    //! `--reliable`: one `netconsole_proto::sender::Sender` per target, driven with real time
+    //! while a reader thread feeds it the input's messages.
+
+    use std::io::{self, BufReader, Read};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use netconsole_proto::sender::{Sender as ReliableSender, SenderConfig};
+    use netconsole_proto::{MAX_PRINT_CHUNK, Response};
+    use netpoll_frame::Instant;
+
+    use super::{Counts, Sender, Sink};
+    use crate::cli::SendArgs;
+    use crate::error::{Failure, Outcome};
+
+    /// The longest the loop sleeps between looks at the sockets.
+    const TICK: Duration = Duration::from_millis(20);
+
+    struct Target {
+        socket: UdpSocket,
+        to: SocketAddr,
+        sender: ReliableSender,
+    }
+
+    fn socket_failure(what: &'static str, addr: SocketAddr) -> impl FnOnce(io::Error) -> Failure {
+        move |source| Failure::Socket { what, addr, source }
+    }
+
+    fn open(args: &SendArgs, release: Option<&str>) -> Result<Vec<Target>, Failure> {
+        let mut targets = Vec::new();
+        for (index, target) in args.target.targets.iter().enumerate() {
+            if !target.extended {
+                return Err(Failure::Usage(format!(
+                    "--reliable needs extended targets ('+'); target {} is plain",
+                    index + 1
+                )));
+            }
+            let local_ip = target.local_ip.unwrap_or(match target.remote_ip {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+            let local = SocketAddr::new(local_ip, target.local_port);
+            let socket = UdpSocket::bind(local).map_err(socket_failure("cannot bind", local))?;
+            socket
+                .set_nonblocking(true)
+                .map_err(socket_failure("cannot configure", local))?;
+            let mut config = SenderConfig::default();
+            if target.release {
+                if let Some(release) = release {
+                    config = config.with_release(release.as_bytes());
+                }
+            }
+            targets.push(Target {
+                socket,
+                to: SocketAddr::new(target.remote_ip, target.remote_port),
+                sender: ReliableSender::new(config),
+            });
+        }
+        Ok(targets)
+    }
+
+    /// Runs `ncrx send --reliable`.
+    pub(super) fn run(
+        args: &SendArgs,
+        release: Option<String>,
+        reader: BufReader<Box<dyn Read + Send>>,
+        live: bool,
+    ) -> Result<Outcome, Failure> {
+        let mut targets = open(args, release.as_deref())?;
+        let start = std::time::Instant::now();
+        let now =
+            || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let linger = Duration::from_millis(args.linger_ms);
+        let (queue, messages) = mpsc::channel::<Vec<u8>>();
+        let mut sent = 0u64;
+        let mut refused = 0u64;
+        let read: Result<Counts, Failure> = thread::scope(|scope| {
+            let reading = scope.spawn(move || {
+                let mut sender = Sender {
+                    args,
+                    release,
+                    sink: Sink::Reliable(queue),
+                    counts: Counts::default(),
+                };
+                sender.read(reader, live).map(|()| sender.counts)
+            });
+            let mut input_done: Option<Instant> = None;
+            let mut out = [0u8; MAX_PRINT_CHUNK];
+            let mut buf = [0u8; 2048];
+            loop {
+                let deadline = targets.iter().filter_map(|t| t.sender.poll_timeout()).min();
+                let wait = deadline
+                    .map_or(TICK, |d| d.saturating_duration_since(now()))
+                    .min(TICK);
+                if input_done.is_none() {
+                    match messages.recv_timeout(wait) {
+                        Ok(msg) => {
+                            for target in &mut targets {
+                                if let Err(error) = target.sender.push(now(), &msg) {
+                                    refused += 1;
+                                    eprintln!("ncrx: record not queued for {}: {error}", target.to);
+                                }
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => input_done = Some(now()),
+                    }
+                } else {
+                    thread::sleep(wait);
+                }
+                for target in &mut targets {
+                    loop {
+                        match target.socket.recv_from(&mut buf) {
+                            Ok((len, from)) => {
+                                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                                if from != target.to {
+                                    continue;
+                                }
+                                match Response::parse(&buf[..len]) {
+                                    Ok(response) => target.sender.handle_response(now(), &response),
+                                    Err(error) => {
+                                        eprintln!("ncrx: bad response from {from}: {error}");
+                                    }
+                                }
+                            }
+                            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                            // ICMP port unreachable from a receiver not started yet, etc.
+                            Err(_) => break,
+                        }
+                    }
+                    let now = now();
+                    if target.sender.poll_timeout().is_some_and(|d| d <= now) {
+                        target.sender.handle_timeout(now);
+                    }
+                    while let Some(len) = target.sender.poll_transmit(&mut out) {
+                        target
+                            .socket
+                            .send_to(&out[..len], target.to)
+                            .map_err(socket_failure("cannot send to", target.to))?;
+                        sent += 1;
+                    }
+                }
+                if let Some(done) = input_done {
+                    let acked = targets.iter().all(|t| t.sender.unacked() == 0);
+                    if acked || now().saturating_duration_since(done) >= linger {
+                        break;
+                    }
+                }
+            }
+            reading
+                .join()
+                .unwrap_or_else(|_| Err(Failure::Usage("the input reader failed".into())))
+        });
+        let counts = read?;
+        let unacked: usize = targets.iter().map(|t| t.sender.unacked()).sum();
+        let resent: u64 = targets.iter().map(|t| t.sender.stats().retransmitted).sum();
+        eprintln!(
+            "ncrx: {} records read, {sent} datagrams sent ({resent} re-sent on request or in emergency), {unacked} records never acknowledged, {} bad records skipped, {} other lines skipped",
+            counts.records,
+            counts.bad + refused,
+            counts.skipped
+        );
+        Ok(Outcome {
+            bad_data: counts.bad + refused > 0,
+            truncated: false,
+        })
+    }
 }
 
 /// Whether standard input is a regular file (then it is read like a file, not live).

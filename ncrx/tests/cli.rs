@@ -230,6 +230,39 @@ fn bad_target_exits_2_saying_what_is_wrong() {
 }
 
 #[test]
+fn reliable_needs_extended_udp_targets() {
+    let (code, _, stderr) = parts(&run(
+        &[
+            "send",
+            "--reliable",
+            "--input",
+            "text",
+            "--target",
+            "@/,@127.0.0.1/",
+        ],
+        b"",
+    ));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--reliable needs extended targets ('+'); target 1 is plain"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = parts(&run(
+        &[
+            "send",
+            "--reliable",
+            "--target",
+            "+@10.0.0.1/,@10.0.0.2/",
+            "--pcap",
+            "x.pcap",
+        ],
+        b"",
+    ));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
 fn kmsg_to_a_plain_target_is_not_available_yet() {
     let (code, _, stderr) = parts(&run(&["send", "--target", "@/,@127.0.0.1/"], b""));
     assert_eq!(code, 7);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
@@ -304,4 +304,82 @@ fn long_text_is_fragmented() {
     let ncfrag = first.header.ncfrag.expect("a fragment");
     assert_eq!((ncfrag.offset, ncfrag.total), (0, 1501));
     assert_eq!(got[0].len(), 1000);
+}
+
+#[test]
+fn reliable_resends_what_the_receiver_asks_for() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let remote = receiver.local_addr().unwrap().port();
+    let mut buf = [0u8; 2048];
+    for _ in 0..5 {
+        let local = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spec = format!("+{local}@127.0.0.1/,{remote}@127.0.0.1/");
+        let mut child = common::ncrx()
+            .args([
+                "send",
+                "--reliable",
+                "--linger-ms",
+                "10000",
+                "--input",
+                "text",
+                "--target",
+                &spec,
+            ])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"zero\none\ntwo\n").unwrap();
+        drop(stdin);
+        let mut first = Vec::new();
+        while first.len() < 3 {
+            let Ok((len, from)) = receiver.recv_from(&mut buf) else {
+                break;
+            };
+            assert_eq!(from.port(), local);
+            first.push(buf[..len].to_vec());
+        }
+        if first.is_empty() {
+            // The local port was taken in the meantime: ncrx exited with 6; try another.
+            assert_eq!(child.wait().unwrap().code(), Some(6));
+            continue;
+        }
+        assert_eq!(first.len(), 3);
+        for (seq, text) in [(0, "zero"), (1, "one"), (2, "two")] {
+            let Ok(Datagram::Extended(record)) = Datagram::parse(&first[seq]) else {
+                panic!("not extended");
+            };
+            assert_eq!(record.header.seq, seq as u64);
+            assert_eq!(record.body, format!("{text}\n").as_bytes());
+        }
+        // "Record 1 never arrived": ack 0, ask for 1.
+        let sender = SocketAddr::from(([127, 0, 0, 1], local));
+        receiver.send_to(b"ncrx0 1", sender).unwrap();
+        let (len, _) = receiver.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..len], &first[1][..], "record 1 re-sent as it was");
+        // Everything acknowledged: the sender is done well before its 10 s linger.
+        let asked = std::time::Instant::now();
+        receiver.send_to(b"ncrx2", sender).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(asked.elapsed() < Duration::from_secs(5));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(
+            stderr.contains("3 records read, 4 datagrams sent (1 re-sent on request or in emergency), 0 records never acknowledged"),
+            "{stderr}"
+        );
+        return;
+    }
+    panic!("no free local port in 5 tries");
 }
