@@ -5,3 +5,4 @@
 pub mod frame;
 pub mod netconsole;
 pub mod netoops;
+pub mod receiver;

@@ -76,7 +76,7 @@ pub fn collector(data: &[u8]) {
     let mut changed = false;
     // A segment that is an exact multiple of 1024 bytes loses its last chunk: the kernel
     // sends zeros in its place (`data_length = l % NETOOPS_DATA_BYTES`).
-    let loses_a_chunk = |len: usize| len > 0 && len % DATA_BYTES == 0;
+    let loses_a_chunk = |len: usize| len > 0 && len.is_multiple_of(DATA_BYTES);
     let exact = !loses_a_chunk(split) && !loses_a_chunk(log_len - split);
     while !input.is_empty() {
         let Ok(step) = Step::arbitrary(&mut input) else {

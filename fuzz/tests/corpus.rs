@@ -67,3 +67,13 @@ fn netoops_packet() {
 fn netoops_collector() {
     replay("netoops_collector", netconsole_rs_fuzz::netoops::collector);
 }
+
+#[test]
+fn receiver() {
+    replay("receiver", netconsole_rs_fuzz::receiver::receiver);
+}
+
+#[test]
+fn sender() {
+    replay("sender", netconsole_rs_fuzz::receiver::sender);
+}

@@ -1,0 +1,204 @@
+//! ncrx-core: the receiver driven by arbitrary datagrams and times, and the reliable sender of
+//! netconsole-proto driven by arbitrary records, responses and times.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use arbitrary::{Arbitrary, Unstructured};
+use ncrx_core::{Event, Receiver, ReceiverConfig, StreamConfig};
+use netconsole_proto::sender::{Sender, SenderConfig};
+use netconsole_proto::{MAX_PRINT_CHUNK, Response};
+use netpoll_frame::Instant;
+
+#[derive(Debug, Arbitrary)]
+enum RxStep {
+    /// A well-formed extended record (or one fragment of it).
+    Record {
+        source: u8,
+        seq: u16,
+        ts: u16,
+        level: u8,
+        text: Vec<u8>,
+        fragment: Option<(u8, u8)>,
+    },
+    /// An emergency retransmission.
+    Emergency { source: u8, seq: u16 },
+    /// Arbitrary bytes.
+    Garbage { source: u8, bytes: Vec<u8> },
+    /// Time passes.
+    Wait { millis: u16 },
+    /// A timeout call, early or late.
+    Timeout,
+}
+
+/// Drives a receiver with up to four sources. After every step: memory within the bound,
+/// no (epoch, seq) delivered twice or both delivered and reported lost, a deadline never in
+/// the past after `handle_timeout`.
+pub fn receiver(data: &[u8]) {
+    let mut input = Unstructured::new(data);
+    let mut stream = StreamConfig::daemon();
+    stream.slots = 64;
+    stream.max_held_bytes = 64 * 1024;
+    let mut config = ReceiverConfig::default();
+    config.stream = stream;
+    config.max_sources = 3;
+    let mut receiver: Receiver<u8> = Receiver::new(config);
+    let mut now = Instant::from_millis(1);
+    // (source, epoch, seq) delivered in order, and given up on.
+    // An evicted source starts again at epoch 0: count its generations apart.
+    let mut epochs = [(0u64, 0u64); 4];
+    let mut delivered = HashSet::new();
+    let mut late = HashSet::new();
+    let mut lost = HashSet::new();
+    let mut buf = [0u8; 2048];
+    while !input.is_empty() {
+        let Ok(step) = RxStep::arbitrary(&mut input) else {
+            break;
+        };
+        match step {
+            RxStep::Record {
+                source,
+                seq,
+                ts,
+                level,
+                text,
+                fragment,
+            } => {
+                let text: Vec<u8> = text.into_iter().map(|b| b'a' + b % 26).collect();
+                let header = format!("{},{seq},{ts},-", level % 8);
+                let datagram = match fragment {
+                    None => [header.as_bytes(), b";", &text, b"\n"].concat(),
+                    Some((offset, len)) => {
+                        let total = text.len() + 1;
+                        let offset = usize::from(offset) % total;
+                        let end = (offset + usize::from(len) + 1).min(total);
+                        let body = [&text[..], b"\n"].concat();
+                        let frag = format!(",ncfrag={offset}/{total};");
+                        [header.as_bytes(), frag.as_bytes(), &body[offset..end]].concat()
+                    }
+                };
+                receiver.handle_datagram(now, &(source % 4), &datagram);
+            }
+            RxStep::Emergency { source, seq } => {
+                let datagram = format!("6,{seq},{seq},-,ncemg=1;emergency {seq}\n");
+                receiver.handle_datagram(now, &(source % 4), datagram.as_bytes());
+            }
+            RxStep::Garbage { source, bytes } => {
+                receiver.handle_datagram(now, &(source % 4), &bytes)
+            }
+            RxStep::Wait { millis } => now += Duration::from_millis(u64::from(millis)),
+            RxStep::Timeout => {
+                receiver.handle_timeout(now);
+                if let Some(deadline) = receiver.poll_timeout() {
+                    assert!(deadline > now, "deadline {deadline:?} not after {now:?}");
+                }
+            }
+        }
+        assert!(
+            receiver.memory_used() <= receiver.memory_bound(),
+            "memory over the bound"
+        );
+        while let Some((source, event)) = receiver.poll_event() {
+            let s = usize::from(source);
+            match event {
+                Event::Record(record) => {
+                    let key = (source, epochs[s], record.seq);
+                    assert!(
+                        !lost.contains(&key),
+                        "{key:?} delivered after reported lost"
+                    );
+                    assert!(delivered.insert(key), "{key:?} delivered twice");
+                }
+                Event::Late(record) => {
+                    // Once, and never for a record already delivered in order.
+                    let key = (source, epochs[s], record.seq);
+                    assert!(
+                        !delivered.contains(&key),
+                        "{key:?} delivered in order and late"
+                    );
+                    assert!(late.insert(key), "{key:?} delivered late twice");
+                }
+                Event::Lost { seqs } => {
+                    for seq in seqs.start..seqs.end.min(seqs.start + 100_000) {
+                        let key = (source, epochs[s], seq);
+                        assert!(
+                            !delivered.contains(&key),
+                            "{key:?} reported lost after delivery"
+                        );
+                        lost.insert(key);
+                    }
+                }
+                Event::Restart(restart) => epochs[s].1 = restart.epoch,
+                Event::SourceEvicted => epochs[s] = (epochs[s].0 + 1, 0),
+                _ => {}
+            }
+        }
+        while receiver.poll_transmit(&mut buf).is_some() {}
+    }
+}
+
+#[derive(Debug, Arbitrary)]
+enum TxStep {
+    Push { len: u16 },
+    Respond { ack: u16, missing: Vec<u16> },
+    Garbage { bytes: Vec<u8> },
+    Wait { millis: u16 },
+    Timeout,
+    Drain,
+}
+
+/// Drives the reliable sender with records, arbitrary (also hostile) responses and time. It
+/// stays within its window, never hands out a datagram over 1000 bytes, and its deadline is
+/// never in the past after `handle_timeout`.
+pub fn sender(data: &[u8]) {
+    let mut input = Unstructured::new(data);
+    let window = 16;
+    let mut sender = Sender::new(SenderConfig::default().with_window(window));
+    let mut now = Instant::ZERO;
+    let mut seq = 0u64;
+    let mut out = [0u8; MAX_PRINT_CHUNK];
+    while !input.is_empty() {
+        let Ok(step) = TxStep::arbitrary(&mut input) else {
+            break;
+        };
+        match step {
+            TxStep::Push { len } => {
+                let text = "x".repeat(usize::from(len) % 3000);
+                let record = format!("6,{seq},{},-;{text}\n", seq * 10);
+                sender
+                    .push(now, record.as_bytes())
+                    .expect("a well-formed record");
+                seq += 1;
+            }
+            TxStep::Respond { ack, missing } => {
+                let mut text = format!("ncrx{ack}");
+                let mut last = u64::from(ack);
+                for m in missing {
+                    last += u64::from(m) + 1;
+                    text.push_str(&format!(" {last}"));
+                }
+                if let Ok(response) = Response::parse(text.as_bytes()) {
+                    sender.handle_response(now, &response);
+                }
+            }
+            TxStep::Garbage { bytes } => {
+                if let Ok(response) = Response::parse(&bytes) {
+                    sender.handle_response(now, &response);
+                }
+            }
+            TxStep::Wait { millis } => now += Duration::from_millis(u64::from(millis)),
+            TxStep::Timeout => {
+                sender.handle_timeout(now);
+                if let Some(deadline) = sender.poll_timeout() {
+                    assert!(deadline > now, "deadline {deadline:?} not after {now:?}");
+                }
+            }
+            TxStep::Drain => {
+                while let Some(len) = sender.poll_transmit(&mut out) {
+                    assert!(len <= MAX_PRINT_CHUNK);
+                }
+            }
+        }
+        assert!(sender.unacked() <= window, "window exceeded");
+    }
+}
