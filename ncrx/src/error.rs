@@ -20,7 +20,7 @@ pub(crate) const EXIT_NOT_A_CAPTURE: u8 = 4;
 pub(crate) const EXIT_TRUNCATED: u8 = 5;
 /// A socket could not be bound (address in use, not available) or used.
 pub(crate) const EXIT_SOCKET: u8 = 6;
-/// The subcommand needs an engine that does not exist yet.
+/// What was asked needs something the protocol crates do not offer yet.
 pub(crate) const EXIT_NOT_AVAILABLE: u8 = 7;
 
 /// The exit codes as `--help` shows them.
@@ -33,7 +33,7 @@ Exit codes:
   4  not a pcap/pcapng capture, or a link type other than Ethernet
   5  truncated or damaged capture (what came before was decoded)
   6  socket error (address in use, address not available)
-  7  not available yet in this version (sim; kmsg records to plain targets)";
+  7  not available yet in this version (kmsg records to plain targets)";
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,11 +112,6 @@ pub(crate) enum Failure {
         /// The cause.
         source: io::Error,
     },
-    /// A subcommand whose engine does not exist yet.
-    #[error(
-        "`ncrx {0}` is not available yet: it needs ncrx-core's engine, not wired into this version of ncrx"
-    )]
-    NotAvailable(&'static str),
     /// A feature of a subcommand that the protocol crates cannot do yet.
     #[error("not available yet: {0}")]
     Unsupported(String),
@@ -139,7 +134,7 @@ impl Failure {
             Failure::File { .. } | Failure::Stream { .. } => EXIT_IO,
             Failure::NotACapture { .. } | Failure::UnsupportedLinkType { .. } => EXIT_NOT_A_CAPTURE,
             Failure::Socket { .. } => EXIT_SOCKET,
-            Failure::NotAvailable(_) | Failure::Unsupported(_) => EXIT_NOT_AVAILABLE,
+            Failure::Unsupported(_) => EXIT_NOT_AVAILABLE,
         }
     }
 }

@@ -14,6 +14,7 @@ mod json;
 mod listen;
 mod oops;
 mod send;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -38,7 +39,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
         Command::Listen(args) => listen::run(&args),
         Command::Decode(args) => decode::run(&args),
-        Command::Sim(_) => Err(Failure::NotAvailable("sim")),
+        Command::Sim(args) => sim::run(&args),
         Command::Send(args) => send::run(&args),
         Command::Oops { command } => match command {
             OopsCommand::Decode(args) => oops::decode(&args),

@@ -58,18 +58,50 @@ fn every_subcommand_has_help_with_an_example() {
 }
 
 #[test]
-fn sim_is_not_available_yet_exit_7() {
-    let cases: [&[&str]; 1] = [&["sim"]];
-    for args in cases {
-        let (code, stdout, stderr) = parts(&run(args, b""));
-        assert_eq!(code, 7, "{args:?}");
-        assert_eq!(stdout, "");
-        assert!(
-            stderr.contains("is not available yet: it needs ncrx-core"),
-            "{stderr}"
-        );
-        assert_no_panic(&stderr);
-    }
+fn sim_reports_and_is_deterministic() {
+    let args = [
+        "sim",
+        "--records",
+        "2000",
+        "--loss",
+        "0.2",
+        "--reverse-loss",
+        "0.1",
+        "--dup",
+        "0.01",
+        "--seed",
+        "7",
+        "--json",
+    ];
+    let (code, first, stderr) = parts(&run(&args, b""));
+    assert_eq!(code, 0, "{stderr}");
+    let (_, second, _) = parts(&run(&args, b""));
+    assert_eq!(first, second, "same seed, same report");
+    let report: serde_json::Value = serde_json::from_str(first.trim()).unwrap();
+    assert_eq!(report["type"], "sim");
+    assert_eq!(report["sent"], 2000);
+    let accounted = ["delivered", "late", "lost", "incomplete", "unseen"]
+        .iter()
+        .map(|k| report[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(accounted, 2000, "{report}");
+    assert!(report["delivered"].as_u64().unwrap() > 1900, "{report}");
+    assert!(
+        report["to_receiver"].as_u64().unwrap() > 2000,
+        "retransmissions: {report}"
+    );
+    assert_eq!(report["violations"], serde_json::json!([]));
+    let (code, text, _) = parts(&run(&["sim", "--records", "100"], b""));
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("sent 100, delivered 100 (100.000%)"),
+        "{text}"
+    );
+    assert!(text.ends_with("invariants: all hold\n"), "{text}");
+    let (code, _, stderr) = parts(&run(&["sim", "--loss", "1.5"], b""));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("1.5 is not a probability"), "{stderr}");
+    assert_no_panic(&stderr);
 }
 
 #[test]
@@ -134,6 +166,7 @@ fn not_a_capture_exits_4() {
     let (code, _, stderr) = parts(&run(&["oops", "decode", short.to_str().unwrap()], b""));
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("bad header"), "{stderr}");
+    assert_no_panic(&stderr);
 }
 
 #[test]
@@ -202,6 +235,7 @@ fn bad_target_exits_2_saying_what_is_wrong() {
         assert_eq!(code, 2, "{spec}");
         assert!(stderr.contains(message), "{spec}: {stderr}");
         assert!(stderr.contains("invalid value"), "{stderr}");
+        assert_no_panic(&stderr);
     }
     // --pcap needs a source IP to write frames.
     let dir = scratch("pcap-needs-ip");
