@@ -588,6 +588,15 @@ mod tests {
     }
 
     #[test]
+    fn legacy_continuation_flag() {
+        // Linux 3.x-4.x: a record continuing the previous one.
+        let (h, body) = Header::parse(b"4,97,1234567,+;more text\n").unwrap();
+        assert_eq!(h.flag, Flag::ContMore);
+        assert_eq!(body, b"more text\n");
+        assert_eq!(Flag::ContMore.as_byte(), b'+');
+    }
+
+    #[test]
     fn prefix_1695_from_linux_7_3() {
         let (h, _) = Header::parse(b"1695,697,7151883,-;rig-spec-15\n").unwrap();
         assert_eq!((h.facility, h.level, h.prefix()), (211, 7, 1695));
