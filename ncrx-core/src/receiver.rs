@@ -10,11 +10,12 @@
 //! - Each stream holds at most [`StreamConfig::max_held_bytes`](crate::StreamConfig::max_held_bytes)
 //!   of records; [`Receiver::memory_used`] and [`Receiver::memory_bound`] let a test or a
 //!   fuzzer check the bound.
-//! - Timers: every source's next deadline sits in one ordered set, so
-//!   [`Receiver::poll_timeout`] is its first entry and a packet costs O(log sources). A
-//!   packet touches neither the set nor the activity index unless its stream's deadline
-//!   changed: the idle check of an active source wakes the caller once per
-//!   `idle_timeout` and re-arms from the last activity; the streams' own deadlines are exact.
+//! - Streams live in a slab; the key map is searched once per datagram (not at all when the
+//!   source is the same as the previous datagram's). Timers: every source's next deadline
+//!   sits in one ordered set, so [`Receiver::poll_timeout`] is its first entry. A packet
+//!   touches neither that set nor the activity index unless its stream's deadline moved: the
+//!   idle check of an active source wakes the caller once per `idle_timeout` and re-arms from
+//!   the last activity; the streams' own deadlines are exact.
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
@@ -41,7 +42,8 @@ pub struct ReceiverStats {
 }
 
 #[derive(Debug, Clone)]
-struct Source {
+struct Source<S> {
+    key: S,
     stream: Stream,
     last_active: Instant,
     /// This source's key in `by_activity` (its activity when last indexed: a packet does
@@ -59,14 +61,18 @@ struct Source {
 #[derive(Debug, Clone)]
 pub struct Receiver<S: Ord + Clone = SocketAddr> {
     config: ReceiverConfig,
-    sources: BTreeMap<S, Source>,
-    by_activity: BTreeSet<(Instant, S)>,
-    timers: BTreeSet<(Instant, S)>,
-    ready_events: VecDeque<S>,
-    ready_transmits: VecDeque<S>,
+    slab: Vec<Option<Source<S>>>,
+    free: Vec<usize>,
+    index: BTreeMap<S, usize>,
+    /// The source of the previous datagram and its slab index.
+    last: Option<(S, usize)>,
+    by_activity: BTreeSet<(Instant, usize)>,
+    timers: BTreeSet<(Instant, usize)>,
+    ready_events: VecDeque<usize>,
+    ready_transmits: VecDeque<usize>,
     /// Evicted streams whose last events are still to be polled.
     draining: VecDeque<(S, Stream)>,
-    due: Vec<S>,
+    due: Vec<usize>,
     now: Instant,
     stats: ReceiverStats,
     /// The draining stream at the front handed out its eviction event.
@@ -78,7 +84,10 @@ impl<S: Ord + Clone> Receiver<S> {
     pub fn new(config: ReceiverConfig) -> Self {
         Receiver {
             config,
-            sources: BTreeMap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            index: BTreeMap::new(),
+            last: None,
             by_activity: BTreeSet::new(),
             timers: BTreeSet::new(),
             ready_events: VecDeque::new(),
@@ -98,18 +107,27 @@ impl<S: Ord + Clone> Receiver<S> {
 
     /// Sources tracked.
     pub fn sources(&self) -> usize {
-        self.sources.len()
+        self.index.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&Source<S>> {
+        self.slab.get(i).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Source<S>> {
+        self.slab.get_mut(i).and_then(Option::as_mut)
     }
 
     /// One source's stream, if tracked.
     pub fn stream(&self, source: &S) -> Option<&Stream> {
-        self.sources.get(source).map(|s| &s.stream)
+        let i = *self.index.get(source)?;
+        self.get(i).map(|s| &s.stream)
     }
 
     /// Counters (streams summed, evicted ones included).
     pub fn stats(&self) -> ReceiverStats {
         let mut stats = self.stats;
-        for source in self.sources.values() {
+        for source in self.slab.iter().flatten() {
             stats.streams += source.stream.stats();
         }
         for (_, stream) in &self.draining {
@@ -118,40 +136,64 @@ impl<S: Ord + Clone> Receiver<S> {
         stats
     }
 
+    fn entry_size() -> usize {
+        use core::mem::size_of;
+        size_of::<Option<Source<S>>>()
+            + size_of::<(S, usize)>()
+            + 4 * size_of::<(Instant, usize)>()
+            + 3 * size_of::<usize>()
+            + 64
+    }
+
     /// Heap bytes in use, approximately (streams, tables, queues).
     pub fn memory_used(&self) -> usize {
-        let entry = core::mem::size_of::<(S, Source)>() + 3 * core::mem::size_of::<(Instant, S)>();
-        self.sources
-            .values()
-            .map(|s| s.stream.memory_used() + entry)
+        self.slab
+            .iter()
+            .flatten()
+            .map(|s| s.stream.memory_used())
             .sum::<usize>()
+            + self.slab.capacity().max(self.index.len()) * Self::entry_size()
             + self
                 .draining
                 .iter()
                 .map(|(_, s)| s.memory_used())
                 .sum::<usize>()
-            + self.due.capacity() * core::mem::size_of::<S>()
     }
 
     /// The bound on [`Receiver::memory_used`] the configuration implies, when events and
     /// transmits are drained after each call (so at most one evicted stream drains at once).
     pub fn memory_bound(&self) -> usize {
-        let entry = core::mem::size_of::<(S, Source)>() + 3 * core::mem::size_of::<(Instant, S)>();
-        let sources = self.config.max_sources + 1;
-        sources * (Stream::memory_bound_for(&self.config.stream) + entry)
-            + 2 * sources * core::mem::size_of::<S>()
+        let sources = self.config.max_sources.max(1) + 1;
+        sources * Stream::memory_bound_for(&self.config.stream) + 2 * sources * Self::entry_size()
     }
 
     /// Record bytes held by all streams.
     pub fn held_bytes(&self) -> usize {
-        self.sources.values().map(|s| s.stream.held_bytes()).sum()
+        self.slab
+            .iter()
+            .flatten()
+            .map(|s| s.stream.held_bytes())
+            .sum()
     }
 
     fn release_front_eviction(&mut self) {
         if self.evicted_taken {
-            self.draining.pop_front();
+            if let Some((_, stream)) = self.draining.pop_front() {
+                self.stats.streams += stream.stats();
+            }
             self.evicted_taken = false;
         }
+    }
+
+    fn lookup(&mut self, source: &S) -> Option<usize> {
+        if let Some((key, i)) = &self.last {
+            if key == source {
+                return Some(*i);
+            }
+        }
+        let i = *self.index.get(source)?;
+        self.last = Some((source.clone(), i));
+        Some(i)
     }
 
     /// Takes one UDP payload from `source`.
@@ -159,45 +201,58 @@ impl<S: Ord + Clone> Receiver<S> {
         self.now = self.now.max(now);
         let now = self.now;
         self.release_front_eviction();
-        if !self.sources.contains_key(source) && !self.make_room_for_source(now) {
-            self.stats.refused += 1;
-            return;
+        let i = if let Some(i) = self.lookup(source) {
+            i
+        } else {
+            if !self.make_room_for_source(now) {
+                self.stats.refused += 1;
+                return;
+            }
+            self.create(source, now)
+        };
+        if let Some(entry) = self.get_mut(i) {
+            entry.stream.handle_datagram(now, datagram);
+            entry.last_active = now;
         }
-        let created = !self.sources.contains_key(source);
-        let stream_config = &self.config.stream;
-        let idle_check = now + self.config.idle_timeout;
-        let entry = self
-            .sources
-            .entry(source.clone())
-            .or_insert_with(|| Source {
-                stream: Stream::new(stream_config.clone()),
-                last_active: now,
-                indexed_active: now,
-                idle_check,
-                deadline: None,
-                queued_event: false,
-                queued_transmit: false,
-            });
-        entry.stream.handle_datagram(now, datagram);
-        entry.last_active = now;
-        if created {
-            self.stats.sources_created += 1;
-            self.by_activity.insert((now, source.clone()));
-        }
-        self.refresh(source);
+        self.refresh(i);
+    }
+
+    fn create(&mut self, source: &S, now: Instant) -> usize {
+        let entry = Source {
+            key: source.clone(),
+            stream: Stream::new(self.config.stream.clone()),
+            last_active: now,
+            indexed_active: now,
+            idle_check: now + self.config.idle_timeout,
+            deadline: None,
+            queued_event: false,
+            queued_transmit: false,
+        };
+        let i = if let Some(i) = self.free.pop() {
+            self.slab[i] = Some(entry);
+            i
+        } else {
+            self.slab.push(Some(entry));
+            self.slab.len() - 1
+        };
+        self.index.insert(source.clone(), i);
+        self.by_activity.insert((now, i));
+        self.last = Some((source.clone(), i));
+        self.stats.sources_created += 1;
+        i
     }
 
     /// Whether a new source may be added, evicting one if allowed.
     fn make_room_for_source(&mut self, now: Instant) -> bool {
-        if self.sources.len() < self.config.max_sources.max(1) {
+        if self.index.len() < self.config.max_sources.max(1) {
             return true;
         }
         // The index may be stale: re-index what moved on, a bounded number of times.
         for _ in 0..16 {
-            let Some((indexed, oldest)) = self.by_activity.first().cloned() else {
+            let Some(&(indexed, oldest)) = self.by_activity.first() else {
                 return false;
             };
-            let Some(entry) = self.sources.get_mut(&oldest) else {
+            let Some(entry) = self.slab.get_mut(oldest).and_then(Option::as_mut) else {
                 self.by_activity.pop_first();
                 continue;
             };
@@ -210,50 +265,54 @@ impl<S: Ord + Clone> Receiver<S> {
             if indexed + self.config.evict_when_full_after > now {
                 return false;
             }
-            self.evict(&oldest, now);
+            self.evict(oldest, now);
             return true;
         }
         false
     }
 
-    fn evict(&mut self, source: &S, now: Instant) {
-        let Some(mut entry) = self.sources.remove(source) else {
+    fn evict(&mut self, i: usize, now: Instant) {
+        let Some(mut entry) = self.slab.get_mut(i).and_then(Option::take) else {
             return;
         };
-        self.by_activity
-            .remove(&(entry.indexed_active, source.clone()));
-        if let Some(deadline) = entry.deadline {
-            self.timers.remove(&(deadline, source.clone()));
+        self.free.push(i);
+        self.index.remove(&entry.key);
+        if self.last.as_ref().is_some_and(|(_, j)| *j == i) {
+            self.last = None;
         }
+        self.by_activity.remove(&(entry.indexed_active, i));
+        if let Some(deadline) = entry.deadline {
+            self.timers.remove(&(deadline, i));
+        }
+        // Stale entries of `i` in the ready queues are harmless: they are checked.
         entry.stream.flush(now);
         self.stats.sources_evicted += 1;
-        self.draining.push_back((source.clone(), entry.stream));
+        self.draining.push_back((entry.key, entry.stream));
     }
 
     /// Puts a source's timer and ready flags in line with its stream.
-    fn refresh(&mut self, source: &S) {
-        let Some(entry) = self.sources.get_mut(source) else {
+    fn refresh(&mut self, i: usize) {
+        let Some(entry) = self.slab.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        let stream_deadline = entry.stream.poll_timeout();
         let idle = entry.idle_check;
-        let deadline = Some(stream_deadline.map_or(idle, |d| d.min(idle)));
+        let deadline = Some(entry.stream.poll_timeout().map_or(idle, |d| d.min(idle)));
         if deadline != entry.deadline {
             if let Some(old) = entry.deadline {
-                self.timers.remove(&(old, source.clone()));
+                self.timers.remove(&(old, i));
             }
             if let Some(new) = deadline {
-                self.timers.insert((new, source.clone()));
+                self.timers.insert((new, i));
             }
             entry.deadline = deadline;
         }
         if !entry.queued_event && entry.stream.has_event() {
             entry.queued_event = true;
-            self.ready_events.push_back(source.clone());
+            self.ready_events.push_back(i);
         }
         if !entry.queued_transmit && entry.stream.has_transmit() {
             entry.queued_transmit = true;
-            self.ready_transmits.push_back(source.clone());
+            self.ready_transmits.push_back(i);
         }
     }
 
@@ -264,39 +323,39 @@ impl<S: Ord + Clone> Receiver<S> {
         self.release_front_eviction();
         let mut due = core::mem::take(&mut self.due);
         due.clear();
-        for (at, source) in &self.timers {
-            if *at > now {
+        for &(at, i) in &self.timers {
+            if at > now {
                 break;
             }
-            due.push(source.clone());
+            due.push(i);
         }
         let idle_timeout = self.config.idle_timeout;
-        for source in &due {
-            let Some(entry) = self.sources.get_mut(source) else {
+        for &i in &due {
+            let Some(entry) = self.slab.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
             if entry.idle_check <= now {
                 if entry.last_active + idle_timeout <= now {
-                    self.evict(source, now);
+                    self.evict(i, now);
                     continue;
                 }
                 entry.idle_check = entry.last_active + idle_timeout;
                 if entry.indexed_active != entry.last_active {
-                    self.by_activity
-                        .remove(&(entry.indexed_active, source.clone()));
+                    self.by_activity.remove(&(entry.indexed_active, i));
                     entry.indexed_active = entry.last_active;
-                    self.by_activity.insert((entry.last_active, source.clone()));
+                    self.by_activity.insert((entry.last_active, i));
                 }
             }
             entry.stream.handle_timeout(now);
-            self.refresh(source);
+            self.refresh(i);
         }
         self.due = due;
     }
 
-    /// The exact next deadline over all sources.
+    /// The next deadline over all sources (exact for the streams' timers; see the module
+    /// documentation for the idle check).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(at, _)| *at)
+        self.timers.first().map(|&(at, _)| at)
     }
 
     /// The next event and the source it is about; it borrows the receiver until the next
@@ -315,14 +374,14 @@ impl<S: Ord + Clone> Receiver<S> {
                 .map(|(source, _)| (source.clone(), Event::SourceEvicted));
         }
         loop {
-            let source = self.ready_events.front()?.clone();
-            let has = self.sources.get(&source).map(|e| e.stream.has_event());
-            if has == Some(true) {
-                let entry = self.sources.get_mut(&source)?;
-                return entry.stream.poll_event().map(|event| (source, event));
+            let i = *self.ready_events.front()?;
+            if self.get(i).is_some_and(|e| e.stream.has_event()) {
+                let entry = self.slab.get_mut(i)?.as_mut()?;
+                let key = entry.key.clone();
+                return entry.stream.poll_event().map(|event| (key, event));
             }
             self.ready_events.pop_front();
-            if let Some(entry) = self.sources.get_mut(&source) {
+            if let Some(entry) = self.get_mut(i) {
                 entry.queued_event = false;
             }
         }
@@ -332,11 +391,12 @@ impl<S: Ord + Clone> Receiver<S> {
     /// and length.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(S, usize)> {
         loop {
-            let source = self.ready_transmits.front()?.clone();
-            if let Some(entry) = self.sources.get_mut(&source) {
+            let i = *self.ready_transmits.front()?;
+            if let Some(entry) = self.get_mut(i) {
                 if let Some(len) = entry.stream.poll_transmit(buf) {
-                    self.refresh(&source);
-                    return Some((source, len));
+                    let key = entry.key.clone();
+                    self.refresh(i);
+                    return Some((key, len));
                 }
                 entry.queued_transmit = false;
             }

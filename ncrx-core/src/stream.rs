@@ -26,9 +26,9 @@
 //!   time out: the give-up timer is one deadline.
 //! - A retransmission request (`ncrx<ack> <seq>...`) lists a run every
 //!   [`retransmit_interval`](StreamConfig::retransmit_interval) (runs due within a quarter
-//!   interval of a due one go in the same response) and each time the head crosses
-//!   a multiple of [`retransmit_stride`](StreamConfig::retransmit_stride) with the run more
-//!   than a stride behind. Acks (`ack_seq` = last retired) go out with every request, after
+//!   interval of a due one go in the same response) and each time the head has moved
+//!   [`retransmit_stride`](StreamConfig::retransmit_stride) further past it (a heap keyed by
+//!   the head position at which each is due). Acks (`ack_seq` = last retired) go out with every request, after
 //!   [`ack_interval`](StreamConfig::ack_interval) when configured, and at once for an
 //!   `ncemg` record.
 //! - A record behind the tail: a duplicate of a delivered one is dropped and counted; one
@@ -41,8 +41,9 @@
 //!   order.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::ops::Range;
 
 use netconsole_proto::{
@@ -210,8 +211,6 @@ struct OutOfOrder {
 
 /// Most sequence numbers gathered for one response (each takes at least 2 bytes).
 const RESPONSE_SEQS: usize = MAX_RESPONSE / 2;
-/// Most runs asked for at one stride crossing.
-const STRIDE_RUNS: usize = 32;
 
 /// Approximate heap bytes of one ordered-map entry beyond its key and value.
 const NODE_OVERHEAD: usize = 16;
@@ -255,6 +254,8 @@ pub struct Stream {
     newest_ts: u64,
     runs: BTreeMap<u64, Run>,
     requests_due: BTreeSet<(Instant, u64)>,
+    /// Stride requests: `(head at which due, start, end)` of missing ranges.
+    stride_due: BinaryHeap<Reverse<(u64, u64, u64)>>,
     requests: VecDeque<Range<u64>>,
     ack_pending_since: Option<Instant>,
     ack_due: bool,
@@ -297,6 +298,7 @@ impl Stream {
             newest_ts: 0,
             runs: BTreeMap::new(),
             requests_due: BTreeSet::new(),
+            stride_due: BinaryHeap::new(),
             requests: VecDeque::new(),
             ack_pending_since: None,
             ack_due: false,
@@ -347,6 +349,7 @@ impl Stream {
             + self.runs.len() * (size_of::<(u64, Run)>() + NODE_OVERHEAD)
             + self.requests_due.len() * (size_of::<(Instant, u64)>() + NODE_OVERHEAD)
             + self.requests.capacity() * size_of::<Range<u64>>()
+            + self.stride_due.capacity() * size_of::<(u64, u64, u64)>()
             + self.oos.capacity() * size_of::<OutOfOrder>()
             + self.epoch_release.as_ref().map_or(0, |r| r.len())
             + self.out.memory_used()
@@ -367,7 +370,8 @@ impl Stream {
             + size_of::<(u64, Run)>()
             + size_of::<(Instant, u64)>()
             + 2 * NODE_OVERHEAD
-            + 2 * size_of::<Range<u64>>();
+            + 2 * size_of::<Range<u64>>()
+            + 4 * size_of::<(u64, u64, u64)>();
         // Output: events of at most `slots + OUT_OF_ORDER_MAX + 4` (header bytes each below 64
         // KiB) and the held bytes plus one datagram, doubled for vector growth.
         let output_events = 2 * (slots + OUT_OF_ORDER_MAX + 4) * 96;
@@ -655,6 +659,7 @@ impl Stream {
         self.ack_pending_since = None;
         self.ack_due = false;
         self.requests.clear();
+        self.stride_due.clear();
     }
 
     fn restart(&mut self, reason: RestartReason, record: &ExtRecord<'_>, datagram: &[u8]) {
@@ -891,6 +896,7 @@ impl Stream {
                 partial: false,
             };
             self.insert_run(self.head, run);
+            self.stride_after(self.head, seq, self.head);
         }
         self.clear_delivered(old_head, seq + 1);
         self.head = seq + 1;
@@ -906,7 +912,7 @@ impl Stream {
         }
         // `seq` is now the last open number and no run covers it.
         self.store_new(record, datagram, now, seq);
-        self.stride_check(old_head);
+        self.stride_check();
     }
 
     /// Stores a record at `seq`, which is open and covered by no run.
@@ -1107,20 +1113,28 @@ impl Stream {
         }
     }
 
-    fn stride_check(&mut self, old_head: u64) {
-        let stride = self.config.retransmit_stride;
-        if old_head / stride == self.head / stride {
-            return;
+    /// Schedules a stride request for the missing `[start, end)`, due once the head is more
+    /// than a stride past `from`.
+    fn stride_after(&mut self, start: u64, end: u64, from: u64) {
+        if self.stride_due.len() < 2 * self.config.slots {
+            let due = from.saturating_add(self.config.retransmit_stride + 1);
+            self.stride_due.push(Reverse((due, start, end)));
         }
-        let limit = self.head.saturating_sub(stride);
-        let mut picked: [Range<u64>; STRIDE_RUNS] = core::array::from_fn(|_| 0..0);
-        let mut count = 0;
-        for (&start, run) in self.runs.range(..limit).take(STRIDE_RUNS) {
-            picked[count] = start..run.end.min(limit);
-            count += 1;
-        }
-        for range in picked.into_iter().take(count) {
-            self.request(range);
+    }
+
+    /// Asks for the missing ranges the head has moved a stride past, and schedules them
+    /// again one stride later.
+    fn stride_check(&mut self) {
+        while let Some(&Reverse((due, start, end))) = self.stride_due.peek() {
+            if due > self.head {
+                break;
+            }
+            self.stride_due.pop();
+            let start = start.max(self.tail);
+            if start < end {
+                self.request(start..end);
+                self.stride_after(start, end, self.head);
+            }
         }
     }
 

@@ -71,24 +71,32 @@ fn message_timeout_reports_the_lost_range_then_late_and_duplicates() {
 }
 
 #[test]
-fn stride_rule_asks_when_the_head_passes_multiples() {
+fn stride_rule_asks_each_time_the_head_moves_a_stride_past_a_hole() {
     let mut config = StreamConfig::default();
     config.slots = 64;
     config.retransmit_stride = 8;
     config.retransmit_interval = Duration::from_secs(3600);
     let mut s = Stream::new(config);
     s.handle_datagram(t0(), &rec(0, 0));
-    for seq in 2..=14 {
+    for seq in 2..=8 {
         s.handle_datagram(t0(), &rec(seq, seq));
     }
     assert!(transmits(&mut s).is_empty());
-    // Head 15 -> 16 crosses a multiple of 8 with the hole more than 8 behind.
-    s.handle_datagram(t0(), &rec(15, 15));
+    // Head 10: more than 8 past the hole at 1.
+    s.handle_datagram(t0(), &rec(9, 9));
     assert_eq!(transmits(&mut s), ["ncrx0 1"]);
-    for seq in 16..=23 {
+    for seq in 10..=17 {
         s.handle_datagram(t0(), &rec(seq, seq));
     }
+    assert!(transmits(&mut s).is_empty());
+    // And again a stride later.
+    s.handle_datagram(t0(), &rec(18, 18));
     assert_eq!(transmits(&mut s), ["ncrx0 1"]);
+    s.handle_datagram(t0(), &rec(1, 1));
+    for seq in 19..=40 {
+        s.handle_datagram(t0(), &rec(seq, seq));
+    }
+    assert!(transmits(&mut s).is_empty());
 }
 
 fn frag(seq: u64, offset: usize, chunk: &[u8], total: usize) -> Vec<u8> {
@@ -244,8 +252,8 @@ fn emergency_records_are_acked_at_once_and_never_out_of_order() {
         s.handle_datagram(t0(), &rec(seq, seq));
     }
     s.handle_datagram(t0(), b"6,10,100,-,ncemg=1;x\n");
-    // Acked at once; the stride rule also asks for the holes more than 4 behind.
-    assert_eq!(transmits(&mut s), ["ncrx3 4 5 6"]);
+    // Acked at once; the head is a stride past the hole 4..10: the stride rule asks for it.
+    assert_eq!(transmits(&mut s), ["ncrx3 4 5 6 7 8 9"]);
     // Far ahead, an emergency record moves the window instead of being buffered.
     s.handle_datagram(t0(), b"6,40,400,-,ncemg=1;y\n");
     assert_eq!(s.stats().out_of_order, 0);
