@@ -8,6 +8,18 @@
 //! [`Reassembly::missing`] lists the byte ranges not yet received; no byte is ever invented.
 //!
 //! Memory is bounded: `total` bytes plus at most [`MAX_PIECES`] received ranges.
+//!
+//! ```
+//! use netconsole_proto::{DEFAULT_MAX_TOTAL, ExtRecord, FragmentedRecord};
+//!
+//! let second = ExtRecord::parse(b"6,7,8,-,ncfrag=5/10;56789")?;
+//! let first = ExtRecord::parse(b"6,7,8,-,ncfrag=0/10;01234")?;
+//! let mut record = FragmentedRecord::new(&second, DEFAULT_MAX_TOTAL)?;
+//! assert_eq!(record.body().missing().collect::<Vec<_>>(), [0..5]);
+//! record.push(&first)?;
+//! assert_eq!(record.to_record().unwrap().body, b"0123456789");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use alloc::vec::Vec;
 use core::ops::Range;

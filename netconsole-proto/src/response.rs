@@ -13,6 +13,18 @@
 //! that do not fit are returned so they can go in the next response. The parser is strict:
 //! decimal digits without leading zeros, single spaces, ascending, nothing else, so a packet
 //! that parses has exactly one encoding.
+//!
+//! ```
+//! use netconsole_proto::{Response, encode_response};
+//!
+//! let mut packet = [0u8; 1000];
+//! let (len, sent) = encode_response(1234, &[1240, 1241, 1300], &mut packet).unwrap();
+//! assert_eq!((&packet[..len], sent), (&b"ncrx1234 1240 1241 1300"[..], 3));
+//! let response = Response::parse(&packet[..len])?;
+//! assert_eq!(response.ack(), 1234);
+//! assert_eq!(response.missing().collect::<Vec<_>>(), [1240, 1241, 1300]);
+//! # Ok::<(), netconsole_proto::ResponseError>(())
+//! ```
 
 use crate::header::{Field, HeaderError, parse_decimal};
 
