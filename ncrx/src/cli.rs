@@ -31,7 +31,8 @@ pub(crate) enum Command {
         "Examples:\n",
         "  ncrx listen                                  # [::]:6666, IPv4 and IPv6, text lines\n",
         "  ncrx listen --bind 0.0.0.0:6666 --format json --preset netconsd\n",
-        "  ncrx listen --dir /var/log/netconsole        # one file per sender\n\n",
+        "  ncrx listen --dir /var/log/netconsole        # one file per sender\n",
+        "  ncrx listen --threads 4                      # 4 receivers, senders sharded by the kernel\n\n",
         "Records come out in sequence order as the receiver releases them; retransmission\n",
         "requests and acks go back to each sender's address and port. On SIGINT/SIGTERM\n",
         "everything held is flushed (holes as 'lost'), counts go to stderr, exit code 0."
@@ -122,6 +123,10 @@ pub(crate) struct ListenArgs {
     /// The senders' printk format limit in bytes (see `ncrx decode --help`).
     #[arg(long, value_name = "BYTES")]
     pub(crate) format_limit: Option<usize>,
+    /// Receiver threads: each binds the addresses with SO_REUSEPORT and the kernel shards
+    /// senders over them by a hash of their address; each runs its own receiver.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) threads: u16,
 }
 
 /// `ncrx decode`.

@@ -16,6 +16,9 @@ use crate::cli::{DecodeArgs, Format};
 use crate::error::{Failure, Outcome};
 use crate::json::{self, JsonIncomplete, JsonLine, JsonLost, JsonPlain, JsonRecord, JsonRestart};
 
+/// Bytes of lines gathered before they are written to standard output.
+const STDOUT_BATCH: usize = 64 * 1024;
+
 /// What happened per source, for the closing counts.
 #[derive(Debug, Default, Clone, Copy)]
 struct SourceCounts {
@@ -29,8 +32,9 @@ struct SourceCounts {
 
 /// Where the lines go.
 enum Destination {
-    /// Standard output.
-    Stdout(BufWriter<io::Stdout>),
+    /// Standard output: whole lines gathered here, written under the stdout lock, so that
+    /// several listener threads never interleave within a line.
+    Stdout(Vec<u8>),
     /// One file per source, `DIR/<source>.log`, appended to.
     Dir {
         dir: PathBuf,
@@ -87,7 +91,7 @@ impl Output {
                     files: BTreeMap::new(),
                 }
             }
-            None => Destination::Stdout(BufWriter::new(io::stdout())),
+            None => Destination::Stdout(Vec::with_capacity(STDOUT_BATCH)),
         };
         Ok(Output {
             destination,
@@ -104,7 +108,12 @@ impl Output {
             source,
         };
         match &mut self.destination {
-            Destination::Stdout(out) => out.flush().map_err(stdout_failure),
+            Destination::Stdout(batch) => {
+                let mut stdout = io::stdout().lock();
+                let written = stdout.write_all(batch).and_then(|()| stdout.flush());
+                batch.clear();
+                written.map_err(stdout_failure)
+            }
             Destination::Dir { dir, files } => {
                 for (source, file) in files {
                     file.flush().map_err(|e| Failure::File {

@@ -41,11 +41,14 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 
 /// Binds the sockets: the `--bind` addresses, or `[::]:6666` (IPv4 too), falling back to
 /// `0.0.0.0:6666` on a machine without IPv6.
-fn bind_all(binds: &[SocketAddr]) -> Result<Vec<(SocketAddr, UdpSocket)>, Failure> {
+fn bind_all(
+    binds: &[SocketAddr],
+    reuse_port: bool,
+) -> Result<Vec<(SocketAddr, UdpSocket)>, Failure> {
     let mut sockets = Vec::new();
     if binds.is_empty() {
         let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), DEFAULT_PORT);
-        match bind_udp(any6) {
+        match bind_udp(any6, reuse_port) {
             Ok(socket) => sockets.push((any6, socket)),
             Err(Failure::Socket { source, .. })
                 if matches!(
@@ -54,13 +57,13 @@ fn bind_all(binds: &[SocketAddr]) -> Result<Vec<(SocketAddr, UdpSocket)>, Failur
                 ) || source.raw_os_error() == Some(97) =>
             {
                 let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT);
-                sockets.push((any4, bind_udp(any4)?));
+                sockets.push((any4, bind_udp(any4, reuse_port)?));
             }
             Err(other) => return Err(other),
         }
     }
     for &addr in binds {
-        sockets.push((addr, bind_udp(addr)?));
+        sockets.push((addr, bind_udp(addr, reuse_port)?));
     }
     for (addr, socket) in &sockets {
         socket
@@ -84,7 +87,11 @@ struct Arrival {
 
 /// `ncrx listen`.
 pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
-    let sockets = bind_all(&args.bind)?;
+    let threads = args.threads.max(1);
+    let mut shards = Vec::new();
+    for _ in 0..threads {
+        shards.push(bind_all(&args.bind, threads > 1)?);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
@@ -94,7 +101,48 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
             }
         })?;
     }
+    for (addr, _) in &shards[0] {
+        if threads > 1 {
+            eprintln!("ncrx: receiving netconsole on {addr} ({threads} threads, SO_REUSEPORT)");
+        } else {
+            eprintln!("ncrx: receiving netconsole on {addr}");
+        }
+    }
     let start = std::time::Instant::now();
+    if threads == 1 {
+        shard(args, shards.remove(0), &stop, start)?;
+        return Ok(Outcome::default());
+    }
+    thread::scope(|scope| {
+        let running: Vec<_> = shards
+            .into_iter()
+            .map(|sockets| scope.spawn(|| shard(args, sockets, &stop, start)))
+            .collect();
+        let mut result = Ok(());
+        for handle in running {
+            let outcome = handle
+                .join()
+                .unwrap_or_else(|_| Err(Failure::Usage("a listener thread failed".into())));
+            if outcome.is_err() {
+                // One shard failing (e.g. stdout closed) stops the others too.
+                stop.store(true, Ordering::Relaxed);
+                if result.is_ok() {
+                    result = outcome;
+                }
+            }
+        }
+        result
+    })?;
+    Ok(Outcome::default())
+}
+
+/// One receiver with its sockets, until `stop`.
+fn shard(
+    args: &ListenArgs,
+    sockets: Vec<(SocketAddr, UdpSocket)>,
+    stop: &Arc<AtomicBool>,
+    start: std::time::Instant,
+) -> Result<(), Failure> {
     let now =
         move || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
 
@@ -102,7 +150,6 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
     let mut workers = Vec::new();
     let mut reply_sockets = Vec::new();
     for (index, (addr, socket)) in sockets.into_iter().enumerate() {
-        eprintln!("ncrx: receiving netconsole on {addr}");
         let receiving = socket.try_clone().map_err(|source| Failure::Socket {
             what: "cannot share",
             addr,
@@ -110,7 +157,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         })?;
         reply_sockets.push((addr, socket));
         let sender = sender.clone();
-        let stop = Arc::clone(&stop);
+        let stop = Arc::clone(stop);
         workers.push(thread::spawn(move || {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             while !stop.load(Ordering::Relaxed) {
@@ -185,7 +232,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         replies.failed
     );
     output.report_counts();
-    Ok(Outcome::default())
+    Ok(())
 }
 
 /// The sockets and where each sender's replies go.

@@ -247,12 +247,25 @@ pub(crate) fn decode(args: &OopsDecodeArgs) -> Result<Outcome, Failure> {
     })
 }
 
+/// The receive buffer asked for (the kernel caps it at `net.core.rmem_max`): a burst of a
+/// few thousand datagrams waits there instead of being dropped.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
 /// Binds a UDP socket; an IPv6 wildcard also receives IPv4 (whatever `bindv6only` says).
-pub(crate) fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Failure> {
+/// With `reuse_port`, several sockets share the address and the kernel spreads senders over
+/// them by a hash of their address (`SO_REUSEPORT`).
+pub(crate) fn bind_udp(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, Failure> {
     let fail = |what, source| Failure::Socket { what, addr, source };
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
         .map_err(|e| fail("cannot open a socket for", e))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| fail("cannot share (SO_REUSEPORT)", e))?;
+    }
+    // Best effort: a smaller buffer only means drops under bursts.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         socket
             .set_only_v6(false)
@@ -268,7 +281,7 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Failure> {
 pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
     let mut sockets = Vec::new();
     for &addr in &args.bind {
-        let socket = bind_udp(addr)?;
+        let socket = bind_udp(addr, false)?;
         socket
             .set_read_timeout(Some(POLL_INTERVAL))
             .map_err(|source| Failure::Socket {
