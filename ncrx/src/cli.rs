@@ -108,7 +108,7 @@ pub(crate) enum Preset {
 /// `ncrx listen`.
 #[derive(Debug, Args)]
 pub(crate) struct ListenArgs {
-    /// Address and port to receive on (repeatable) [default: [::]:6666, IPv4 and IPv6].
+    /// Address and port to receive on (repeatable; default `[::]:6666`, IPv4 and IPv6).
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) bind: Vec<SocketAddr>,
     /// Output format.

@@ -50,7 +50,7 @@ pub(crate) struct JsonRecord {
     /// "-", "c" or "+".
     #[serde(default = "normal_flag")]
     pub(crate) flag: String,
-    /// `caller=` ("T<pid>" or "C<cpu>"), or null.
+    /// `caller=` (`T<pid>` or `C<cpu>`), or null.
     #[serde(default)]
     pub(crate) caller: Option<String>,
     /// The release prepended by the sender, or null.
