@@ -21,7 +21,7 @@ use netpoll_frame::Instant;
 use crate::cli::{ListenArgs, Preset};
 use crate::decode::Output;
 use crate::error::{Failure, Outcome};
-use crate::oops::bind_udp;
+use crate::oops::{bind_udp, receive_until_stopped};
 
 /// How often blocked receivers look at the stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -160,29 +160,15 @@ fn shard(
         let stop = Arc::clone(stop);
         workers.push(thread::spawn(move || {
             let mut buf = vec![0u8; MAX_DATAGRAM];
-            while !stop.load(Ordering::Relaxed) {
-                match receiving.recv_from(&mut buf) {
-                    Ok((len, from)) => {
-                        let arrival = Arrival {
-                            socket: index,
-                            from,
-                            payload: buf[..len].to_vec(),
-                            at: now(),
-                        };
-                        if sender.send(arrival).is_err() {
-                            return;
-                        }
-                    }
-                    Err(error)
-                        if matches!(
-                            error.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) => {}
-                    Err(error) => eprintln!("ncrx: receive error on {addr}: {error}"),
-                }
-            }
+            receive_until_stopped(&receiving, addr, &stop, &mut buf, |from, payload| {
+                let arrival = Arrival {
+                    socket: index,
+                    from,
+                    payload: payload.to_vec(),
+                    at: now(),
+                };
+                sender.send(arrival).is_ok()
+            });
         }));
     }
     drop(sender);

@@ -277,6 +277,43 @@ pub(crate) fn bind_udp(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, 
     Ok(socket.into())
 }
 
+/// Receives on `socket` until `stop`, handing each datagram to `deliver` (which returns
+/// false when nobody takes them any more); then takes what is still queued in the socket, so
+/// nothing that arrived before the stop is left behind.
+pub(crate) fn receive_until_stopped(
+    socket: &UdpSocket,
+    addr: SocketAddr,
+    stop: &AtomicBool,
+    buf: &mut [u8],
+    mut deliver: impl FnMut(SocketAddr, &[u8]) -> bool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv_from(buf) {
+            Ok((len, from)) => {
+                if !deliver(from, &buf[..len]) {
+                    return;
+                }
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(error) => eprintln!("ncrx: receive error on {addr}: {error}"),
+        }
+    }
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    while let Ok((len, from)) = socket.recv_from(buf) {
+        if !deliver(from, &buf[..len]) {
+            return;
+        }
+    }
+}
+
 /// `ncrx oops listen`.
 pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
     let mut sockets = Vec::new();
@@ -311,25 +348,9 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
         let stop = Arc::clone(&stop);
         workers.push(thread::spawn(move || {
             let mut buf = vec![0u8; MAX_DATAGRAM];
-            while !stop.load(Ordering::Relaxed) {
-                match socket.recv_from(&mut buf) {
-                    Ok((len, from)) => {
-                        if sender.send((from, buf[..len].to_vec(), now())).is_err() {
-                            return;
-                        }
-                    }
-                    Err(error)
-                        if matches!(
-                            error.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) => {}
-                    Err(error) => {
-                        eprintln!("ncrx: receive error on {addr}: {error}");
-                    }
-                }
-            }
+            receive_until_stopped(&socket, addr, &stop, &mut buf, |from, payload| {
+                sender.send((from, payload.to_vec(), now())).is_ok()
+            });
         }));
     }
     drop(sender);
