@@ -28,7 +28,8 @@
 //!   [`retransmit_interval`](StreamConfig::retransmit_interval) (runs due within a quarter
 //!   interval of a due one go in the same response) and each time the head has moved
 //!   [`retransmit_stride`](StreamConfig::retransmit_stride) further past it (a heap keyed by
-//!   the head position at which each is due). Acks (`ack_seq` = last retired) go out with every request, after
+//!   the head position at which each is due, rounded up to a quarter stride so that requests
+//!   leave together). Acks (`ack_seq` = last retired) go out with every request, after
 //!   [`ack_interval`](StreamConfig::ack_interval) when configured, and at once for an
 //!   `ncemg` record.
 //! - A record behind the tail: a duplicate of a delivered one is dropped and counted; one
@@ -1117,7 +1118,13 @@ impl Stream {
     /// than a stride past `from`.
     fn stride_after(&mut self, start: u64, end: u64, from: u64) {
         if self.stride_due.len() < 2 * self.config.slots {
-            let due = from.saturating_add(self.config.retransmit_stride + 1);
+            // Rounded up to a quarter stride, so that the requests due around the same head
+            // position leave in one response.
+            let quantum = (self.config.retransmit_stride / 4).max(1);
+            let due = from
+                .saturating_add(self.config.retransmit_stride + 1)
+                .div_ceil(quantum)
+                .saturating_mul(quantum);
             self.stride_due.push(Reverse((due, start, end)));
         }
     }

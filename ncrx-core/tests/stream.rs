@@ -85,15 +85,15 @@ fn stride_rule_asks_each_time_the_head_moves_a_stride_past_a_hole() {
     // Head 10: more than 8 past the hole at 1.
     s.handle_datagram(t0(), &rec(9, 9));
     assert_eq!(transmits(&mut s), ["ncrx0 1"]);
-    for seq in 10..=17 {
+    for seq in 10..=18 {
         s.handle_datagram(t0(), &rec(seq, seq));
     }
     assert!(transmits(&mut s).is_empty());
-    // And again a stride later.
-    s.handle_datagram(t0(), &rec(18, 18));
+    // And again a stride later (head 19, rounded up to a quarter stride: 20).
+    s.handle_datagram(t0(), &rec(19, 19));
     assert_eq!(transmits(&mut s), ["ncrx0 1"]);
     s.handle_datagram(t0(), &rec(1, 1));
-    for seq in 19..=40 {
+    for seq in 20..=40 {
         s.handle_datagram(t0(), &rec(seq, seq));
     }
     assert!(transmits(&mut s).is_empty());
