@@ -241,3 +241,70 @@ fn a_hole_is_reported_lost_and_late_records_marked() {
         "{stderr}"
     );
 }
+
+#[test]
+fn configfs_userdata_and_sysdata_are_split_from_cut_records() {
+    // Linux 7.3, configfs target with userdata and sysdata: with --format-limit 2048 a record
+    // the kernel cut keeps its cut text, and the userdata/sysdata lines that followed it on
+    // the same line come out as `dict` entries.
+    let Some(root) = shared_captures() else {
+        eprintln!("note: ../shared/captures is absent; test skipped");
+        return;
+    };
+    let dir = root.join("linux-7.3/configfs_userdata");
+    let (code, stdout, stderr) = parts(&run(
+        &[
+            "decode",
+            dir.join("frames.pcap").to_str().unwrap(),
+            "--format",
+            "json",
+            "--format-limit",
+            "2048",
+        ],
+        b"",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let kernel: std::collections::BTreeMap<u64, Vec<u8>> = std::fs::read(dir.join("kmsg.raw"))
+        .unwrap()
+        .split(|&b| b == 0x1e)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let seq = std::str::from_utf8(r.split(|&b| b == b',').nth(1).unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            (seq, r.to_vec())
+        })
+        .collect();
+    let extradata = [
+        "rig_cfg", "host", "odd", "cpu", "taskname", "release", "msgid",
+    ];
+    let mut cut = 0;
+    let mut with_extradata = 0;
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for mut line in lines.iter().cloned() {
+        let dict = line["dict"].as_array().unwrap().clone();
+        let (extra, printk): (Vec<Value>, Vec<Value>) = dict
+            .into_iter()
+            .partition(|pair| extradata.contains(&pair[0].as_str().unwrap()));
+        if !extra.is_empty() {
+            with_extradata += 1;
+        }
+        if line["truncated"] == true {
+            cut += 1;
+        }
+        line["dict"] = Value::Array(printk);
+        let seq = line["seq"].as_u64().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&kmsg_of(&line)),
+            String::from_utf8_lossy(&kernel[&seq]),
+            "seq {seq}"
+        );
+    }
+    assert!(lines.len() > 400, "{}", lines.len());
+    assert!(cut >= 3, "{cut} cut records");
+    assert!(with_extradata > 400, "{with_extradata}");
+}
