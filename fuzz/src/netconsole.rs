@@ -93,10 +93,10 @@ struct Fragment {
 /// record is exactly the bytes given.
 pub fn reassembly(data: &[u8]) {
     let mut input = Unstructured::new(data);
-    let Ok(total) = input.int_in_range(0usize..=20_000) else {
+    let Ok(total) = input.int_in_range(0usize..=4_000) else {
         return;
     };
-    let Ok(cap) = input.int_in_range(0usize..=20_000) else {
+    let Ok(cap) = input.int_in_range(0usize..=4_000) else {
         return;
     };
     let Ok(mut reassembly) = Reassembly::new(total, cap) else {
