@@ -26,10 +26,11 @@
 //!   time out: the give-up timer is one deadline.
 //! - A retransmission request (`ncrx<ack> <seq>...`) lists a run every
 //!   [`retransmit_interval`](StreamConfig::retransmit_interval) (runs due within a quarter
-//!   interval of a due one go in the same response) and each time the head has moved
-//!   [`retransmit_stride`](StreamConfig::retransmit_stride) further past it (a heap keyed by
-//!   the head position at which each is due, rounded up to a quarter stride so that requests
-//!   leave together). Acks (`ack_seq` = last retired) go out with every request, after
+//!   interval of a due one go in the same response), and when the head has moved
+//!   [`retransmit_stride`](StreamConfig::retransmit_stride) past it, then twice, four times
+//!   that distance further (a heap keyed by the head position at which each is due, rounded
+//!   up to a quarter stride so that requests leave together). libncrx asks again at every
+//!   stride for every hole, so its requests per packet grow with the holes; here they do not. Acks (`ack_seq` = last retired) go out with every request, after
 //!   [`ack_interval`](StreamConfig::ack_interval) when configured, and at once for an
 //!   `ncemg` record.
 //! - A record behind the tail: a duplicate of a delivered one is dropped and counted; one
@@ -47,9 +48,7 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::ops::Range;
 
-use netconsole_proto::{
-    Datagram, ExtRecord, FragmentedRecord, Header, MAX_RESPONSE, encode_response,
-};
+use netconsole_proto::{Datagram, ExtRecord, FragmentedRecord, MAX_RESPONSE, encode_response};
 use netpoll_frame::Instant;
 
 use crate::config::{OUT_OF_ORDER_MAX, StreamConfig};
@@ -152,6 +151,14 @@ impl Partial {
     }
 }
 
+/// A whole datagram held in the window: parsed once.
+#[derive(Debug, Clone)]
+struct Held {
+    meta: RecordMeta,
+    header_len: usize,
+    datagram: Box<[u8]>,
+}
+
 /// A fragmented record put together.
 #[derive(Debug, Clone)]
 struct Assembled {
@@ -164,8 +171,8 @@ struct Assembled {
 enum SlotState {
     #[default]
     Free,
-    /// A whole datagram waiting for the tail.
-    Whole(Box<[u8]>),
+    /// A whole datagram waiting for the tail, with its parsed fields.
+    Whole(Box<Held>),
     /// A fragmented record with bytes missing.
     Partial(Box<Partial>),
     /// A fragmented record put together: its fields, header and body.
@@ -255,8 +262,8 @@ pub struct Stream {
     newest_ts: u64,
     runs: BTreeMap<u64, Run>,
     requests_due: BTreeSet<(Instant, u64)>,
-    /// Stride requests: `(head at which due, start, end)` of missing ranges.
-    stride_due: BinaryHeap<Reverse<(u64, u64, u64)>>,
+    /// Stride requests: `(head at which due, start, end, distance)` of missing ranges.
+    stride_due: BinaryHeap<Reverse<(u64, u64, u64, u64)>>,
     requests: VecDeque<Range<u64>>,
     ack_pending_since: Option<Instant>,
     ack_due: bool,
@@ -333,7 +340,8 @@ impl Stream {
         self.tail..self.head
     }
 
-    /// Record bytes held (window, reassembly, out-of-order buffer); never above
+    /// Record bytes held, with their per-record bookkeeping (window, reassembly,
+    /// out-of-order buffer); never above
     /// [`StreamConfig::max_held_bytes`].
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
@@ -350,7 +358,7 @@ impl Stream {
             + self.runs.len() * (size_of::<(u64, Run)>() + NODE_OVERHEAD)
             + self.requests_due.len() * (size_of::<(Instant, u64)>() + NODE_OVERHEAD)
             + self.requests.capacity() * size_of::<Range<u64>>()
-            + self.stride_due.capacity() * size_of::<(u64, u64, u64)>()
+            + self.stride_due.capacity() * size_of::<(u64, u64, u64, u64)>()
             + self.oos.capacity() * size_of::<OutOfOrder>()
             + self.epoch_release.as_ref().map_or(0, |r| r.len())
             + self.out.memory_used()
@@ -372,7 +380,7 @@ impl Stream {
             + size_of::<(Instant, u64)>()
             + 2 * NODE_OVERHEAD
             + 2 * size_of::<Range<u64>>()
-            + 4 * size_of::<(u64, u64, u64)>();
+            + 4 * size_of::<(u64, u64, u64, u64)>();
         // Output: events of at most `slots + OUT_OF_ORDER_MAX + 4` (header bytes each below 64
         // KiB) and the held bytes plus one datagram, doubled for vector growth.
         let output_events = 2 * (slots + OUT_OF_ORDER_MAX + 4) * 96;
@@ -897,7 +905,8 @@ impl Stream {
                 partial: false,
             };
             self.insert_run(self.head, run);
-            self.stride_after(self.head, seq, self.head);
+            let stride = self.config.retransmit_stride;
+            self.stride_after(self.head, seq, self.head, stride);
         }
         self.clear_delivered(old_head, seq + 1);
         self.head = seq + 1;
@@ -925,7 +934,7 @@ impl Stream {
                 .map_or(0, |f| f.total.saturating_mul(2))
                 .saturating_add(datagram.len())
         } else {
-            datagram.len()
+            datagram.len() + core::mem::size_of::<Held>()
         };
         if !self.make_room(cost, Some(seq)) {
             self.stats.over_budget += 1;
@@ -974,12 +983,16 @@ impl Stream {
                 self.insert_run(seq, run);
             }
         } else {
-            self.held_bytes += datagram.len();
+            self.held_bytes += datagram.len() + core::mem::size_of::<Held>();
             *self.slot_mut(seq) = Slot {
                 epoch,
                 seq,
                 ts_usec,
-                state: SlotState::Whole(Box::from(datagram)),
+                state: SlotState::Whole(Box::new(Held {
+                    meta: RecordMeta::of(&record.header),
+                    header_len: datagram.len() - record.body.len(),
+                    datagram: Box::from(datagram),
+                })),
             };
         }
     }
@@ -1115,24 +1128,25 @@ impl Stream {
     }
 
     /// Schedules a stride request for the missing `[start, end)`, due once the head is more
-    /// than a stride past `from`.
-    fn stride_after(&mut self, start: u64, end: u64, from: u64) {
+    /// than `distance` past `from`.
+    fn stride_after(&mut self, start: u64, end: u64, from: u64, distance: u64) {
         if self.stride_due.len() < 2 * self.config.slots {
             // Rounded up to a quarter stride, so that the requests due around the same head
             // position leave in one response.
             let quantum = (self.config.retransmit_stride / 4).max(1);
             let due = from
-                .saturating_add(self.config.retransmit_stride + 1)
+                .saturating_add(distance + 1)
                 .div_ceil(quantum)
                 .saturating_mul(quantum);
-            self.stride_due.push(Reverse((due, start, end)));
+            self.stride_due.push(Reverse((due, start, end, distance)));
         }
     }
 
-    /// Asks for the missing ranges the head has moved a stride past, and schedules them
-    /// again one stride later.
+    /// Asks for the missing ranges the head has moved far enough past, and schedules them
+    /// again twice as far: a hole is asked for O(log window) times by this rule, so the
+    /// requests a packet causes do not grow with the number of holes.
     fn stride_check(&mut self) {
-        while let Some(&Reverse((due, start, end))) = self.stride_due.peek() {
+        while let Some(&Reverse((due, start, end, distance))) = self.stride_due.peek() {
             if due > self.head {
                 break;
             }
@@ -1140,7 +1154,7 @@ impl Stream {
             let start = start.max(self.tail);
             if start < end {
                 self.request(start..end);
-                self.stride_after(start, end, self.head);
+                self.stride_after(start, end, self.head, distance.saturating_mul(2));
             }
         }
     }
@@ -1225,17 +1239,10 @@ impl Stream {
         let slot = self.slot_mut(seq);
         let state = core::mem::replace(&mut slot.state, SlotState::Delivered);
         match state {
-            SlotState::Whole(datagram) => {
-                self.held_bytes -= datagram.len();
-                if let Ok((header, body)) = Header::parse(&datagram) {
-                    let header_len = datagram.len() - body.len();
-                    self.out.record(
-                        RecordMeta::of(&header),
-                        &datagram[..header_len],
-                        body,
-                        false,
-                    );
-                }
+            SlotState::Whole(held) => {
+                self.held_bytes -= held.datagram.len() + core::mem::size_of::<Held>();
+                let (header, body) = held.datagram.split_at(held.header_len);
+                self.out.record(held.meta, header, body, false);
             }
             SlotState::Assembled(assembled) => {
                 let Assembled { meta, header, body } = *assembled;

@@ -71,7 +71,7 @@ fn message_timeout_reports_the_lost_range_then_late_and_duplicates() {
 }
 
 #[test]
-fn stride_rule_asks_each_time_the_head_moves_a_stride_past_a_hole() {
+fn stride_rule_asks_when_the_head_moves_a_stride_past_a_hole_then_twice_as_far() {
     let mut config = StreamConfig::default();
     config.slots = 64;
     config.retransmit_stride = 8;
@@ -88,12 +88,15 @@ fn stride_rule_asks_each_time_the_head_moves_a_stride_past_a_hole() {
     for seq in 10..=18 {
         s.handle_datagram(t0(), &rec(seq, seq));
     }
+    // And again twice as far (head 10 + 16 + 1 = 27, rounded up to a quarter stride: 28).
+    for seq in 19..=26 {
+        s.handle_datagram(t0(), &rec(seq, seq));
+    }
     assert!(transmits(&mut s).is_empty());
-    // And again a stride later (head 19, rounded up to a quarter stride: 20).
-    s.handle_datagram(t0(), &rec(19, 19));
+    s.handle_datagram(t0(), &rec(27, 27));
     assert_eq!(transmits(&mut s), ["ncrx0 1"]);
     s.handle_datagram(t0(), &rec(1, 1));
-    for seq in 20..=40 {
+    for seq in 28..=60 {
         s.handle_datagram(t0(), &rec(seq, seq));
     }
     assert!(transmits(&mut s).is_empty());
