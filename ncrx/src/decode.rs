@@ -176,10 +176,14 @@ impl Output {
 
     fn line(&mut self, source: SocketAddr, line: &str) -> Result<(), Failure> {
         match &mut self.destination {
-            Destination::Stdout(out) => writeln!(out, "{line}").map_err(|source| Failure::Stream {
-                what: "cannot write to standard output",
-                source,
-            }),
+            Destination::Stdout(batch) => {
+                batch.extend_from_slice(line.as_bytes());
+                batch.push(b'\n');
+                if batch.len() >= STDOUT_BATCH {
+                    self.flush()?;
+                }
+                Ok(())
+            }
             Destination::Dir { dir, files } => {
                 let path = dir.join(format!("{source}.log"));
                 let file = match files.entry(source) {
