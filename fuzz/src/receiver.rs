@@ -51,10 +51,14 @@ pub fn receiver(data: &[u8]) {
     let mut late = HashSet::new();
     let mut lost = HashSet::new();
     let mut buf = [0u8; 2048];
+    let trace = std::env::var_os("FUZZ_TRACE").is_some();
     while !input.is_empty() {
         let Ok(step) = RxStep::arbitrary(&mut input) else {
             break;
         };
+        if trace {
+            eprintln!("{now:?} {step:?}");
+        }
         match step {
             RxStep::Record {
                 source,
@@ -99,6 +103,9 @@ pub fn receiver(data: &[u8]) {
             "memory over the bound"
         );
         while let Some((source, event)) = receiver.poll_event() {
+            if trace {
+                eprintln!("  -> {source} {event:?}");
+            }
             let s = usize::from(source);
             match event {
                 Event::Record(record) => {

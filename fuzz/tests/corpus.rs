@@ -77,3 +77,20 @@ fn receiver() {
 fn sender() {
     replay("sender", netconsole_rs_fuzz::receiver::sender);
 }
+
+/// Runs one input through a body: `FUZZ_INPUT=path FUZZ_TARGET=name cargo test one_input -- --nocapture`.
+#[test]
+fn one_input() {
+    let (Some(path), Some(target)) = (
+        std::env::var_os("FUZZ_INPUT"),
+        std::env::var("FUZZ_TARGET").ok(),
+    ) else {
+        return;
+    };
+    let data = std::fs::read(path).expect("FUZZ_INPUT");
+    match target.as_str() {
+        "receiver" => netconsole_rs_fuzz::receiver::receiver(&data),
+        "sender" => netconsole_rs_fuzz::receiver::sender(&data),
+        other => panic!("unknown target {other}"),
+    }
+}
