@@ -7,43 +7,49 @@
 //!   delivered / given up  │ tail                                 head │
 //!                         │ [rec][ hole run ][rec][frag][ hole ][rec] │
 //!  ───────────────────────┴───────────────────────────────────────────┴────────────────
-//!   ring of `slots` entries indexed by seq % slots, tagged (epoch, seq)
+//!   ring of `slots` entries indexed by seq % slots, tagged (epoch, seq);
+//!   a bitmap of what was delivered over 8 × slots numbers below the head
 //! ```
 //!
-//! - The ring holds what arrived (a whole datagram, or a fragmented record being put
-//!   together) and, once retired, what became of each sequence number (delivered with its
-//!   `ts_usec`, or given up). Advancing the head writes nothing: a ring entry counts only when
-//!   its tag matches.
+//! - The ring holds what arrived (a whole datagram with its parsed fields, or a fragmented
+//!   record being put together) and, once retired, what became of each sequence number
+//!   (delivered with its `ts_usec`, or given up). Advancing the head writes nothing: a ring
+//!   entry counts only when its tag matches.
 //! - Every sequence number in `[tail, head)` that is not complete belongs to one *run*: a
 //!   range of missing numbers (or one incomplete fragmented record) with the time the
-//!   receiver learned of it and its next retransmission request. Runs live in an ordered map
-//!   by start and their requests in an ordered set by deadline, so one packet or timer costs
+//!   receiver learned of it. Runs live in an ordered map by start, so a packet costs
 //!   O(log n) whatever the number of holes.
 //! - Records leave from the tail, in order: complete ones at once, a run when its
 //!   [`message_timeout`](StreamConfig::message_timeout) passes ([`Event::Lost`] or
 //!   [`Event::Incomplete`]), or early when the window or the byte budget overflows. Runs are
 //!   created in sequence order as time goes on, so the tail's run is always the next to
 //!   time out: the give-up timer is one deadline.
-//! - A retransmission request (`ncrx<ack> <seq>...`) lists a run every
-//!   [`retransmit_interval`](StreamConfig::retransmit_interval) (runs due within a quarter
+//! - Retransmission requests (`ncrx<ack> <seq>...`) ask for the holes of a range every
+//!   [`retransmit_interval`](StreamConfig::retransmit_interval) (a queue in time order, since
+//!   every entry is due one interval after it was pushed; ranges due within a quarter
 //!   interval of a due one go in the same response), and when the head has moved
-//!   [`retransmit_stride`](StreamConfig::retransmit_stride) past it, then twice, four times
-//!   that distance further (a heap keyed by the head position at which each is due, rounded
-//!   up to a quarter stride so that requests leave together). libncrx asks again at every
-//!   stride for every hole, so its requests per packet grow with the holes; here they do not. Acks (`ack_seq` = last retired) go out with every request, after
+//!   [`retransmit_stride`](StreamConfig::retransmit_stride) past a hole, then twice, four
+//!   times that distance further (a heap keyed by the head position, rounded up to a
+//!   quarter stride so that requests leave together). libncrx asks again at every stride for
+//!   every hole, so its requests per packet grow with the holes; here they do not. Acks
+//!   (`ack_seq` = last retired) go out with every request, after
 //!   [`ack_interval`](StreamConfig::ack_interval) when configured, and at once for an
 //!   `ncemg` record.
 //! - A record behind the tail: a duplicate of a delivered one is dropped and counted; one
-//!   that was given up on is delivered as [`Event::Late`]; a remembered sequence number with
-//!   another `ts_usec`, or a changed release, restarts the stream at once; one before
-//!   anything remembered restarts it at once when its `ts_usec` is also far back, and
-//!   otherwise is buffered as out of order like a record far ahead of the window (libncrx's
-//!   rule: 19 of the last 32 out of order restart the stream from the lowest; a buffered
-//!   record not used so comes out as [`Event::Late`]). `ncemg` records never count as out of
-//!   order.
+//!   that was given up on is delivered once as [`Event::Late`]. A remembered sequence number
+//!   with another `ts_usec`, a record whose `ts_usec` contradicts the sequence order by more
+//!   than [`restart_ts_back`](StreamConfig::restart_ts_back), or a changed release restarts
+//!   the stream at once; so does one before anything remembered whose `ts_usec` is also far
+//!   back. Other records before the remembered range or far ahead of the window are
+//!   buffered as out of order (libncrx's rule: 19 of the last 32 out of order restart the
+//!   stream from the lowest; a buffered record not used so comes out as [`Event::Late`]).
+//!   `ncemg` records never count as out of order.
+//! - What cannot be known is not invented: records before the first one a stream places, or
+//!   after the last, whose every copy was lost, leave no trace (no receiver can tell they
+//!   existed).
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::ops::Range;
@@ -204,7 +210,6 @@ struct Run {
     /// When the receiver learned these were missing (the give-up clock).
     learned: Instant,
     /// Next retransmission request.
-    request_at: Instant,
     /// One fragmented record with bytes missing (held in its slot).
     partial: bool,
 }
@@ -261,7 +266,9 @@ pub struct Stream {
     head: u64,
     newest_ts: u64,
     runs: BTreeMap<u64, Run>,
-    requests_due: BTreeSet<(Instant, u64)>,
+    /// Interval requests: `(when, start, end)` of ranges that had holes, in time order (every
+    /// entry is pushed at `now + retransmit_interval`, so the queue stays sorted).
+    requests_due: VecDeque<(Instant, u64, u64)>,
     /// Stride requests: `(head at which due, start, end, distance)` of missing ranges.
     stride_due: BinaryHeap<Reverse<(u64, u64, u64, u64)>>,
     requests: VecDeque<Range<u64>>,
@@ -305,7 +312,7 @@ impl Stream {
             head: 0,
             newest_ts: 0,
             runs: BTreeMap::new(),
-            requests_due: BTreeSet::new(),
+            requests_due: VecDeque::new(),
             stride_due: BinaryHeap::new(),
             requests: VecDeque::new(),
             ack_pending_since: None,
@@ -356,7 +363,7 @@ impl Stream {
             + self.held_bytes
             + self.delivered.capacity() * 8
             + self.runs.len() * (size_of::<(u64, Run)>() + NODE_OVERHEAD)
-            + self.requests_due.len() * (size_of::<(Instant, u64)>() + NODE_OVERHEAD)
+            + self.requests_due.capacity() * size_of::<(Instant, u64, u64)>()
             + self.requests.capacity() * size_of::<Range<u64>>()
             + self.stride_due.capacity() * size_of::<(u64, u64, u64, u64)>()
             + self.oos.capacity() * size_of::<OutOfOrder>()
@@ -377,7 +384,7 @@ impl Stream {
         let slots = config.slots;
         let per_slot = size_of::<Slot>()
             + size_of::<(u64, Run)>()
-            + size_of::<(Instant, u64)>()
+            + 2 * size_of::<(Instant, u64, u64)>()
             + 2 * NODE_OVERHEAD
             + 2 * size_of::<Range<u64>>()
             + 4 * size_of::<(u64, u64, u64, u64)>();
@@ -468,17 +475,23 @@ impl Stream {
         // Requests due within a quarter interval go along with a due one: one response
         // instead of one per hole.
         let mut horizon = now;
-        while let Some(&(at, start)) = self.requests_due.first() {
+        while let Some(&(at, start, end)) = self.requests_due.front() {
             if at > horizon {
                 break;
             }
             horizon = now + interval / 4;
-            self.requests_due.pop_first();
-            if let Some(run) = self.runs.get_mut(&start) {
-                run.request_at = now + interval;
-                let range = start..run.end;
-                self.requests_due.insert((run.request_at, start));
-                self.request(range);
+            self.requests_due.pop_front();
+            let start = start.max(self.tail);
+            // Still a hole in the range? (The last run starting before its end reaches in.)
+            let open = start < end
+                && self
+                    .runs
+                    .range(..end)
+                    .next_back()
+                    .is_some_and(|(_, run)| run.end > start);
+            if open {
+                self.request(start..end);
+                self.schedule_request(start, end);
             }
         }
         while let Some(front) = self.oos.front() {
@@ -497,7 +510,7 @@ impl Stream {
 
     /// The exact next deadline, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.requests_due.first().map(|&(at, _)| at);
+        let mut next = self.requests_due.front().map(|&(at, _, _)| at);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some((_, run)) = self.runs.first_key_value() {
             consider(run.learned + self.config.message_timeout);
@@ -901,13 +914,15 @@ impl Stream {
             let run = Run {
                 end: seq,
                 learned,
-                request_at: now + self.config.retransmit_interval,
                 partial: false,
             };
             self.insert_run(self.head, run);
             let stride = self.config.retransmit_stride;
             self.stride_after(self.head, seq, self.head, stride);
         }
+        // One interval request covers the new hole and the new record (if it stays
+        // incomplete).
+        self.schedule_request(self.head, seq + 1);
         self.clear_delivered(old_head, seq + 1);
         self.head = seq + 1;
         // Keep the window open at most `max_open`, so the ring entry is free.
@@ -977,7 +992,6 @@ impl Stream {
                 let run = Run {
                     end: seq + 1,
                     learned,
-                    request_at: self.now + self.config.retransmit_interval,
                     partial: true,
                 };
                 self.insert_run(seq, run);
@@ -1003,7 +1017,6 @@ impl Stream {
             let run = Run {
                 end: seq + 1,
                 learned,
-                request_at: self.now + self.config.retransmit_interval,
                 partial: false,
             };
             self.insert_run(seq, run);
@@ -1112,13 +1125,29 @@ impl Stream {
 
     fn insert_run(&mut self, start: u64, run: Run) {
         self.runs.insert(start, run);
-        self.requests_due.insert((run.request_at, start));
     }
 
     fn remove_run(&mut self, start: u64) -> Option<Run> {
-        let run = self.runs.remove(&start)?;
-        self.requests_due.remove(&(run.request_at, start));
-        Some(run)
+        self.runs.remove(&start)
+    }
+
+    /// Asks for the holes of `[start, end)` one retransmit interval from now.
+    fn schedule_request(&mut self, start: u64, end: u64) {
+        if self.requests_due.len() >= 2 * self.config.slots {
+            while self
+                .requests_due
+                .front()
+                .is_some_and(|&(_, _, end)| end <= self.tail)
+            {
+                self.requests_due.pop_front();
+            }
+            if self.requests_due.len() >= 2 * self.config.slots {
+                // A flood of holes: these are left to the stride rule and the timeout.
+                return;
+            }
+        }
+        let at = self.now + self.config.retransmit_interval;
+        self.requests_due.push_back((at, start, end));
     }
 
     fn request(&mut self, range: Range<u64>) {
@@ -1167,6 +1196,18 @@ impl Stream {
 
     /// Retires complete records at the tail and runs whose time is up.
     fn retire(&mut self) {
+        self.retire_due();
+        // Interval requests for retired ranges would only wake the caller for nothing.
+        while self
+            .requests_due
+            .front()
+            .is_some_and(|&(_, _, end)| end <= self.tail)
+        {
+            self.requests_due.pop_front();
+        }
+    }
+
+    fn retire_due(&mut self) {
         let timeout = self.config.message_timeout;
         while self.tail < self.head {
             if self.tagged(self.tail) && self.slot(self.tail).is_complete() {
