@@ -123,6 +123,9 @@ pub(crate) struct ListenArgs {
     /// The senders' printk format limit in bytes (see `ncrx decode --help`).
     #[arg(long, value_name = "BYTES")]
     pub(crate) format_limit: Option<usize>,
+    /// Show each datagram the receiver counts as malformed on stderr.
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
     /// Receiver threads: each binds the addresses with SO_REUSEPORT and the kernel shards
     /// senders over them by a hash of their address; each runs its own receiver.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -148,6 +151,9 @@ pub(crate) struct DecodeArgs {
     /// to the first newline.
     #[arg(long, value_name = "BYTES")]
     pub(crate) format_limit: Option<usize>,
+    /// Show each datagram the receiver counts as malformed on stderr.
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
 }
 
 /// A probability, 0 to 1.

@@ -408,6 +408,31 @@ fn run_timers(
     Ok(())
 }
 
+/// Datagrams shown at most by `-v`, in bytes.
+const SHOWN_BYTES: usize = 120;
+
+/// Hands one datagram to the receiver; with `verbose`, shows it on stderr when the
+/// receiver counted it malformed.
+pub(crate) fn feed(
+    rx: &mut Receiver<SocketAddr>,
+    now: Instant,
+    source: SocketAddr,
+    payload: &[u8],
+    verbose: bool,
+) {
+    let malformed =
+        |rx: &Receiver<SocketAddr>| rx.stream(&source).map_or(0, |s| s.stats().malformed);
+    let before = verbose.then(|| malformed(rx));
+    rx.handle_datagram(now, &source, payload);
+    if before.is_some_and(|before| malformed(rx) > before) {
+        eprintln!(
+            "ncrx: malformed datagram from {source} ({} bytes): {}",
+            payload.len(),
+            payload[..payload.len().min(SHOWN_BYTES)].escape_ascii()
+        );
+    }
+}
+
 /// `ncrx decode`.
 pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
     let mut output = Output::new(args.format, args.format_limit, args.dir.clone())?;
@@ -415,10 +440,12 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
     let mut scratch = vec![0u8; 2048];
     let summary = capture::read_capture(&args.file, &args.port, |datagram| {
         run_timers(&mut rx, datagram.time, &mut output, &mut scratch)?;
-        rx.handle_datagram(
+        feed(
+            &mut rx,
             datagram.time,
-            &datagram.frame.source(),
+            datagram.frame.source(),
             datagram.frame.payload(),
+            args.verbose,
         );
         drain(&mut rx, &mut output, &mut scratch)
     })?;

@@ -19,7 +19,7 @@ use ncrx_core::{Receiver, ReceiverConfig};
 use netpoll_frame::Instant;
 
 use crate::cli::{ListenArgs, Preset};
-use crate::decode::Output;
+use crate::decode::{Output, feed};
 use crate::error::{Failure, Outcome};
 use crate::oops::{bind_udp, receive_until_stopped};
 
@@ -191,7 +191,7 @@ fn shard(
             deadline.saturating_duration_since(now()).min(POLL_INTERVAL)
         });
         match arrivals.recv_timeout(wait) {
-            Ok(arrival) => replies.take(&mut rx, &arrival),
+            Ok(arrival) => replies.take(&mut rx, &arrival, args.verbose),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -205,7 +205,7 @@ fn shard(
     }
     // What arrived before the workers stopped, then everything held.
     while let Ok(arrival) = arrivals.try_recv() {
-        replies.take(&mut rx, &arrival);
+        replies.take(&mut rx, &arrival, args.verbose);
     }
     step(&mut rx, &mut output, &mut replies)?;
     let malformed = rx.stats().streams.malformed;
@@ -233,13 +233,13 @@ struct Replies {
 
 impl Replies {
     /// Feeds one arrival to the receiver and remembers how to answer its sender.
-    fn take(&mut self, rx: &mut Receiver<SocketAddr>, arrival: &Arrival) {
+    fn take(&mut self, rx: &mut Receiver<SocketAddr>, arrival: &Arrival, verbose: bool) {
         let source = canonical(arrival.from);
         if self.routes.len() >= MAX_REPLY_ROUTES && !self.routes.contains_key(&source) {
             self.routes.clear();
         }
         self.routes.insert(source, (arrival.socket, arrival.from));
-        rx.handle_datagram(arrival.at, &source, &arrival.payload);
+        feed(rx, arrival.at, source, &arrival.payload, verbose);
     }
 
     /// Sends every response packet the receiver has.

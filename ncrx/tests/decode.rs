@@ -308,3 +308,43 @@ fn configfs_userdata_and_sysdata_are_split_from_cut_records() {
     assert!(cut >= 3, "{cut} cut records");
     assert!(with_extradata > 400, "{with_extradata}");
 }
+
+#[test]
+fn vlan_frames_and_malformed_datagrams() {
+    let mut config =
+        netpoll_frame::FrameConfig::new("10.0.0.8".parse().unwrap(), "10.0.0.1".parse().unwrap());
+    let plain_config = config.clone();
+    config.vlan = Some(netpoll_frame::VlanTag::new(42));
+    let mut tagged = netpoll_frame::FrameBuilder::new(&config).unwrap();
+    let mut untagged = netpoll_frame::FrameBuilder::new(&plain_config).unwrap();
+    let mut frames = Vec::new();
+    let mut buf = [0u8; 256];
+    let len = tagged.build(b"6,1,1000,-;tagged\n", &mut buf).unwrap();
+    assert_eq!(&buf[12..14], &[0x81, 0x00], "an 802.1Q frame");
+    frames.push((std::time::Duration::from_millis(1), buf[..len].to_vec()));
+    // Looks extended, but its fragment does not fit its own total: malformed.
+    let len = untagged
+        .build(b"6,2,2000,-,ncfrag=9/4;abc", &mut buf)
+        .unwrap();
+    frames.push((std::time::Duration::from_millis(2), buf[..len].to_vec()));
+    let len = untagged.build(b"6,3,3000,-;three\n", &mut buf).unwrap();
+    frames.push((std::time::Duration::from_millis(3), buf[..len].to_vec()));
+    let dir = scratch("decode-vlan");
+    let pcap = dir.join("vlan.pcap");
+    write_pcap(&pcap, &frames);
+    let (code, stdout, stderr) = parts(&run(&["decode", "-v", pcap.to_str().unwrap()], b""));
+    assert_eq!(code, 1, "malformed data seen: {stderr}");
+    assert_eq!(
+        stdout,
+        "10.0.0.8:6665 #1 [    0.001000] <6> tagged\n\
+         10.0.0.8:6665 lost #2..#2\n\
+         10.0.0.8:6665 #3 [    0.003000] <6> three\n"
+    );
+    assert!(
+        stderr.contains(
+            "malformed datagram from 10.0.0.8:6665 (25 bytes): 6,2,2000,-,ncfrag=9/4;abc"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("; 1 malformed datagrams"), "{stderr}");
+}
