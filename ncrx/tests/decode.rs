@@ -58,8 +58,19 @@ fn kmsg_of(record: &Value) -> Vec<u8> {
 
 /// Decodes `pcap` and compares with `kmsg` (records separated by 0x1e).
 fn check(pcap: &Path, kmsg: &Path, release: Option<&str>) -> usize {
+    check_from(pcap, kmsg, release, "192.0.2.1:6665")
+}
+
+fn check_from(pcap: &Path, kmsg: &Path, release: Option<&str>, source: &str) -> usize {
     let (code, stdout, stderr) = parts(&run(
-        &["decode", pcap.to_str().unwrap(), "--format", "json"],
+        &[
+            "decode",
+            pcap.to_str().unwrap(),
+            "--format",
+            "json",
+            "--port",
+            "6666",
+        ],
         b"",
     ));
     assert_eq!(code, 0, "{stderr}");
@@ -76,7 +87,7 @@ fn check(pcap: &Path, kmsg: &Path, release: Option<&str>) -> usize {
     assert_eq!(lines.len(), expected.len(), "{stderr}");
     for (line, kernel) in lines.iter().zip(&expected) {
         assert_eq!(line["type"], "record", "{line}");
-        assert_eq!(line["source"], "192.0.2.1:6665");
+        assert_eq!(line["source"], source);
         assert_eq!(line["release"].as_str(), release);
         assert_eq!(line["out_of_order"], false);
         assert_eq!(
@@ -110,6 +121,18 @@ fn kernel_captures_decode_to_the_kernels_records() {
         let records = check(&dir.join("frames.pcap"), &dir.join("kmsg.raw"), release);
         eprintln!("{case}: {records} records");
         assert!(records > 800, "{case}");
+    }
+    // The extended IPv6 target (the plain one, on port 6668, is left out by --port 6666).
+    for case in ["linux-7.3/ipv6", "linux-6.1/ipv6"] {
+        let dir = root.join(case);
+        let records = check_from(
+            &dir.join("frames.pcap"),
+            &dir.join("kmsg.raw"),
+            None,
+            "[2001:db8::1]:6665",
+        );
+        eprintln!("{case}: {records} records");
+        assert!(records > 700, "{case}");
     }
 }
 
@@ -242,27 +265,14 @@ fn a_hole_is_reported_lost_and_late_records_marked() {
     );
 }
 
-#[test]
-fn configfs_userdata_and_sysdata_are_split_from_cut_records() {
-    // Linux 7.3, configfs target with userdata and sysdata: with --format-limit 2048 a record
-    // the kernel cut keeps its cut text, and the userdata/sysdata lines that followed it on
-    // the same line come out as `dict` entries.
-    let Some(root) = shared_captures() else {
-        eprintln!("note: ../shared/captures is absent; test skipped");
-        return;
-    };
-    let dir = root.join("linux-7.3/configfs_userdata");
-    let (code, stdout, stderr) = parts(&run(
-        &[
-            "decode",
-            dir.join("frames.pcap").to_str().unwrap(),
-            "--format",
-            "json",
-            "--format-limit",
-            "2048",
-        ],
-        b"",
-    ));
+/// Decodes a configfs capture (which starts at enable time, so only a window of kmsg.raw
+/// was sent) and checks each record against the kernel's of the same seq, its
+/// userdata/sysdata entries set aside. Returns (records, cut, with userdata/sysdata).
+fn check_configfs(dir: &Path, extra: &[&str]) -> (usize, usize, usize) {
+    let pcap = dir.join("frames.pcap");
+    let mut args = vec!["decode", pcap.to_str().unwrap(), "--format", "json"];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = parts(&run(&args, b""));
     assert_eq!(code, 0, "{stderr}");
     let kernel: std::collections::BTreeMap<u64, Vec<u8>> = std::fs::read(dir.join("kmsg.raw"))
         .unwrap()
@@ -279,34 +289,53 @@ fn configfs_userdata_and_sysdata_are_split_from_cut_records() {
     let extradata = [
         "rig_cfg", "host", "odd", "cpu", "taskname", "release", "msgid",
     ];
-    let mut cut = 0;
-    let mut with_extradata = 0;
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    for mut line in lines.iter().cloned() {
+    let (mut records, mut cut, mut with_extradata) = (0, 0, 0);
+    for line in stdout.lines() {
+        let mut line: Value = serde_json::from_str(line).unwrap();
         let dict = line["dict"].as_array().unwrap().clone();
-        let (extra, printk): (Vec<Value>, Vec<Value>) = dict
+        let (userdata, printk): (Vec<Value>, Vec<Value>) = dict
             .into_iter()
             .partition(|pair| extradata.contains(&pair[0].as_str().unwrap()));
-        if !extra.is_empty() {
+        if !userdata.is_empty() {
             with_extradata += 1;
         }
         if line["truncated"] == true {
             cut += 1;
         }
+        records += 1;
         line["dict"] = Value::Array(printk);
         let seq = line["seq"].as_u64().unwrap();
         assert_eq!(
             String::from_utf8_lossy(&kmsg_of(&line)),
             String::from_utf8_lossy(&kernel[&seq]),
-            "seq {seq}"
+            "seq {seq} of {}",
+            dir.display()
         );
     }
-    assert!(lines.len() > 400, "{}", lines.len());
+    (records, cut, with_extradata)
+}
+
+#[test]
+fn configfs_captures_decode_to_the_kernels_records() {
+    let Some(root) = shared_captures() else {
+        eprintln!("note: ../shared/captures is absent; test skipped");
+        return;
+    };
+    // Linux 7.3 with userdata and sysdata: with --format-limit 2048 a record the kernel cut
+    // keeps its cut text, and the userdata/sysdata lines that followed it on the same line
+    // come out as `dict` entries.
+    let (records, cut, with_extradata) = check_configfs(
+        &root.join("linux-7.3/configfs_userdata"),
+        &["--format-limit", "2048"],
+    );
+    assert!(records > 400, "{records}");
     assert!(cut >= 3, "{cut} cut records");
     assert!(with_extradata > 400, "{with_extradata}");
+    // Linux 6.1: no cap, no userdata; records up to 3878 bytes.
+    let (records, cut, with_extradata) =
+        check_configfs(&root.join("linux-6.1/configfs_userdata"), &[]);
+    assert!(records > 350, "{records}");
+    assert_eq!((cut, with_extradata), (0, 0));
 }
 
 #[test]
