@@ -17,8 +17,8 @@
 //!   entry counts only when its tag matches.
 //! - Every sequence number in `[tail, head)` that is not complete belongs to one *run*: a
 //!   range of missing numbers (or one incomplete fragmented record) with the time the
-//!   receiver learned of it. Runs live in an ordered map by start, so a packet costs
-//!   O(log n) whatever the number of holes.
+//!   receiver gives up on it (`message_timeout` after it learned of it). Runs live in an
+//!   ordered map by start, so a packet costs O(log n) whatever the number of holes.
 //! - Records leave from the tail, in order: complete ones at once, a run when its
 //!   [`message_timeout`](StreamConfig::message_timeout) passes ([`Event::Lost`] or
 //!   [`Event::Incomplete`]), or early when the window or the byte budget overflows. Runs are
@@ -207,8 +207,8 @@ impl Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
     end: u64,
-    /// When the receiver learned these were missing (the give-up clock).
-    learned: Instant,
+    /// When to give up: `message_timeout` after the receiver learned these were missing.
+    give_up_at: Instant,
     /// Next retransmission request.
     /// One fragmented record with bytes missing (held in its slot).
     partial: bool,
@@ -481,15 +481,10 @@ impl Stream {
             }
             horizon = now + interval / 4;
             self.requests_due.pop_front();
+            // Until the tail passes the range, ask again (what arrived meanwhile is left out
+            // of the response).
             let start = start.max(self.tail);
-            // Still a hole in the range? (The last run starting before its end reaches in.)
-            let open = start < end
-                && self
-                    .runs
-                    .range(..end)
-                    .next_back()
-                    .is_some_and(|(_, run)| run.end > start);
-            if open {
+            if start < end {
                 self.request(start..end);
                 self.schedule_request(start, end);
             }
@@ -513,7 +508,7 @@ impl Stream {
         let mut next = self.requests_due.front().map(|&(at, _, _)| at);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some((_, run)) = self.runs.first_key_value() {
-            consider(run.learned + self.config.message_timeout);
+            consider(run.give_up_at);
         }
         if let Some(front) = self.oos.front() {
             consider(front.at + self.config.out_of_order_timeout);
@@ -910,10 +905,9 @@ impl Stream {
             return;
         }
         if seq > self.head {
-            let learned = now;
             let run = Run {
                 end: seq,
-                learned,
+                give_up_at: now + self.config.message_timeout,
                 partial: false,
             };
             self.insert_run(self.head, run);
@@ -936,12 +930,19 @@ impl Stream {
             return;
         }
         // `seq` is now the last open number and no run covers it.
-        self.store_new(record, datagram, now, seq);
+        let give_up_at = now + self.config.message_timeout;
+        self.store_new(record, datagram, give_up_at, seq);
         self.stride_check();
     }
 
     /// Stores a record at `seq`, which is open and covered by no run.
-    fn store_new(&mut self, record: &ExtRecord<'_>, datagram: &[u8], learned: Instant, seq: u64) {
+    fn store_new(
+        &mut self,
+        record: &ExtRecord<'_>,
+        datagram: &[u8],
+        give_up_at: Instant,
+        seq: u64,
+    ) {
         let cost = if record.is_fragment() {
             record
                 .header
@@ -953,7 +954,7 @@ impl Stream {
         };
         if !self.make_room(cost, Some(seq)) {
             self.stats.over_budget += 1;
-            self.lose_unstored(seq, learned);
+            self.lose_unstored(seq, give_up_at);
             return;
         }
         if seq < self.tail {
@@ -966,7 +967,7 @@ impl Stream {
             let Ok(fragmented) = FragmentedRecord::new(record, self.config.max_fragmented_total)
             else {
                 self.stats.malformed += 1;
-                self.lose_unstored(seq, learned);
+                self.lose_unstored(seq, give_up_at);
                 return;
             };
             let header_len = datagram.len() - record.body.len();
@@ -991,7 +992,7 @@ impl Stream {
             } else {
                 let run = Run {
                     end: seq + 1,
-                    learned,
+                    give_up_at,
                     partial: true,
                 };
                 self.insert_run(seq, run);
@@ -1012,11 +1013,11 @@ impl Stream {
     }
 
     /// `seq` could not be stored: it stays missing (a run of one), to be asked for again.
-    fn lose_unstored(&mut self, seq: u64, learned: Instant) {
+    fn lose_unstored(&mut self, seq: u64, give_up_at: Instant) {
         if seq >= self.tail && seq < self.head {
             let run = Run {
                 end: seq + 1,
-                learned,
+                give_up_at,
                 partial: false,
             };
             self.insert_run(seq, run);
@@ -1069,7 +1070,7 @@ impl Stream {
         if seq + 1 < run.end {
             self.insert_run(seq + 1, run);
         }
-        self.store_new(record, datagram, run.learned, seq);
+        self.store_new(record, datagram, run.give_up_at, seq);
     }
 
     fn add_fragment(&mut self, seq: u64, record: &ExtRecord<'_>, datagram: &[u8]) {
@@ -1208,14 +1209,13 @@ impl Stream {
     }
 
     fn retire_due(&mut self) {
-        let timeout = self.config.message_timeout;
         while self.tail < self.head {
             if self.tagged(self.tail) && self.slot(self.tail).is_complete() {
                 self.retire_one_complete();
                 continue;
             }
             match self.runs.first_key_value() {
-                Some((&start, run)) if start == self.tail && run.learned + timeout <= self.now => {
+                Some((&start, run)) if start == self.tail && run.give_up_at <= self.now => {
                     let end = run.end;
                     self.give_up(start, end);
                 }
