@@ -277,6 +277,8 @@ pub struct Stream {
     oos: VecDeque<OutOfOrder>,
     oos_history: u32,
     held_bytes: usize,
+    /// `now + retransmit_interval`, computed once per call.
+    request_at: Instant,
     /// One bit per sequence number over `DELIVERED_SPAN * slots` numbers below the head:
     /// delivered (in order or late) in this epoch. Tells a duplicate from a late record
     /// further back than the ring remembers.
@@ -320,6 +322,7 @@ impl Stream {
             oos: VecDeque::new(),
             oos_history: 0,
             held_bytes: 0,
+            request_at: Instant::ZERO,
             delivered,
             now: Instant::ZERO,
             out: Output::default(),
@@ -448,7 +451,10 @@ impl Stream {
     }
 
     fn advance_time(&mut self, now: Instant) {
-        self.now = self.now.max(now);
+        if now > self.now || self.request_at == Instant::ZERO {
+            self.now = now;
+            self.request_at = now + self.config.retransmit_interval;
+        }
         self.out.release();
     }
 
@@ -471,15 +477,15 @@ impl Stream {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance_time(now);
         let now = self.now;
-        let interval = self.config.retransmit_interval;
         // Requests due within a quarter interval go along with a due one: one response
         // instead of one per hole.
+        let along = now + self.config.retransmit_interval / 4;
         let mut horizon = now;
         while let Some(&(at, start, end)) = self.requests_due.front() {
             if at > horizon {
                 break;
             }
-            horizon = now + interval / 4;
+            horizon = along;
             self.requests_due.pop_front();
             // Until the tail passes the range, ask again (what arrived meanwhile is left out
             // of the response).
@@ -1147,7 +1153,20 @@ impl Stream {
                 return;
             }
         }
-        let at = self.now + self.config.retransmit_interval;
+        let at = self.request_at;
+        if let Some(back) = self.requests_due.back_mut() {
+            // Adjacent ranges due close together (one per packet as the head moves) make
+            // one entry.
+            if back.2 == start
+                && at
+                    .saturating_duration_since(back.0)
+                    .checked_mul(4)
+                    .is_some_and(|d| d <= self.config.retransmit_interval)
+            {
+                back.2 = end;
+                return;
+            }
+        }
         self.requests_due.push_back((at, start, end));
     }
 
