@@ -271,6 +271,9 @@ pub struct Stream {
     requests_due: VecDeque<(Instant, u64, u64)>,
     /// Stride requests: `(head at which due, start, end, distance)` of missing ranges.
     stride_due: BinaryHeap<Reverse<(u64, u64, u64, u64)>>,
+    /// The newest stride request, still growing: the holes the head leaves behind within a
+    /// quarter stride share one entry.
+    stride_newest: Option<(u64, u64, u64, u64)>,
     requests: VecDeque<Range<u64>>,
     ack_pending_since: Option<Instant>,
     ack_due: bool,
@@ -316,6 +319,7 @@ impl Stream {
             runs: BTreeMap::new(),
             requests_due: VecDeque::new(),
             stride_due: BinaryHeap::new(),
+            stride_newest: None,
             requests: VecDeque::new(),
             ack_pending_since: None,
             ack_due: false,
@@ -683,6 +687,7 @@ impl Stream {
         self.ack_due = false;
         self.requests.clear();
         self.stride_due.clear();
+        self.stride_newest = None;
     }
 
     fn restart(&mut self, reason: RestartReason, record: &ExtRecord<'_>, datagram: &[u8]) {
@@ -1187,7 +1192,18 @@ impl Stream {
                 .saturating_add(distance + 1)
                 .div_ceil(quantum)
                 .saturating_mul(quantum);
-            self.stride_due.push(Reverse((due, start, end, distance)));
+            if distance == self.config.retransmit_stride {
+                match &mut self.stride_newest {
+                    Some(newest) if newest.0 == due && newest.2 <= start => newest.2 = end,
+                    newest => {
+                        if let Some(full) = newest.replace((due, start, end, distance)) {
+                            self.stride_due.push(Reverse(full));
+                        }
+                    }
+                }
+            } else {
+                self.stride_due.push(Reverse((due, start, end, distance)));
+            }
         }
     }
 
@@ -1195,6 +1211,14 @@ impl Stream {
     /// again twice as far: a hole is asked for O(log window) times by this rule, so the
     /// requests a packet causes do not grow with the number of holes.
     fn stride_check(&mut self) {
+        if self
+            .stride_newest
+            .is_some_and(|newest| newest.0 <= self.head)
+        {
+            if let Some(newest) = self.stride_newest.take() {
+                self.stride_due.push(Reverse(newest));
+            }
+        }
         while let Some(&Reverse((due, start, end, distance))) = self.stride_due.peek() {
             if due > self.head {
                 break;
