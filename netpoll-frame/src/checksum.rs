@@ -104,6 +104,17 @@ impl Checksum {
 
     /// The sum of the bytes of `self` followed by the bytes of `other`, without going over
     /// the bytes again: e.g. pieces summed separately, or a pseudo-header and a datagram.
+    ///
+    /// ```
+    /// use netpoll_frame::checksum::Checksum;
+    ///
+    /// let data = b"netconsole: odd-length pieces";
+    /// let (mut head, mut tail, mut whole) = (Checksum::new(), Checksum::new(), Checksum::new());
+    /// head.add_bytes(&data[..11]);
+    /// tail.add_bytes(&data[11..]);
+    /// whole.add_bytes(data);
+    /// assert_eq!(head.combine(tail), whole);
+    /// ```
     #[must_use]
     pub fn combine(self, other: Checksum) -> Checksum {
         let mut out = self;
@@ -166,6 +177,17 @@ pub fn update(old_checksum: u16, old_word: u16, new_word: u16) -> u16 {
 /// Only the parity of `offset` matters. Returns `None` if `old` and `new` differ in length
 /// (the data after the field would move, which is not an update). The result equals a full
 /// recomputation, with the same all-zero exception as [`update`].
+///
+/// ```
+/// use netpoll_frame::checksum::{checksum, update_bytes};
+///
+/// let mut data = *b"seq=41 ts_usec=1000";
+/// let old = checksum(&data);
+/// // "41" starts at byte 4; it becomes "42".
+/// let new = update_bytes(old, 4, b"41", b"42");
+/// data[4..6].copy_from_slice(b"42");
+/// assert_eq!(new, Some(checksum(&data)));
+/// ```
 pub fn update_bytes(old_checksum: u16, offset: usize, old: &[u8], new: &[u8]) -> Option<u16> {
     if old.len() != new.len() {
         return None;
