@@ -165,8 +165,8 @@ struct Pending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Emergency {
     interval: Duration,
-    /// Next sequence to send in this pass.
-    next_seq: u64,
+    /// Next sequence to send in this pass (`None`: the pass reached `u64::MAX`).
+    next_seq: Option<u64>,
     next_at: Instant,
 }
 
@@ -311,9 +311,15 @@ impl Sender {
         let newest = self.held.back().map_or(oldest, |h| h.seq);
         let (interval, seq) = match self.emergency {
             None => (self.config.emergency_min_interval, oldest),
-            Some(e) if e.next_seq <= newest => (e.interval, e.next_seq.max(oldest)),
+            Some(Emergency {
+                interval,
+                next_seq: Some(next),
+                ..
+            }) if next <= newest => (interval, next.max(oldest)),
             Some(e) => (
-                (e.interval * 2).min(self.config.emergency_max_interval),
+                e.interval
+                    .saturating_mul(2)
+                    .min(self.config.emergency_max_interval),
                 oldest,
             ),
         };
@@ -324,7 +330,7 @@ impl Sender {
         self.stats.emergency += 1;
         self.emergency = Some(Emergency {
             interval,
-            next_seq: seq + 1,
+            next_seq: seq.checked_add(1),
             next_at: now + interval,
         });
     }
@@ -386,7 +392,7 @@ mod tests {
     }
 
     fn msg(seq: u64) -> Vec<u8> {
-        format!("6,{seq},{},-;record {seq}\n", seq * 10).into_bytes()
+        format!("6,{seq},{},-;record {seq}\n", seq.wrapping_mul(10)).into_bytes()
     }
 
     const MS: Duration = Duration::from_millis(1);
@@ -471,6 +477,28 @@ mod tests {
         assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(10)));
         s.handle_response(now, &Response::parse(b"ncrx3").unwrap());
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn emergency_at_the_end_of_the_sequence_space() {
+        let mut s = Sender::new(SenderConfig {
+            emergency_max_interval: Duration::MAX,
+            ..SenderConfig::default()
+        });
+        let top = format!("6,{},1,-;last\n", u64::MAX);
+        s.push(Instant::ZERO, &msg(u64::MAX - 1)).unwrap();
+        s.push(Instant::ZERO, top.as_bytes()).unwrap();
+        drain(&mut s);
+        s.handle_response(Instant::ZERO, &Response::parse(b"ncrx0").unwrap());
+        let mut now = Instant::ZERO;
+        for _ in 0..40 {
+            now = s.poll_timeout().unwrap();
+            s.handle_timeout(now);
+            assert_eq!(drain(&mut s).len(), 1);
+        }
+        // Intervals doubled without overflowing, and both records are still being sent.
+        assert!(s.poll_timeout().unwrap() > now);
+        assert_eq!(s.unacked(), 2);
     }
 
     #[test]
