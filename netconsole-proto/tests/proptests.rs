@@ -293,24 +293,29 @@ proptest! {
     #[test]
     fn sender_survives_arbitrary_events(
         events in prop::collection::vec((0u8..4, any::<u16>(), prop::collection::vec(any::<u8>(), 0..40)), 0..200),
+        base in prop_oneof![Just(0u64), Just(u64::MAX - 400), any::<u64>()],
     ) {
         let mut s = Sender::new(SenderConfig::default().with_window(8));
         let mut now = Instant::ZERO;
-        let mut seq = 0u64;
+        let mut seq = base;
         let mut out = [0u8; MAX_PRINT_CHUNK];
         for (kind, value, bytes) in events {
             match kind {
                 0 => {
-                    seq += u64::from(value % 3);
+                    seq = seq.saturating_add(u64::from(value % 3));
                     let msg = format!("6,{seq},{},-;{}\n", value, "x".repeat(usize::from(value % 2500)));
                     s.push(now, msg.as_bytes()).unwrap();
                 }
                 1 => {
-                    let ack = u64::from(value) % (seq + 2);
+                    let span = (seq - base).saturating_add(2);
+                    let ack = base.saturating_add(u64::from(value) % span);
                     let mut missing = Vec::new();
                     let mut next = ack;
                     for b in &bytes {
-                        next += u64::from(b % 4) + 1;
+                        let Some(n) = next.checked_add(u64::from(b % 4) + 1) else {
+                            break;
+                        };
+                        next = n;
                         missing.push(next);
                     }
                     let mut packet = [0u8; MAX_RESPONSE];
