@@ -74,3 +74,8 @@ pub use response::{MAX_RESPONSE, Response, ResponseError, encode_response};
 
 /// The most payload bytes netconsole puts in one datagram (`MAX_PRINT_CHUNK`).
 pub const MAX_PRINT_CHUNK: usize = 1000;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
