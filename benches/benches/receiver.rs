@@ -127,12 +127,10 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
             drain(&mut rx, &mut counts);
         }
         while let Some((_, n)) = rx.poll_transmit(&mut buf) {
-            if retransmit {
-                if let Ok(response) = Response::parse(&buf[..n]) {
-                    for missing in response.missing() {
-                        if !rng.lose(loss) {
-                            answers.push_back((now + answer_delay, missing));
-                        }
+            if let (true, Ok(response)) = (retransmit, Response::parse(&buf[..n])) {
+                for missing in response.missing() {
+                    if !rng.lose(loss) {
+                        answers.push_back((now + answer_delay, missing));
                     }
                 }
             }
@@ -152,7 +150,7 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
             }
         }
     }
-    now += Duration::from_secs(60);
+    now += Duration::from_mins(1);
     while let Some(deadline) = rx.poll_timeout().filter(|t| *t <= now) {
         rx.handle_timeout(deadline);
         drain(&mut rx, &mut counts);
