@@ -513,7 +513,10 @@ impl Stream {
         self.retire();
     }
 
-    /// The exact next deadline, if any.
+    /// The next deadline, if any: the earliest of the give-up time of the tail's hole, the
+    /// next interval request, the out-of-order buffer's timeout and the ack. Each is the
+    /// exact instant it is due, never "now + interval"; an interval request whose holes were
+    /// all filled meanwhile (but not yet retired) passes without output.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.requests_due.front().map(|&(at, _, _)| at);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
