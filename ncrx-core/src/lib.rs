@@ -13,6 +13,11 @@
 //! [`Stream`] is one source's state machine; [`Receiver`] keys streams by source (an IP
 //! address and port by default) with bounded sources and bytes. Parameters default to
 //! libncrx's ([`StreamConfig::default`]); [`StreamConfig::daemon`] is netconsd's preset.
+//! [`Receiver::memory_used`] / [`Receiver::memory_bound`] and [`Stream::held_bytes`] expose
+//! the memory invariants to tests and fuzzers.
+//!
+//! Features: `std` (default; `std::error::Error` in the dependencies), `sim` (the
+//! deterministic network simulator, `sim` module, used by the tests and benches).
 //!
 //! ```
 //! use std::net::SocketAddr;
