@@ -40,7 +40,9 @@
 //!   with another `ts_usec`, a record whose `ts_usec` contradicts the sequence order by more
 //!   than [`restart_ts_back`](StreamConfig::restart_ts_back), or a changed release restarts
 //!   the stream at once; so does one before anything remembered whose `ts_usec` is also far
-//!   back. Other records before the remembered range or far ahead of the window are
+//!   back. A record just before the one the stream started with (its `ts_usec` within
+//!   `restart_ts_back` of that one's) is delivered late at once. Other records before the
+//!   remembered range or far ahead of the window are
 //!   buffered as out of order (libncrx's rule: 19 of the last 32 out of order restart the
 //!   stream from the lowest; a buffered record not used so comes out as [`Event::Late`]).
 //!   `ncemg` records never count as out of order.
@@ -664,6 +666,13 @@ impl Stream {
             self.place_in_window(record, datagram);
         } else if seq >= self.epoch_start && self.head - seq <= self.bits() {
             self.behind_tail(record, datagram);
+        } else if seq < self.epoch_start
+            && self.epoch_start - seq <= slots
+            && self.head - seq <= self.bits()
+            && header.ts_usec.abs_diff(self.epoch_first_ts) <= back
+        {
+            // Sent just before the record the stream started with, overtaken on the way.
+            self.before_start(record, datagram);
         } else if header.ncemg {
             self.stats.stale_emergency += 1;
         } else if header.ts_usec.saturating_add(self.ts_back_usec()) < self.newest_ts {
@@ -820,6 +829,19 @@ impl Stream {
             true,
         );
         self.stats.late += 1;
+    }
+
+    /// A record sent shortly before the one the epoch started with: delivered late once.
+    fn before_start(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let seq = record.header.seq;
+        if record.is_fragment() {
+            self.stats.late_fragments += 1;
+        } else if self.was_delivered(seq) {
+            self.stats.duplicates += 1;
+        } else {
+            self.deliver_late(record, datagram);
+            self.mark_delivered(seq);
+        }
     }
 
     /// A record in `[epoch_start, tail)` that the ring still remembers.

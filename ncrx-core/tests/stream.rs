@@ -364,3 +364,22 @@ fn daemon_preset() {
     assert_eq!(d.message_timeout, Duration::from_secs(30));
     assert_eq!(d.ack_interval, None);
 }
+
+#[test]
+fn records_overtaken_at_the_start_come_out_late_once() {
+    let mut s = Stream::new(StreamConfig::default());
+    s.handle_datagram(t0(), &rec(5, 5_000));
+    s.handle_datagram(t0(), &rec(3, 3_000));
+    s.handle_datagram(t0(), &rec(3, 3_000));
+    s.handle_datagram(t0(), &rec(6, 6_000));
+    assert_eq!(
+        drain(&mut s),
+        [
+            Ev::Rec(5, body(5)),
+            Ev::Late(3, body(3)),
+            Ev::Rec(6, body(6)),
+        ]
+    );
+    assert_eq!(s.stats().duplicates, 1);
+    assert_eq!(s.stats().out_of_order, 0);
+}
