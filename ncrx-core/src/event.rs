@@ -306,9 +306,18 @@ impl Output {
     }
 
     pub(crate) fn lost(&mut self, seqs: Range<u64>) {
-        if !seqs.is_empty() {
-            self.events.push_back(Pending::Lost(seqs));
+        if seqs.is_empty() {
+            return;
         }
+        // A loss right after the last one (a gap given up on in two steps) is one event.
+        let handed_out = self.taken && self.events.len() == 1;
+        if let Some(Pending::Lost(last)) = self.events.back_mut() {
+            if last.end == seqs.start && !handed_out {
+                last.end = seqs.end;
+                return;
+            }
+        }
+        self.events.push_back(Pending::Lost(seqs));
     }
 
     pub(crate) fn restart(&mut self, restart: Restart) {

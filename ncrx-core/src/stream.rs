@@ -44,7 +44,14 @@
 //!   `restart_ts_back` of that one's) is delivered late at once. Other records before the
 //!   remembered range or far ahead of the window are
 //!   buffered as out of order (libncrx's rule: 19 of the last 32 out of order restart the
-//!   stream from the lowest; a buffered record not used so comes out as [`Event::Late`]).
+//!   stream from the lowest). A buffered record not used so is released after
+//!   [`out_of_order_timeout`](StreamConfig::out_of_order_timeout) as if it arrived then: one
+//!   at or ahead of the window is placed there, so the numbers before it are given up on
+//!   ([`Event::Lost`], `message_timeout` after the record arrived) and it comes out in
+//!   order; one behind the tail comes out as [`Event::Late`] once, if the stream still
+//!   remembers what it delivered there (else it is dropped and counted). Two different
+//!   records buffered under one number: the first stands, the other is counted as a
+//!   conflict. No number is delivered twice in one epoch.
 //!   `ncemg` records never count as out of order.
 //! - What cannot be known is not invented: records before the first one a stream places, or
 //!   after the last, whose every copy was lost, leave no trace (no receiver can tell they
@@ -82,6 +89,13 @@ pub struct StreamStats {
     pub duplicates: u64,
     /// Fragments of records already given up on or delivered late, dropped.
     pub late_fragments: u64,
+    /// Records claiming a sequence number that another record (another `ts_usec` or other
+    /// bytes) already holds where that cannot be told from a restart, dropped: the first
+    /// claim stands, and no sequence number is delivered twice in one epoch.
+    pub conflicts: u64,
+    /// Out-of-order records released further behind the head than the stream remembers what
+    /// it delivered (8 × `slots`), dropped: delivering one could deliver it twice.
+    pub forgotten: u64,
     /// Sequence numbers given up on ([`Event::Lost`]).
     pub lost: u64,
     /// Fragmented records given up on incomplete.
@@ -112,6 +126,8 @@ impl core::ops::AddAssign for StreamStats {
         self.late += o.late;
         self.duplicates += o.duplicates;
         self.late_fragments += o.late_fragments;
+        self.conflicts += o.conflicts;
+        self.forgotten += o.forgotten;
         self.lost = self.lost.saturating_add(o.lost);
         self.incomplete += o.incomplete;
         self.out_of_order += o.out_of_order;
@@ -505,7 +521,7 @@ impl Stream {
             if front.at + self.config.out_of_order_timeout > now {
                 break;
             }
-            self.release_oldest_oos();
+            self.release_oldest_oos(true);
         }
         if let (Some(since), Some(interval)) = (self.ack_pending_since, self.config.ack_interval) {
             if since + interval <= now {
@@ -614,12 +630,14 @@ impl Stream {
     }
 
     /// Retires everything open now: complete records are delivered, the rest reported lost
-    /// or incomplete, buffered out-of-order records released as late.
+    /// or incomplete; buffered out-of-order records are released (placed and retired at
+    /// once when at or ahead of the window, late behind it).
     pub fn flush(&mut self, now: Instant) {
         self.advance_time(now);
         self.force_retire_to(self.head);
         while !self.oos.is_empty() {
-            self.release_oldest_oos();
+            self.release_oldest_oos(true);
+            self.force_retire_to(self.head);
         }
         self.requests.clear();
     }
@@ -744,27 +762,41 @@ impl Stream {
         }
     }
 
-    /// Places a record in the current epoch, where it is in or ahead of the window.
+    /// Places a record in the new epoch (the one that restarted it, or one buffered before):
+    /// ahead of the window however far (what lies between is given up on as the window
+    /// moves), in the window, or behind it late once. Delivering one far ahead as late would
+    /// let it come again in order.
     fn place_again(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let seq = record.header.seq;
-        if seq >= self.head && seq - self.head < self.config.slots as u64 {
+        if seq >= self.head {
             self.place_ahead(record, datagram);
-        } else if seq >= self.tail && seq < self.head {
+        } else if seq >= self.tail {
             self.place_in_window(record, datagram);
         } else {
-            self.deliver_late(record, datagram);
+            self.late_once(record, datagram);
         }
     }
 
     fn out_of_order(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let (seq, ts_usec) = (record.header.seq, record.header.ts_usec);
-        if self
-            .oos
-            .iter()
-            .any(|e| e.seq == seq && e.ts_usec == ts_usec && *e.datagram == *datagram)
-        {
-            self.stats.duplicates += 1;
-            return;
+        for entry in self.oos.iter().filter(|e| e.seq == seq) {
+            if entry.ts_usec == ts_usec && *entry.datagram == *datagram {
+                self.stats.duplicates += 1;
+                return;
+            }
+            // Fragments of one record differ in their bytes; anything else claiming a
+            // buffered number is another record. Neither is placed yet, so nothing tells a
+            // restart from a stray: the first claim stands.
+            let fragments = record.is_fragment()
+                && entry.ts_usec == ts_usec
+                && matches!(
+                    Datagram::parse(&entry.datagram),
+                    Ok(Datagram::Extended(old)) if old.is_fragment()
+                );
+            if !fragments {
+                self.stats.conflicts += 1;
+                return;
+            }
         }
         self.stats.out_of_order += 1;
         self.oos_history |= 1;
@@ -784,20 +816,100 @@ impl Stream {
             datagram: Box::from(datagram),
         });
         if self.oos.len() > OUT_OF_ORDER_MAX {
-            self.release_oldest_oos();
+            self.release_oldest_oos(true);
         }
     }
 
-    fn release_oldest_oos(&mut self) {
-        if let Some(entry) = self.oos.pop_front() {
-            self.held_bytes -= entry.datagram.len();
-            if self.delivered_already(entry.seq, entry.ts_usec) {
+    /// Releases the oldest buffered out-of-order record: it did not restart the stream, so it
+    /// is taken as if it arrived now, except that it no longer waits as out of order.
+    ///
+    /// - At or ahead of the window (`place`): it is placed there. The numbers between the
+    ///   window and it are a hole the receiver learned of when the record arrived: given up
+    ///   on (an [`Event::Lost`]) `message_timeout` after that, or at once where the window
+    ///   overflows, and the record then comes out in order. Delivering it late and forgetting
+    ///   it would let the same number be delivered again when the window reaches it.
+    /// - At or ahead of the window without `place` (to free bytes): dropped, counted as over
+    ///   budget; it is still missing there, so it is asked for and given up on as any hole.
+    /// - Behind the tail: delivered late once, or dropped as a duplicate or a conflict.
+    fn release_oldest_oos(&mut self, place: bool) {
+        let Some(entry) = self.oos.pop_front() else {
+            return;
+        };
+        self.held_bytes -= entry.datagram.len();
+        let Ok(Datagram::Extended(record)) = Datagram::parse(&entry.datagram) else {
+            return;
+        };
+        let seq = entry.seq;
+        if seq >= self.tail {
+            if !place {
+                self.stats.over_budget += 1;
+            } else if seq < self.head {
+                self.place_in_window(&record, &entry.datagram);
+            } else if entry.ts_usec.saturating_add(self.ts_back_usec()) >= self.newest_ts {
+                // Runs time out in sequence order (one give-up deadline, the tail's): not
+                // before the last open one.
+                let learned = entry.at + self.config.message_timeout;
+                let give_up_at = self
+                    .runs
+                    .last_key_value()
+                    .map_or(learned, |(_, run)| learned.max(run.give_up_at));
+                self.place_ahead_at(&record, &entry.datagram, give_up_at);
+            } else {
+                // Ahead in sequence yet far back in time: not this boot's continuation; had
+                // it arrived now it would restart the stream.
+                self.restart(RestartReason::Timestamp, &record, &entry.datagram);
+            }
+            return;
+        }
+        self.late_once(&record, &entry.datagram);
+    }
+
+    /// A record behind the tail, delivered late at most once, without restarting the stream
+    /// or storing anything: a number this epoch delivered (with this `ts_usec`) is a
+    /// duplicate, one the ring remembers with another `ts_usec` a conflict, and one further
+    /// back than the delivered bitmap reaches is dropped (it may have come out already).
+    fn late_once(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        let (seq, ts_usec) = (record.header.seq, record.header.ts_usec);
+        if self.delivered_already(seq, ts_usec) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        // The bitmap was cleared when the epoch began and as the head passed each number:
+        // within its reach, a clear bit means "not delivered in this epoch".
+        let remembered = self.head - seq <= self.bits();
+        if !remembered {
+            self.stats.forgotten += 1;
+            return;
+        }
+        let in_ring = self.head - seq <= self.config.slots as u64;
+        if in_ring && self.tagged(seq) {
+            let slot = self.slot(seq);
+            if slot.ts_usec != ts_usec {
+                self.stats.conflicts += 1;
+                return;
+            }
+            if matches!(slot.state, SlotState::Delivered) {
                 self.stats.duplicates += 1;
                 return;
             }
-            if let Ok(Datagram::Extended(record)) = Datagram::parse(&entry.datagram) {
-                self.deliver_late(&record, &entry.datagram);
-            }
+        } else if self.was_delivered(seq) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if record.is_fragment() {
+            self.stats.late_fragments += 1;
+            return;
+        }
+        self.deliver_late(record, datagram);
+        self.mark_delivered(seq);
+        if in_ring {
+            let epoch = self.epoch;
+            *self.slot_mut(seq) = Slot {
+                epoch,
+                seq,
+                ts_usec,
+                state: SlotState::Delivered,
+            };
         }
     }
 
@@ -895,7 +1007,7 @@ impl Stream {
                 let target = self.next_retire_point(limit);
                 self.force_retire_to(target);
             } else if !self.oos.is_empty() {
-                self.release_oldest_oos();
+                self.release_oldest_oos(false);
             } else {
                 return false;
             }
@@ -913,8 +1025,13 @@ impl Stream {
     }
 
     fn place_ahead(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
+        self.place_ahead_at(record, datagram, self.now + self.config.message_timeout);
+    }
+
+    /// Places a record at or ahead of the head; the hole it opens is given up on at
+    /// `give_up_at`.
+    fn place_ahead_at(&mut self, record: &ExtRecord<'_>, datagram: &[u8], give_up_at: Instant) {
         let seq = record.header.seq;
-        let now = self.now;
         let old_head = self.head;
         self.newest_ts = self.newest_ts.max(record.header.ts_usec);
         // Fast path: the next record with nothing open.
@@ -943,7 +1060,7 @@ impl Stream {
         if seq > self.head {
             let run = Run {
                 end: seq,
-                give_up_at: now + self.config.message_timeout,
+                give_up_at,
                 partial: false,
             };
             self.insert_run(self.head, run);
@@ -966,7 +1083,6 @@ impl Stream {
             return;
         }
         // `seq` is now the last open number and no run covers it.
-        let give_up_at = now + self.config.message_timeout;
         self.store_new(record, datagram, give_up_at, seq);
         self.stride_check();
     }

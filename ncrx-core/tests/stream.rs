@@ -237,15 +237,125 @@ fn out_of_order_threshold_restarts_from_the_lowest() {
 }
 
 #[test]
-fn buffered_out_of_order_records_come_out_late_after_the_timeout() {
+fn a_buffered_record_ahead_of_the_window_comes_out_in_order_after_the_gap_is_lost() {
     let mut s = Stream::new(small());
     s.handle_datagram(t0(), &rec(0, 0));
     s.handle_datagram(t0(), &rec(500, 5));
     assert_eq!(drain(&mut s), [Ev::Rec(0, body(0))]);
     assert_eq!(s.poll_timeout(), Some(t0() + Duration::from_secs(30)));
+    s.handle_timeout(t0() + 29_999 * MS);
+    assert!(drain(&mut s).is_empty());
+    // Not a restart after all: the gap it opened (known since it arrived, 30 s ago) is
+    // given up on as one range, and the record is delivered in order, not late.
     s.handle_timeout(t0() + Duration::from_secs(30));
-    assert_eq!(drain(&mut s), [Ev::Late(500, body(500))]);
+    assert_eq!(drain(&mut s), [Ev::Lost(1..500), Ev::Rec(500, body(500))]);
+    assert_eq!(s.window(), 501..501);
     assert_eq!(s.held_bytes(), 0);
+    // A straggler from the gap comes out late once; the record itself again is a duplicate.
+    s.handle_datagram(t0() + Duration::from_secs(31), &rec(499, 4));
+    s.handle_datagram(t0() + Duration::from_secs(31), &rec(499, 4));
+    s.handle_datagram(t0() + Duration::from_secs(31), &rec(500, 5));
+    assert_eq!(drain(&mut s), [Ev::Late(499, body(499))]);
+    assert_eq!((s.stats().late, s.stats().duplicates), (1, 2));
+    assert_eq!(s.epoch(), 0);
+}
+
+#[test]
+fn a_buffered_record_the_window_reaches_first_is_delivered_once() {
+    let mut s = Stream::new(small());
+    s.handle_datagram(t0(), &rec(0, 0));
+    s.handle_datagram(t0(), &rec(20, 20));
+    for seq in 1..=20 {
+        s.handle_datagram(t0() + MS, &rec(seq, seq));
+    }
+    let seqs: Vec<u64> = drain(&mut s)
+        .iter()
+        .map(|e| match e {
+            Ev::Rec(seq, _) => *seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, (0..=20).collect::<Vec<_>>());
+    s.handle_timeout(t0() + Duration::from_secs(30));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().duplicates, 1);
+    assert_eq!(s.held_bytes(), 0);
+}
+
+/// The receiver fuzz target's finding (fuzz/corpus/receiver/967c3dfa...): an `ncemg` record
+/// starts the stream, then two different records claim one sequence number far ahead of the
+/// window. Before: both were buffered as out of order and, at the timeout, both delivered
+/// late under that number, with no loss reported for the gap.
+#[test]
+fn two_records_claiming_one_seq_far_ahead_the_first_stands_after_the_gap_is_lost() {
+    let mut config = StreamConfig::daemon();
+    config.slots = 64;
+    config.max_held_bytes = 64 * 1024;
+    let mut s = Stream::new(config);
+    let t = Instant::from_millis(1000);
+    s.handle_datagram(t, b"6,22609,22609,-,ncemg=1;emergency 22609\n");
+    assert_eq!(
+        drain(&mut s),
+        [Ev::Rec(22609, b"emergency 22609\n".to_vec())]
+    );
+    s.handle_datagram(t, b"0,58717,48465,-;\n");
+    s.handle_datagram(t, b"7,58717,65535,-;\n");
+    assert!(drain(&mut s).is_empty());
+    assert_eq!((s.stats().out_of_order, s.stats().conflicts), (1, 1));
+    // The out-of-order timeout (200 ms) is the first deadline; the message timeout of the
+    // gap (also 200 ms after the record arrived) has passed by then.
+    assert_eq!(s.poll_timeout(), Some(t + 200 * MS));
+    s.handle_timeout(Instant::from_millis(65_536_000));
+    assert_eq!(
+        drain(&mut s),
+        [Ev::Lost(22610..58717), Ev::Rec(58717, b"\n".to_vec())]
+    );
+    assert_eq!(s.stats().lost, 58717 - 22610);
+    assert_eq!((s.stats().delivered, s.stats().late), (2, 0));
+    assert_eq!(s.window(), 58718..58718);
+    assert_eq!(s.held_bytes(), 0);
+    // The other claim coming back once the number is placed: another boot's record.
+    s.handle_datagram(Instant::from_millis(65_536_001), b"7,58717,65535,-;\n");
+    assert_eq!(
+        drain(&mut s),
+        [
+            Ev::Restart(RestartReason::Timestamp, 58717),
+            Ev::Rec(58717, b"\n".to_vec())
+        ]
+    );
+    assert_eq!(s.epoch(), 1);
+}
+
+#[test]
+fn a_restart_from_the_buffer_places_a_record_far_ahead_once() {
+    let mut s = Stream::new(small());
+    for seq in 0..10 {
+        s.handle_datagram(t0(), &rec(seq, seq));
+    }
+    drain(&mut s);
+    // One far from the rest, then 18 together: the 19th out of order restarts the stream
+    // from the lowest buffered.
+    s.handle_datagram(t0(), &rec(100_100, 1_000_100));
+    for seq in 100_000..100_018 {
+        s.handle_datagram(t0(), &rec(seq, seq * 10));
+    }
+    let events = drain(&mut s);
+    assert_eq!(events[0], Ev::Restart(RestartReason::OutOfOrder, 100_000));
+    let mut expected: Vec<Ev> = (100_000..100_018).map(|q| Ev::Rec(q, body(q))).collect();
+    // The window (12 open at most) moved to the far one: what it passed is given up on.
+    expected.push(Ev::Lost(100_018..100_089));
+    assert_eq!(events[1..], expected[..]);
+    // It is held in order, not delivered late: a copy now is a duplicate, and it comes out
+    // once, in order, when the rest of the gap is given up on.
+    s.handle_datagram(t0() + MS, &rec(100_100, 1_000_100));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().duplicates, 1);
+    s.handle_timeout(t0() + Duration::from_secs(30));
+    assert_eq!(
+        drain(&mut s),
+        [Ev::Lost(100_089..100_100), Ev::Rec(100_100, body(100_100))]
+    );
+    assert_eq!((s.stats().late, s.epoch()), (0, 1));
 }
 
 #[test]
