@@ -33,37 +33,44 @@ impl Instant {
     pub const MAX: Self = Self(u64::MAX);
 
     /// The instant `nanos` nanoseconds after the epoch.
+    #[inline]
     pub const fn from_nanos(nanos: u64) -> Self {
         Self(nanos)
     }
 
     /// The instant `micros` microseconds after the epoch (saturating).
+    #[inline]
     pub const fn from_micros(micros: u64) -> Self {
         Self(micros.saturating_mul(1_000))
     }
 
     /// The instant `millis` milliseconds after the epoch (saturating).
+    #[inline]
     pub const fn from_millis(millis: u64) -> Self {
         Self(millis.saturating_mul(1_000_000))
     }
 
     /// Nanoseconds since the epoch.
+    #[inline]
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
 
     /// The time elapsed from `earlier` to `self`, or zero when `earlier` is later.
+    #[inline]
     pub const fn saturating_duration_since(self, earlier: Self) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
     /// `self + duration`, or `None` past [`Instant::MAX`].
+    #[inline]
     pub fn checked_add(self, duration: Duration) -> Option<Self> {
         let nanos = u64::try_from(duration.as_nanos()).ok()?;
         self.0.checked_add(nanos).map(Self)
     }
 
     /// `self - duration`, or `None` before the epoch.
+    #[inline]
     pub fn checked_sub(self, duration: Duration) -> Option<Self> {
         let nanos = u64::try_from(duration.as_nanos()).ok()?;
         self.0.checked_sub(nanos).map(Self)
@@ -74,12 +81,14 @@ impl Add<Duration> for Instant {
     type Output = Self;
 
     /// Saturates at [`Instant::MAX`].
+    #[inline]
     fn add(self, duration: Duration) -> Self {
         self.checked_add(duration).unwrap_or(Self::MAX)
     }
 }
 
 impl AddAssign<Duration> for Instant {
+    #[inline]
     fn add_assign(&mut self, duration: Duration) {
         *self = *self + duration;
     }
@@ -89,6 +98,7 @@ impl Sub for Instant {
     type Output = Duration;
 
     /// The time from `earlier` to `self`, zero when `earlier` is later (saturating).
+    #[inline]
     fn sub(self, earlier: Self) -> Duration {
         self.saturating_duration_since(earlier)
     }
