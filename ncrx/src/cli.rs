@@ -120,6 +120,12 @@ pub(crate) struct ListenArgs {
     /// Receiver parameters.
     #[arg(long, value_enum, default_value_t = Preset::Libncrx)]
     pub(crate) preset: Preset,
+    /// Acknowledge retired records (`ncrx<seq>` to the sender) this many milliseconds after
+    /// they are retired, so reliable senders can drop them (200 when given without a value;
+    /// the netconsd preset acks every 200 ms already).
+    #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "200",
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub(crate) ack: Option<u64>,
     /// The senders' printk format limit in bytes (see `ncrx decode --help`).
     #[arg(long, value_name = "BYTES")]
     pub(crate) format_limit: Option<usize>,

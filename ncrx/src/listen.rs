@@ -173,10 +173,13 @@ fn shard(
     }
     drop(sender);
 
-    let config = match args.preset {
+    let mut config = match args.preset {
         Preset::Libncrx => ReceiverConfig::default(),
         Preset::Netconsd => ReceiverConfig::daemon(),
     };
+    if let Some(ms) = args.ack {
+        config.stream.ack_interval = Some(Duration::from_millis(ms));
+    }
     let mut rx: Receiver<SocketAddr> = Receiver::new(config);
     let mut output = Output::new(args.format, args.format_limit, args.dir.clone())?;
     let mut replies = Replies {

@@ -236,3 +236,43 @@ fn threads_shard_senders_and_keep_each_in_order() {
         );
     }
 }
+
+#[test]
+fn ack_acknowledges_retired_records() {
+    let (mut child, target, _stderr) = listener(&["--ack", "50"]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    kernel.send_to(b"6,10,1000,-;one\n", target).unwrap();
+    kernel.send_to(b"6,11,2000,-;two\n", target).unwrap();
+    kernel
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 1500];
+    let mut acked = None;
+    while Instant::now() < deadline && acked != Some(11) {
+        if let Ok((len, from)) = kernel.recv_from(&mut buf) {
+            assert_eq!(
+                from, target,
+                "the response comes from the address the records went to"
+            );
+            let response = Response::parse(&buf[..len]).expect("a response packet");
+            assert_eq!(response.missing().count(), 0, "nothing is missing");
+            acked = Some(response.ack());
+        }
+    }
+    assert_eq!(acked, Some(11), "records 10 and 11 acknowledged");
+    assert_eq!(terminate(&mut child), 0);
+}
+
+#[test]
+fn without_ack_the_libncrx_preset_stays_silent() {
+    let (mut child, target, _stderr) = listener(&[]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    kernel.send_to(b"6,10,1000,-;one\n", target).unwrap();
+    kernel
+        .set_read_timeout(Some(Duration::from_millis(600)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    assert!(kernel.recv_from(&mut buf).is_err(), "no ack without --ack");
+    assert_eq!(terminate(&mut child), 0);
+}
