@@ -896,21 +896,7 @@ impl Stream {
             self.stats.duplicates += 1;
             return;
         }
-        if record.is_fragment() {
-            self.stats.late_fragments += 1;
-            return;
-        }
-        self.deliver_late(record, datagram);
-        self.mark_delivered(seq);
-        if in_ring {
-            let epoch = self.epoch;
-            *self.slot_mut(seq) = Slot {
-                epoch,
-                seq,
-                ts_usec,
-                state: SlotState::Delivered,
-            };
-        }
+        self.deliver_late_once(record, datagram, in_ring);
     }
 
     /// Whether this epoch delivered the record `(seq, ts_usec)` (as far as it remembers).
@@ -941,6 +927,27 @@ impl Stream {
             true,
         );
         self.stats.late += 1;
+    }
+
+    /// Delivers a whole record late and remembers it as delivered, in the bitmap and, when the
+    /// ring still covers its number, in its slot; a fragment is counted and dropped.
+    fn deliver_late_once(&mut self, record: &ExtRecord<'_>, datagram: &[u8], in_ring: bool) {
+        if record.is_fragment() {
+            self.stats.late_fragments += 1;
+            return;
+        }
+        let (seq, ts_usec) = (record.header.seq, record.header.ts_usec);
+        self.deliver_late(record, datagram);
+        self.mark_delivered(seq);
+        if in_ring {
+            let epoch = self.epoch;
+            *self.slot_mut(seq) = Slot {
+                epoch,
+                seq,
+                ts_usec,
+                state: SlotState::Delivered,
+            };
+        }
     }
 
     /// A record sent shortly before the one the epoch started with: delivered late once.
@@ -977,21 +984,7 @@ impl Stream {
             return;
         }
         // Given up on without anything received: late.
-        if record.is_fragment() {
-            self.stats.late_fragments += 1;
-            return;
-        }
-        self.deliver_late(record, datagram);
-        self.mark_delivered(seq);
-        if in_ring {
-            let epoch = self.epoch;
-            *self.slot_mut(seq) = Slot {
-                epoch,
-                seq,
-                ts_usec,
-                state: SlotState::Delivered,
-            };
-        }
+        self.deliver_late_once(record, datagram, in_ring);
     }
 
     /// Retires from the tail until `held_bytes + need` fits, without passing `below`
