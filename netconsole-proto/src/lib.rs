@@ -43,6 +43,7 @@
 extern crate alloc;
 
 pub mod body;
+pub mod console;
 pub mod format;
 pub mod header;
 pub mod param;
@@ -60,6 +61,7 @@ pub use body::{
 };
 #[cfg(feature = "alloc")]
 pub use body::{escape, unescape};
+pub use console::{ConsoleOptions, ConsoleRecord, format_console};
 pub use format::{
     DictEntry, ExtFragments, KmsgRecord, SendError, SendOptions, Sysdata, format_kmsg,
     format_userdata, plain_chunks,
