@@ -1,0 +1,260 @@
+//! Test support shared by the workspace's tests and benches (not published).
+//!
+//! - [`captures`]: every capture folder under `shared/captures` beside the workspace
+//!   (`<kernel>/<case>/frames.pcap` with its `kmsg.raw`), found by walking the folder, so a
+//!   capture added there is checked by every test without a change here.
+//! - [`read_pcap`]: the packets of a classic pcap file with their timestamps.
+//! - [`kmsg_records`]: the records of a `kmsg.raw` file (separated by one 0x1e byte).
+//! - [`SplitMix64`]: a small seeded generator for losses, shuffles and bulk bytes.
+//!
+//! ```
+//! let mut rng = testkit::SplitMix64::new(7);
+//! let mut items = [1, 2, 3, 4];
+//! rng.shuffle(&mut items);
+//! items.sort_unstable();
+//! assert_eq!(items, [1, 2, 3, 4]);
+//! for capture in testkit::captures() {
+//!     assert!(capture.pcap().is_file());
+//! }
+//! ```
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The `shared/captures` folder beside the workspace, if it is there.
+#[must_use]
+pub fn shared_captures() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
+    dir.is_dir().then_some(dir)
+}
+
+/// The capture folders every test knew of when it was written. [`captures`] returns these and
+/// any others found; tests assert these are among them, so a moved folder is noticed.
+pub const KNOWN: [(&str, &str); 9] = [
+    ("linux-6.1", "configfs_userdata"),
+    ("linux-6.1", "ext"),
+    ("linux-6.1", "ipv6"),
+    ("linux-6.1", "plain"),
+    ("linux-7.3", "configfs_userdata"),
+    ("linux-7.3", "ext"),
+    ("linux-7.3", "ext_release"),
+    ("linux-7.3", "ipv6"),
+    ("linux-7.3", "plain"),
+];
+
+/// One capture folder: a boot of one kernel with one netconsole setup.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Capture {
+    /// The kernel folder, e.g. `linux-7.3`.
+    pub kernel: String,
+    /// The setup folder, e.g. `ext_release`.
+    pub case: String,
+    /// The folder itself.
+    pub dir: PathBuf,
+}
+
+impl Capture {
+    /// `frames.pcap`: every frame the machine sent.
+    #[must_use]
+    pub fn pcap(&self) -> PathBuf {
+        self.dir.join("frames.pcap")
+    }
+
+    /// `kmsg.raw`: the kernel's own records, the ground truth.
+    #[must_use]
+    pub fn kmsg(&self) -> PathBuf {
+        self.dir.join("kmsg.raw")
+    }
+
+    /// `<kernel>/<case>`, for messages.
+    #[must_use]
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.kernel, self.case)
+    }
+}
+
+/// Every capture folder under [`shared_captures`] (`<kernel>/<case>` holding a `frames.pcap`),
+/// sorted; empty when the folder is not there. Panics if [`KNOWN`] folders are missing from a
+/// folder that exists, as that means the layout changed under the tests.
+#[must_use]
+pub fn captures() -> Vec<Capture> {
+    let Some(root) = shared_captures() else {
+        return Vec::new();
+    };
+    let found = captures_in(&root);
+    for (kernel, case) in KNOWN {
+        assert!(
+            found.iter().any(|c| c.kernel == kernel && c.case == case),
+            "{}: {kernel}/{case} is missing",
+            root.display()
+        );
+    }
+    found
+}
+
+/// Every `<kernel>/<case>` folder under `root` that holds a `frames.pcap`, sorted.
+#[must_use]
+pub fn captures_in(root: &Path) -> Vec<Capture> {
+    let mut found = Vec::new();
+    for kernel in sorted_dirs(root) {
+        for case in sorted_dirs(&kernel) {
+            if case.join("frames.pcap").is_file() {
+                found.push(Capture {
+                    kernel: file_name(&kernel),
+                    case: file_name(&case),
+                    dir: case,
+                });
+            }
+        }
+    }
+    found
+}
+
+fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// One packet of a pcap file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// The capture's timestamp, from the epoch.
+    pub timestamp: Duration,
+    /// The frame's bytes as captured.
+    pub data: Vec<u8>,
+}
+
+/// The packets of a classic pcap file, in order. Panics with the path on a read error: a test
+/// input that cannot be read is a broken test.
+#[must_use]
+pub fn read_pcap(path: &Path) -> Vec<Packet> {
+    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = pcap_file::pcap::PcapReader::new(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut packets = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        packets.push(Packet {
+            timestamp: packet.timestamp,
+            data: packet.data.into_owned(),
+        });
+    }
+    packets
+}
+
+/// The records of a `kmsg.raw` file: split at each 0x1e byte, empty pieces dropped.
+#[must_use]
+pub fn kmsg_records(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
+        .split(|&b| b == 0x1e)
+        .filter(|record| !record.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// SplitMix64 (Steele, Lea and Flood, 2014): a seeded generator, the same sequence for the same
+/// seed on every machine, for the losses, shuffles and bytes of tests and benches.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator starting from `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0; the small modulo bias does not matter to tests).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// An index below `n` (`n` > 0).
+    pub fn index(&mut self, n: usize) -> usize {
+        usize::try_from(self.below(n as u64)).unwrap_or(0)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// Fisher-Yates shuffle of `items`.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.index(i + 1));
+        }
+    }
+
+    /// Fills `out` with generated bytes.
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix64_reference_values() {
+        // The first outputs for seed 0 from the reference implementation (Vigna's splitmix64.c).
+        let mut rng = SplitMix64::new(0);
+        assert_eq!(rng.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(rng.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+        assert_eq!(rng.next_u64(), 0x06c4_5d18_8009_454f);
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation_and_seeded() {
+        let mut a: Vec<u32> = (0..100).collect();
+        let mut b = a.clone();
+        SplitMix64::new(3).shuffle(&mut a);
+        SplitMix64::new(3).shuffle(&mut b);
+        assert_eq!(a, b);
+        assert_ne!(a, (0..100).collect::<Vec<_>>());
+        a.sort_unstable();
+        assert_eq!(a, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn captures_found_in_a_made_up_tree() {
+        let root = std::env::temp_dir().join(format!("testkit-{}", std::process::id()));
+        for (kernel, case) in [("linux-9.9", "b"), ("linux-9.9", "a"), ("linux-1.0", "x")] {
+            let dir = root.join(kernel).join(case);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("frames.pcap"), b"").unwrap();
+        }
+        std::fs::create_dir_all(root.join("linux-9.9/no-pcap")).unwrap();
+        let names: Vec<String> = captures_in(&root).iter().map(Capture::name).collect();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(names, ["linux-1.0/x", "linux-9.9/a", "linux-9.9/b"]);
+    }
+}
