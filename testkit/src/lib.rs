@@ -75,8 +75,11 @@ impl Capture {
 }
 
 /// Every capture folder under [`shared_captures`] (`<kernel>/<case>` holding a `frames.pcap`),
-/// sorted; empty when the folder is not there. Panics if [`KNOWN`] folders are missing from a
-/// folder that exists, as that means the layout changed under the tests.
+/// sorted; empty when the folder is not there.
+///
+/// # Panics
+/// If one of the [`KNOWN`] folders is missing from a `shared/captures` that exists: the layout
+/// changed under the tests.
 #[must_use]
 pub fn captures() -> Vec<Capture> {
     let Some(root) = shared_captures() else {
@@ -138,8 +141,10 @@ pub struct Packet {
     pub data: Vec<u8>,
 }
 
-/// The packets of a classic pcap file, in order. Panics with the path on a read error: a test
-/// input that cannot be read is a broken test.
+/// The packets of a classic pcap file, in order.
+///
+/// # Panics
+/// With the path, on a read error: a test input that cannot be read is a broken test.
 #[must_use]
 pub fn read_pcap(path: &Path) -> Vec<Packet> {
     let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -157,6 +162,9 @@ pub fn read_pcap(path: &Path) -> Vec<Packet> {
 }
 
 /// The records of a `kmsg.raw` file: split at each 0x1e byte, empty pieces dropped.
+///
+/// # Panics
+/// With the path, when the file cannot be read.
 #[must_use]
 pub fn kmsg_records(path: &Path) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
