@@ -15,6 +15,15 @@
 //! that nothing is invented; that memory stays within [`Receiver::memory_bound`]. The only
 //! records allowed to be unaccounted for are those a rebooted sender sent after the last one
 //! the receiver ever heard of in that boot: no receiver can know they existed.
+//!
+//! The report also gives the delivery delay of each record delivered (in order or late): the
+//! virtual time from the first transmission of its first datagram to the moment the receiver
+//! released it, as the 50th and 99th percentiles and the maximum. Without loss or reordering
+//! that is [`SimConfig::delay`]; retransmissions after a loss add the receiver's and the
+//! sender's timers.
+//!
+//! [`run_with_progress`] runs the same simulation and reports how many records were pushed,
+//! for a progress display.
 
 use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::format;
@@ -24,7 +33,7 @@ use core::cmp::{Ordering, Reverse};
 use core::time::Duration;
 
 use netconsole_proto::sender::{Sender, SenderConfig};
-use netconsole_proto::{MAX_PRINT_CHUNK, Response};
+use netconsole_proto::{Header, MAX_PRINT_CHUNK, Response};
 use netpoll_frame::Instant;
 
 use crate::config::{ReceiverConfig, StreamConfig};
@@ -146,6 +155,37 @@ pub struct SimReport {
     pub memory_bound: usize,
     /// Broken invariants (empty when all hold; at most 20 kept).
     pub violations: Vec<String>,
+    /// Delivery delay, 50th percentile (nearest rank) over the records delivered in order or
+    /// late: virtual time from the first transmission of the record to its release by the
+    /// receiver. Zero when nothing was delivered.
+    pub delay_p50: Duration,
+    /// Delivery delay, 99th percentile (nearest rank).
+    pub delay_p99: Duration,
+    /// Delivery delay, the largest.
+    pub delay_max: Duration,
+}
+
+/// How far a run of [`run_with_progress`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Records pushed by the senders so far.
+    pub done: u64,
+    /// Records the senders push in all (`records * sources`).
+    pub total: u64,
+}
+
+/// The `percent`-th percentile of `values` by nearest rank (the smallest value with at least
+/// `percent`% of the values at or below it); `None` for no values. Reorders `values`.
+fn percentile(values: &mut [u32], percent: u32) -> Option<u32> {
+    if values.is_empty() {
+        return None;
+    }
+    // rank = ceil(percent / 100 * n), 1-based, at least 1.
+    let n = values.len();
+    let rank = (n * percent as usize).div_ceil(100).clamp(1, n);
+    let (_, value, _) = values.select_nth_unstable(rank - 1);
+    Some(*value)
 }
 
 impl SimReport {
@@ -282,6 +322,8 @@ impl Network<'_> {
 struct SentRecord {
     msg: Vec<u8>,
     header_len: usize,
+    /// When its first datagram was first transmitted.
+    first_sent: Option<Instant>,
     fate: Fate,
     /// Covered by a loss event.
     covered: bool,
@@ -322,6 +364,8 @@ struct SourceState {
 
 struct Checker {
     violations: Vec<String>,
+    /// Delivery delay of every record delivered, in microseconds of virtual time.
+    delays_us: Vec<u32>,
 }
 
 impl Checker {
@@ -362,6 +406,7 @@ fn on_event(
     source: u32,
     event: &Event<'_>,
     report: &mut SimReport,
+    now: Instant,
 ) {
     let epoch = state.epochs.len() - 1;
     let in_order = |checker: &mut Checker, state: &mut SourceState, first: u64, last: u64| {
@@ -386,6 +431,19 @@ fn on_event(
             };
             if r.body != &sent.msg[sent.header_len..] {
                 checker.fail(format!("source {source}: seq {} bytes differ", r.seq));
+            }
+            if sent.fate == Fate::Pending {
+                if let Some(first) = sent.first_sent {
+                    let delay = now.saturating_duration_since(first).as_micros();
+                    checker
+                        .delays_us
+                        .push(u32::try_from(delay).unwrap_or(u32::MAX));
+                } else {
+                    checker.fail(format!(
+                        "source {source}: seq {} delivered, never sent",
+                        r.seq
+                    ));
+                }
             }
             if late {
                 if sent.fate != Fate::Pending {
@@ -450,11 +508,26 @@ fn on_event(
 }
 
 /// Runs one simulation and checks its invariants (see the module documentation).
+pub fn run(config: &SimConfig) -> SimReport {
+    run_with_progress(config, u64::MAX, |_| {})
+}
+
+/// [`run`], calling `progress` each time another `every` records have been pushed (over all
+/// sources; `every` 0 counts as 1), and once more at the end if the last call was not for
+/// all of them. The counts passed are strictly increasing and the last is
+/// [`Progress::total`]. The simulation is the same whatever `every` is.
 #[allow(
     clippy::too_many_lines,
     reason = "one event loop reads best in one place"
 )]
-pub fn run(config: &SimConfig) -> SimReport {
+pub fn run_with_progress(
+    config: &SimConfig,
+    every: u64,
+    mut progress: impl FnMut(Progress),
+) -> SimReport {
+    let every = every.max(1);
+    let total = config.records.saturating_mul(u64::from(config.sources));
+    let mut reported = 0u64;
     let mut rng = Rng(config.seed ^ 0x5eed);
     let mut network = Network {
         config,
@@ -472,6 +545,7 @@ pub fn run(config: &SimConfig) -> SimReport {
     };
     let mut checker = Checker {
         violations: Vec::new(),
+        delays_us: Vec::new(),
     };
     let start = Instant::from_millis(1000);
     let mut sources: Vec<SourceState> = (0..config.sources)
@@ -567,25 +641,38 @@ pub fn run(config: &SimConfig) -> SimReport {
                     SentRecord {
                         msg,
                         header_len,
+                        first_sent: None,
                         fate: Fate::Pending,
                         covered: false,
                         incomplete: false,
                     },
                 );
                 report.sent += 1;
+                if report.sent % every == 0 {
+                    reported = report.sent;
+                    progress(Progress {
+                        done: report.sent,
+                        total,
+                    });
+                }
                 state.next_seq += 1;
                 state.pushed += 1;
                 state.next_push += config.record_interval;
                 last_push = now;
             }
             while let Some(n) = state.sender.poll_transmit(&mut buf) {
+                if let Ok((header, _)) = Header::parse(&buf[..n]) {
+                    if let Some(sent) = state.sent.get_mut(&(state.boot, header.seq)) {
+                        sent.first_sent.get_or_insert(now);
+                    }
+                }
                 report.to_receiver += 1;
                 network.send(now, i as u32, true, &buf[..n]);
             }
         }
         while let Some((source, event)) = receiver.poll_event() {
             if let Some(state) = sources.get_mut(source as usize) {
-                on_event(&mut checker, state, source, &event, &mut report);
+                on_event(&mut checker, state, source, &event, &mut report, now);
             }
         }
         while let Some((source, n)) = receiver.poll_transmit(&mut buf) {
@@ -605,14 +692,24 @@ pub fn run(config: &SimConfig) -> SimReport {
     receiver.handle_timeout(end);
     while let Some((source, event)) = receiver.poll_event() {
         if let Some(state) = sources.get_mut(source as usize) {
-            on_event(&mut checker, state, source, &event, &mut report);
+            on_event(&mut checker, state, source, &event, &mut report, now);
         }
     }
     report.virtual_time = now - start;
     for (index, state) in sources.iter_mut().enumerate() {
         settle(&mut checker, state, index, &mut report);
     }
+    let micros = |p: Option<u32>| Duration::from_micros(u64::from(p.unwrap_or(0)));
+    report.delay_p50 = micros(percentile(&mut checker.delays_us, 50));
+    report.delay_p99 = micros(percentile(&mut checker.delays_us, 99));
+    report.delay_max = micros(checker.delays_us.iter().copied().max());
     report.violations = checker.violations;
+    if reported != report.sent {
+        progress(Progress {
+            done: report.sent,
+            total,
+        });
+    }
     report
 }
 

@@ -178,3 +178,59 @@ fn one_seed() {
     let report = run(&scenario(seed));
     println!("{report:?}");
 }
+
+#[test]
+fn delivery_delay_is_the_link_delay_without_loss_and_grows_with_it() {
+    let mut c = SimConfig::default();
+    c.seed = 3;
+    c.records = 2000;
+    let clean = run(&c);
+    assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+    assert_eq!(clean.delivered, clean.sent);
+    // Nothing lost or reordered: every record arrives one link delay after it was sent.
+    assert_eq!(clean.delay_p50, c.delay, "{clean:?}");
+    assert_eq!(clean.delay_p99, c.delay, "{clean:?}");
+    assert_eq!(clean.delay_max, c.delay, "{clean:?}");
+
+    c.loss_to_receiver = 0.2;
+    let lossy = run(&c);
+    assert!(lossy.violations.is_empty(), "{:?}", lossy.violations);
+    assert!(lossy.delay_p50 <= lossy.delay_p99);
+    assert!(lossy.delay_p99 <= lossy.delay_max);
+    // A record whose datagram was lost comes after at least a retransmission request and
+    // the re-sent datagram: two more link delays; 20% loss puts such records in the top 1%.
+    assert!(lossy.delay_p99 >= c.delay * 3, "{lossy:?}");
+    assert!(lossy.delay_p50 >= c.delay, "{lossy:?}");
+}
+
+#[test]
+fn progress_counts_increase_to_the_total() {
+    let mut c = SimConfig::default();
+    c.seed = 9;
+    c.sources = 3;
+    c.records = 1000;
+    c.reboot_after = Some(400);
+    let mut calls = Vec::new();
+    let report = ncrx_core::sim::run_with_progress(&c, 250, |p| calls.push((p.done, p.total)));
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(calls.windows(2).all(|w| w[0].0 < w[1].0), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|&(done, total)| done <= total && total == 3000)
+    );
+    assert_eq!(calls.last(), Some(&(3000, 3000)));
+    // Every 250 records: 250, 500, ..., 3000.
+    assert_eq!(calls.len(), 12, "{calls:?}");
+    // The callback does not change the simulation.
+    let mut plain = run(&c);
+    plain.violations.clear();
+    let mut with = report;
+    with.violations.clear();
+    assert_eq!(plain, with);
+
+    // A count that does not divide the total still ends with the total.
+    let mut last = None;
+    ncrx_core::sim::run_with_progress(&c, 7, |p| last = Some(p.done));
+    assert_eq!(last, Some(3000));
+}

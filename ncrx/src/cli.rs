@@ -77,7 +77,9 @@ pub(crate) enum Command {
         "  ncrx sim --sources 8 --loss 0.3 --reverse-loss 0.3 --reorder 0.05 --dup 0.01 --reboot-at 500 --json\n\n",
         "Virtual time jumps from deadline to deadline, so runs are fast and the same seed gives\n",
         "the same report. Every record must be delivered once in order or reported lost; broken\n",
-        "invariants are listed and make the exit code 1."
+        "invariants are listed and make the exit code 1. A progress bar is drawn on stderr when\n",
+        "it is a terminal (not with --json or --quiet). The delivery delay is virtual time from\n",
+        "a record's first transmission to its release by the receiver (link delay 5 ms)."
     ))]
     Sim(SimArgs),
     /// Collect netoops crash dumps (live, or from a capture).
@@ -205,9 +207,12 @@ pub(crate) struct SimArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
-    /// Print the report as one JSON object.
+    /// Print the report as one JSON object (no progress bar).
     #[arg(long)]
     pub(crate) json: bool,
+    /// No progress bar (it is drawn on stderr only when stderr is a terminal).
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
 }
 
 /// The input formats of `ncrx send`.

@@ -1,7 +1,13 @@
 //! `ncrx sim`: runs `ncrx_core::sim` with the command line's parameters and prints its report.
+//!
+//! A progress bar (indicatif) is drawn on stderr while the senders push their records, only
+//! when stderr is a terminal and neither `--json` nor `--quiet` is given.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ncrx_core::sim::{self, SimConfig, SimReport};
 use serde::Serialize;
 
@@ -24,6 +30,9 @@ struct JsonSim<'a> {
     to_receiver: u64,
     to_sender: u64,
     virtual_time_ms: u128,
+    delay_p50_us: u128,
+    delay_p99_us: u128,
+    delay_max_us: u128,
     max_memory: usize,
     memory_bound: usize,
     violations: &'a [String],
@@ -89,6 +98,13 @@ fn text(args: &SimArgs, report: &SimReport) -> String {
         report.max_memory,
         report.memory_bound
     );
+    let _ = writeln!(
+        out,
+        "delivery delay (virtual time, first transmission to release): p50 {}, p99 {}, max {}",
+        millis(report.delay_p50),
+        millis(report.delay_p99),
+        millis(report.delay_max)
+    );
     if report.violations.is_empty() {
         out.push_str("invariants: all hold\n");
     } else {
@@ -99,12 +115,37 @@ fn text(args: &SimArgs, report: &SimReport) -> String {
     out
 }
 
+/// A duration as milliseconds with three decimals.
+fn millis(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// How many progress steps the bar gets over a whole run.
+const PROGRESS_STEPS: u64 = 500;
+
 /// `ncrx sim`.
 pub(crate) fn run(args: &SimArgs) -> Result<Outcome, Failure> {
     if args.records == 0 {
         return Err(Failure::Usage("--records must be at least 1".into()));
     }
-    let report = sim::run(&config(args));
+    let config = config(args);
+    let total = config.records.saturating_mul(u64::from(config.sources));
+    let target = if args.json || args.quiet || !std::io::stderr().is_terminal() {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = sim::run_with_progress(&config, (total / PROGRESS_STEPS).max(1), |progress| {
+        bar.set_position(progress.done);
+    });
+    bar.finish_and_clear();
     if args.json {
         let json = JsonSim {
             r#type: "sim",
@@ -120,6 +161,9 @@ pub(crate) fn run(args: &SimArgs) -> Result<Outcome, Failure> {
             to_receiver: report.to_receiver,
             to_sender: report.to_sender,
             virtual_time_ms: report.virtual_time.as_millis(),
+            delay_p50_us: report.delay_p50.as_micros(),
+            delay_p99_us: report.delay_p99.as_micros(),
+            delay_max_us: report.delay_max.as_micros(),
             max_memory: report.max_memory,
             memory_bound: report.memory_bound,
             violations: &report.violations,

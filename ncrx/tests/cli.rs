@@ -105,6 +105,41 @@ fn sim_reports_and_is_deterministic() {
 }
 
 #[test]
+fn sim_reports_delivery_delays_in_virtual_time() {
+    // The link delay the simulator uses; every record takes exactly that without loss.
+    let link = ncrx_core::sim::SimConfig::default().delay.as_micros();
+    let report = |loss: &str| -> serde_json::Value {
+        let (code, stdout, stderr) = parts(&run(
+            &["sim", "--records", "3000", "--loss", loss, "--json"],
+            b"",
+        ));
+        assert_eq!(code, 0, "{stderr}");
+        // stderr is not a terminal here (and --json): no progress bar, nothing at all.
+        assert_eq!(stderr, "");
+        serde_json::from_str(stdout.trim()).unwrap()
+    };
+    let delay = |r: &serde_json::Value, k: &str| u128::from(r[k].as_u64().unwrap());
+    let clean = report("0");
+    assert_eq!(delay(&clean, "delay_p50_us"), link, "{clean}");
+    assert_eq!(delay(&clean, "delay_p99_us"), link, "{clean}");
+    let lossy = report("0.2");
+    assert!(delay(&lossy, "delay_p50_us") <= delay(&lossy, "delay_p99_us"));
+    assert!(
+        delay(&lossy, "delay_p99_us") > delay(&clean, "delay_p99_us"),
+        "{lossy}"
+    );
+    // The text report has the same figures.
+    let (code, text, stderr) = parts(&run(&["sim", "--records", "3000"], b""));
+    assert_eq!(code, 0);
+    assert_eq!(stderr, "", "no progress bar when stderr is not a terminal");
+    let ms = format!("{}.{:03} ms", link / 1000, link % 1000);
+    assert!(
+        text.contains(&format!("p50 {ms}, p99 {ms}, max {ms}")),
+        "{text}"
+    );
+}
+
+#[test]
 fn decode_error_paths() {
     let (code, _, stderr) = parts(&run(&["decode", "/nonexistent/x.pcap"], b""));
     assert_eq!(code, 3, "{stderr}");
