@@ -13,7 +13,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -21,27 +20,6 @@ use common::{Ev, own};
 use ncrx_core::{Event, Receiver, ReceiverConfig, RestartReason};
 use netconsole_proto::{Datagram, Header};
 use netpoll_frame::{Frame, Instant};
-
-const CASES: [(&str, &str); 9] = [
-    ("linux-7.3", "plain"),
-    ("linux-7.3", "ext"),
-    ("linux-7.3", "ext_release"),
-    ("linux-7.3", "configfs_userdata"),
-    ("linux-7.3", "ipv6"),
-    ("linux-6.1", "plain"),
-    ("linux-6.1", "ext"),
-    ("linux-6.1", "ipv6"),
-    ("linux-6.1", "configfs_userdata"),
-];
-
-const SAMPLES: [(&str, &str); 6] = [
-    ("linux-7.3", "ext"),
-    ("linux-7.3", "ext_release"),
-    ("linux-7.3", "configfs_userdata"),
-    ("linux-7.3", "ipv6"),
-    ("linux-6.1", "ext"),
-    ("linux-6.1", "configfs_userdata"),
-];
 
 const RELEASE: &[u8] = b"7.3.4+deb13-amd64";
 
@@ -68,10 +46,8 @@ struct Outcome {
 }
 
 fn udp_datagrams(pcap: &Path) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
-    let mut reader = pcap_file::pcap::PcapReader::new(File::open(pcap).unwrap()).unwrap();
     let mut out = Vec::new();
-    while let Some(packet) = reader.next_packet() {
-        let packet = packet.unwrap();
+    for packet in testkit::read_pcap(pcap) {
         // Multicast listener reports and neighbour solicitations are not UDP: skipped.
         if let Ok(frame) = Frame::parse(&packet.data) {
             let at = Instant::from_nanos(u64::try_from(packet.timestamp.as_nanos()).unwrap());
@@ -82,11 +58,9 @@ fn udp_datagrams(pcap: &Path) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
 }
 
 fn kmsg_records(path: &Path) -> BTreeMap<u64, Vec<u8>> {
-    std::fs::read(path)
-        .unwrap()
-        .split(|&b| b == 0x1e)
-        .filter(|r| !r.is_empty())
-        .map(|r| (Header::parse(r).unwrap().0.seq, r.to_vec()))
+    testkit::kmsg_records(path)
+        .into_iter()
+        .map(|r| (Header::parse(&r).unwrap().0.seq, r))
         .collect()
 }
 
@@ -285,10 +259,20 @@ fn crate_dir() -> PathBuf {
 
 #[test]
 fn sample_captures_deliver_exactly_the_kmsg_records() {
-    for (kernel, case) in SAMPLES {
-        let dir = crate_dir()
-            .join("tests/data")
-            .join(format!("{kernel}-{case}"));
+    // tests/data/<kernel>-<case>/: the extended captures, cut by make_sample.py.
+    let mut samples = Vec::new();
+    for entry in std::fs::read_dir(crate_dir().join("tests/data")).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir.is_dir() {
+            samples.push(dir);
+        }
+    }
+    samples.sort();
+    assert_eq!(samples.len(), 6, "{samples:?}");
+    for dir in samples {
+        let name = dir.file_name().unwrap().to_str().unwrap().to_owned();
+        let (kernel, case) = name.split_at(name[6..].find('-').unwrap() + 6);
+        let case = &case[1..];
         for config in configs() {
             let n = run_case(&dir, kernel, case, &config);
             assert_eq!(n, 33, "{kernel}/{case}");
@@ -298,18 +282,15 @@ fn sample_captures_deliver_exactly_the_kmsg_records() {
 
 #[test]
 fn full_captures_when_present() {
-    let root = crate_dir().join("../../shared/captures");
-    if !root.exists() {
-        println!(
-            "note: {} absent, full capture replay skipped",
-            root.display()
-        );
+    let captures = testkit::captures();
+    if captures.is_empty() {
+        println!("note: ../shared/captures absent, full capture replay skipped");
         return;
     }
-    for (kernel, case) in CASES {
-        let dir = root.join(kernel).join(case);
+    for capture in &captures {
+        let (kernel, case, dir) = (capture.kernel.as_str(), capture.case.as_str(), &capture.dir);
         for config in configs() {
-            let n = run_case(&dir, kernel, case, &config);
+            let n = run_case(dir, kernel, case, &config);
             println!(
                 "{kernel}/{case}: {n} records ({} slots)",
                 config.stream.slots

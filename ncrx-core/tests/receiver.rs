@@ -4,6 +4,7 @@ mod common;
 
 use core::time::Duration;
 use std::net::SocketAddr;
+use testkit::SplitMix64 as Rng;
 
 use common::{Ev, body, drain_rx, rec};
 use ncrx_core::{Receiver, ReceiverConfig, StreamConfig};
@@ -85,32 +86,15 @@ fn idle_sources_are_evicted_at_their_exact_deadline() {
     assert_eq!(rx.poll_timeout(), None);
 }
 
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn hostile_datagram(rng: &mut Rng) -> Vec<u8> {
     let seq = match rng.below(4) {
         0 => rng.below(64),
         1 => rng.below(5000),
-        2 => rng.next(),
+        2 => rng.next_u64(),
         _ => 1_000_000 + rng.below(300),
     };
     let ts = if rng.below(8) == 0 {
-        rng.next()
+        rng.next_u64()
     } else {
         seq.wrapping_mul(1000) % (1 << 50)
     };
@@ -132,7 +116,7 @@ fn hostile_datagram(rng: &mut Rng) -> Vec<u8> {
         }
         1 => {
             let n = rng.below(3000) as usize;
-            (0..n).map(|_| rng.next() as u8).collect()
+            (0..n).map(|_| rng.next_u64() as u8).collect()
         }
         _ => {
             let n = rng.below(1200) as usize;
@@ -156,7 +140,7 @@ fn hostile_input_stays_within_the_memory_bound() {
     config.evict_when_full_after = Duration::from_millis(100);
     config.idle_timeout = Duration::from_secs(2);
     for seed in 0..12 {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut rx: Receiver<u16> = Receiver::new(config.clone());
         let bound = rx.memory_bound();
         let mut now = Instant::ZERO;

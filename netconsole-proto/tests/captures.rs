@@ -13,7 +13,6 @@
 //! beside the workspace.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use netconsole_proto::format::{
@@ -25,18 +24,6 @@ use netconsole_proto::{
     MAX_PRINT_CHUNK, OwnedRecord, PRINTK_MESSAGE_MAX, unescape,
 };
 use netpoll_frame::Frame;
-
-const CASES: [(&str, &str); 9] = [
-    ("linux-7.3", "plain"),
-    ("linux-7.3", "ext"),
-    ("linux-7.3", "ext_release"),
-    ("linux-7.3", "configfs_userdata"),
-    ("linux-7.3", "ipv6"),
-    ("linux-6.1", "plain"),
-    ("linux-6.1", "ext"),
-    ("linux-6.1", "ipv6"),
-    ("linux-6.1", "configfs_userdata"),
-];
 
 /// Records being reassembled, by (destination port, seq), with their datagrams.
 type Partial = HashMap<(u16, u64), (FragmentedRecord, Vec<Vec<u8>>)>;
@@ -82,10 +69,8 @@ fn written_text(raw: &[u8]) -> &[u8] {
 }
 
 fn udp_payloads(pcap: &Path, stats: &mut Stats) -> Vec<(u16, Vec<u8>)> {
-    let mut reader = pcap_file::pcap::PcapReader::new(File::open(pcap).unwrap()).unwrap();
     let mut out = Vec::new();
-    while let Some(packet) = reader.next_packet() {
-        let packet = packet.unwrap();
+    for packet in testkit::read_pcap(pcap) {
         stats.frames += 1;
         if let Ok(frame) = Frame::parse(&packet.data) {
             out.push((frame.destination().port(), frame.payload().to_vec()));
@@ -103,11 +88,9 @@ fn udp_payloads(pcap: &Path, stats: &mut Stats) -> Vec<(u16, Vec<u8>)> {
 }
 
 fn kmsg_records(path: &Path) -> BTreeMap<u64, Vec<u8>> {
-    std::fs::read(path)
-        .unwrap()
-        .split(|&b| b == 0x1e)
-        .filter(|r| !r.is_empty())
-        .map(|r| (Header::parse(r).unwrap().0.seq, r.to_vec()))
+    testkit::kmsg_records(path)
+        .into_iter()
+        .map(|r| (Header::parse(&r).unwrap().0.seq, r))
         .collect()
 }
 
@@ -385,15 +368,11 @@ fn run_case(dir: &Path, kernel: &str, case: &str, manifest: &[Vec<u8>]) -> Stats
     stats
 }
 
-fn run_all(root: &Path, sample: bool) {
+fn run_all(cases: &[(String, String, PathBuf)]) {
     let manifest = manifest_texts();
-    for (kernel, case) in CASES {
-        let dir = if sample {
-            root.join(format!("{kernel}-{case}"))
-        } else {
-            root.join(kernel).join(case)
-        };
-        let stats = run_case(&dir, kernel, case, &manifest);
+    for (kernel, case, dir) in cases {
+        let (kernel, case) = (kernel.as_str(), case.as_str());
+        let stats = run_case(dir, kernel, case, &manifest);
         println!("{kernel}/{case}: {stats:?}");
         assert!(stats.extended_datagrams + stats.plain_datagrams > 0);
         if case == "plain" {
@@ -418,18 +397,26 @@ fn run_all(root: &Path, sample: bool) {
 
 #[test]
 fn sample_captures_in_repo() {
-    run_all(&crate_dir().join("tests/data"), true);
+    let data = crate_dir().join("tests/data");
+    let cases: Vec<_> = testkit::KNOWN
+        .iter()
+        .map(|&(kernel, case)| {
+            let dir = data.join(format!("{kernel}-{case}"));
+            (kernel.to_owned(), case.to_owned(), dir)
+        })
+        .collect();
+    run_all(&cases);
 }
 
 #[test]
 fn full_captures_when_present() {
-    let root = crate_dir().join("../../shared/captures");
-    if !root.exists() {
-        println!(
-            "note: {} absent, full capture check skipped",
-            root.display()
-        );
+    let cases: Vec<_> = testkit::captures()
+        .into_iter()
+        .map(|c| (c.kernel, c.case, c.dir))
+        .collect();
+    if cases.is_empty() {
+        println!("note: ../shared/captures absent, full capture check skipped");
         return;
     }
-    run_all(&root, false);
+    run_all(&cases);
 }

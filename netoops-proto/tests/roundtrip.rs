@@ -12,34 +12,12 @@ use netoops_proto::{
 };
 use netpoll_frame::Instant;
 use proptest::prelude::*;
-
-/// splitmix64: a small deterministic generator for bulk bytes, drop masks and shuffles.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-}
+use testkit::SplitMix64 as Rng;
 
 /// A kernel log: text bytes, never NUL (the printk buffer holds text).
 fn log_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng(seed);
-    (0..len).map(|_| 1 + (rng.next() % 255) as u8).collect()
+    let mut rng = Rng::new(seed);
+    (0..len).map(|_| 1 + (rng.next_u64() % 255) as u8).collect()
 }
 
 /// What each packet of one segment carries, in log order, padding removed: chunks of 1024
@@ -167,11 +145,11 @@ proptest! {
 
         let sent = all_packets(&meta, s1, s2);
         prop_assert_eq!(sent.len(), 3 * packet_count);
-        let mut rng = Rng(seed ^ 0x5555);
+        let mut rng = Rng::new(seed ^ 0x5555);
         let mut kept = Vec::new();
         for packet_no in 0..packet_count {
             // A non-empty subset of the three copies of this packet survives.
-            let mask = 1 + rng.below(7);
+            let mask = 1 + rng.index(7);
             for pass in 0..3 {
                 if mask & (1 << pass) != 0 {
                     kept.push(sent[pass * packet_count + packet_no].clone());
@@ -224,16 +202,16 @@ proptest! {
         prop_assume!(packet_count >= 2);
 
         let sent = all_packets(&meta, s1, s2);
-        let mut rng = Rng(seed ^ 0xaaaa);
-        let forced = rng.below(packet_count);
+        let mut rng = Rng::new(seed ^ 0xaaaa);
+        let forced = rng.index(packet_count);
         let mut lost = Vec::new();
         let mut kept = Vec::new();
         for packet_no in 0..packet_count {
-            if packet_no == forced || rng.below(8) == 0 {
+            if packet_no == forced || rng.index(8) == 0 {
                 lost.push(packet_no as u32);
                 continue;
             }
-            let mask = 1 + rng.below(7);
+            let mask = 1 + rng.index(7);
             for pass in 0..3 {
                 if mask & (1 << pass) != 0 {
                     kept.push(sent[pass * packet_count + packet_no].clone());

@@ -5,19 +5,15 @@
 //! is beside the workspace.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use netpoll_frame::{Frame, FrameBuilder, FrameConfig, IpIdPolicy, IpInfo, ParseError};
-use pcap_file::pcap::PcapReader;
 
 fn read_frames(path: &Path) -> Vec<Vec<u8>> {
-    let mut reader = PcapReader::new(File::open(path).expect("open pcap")).expect("pcap header");
-    let mut frames = Vec::new();
-    while let Some(packet) = reader.next_packet() {
-        frames.push(packet.expect("pcap record").data.into_owned());
-    }
-    frames
+    testkit::read_pcap(path)
+        .into_iter()
+        .map(|packet| packet.data)
+        .collect()
 }
 
 struct Tally {
@@ -155,35 +151,25 @@ fn sample_frames_rebuild_byte_for_byte() {
 
 #[test]
 fn all_captured_frames_rebuild_byte_for_byte() {
-    let root = manifest_dir().join("../../shared/captures");
-    if !root.is_dir() {
-        eprintln!("skipped: {} is not present", root.display());
+    let captures = testkit::captures();
+    if captures.is_empty() {
+        eprintln!("skipped: ../shared/captures is not present");
         return;
     }
-    let mut captures = 0;
-    for kernel in ["linux-6.1", "linux-7.3"] {
-        for entry in std::fs::read_dir(root.join(kernel)).expect("kernel folder") {
-            let folder = entry.expect("dir entry").path();
-            let pcap = folder.join("frames.pcap");
-            if !pcap.is_file() {
-                continue;
-            }
-            let tally = check_capture(&pcap, true);
-            // The capture's own summary counts its frames independently of this parser.
-            let summary =
-                std::fs::read_to_string(folder.join("summary.json")).expect("summary.json");
-            let udp_count = json_count(&summary, "\"udp\": ");
-            let other_count = json_count(&summary, "\"ip-other\": ");
-            assert_eq!(
-                (tally.udp, tally.other),
-                (udp_count, other_count),
-                "{}",
-                folder.display()
-            );
-            captures += 1;
-        }
+    for capture in &captures {
+        let tally = check_capture(&capture.pcap(), true);
+        // The capture's own summary counts its frames independently of this parser.
+        let summary =
+            std::fs::read_to_string(capture.dir.join("summary.json")).expect("summary.json");
+        let udp_count = json_count(&summary, "\"udp\": ");
+        let other_count = json_count(&summary, "\"ip-other\": ");
+        assert_eq!(
+            (tally.udp, tally.other),
+            (udp_count, other_count),
+            "{}",
+            capture.name()
+        );
     }
-    assert_eq!(captures, 9);
 }
 
 /// The first number after `key` in the summary's `frames_by_kind` object.
