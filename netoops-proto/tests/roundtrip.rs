@@ -127,6 +127,23 @@ fn feed(collector: &mut Collector<u8>, packets: &[Vec<u8>]) -> Instant {
     now
 }
 
+/// A non-empty random subset of the three copies (one per pass) of packet `packet_no` survives
+/// into `kept`.
+fn keep_some_copies(
+    sent: &[Vec<u8>],
+    packet_count: usize,
+    packet_no: usize,
+    rng: &mut Rng,
+    kept: &mut Vec<Vec<u8>>,
+) {
+    let mask = 1 + rng.index(7);
+    for pass in 0..3 {
+        if mask & (1 << pass) != 0 {
+            kept.push(sent[pass * packet_count + packet_no].clone());
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -148,13 +165,7 @@ proptest! {
         let mut rng = Rng::new(seed ^ 0x5555);
         let mut kept = Vec::new();
         for packet_no in 0..packet_count {
-            // A non-empty subset of the three copies of this packet survives.
-            let mask = 1 + rng.index(7);
-            for pass in 0..3 {
-                if mask & (1 << pass) != 0 {
-                    kept.push(sent[pass * packet_count + packet_no].clone());
-                }
-            }
+            keep_some_copies(&sent, packet_count, packet_no, &mut rng, &mut kept);
         }
         rng.shuffle(&mut kept);
 
@@ -211,12 +222,7 @@ proptest! {
                 lost.push(packet_no as u32);
                 continue;
             }
-            let mask = 1 + rng.index(7);
-            for pass in 0..3 {
-                if mask & (1 << pass) != 0 {
-                    kept.push(sent[pass * packet_count + packet_no].clone());
-                }
-            }
+            keep_some_copies(&sent, packet_count, packet_no, &mut rng, &mut kept);
         }
         prop_assume!(lost.len() < packet_count);
         rng.shuffle(&mut kept);
