@@ -55,8 +55,10 @@ pub(crate) enum Command {
         "  # write the frames a kernel would send into a capture instead\n",
         "  ncrx send --target '+6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57' \\\n",
         "      --pcap out.pcap --ip-id 1 records.kmsg\n",
-        "  # plain text lines to a local receiver\n",
+        "  # plain text lines to a local receiver, extended\n",
         "  echo hello | ncrx send --input text --target +@127.0.0.1/,6666@127.0.0.1/\n",
+        "  # a plain target gets the console line '[    5.123456] text' (Linux 5.10-6.5 buffer)\n",
+        "  ncrx send --target 6665@192.0.2.1/,6666@192.0.2.2/ --console-buffer 1024 < /dev/kmsg\n",
         "  # reliable: answer retransmission requests of an ncrx/netconsd receiver\n",
         "  sudo ncrx send --reliable --target +@/,@10.0.0.2/ < /dev/kmsg\n\n",
         "SPEC is the kernel's netconsole= syntax:\n",
@@ -265,9 +267,36 @@ pub(crate) struct SendArgs {
     /// retransmission requests, re-send on its own when acks stop (extended targets, UDP).
     #[arg(long, conflicts_with = "pcap")]
     pub(crate) reliable: bool,
+    /// How plain targets' consoles print records.
+    #[command(flatten)]
+    pub(crate) console: ConsoleArgs,
     /// With --reliable: after the input ends, how long to wait for the last acks.
     #[arg(long, value_name = "MS", default_value_t = 3000, requires = "reliable")]
     pub(crate) linger_ms: u64,
+}
+
+/// The console format of plain targets (`ncrx send`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Plain targets (the console line)")]
+pub(crate) struct ConsoleArgs {
+    /// Plain targets: the console buffer in bytes, its terminating NUL included: 2048
+    /// (PRINTK_MESSAGE_MAX, Linux 6.6+) or 1024 (CONSOLE_LOG_MAX, 5.10 to 6.5). A record's
+    /// lines that do not fit are not printed.
+    #[arg(long, value_name = "BYTES", default_value_t = 2048)]
+    pub(crate) console_buffer: usize,
+    /// Plain targets: no `[    5.123456] ` time prefix (printk.time=0).
+    #[arg(long)]
+    pub(crate) no_time: bool,
+    /// Plain targets: the `[  T123]` caller prefix (CONFIG_PRINTK_CALLER), from `caller=`.
+    #[arg(long)]
+    pub(crate) console_caller: bool,
+    /// Plain targets: the `<PRI>` prefix (console_msg_format=syslog).
+    #[arg(long)]
+    pub(crate) syslog: bool,
+    /// The console loglevel: records of this level or higher are not sent to any target,
+    /// as the kernel suppresses them on consoles (8, as loglevel=8: every record).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub(crate) console_loglevel: u8,
 }
 
 /// `ncrx oops ...`.

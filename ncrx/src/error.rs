@@ -20,8 +20,6 @@ pub(crate) const EXIT_NOT_A_CAPTURE: u8 = 4;
 pub(crate) const EXIT_TRUNCATED: u8 = 5;
 /// A socket could not be bound (address in use, not available) or used.
 pub(crate) const EXIT_SOCKET: u8 = 6;
-/// What was asked needs something the protocol crates do not offer yet.
-pub(crate) const EXIT_NOT_AVAILABLE: u8 = 7;
 
 /// The exit codes as `--help` shows them.
 pub(crate) const EXIT_CODES_HELP: &str = "\
@@ -32,8 +30,7 @@ Exit codes:
   3  file error (cannot open, read or write)
   4  not a pcap/pcapng capture, or a link type other than Ethernet
   5  truncated or damaged capture (what came before was decoded)
-  6  socket error (address in use, address not available)
-  7  not available yet in this version (kmsg records to plain targets)";
+  6  socket error (address in use, address not available)";
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,9 +109,6 @@ pub(crate) enum Failure {
         /// The cause.
         source: io::Error,
     },
-    /// A feature of a subcommand that the protocol crates cannot do yet.
-    #[error("not available yet: {0}")]
-    Unsupported(String),
 }
 
 fn hint(error: &io::Error) -> &'static str {
@@ -134,7 +128,6 @@ impl Failure {
             Failure::File { .. } | Failure::Stream { .. } => EXIT_IO,
             Failure::NotACapture { .. } | Failure::UnsupportedLinkType { .. } => EXIT_NOT_A_CAPTURE,
             Failure::Socket { .. } => EXIT_SOCKET,
-            Failure::Unsupported(_) => EXIT_NOT_AVAILABLE,
         }
     }
 }
@@ -153,7 +146,6 @@ mod tests {
             EXIT_NOT_A_CAPTURE,
             EXIT_TRUNCATED,
             EXIT_SOCKET,
-            EXIT_NOT_AVAILABLE,
         ];
         for (i, code) in codes.iter().enumerate() {
             assert!(!codes[..i].contains(code), "exit code {code} used twice");

@@ -7,16 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::SystemTime;
 
+use netconsole_proto::console::{ConsoleOptions, ConsoleRecord, format_console};
 use netconsole_proto::format::{DictEntry, KmsgRecord, SendOptions};
 use netconsole_proto::param::{self, Device, Target};
 use netconsole_proto::{
-    Caller, ExtFragments, Flag, Header, MAX_PRINT_CHUNK, escape, format_kmsg, plain_chunks,
+    Body, Caller, ExtFragments, Flag, Header, MAX_PRINT_CHUNK, escape, format_kmsg, plain_chunks,
+    unescape,
 };
 use netpoll_frame::{FrameBuilder, FrameConfig, MacAddr};
 use pcap_file::PcapError;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 
-use crate::cli::{InputFormat, SendArgs};
+use crate::cli::{ConsoleArgs, InputFormat, SendArgs};
 use crate::error::{Failure, Outcome};
 use crate::input::KmsgRecords;
 use crate::json::{JsonLine, JsonRecord};
@@ -259,6 +261,18 @@ struct Sender<'a> {
     release: Option<String>,
     sink: Sink,
     counts: Counts,
+    /// The console text of one record for plain targets (the console buffer).
+    console: Vec<u8>,
+}
+
+/// How plain targets' console formats records (`--console-*`, `--no-time`, `--syslog`).
+fn console_options(args: &ConsoleArgs) -> ConsoleOptions {
+    let mut options = ConsoleOptions::default();
+    options.time = !args.no_time;
+    options.caller = args.console_caller;
+    options.syslog = args.syslog;
+    options.buffer_size = args.console_buffer;
+    options
 }
 
 impl Sender<'_> {
@@ -294,6 +308,30 @@ impl Sender<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether any target is plain (so records need their console text).
+    fn has_plain_targets(&self) -> bool {
+        self.args.target.targets.iter().any(|t| !t.extended)
+    }
+
+    /// Whether the console loglevel lets a record of `level` out (`suppress_message_printing`).
+    fn printed(&self, level: u8) -> bool {
+        netconsole_proto::console::printed_on_console(level, self.args.console.console_loglevel)
+    }
+
+    /// Sends `record` to every plain target as the console prints it
+    /// (`netconsole_proto::console::format_console`), in 1000-byte chunks.
+    fn send_console(&mut self, record: &ConsoleRecord<'_>) -> Result<(), Failure> {
+        if !self.has_plain_targets() {
+            return Ok(());
+        }
+        let options = console_options(&self.args.console);
+        let mut console = std::mem::take(&mut self.console);
+        let len = format_console(record, &options, &mut console);
+        let result = self.send_plain(&console[..len]);
+        self.console = console;
+        result
     }
 
     /// Sends console text to every plain target, cut in 1000-byte chunks.
@@ -348,11 +386,29 @@ impl Sender<'_> {
                 continue;
             }
             self.counts.records += 1;
-            if let Err(error) = Header::parse(&record) {
-                self.bad(&format!("not a /dev/kmsg record: {error}"));
+            let header = match Header::parse(&record) {
+                Ok((header, rest)) => (header, rest.len()),
+                Err(error) => {
+                    self.bad(&format!("not a /dev/kmsg record: {error}"));
+                    continue;
+                }
+            };
+            if !self.printed(header.0.level) {
+                self.counts.skipped += 1;
                 continue;
             }
             self.send_extended(&record, None)?;
+            if self.has_plain_targets() {
+                let (header, body_len) = header;
+                // The console prints the raw text (escapes undone), without the dictionary.
+                let body = Body::parse(&record[record.len() - body_len..]);
+                let (text, _) = unescape(body.text());
+                let mut console =
+                    ConsoleRecord::new(header.level, header.seq, header.ts_usec, &text);
+                console.facility = header.facility;
+                console.caller = header.caller;
+                self.send_console(&console)?;
+            }
         }
     }
 
@@ -368,8 +424,24 @@ impl Sender<'_> {
             self.counts.records += 1;
             match serde_json::from_str::<JsonLine>(&line) {
                 Ok(JsonLine::Record(record)) => {
+                    if !self.printed(record.level) {
+                        self.counts.skipped += 1;
+                        continue;
+                    }
                     match format_json_record(&record, self.args.record_limit) {
-                        Ok(msg) => self.send_extended(&msg, record.release.as_deref())?,
+                        Ok(msg) => {
+                            self.send_extended(&msg, record.release.as_deref())?;
+                            let text = if record.escaped {
+                                unescape(record.text.as_bytes()).0
+                            } else {
+                                record.text.as_bytes().into()
+                            };
+                            let mut console =
+                                ConsoleRecord::new(record.level, record.seq, record.ts_usec, &text);
+                            console.facility = record.facility;
+                            console.caller = record.caller.as_deref().and_then(parse_caller);
+                            self.send_console(&console)?;
+                        }
                         Err(why) => self.bad(&why),
                     }
                 }
@@ -385,19 +457,24 @@ impl Sender<'_> {
         let start = std::time::Instant::now();
         let mut buf = vec![0u8; self.args.record_limit];
         for (seq, line) in (self.args.seq..).zip(reader.split(b'\n')) {
-            let mut line = line.map_err(|source| Failure::Stream {
+            let line = line.map_err(|source| Failure::Stream {
                 what: "cannot read the input",
                 source,
             })?;
             self.counts.records += 1;
+            if !self.printed(self.args.level) {
+                self.counts.skipped += 1;
+                continue;
+            }
             let ts_usec = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
             let mut record = KmsgRecord::new(self.args.level, seq, ts_usec, &line);
             record.facility = self.args.facility;
             let len = format_kmsg(&record, &mut buf);
             let msg = buf[..len].to_vec();
             self.send_extended(&msg, None)?;
-            line.push(b'\n');
-            self.send_plain(&line)?;
+            let mut console = ConsoleRecord::new(self.args.level, seq, ts_usec, &line);
+            console.facility = self.args.facility;
+            self.send_console(&console)?;
         }
         Ok(())
     }
@@ -495,12 +572,13 @@ pub(crate) fn run(args: &SendArgs) -> Result<Outcome, Failure> {
             args.record_limit
         )));
     }
-    let targets = &args.target.targets;
-    if targets.iter().any(|t| !t.extended) && args.input == InputFormat::Kmsg {
-        return Err(Failure::Unsupported(
-            "kmsg records to a plain (non-extended) target: netconsole-proto has no formatter for the plain console line ('[    5.123456] text'); use '+' in --target or --input text".into(),
-        ));
+    if args.console.console_buffer < 2 {
+        return Err(Failure::Usage(format!(
+            "--console-buffer {} is too small (the kernel's is 1024 or 2048 bytes)",
+            args.console.console_buffer
+        )));
     }
+    let targets = &args.target.targets;
     let release = if targets.iter().any(|t| t.release) {
         Some(match &args.release {
             Some(release) => release.clone(),
@@ -534,6 +612,7 @@ pub(crate) fn run(args: &SendArgs) -> Result<Outcome, Failure> {
         release,
         sink: Sink::open(args)?,
         counts: Counts::default(),
+        console: vec![0; args.console.console_buffer],
     };
     sender.read(reader, live)?;
     let Sender { sink, counts, .. } = sender;
@@ -638,6 +717,7 @@ mod reliable {
                     release,
                     sink: Sink::Reliable(queue),
                     counts: Counts::default(),
+                    console: Vec::new(),
                 };
                 sender.read(reader, live).map(|()| sender.counts)
             });

@@ -332,13 +332,6 @@ fn reliable_needs_extended_udp_targets() {
 }
 
 #[test]
-fn kmsg_to_a_plain_target_is_not_available_yet() {
-    let (code, _, stderr) = parts(&run(&["send", "--target", "@/,@127.0.0.1/"], b""));
-    assert_eq!(code, 7);
-    assert!(stderr.contains("plain (non-extended) target"), "{stderr}");
-}
-
-#[test]
 fn port_in_use_exits_6() {
     let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
