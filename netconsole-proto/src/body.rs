@@ -57,6 +57,7 @@ pub struct Body<'a> {
 impl<'a> Body<'a> {
     /// Splits a body that was not cut by the kernel's format limit: the text runs to the
     /// first `\n` (or to the end, unterminated), the lines follow.
+    #[inline]
     pub fn parse(body: &'a [u8]) -> Self {
         Self::split(body, usize::MAX)
     }
@@ -69,6 +70,7 @@ impl<'a> Body<'a> {
         Self::split(body, format_limit.saturating_sub(kernel_header_len))
     }
 
+    #[inline]
     fn split(body: &'a [u8], printk_max: usize) -> Self {
         match find(b'\n', body) {
             Some(nl) if nl < printk_max => {
@@ -115,6 +117,7 @@ impl<'a> Body<'a> {
     }
 
     /// The ` KEY=VALUE` lines in order (dictionary, then userdata, then sysdata).
+    #[inline]
     pub fn lines(&self) -> Lines<'a> {
         Lines {
             rest: self.lines,
@@ -160,18 +163,18 @@ pub struct Line<'a> {
 
 impl<'a> Line<'a> {
     /// The key: the bytes before the first `=` (all of them when there is none).
+    #[inline]
     pub fn key(&self) -> &'a [u8] {
-        let eq = self
-            .raw
-            .iter()
-            .position(|&b| b == b'=')
-            .unwrap_or(self.raw.len());
-        &self.raw[..eq]
+        match find(b'=', self.raw) {
+            Some(eq) => &self.raw[..eq],
+            None => self.raw,
+        }
     }
 
     /// The value: the bytes after the first `=` (empty when there is none).
+    #[inline]
     pub fn value(&self) -> &'a [u8] {
-        match self.raw.iter().position(|&b| b == b'=') {
+        match find(b'=', self.raw) {
             Some(eq) => &self.raw[eq + 1..],
             None => &[],
         }
@@ -188,6 +191,7 @@ pub struct Lines<'a> {
 impl<'a> Iterator for Lines<'a> {
     type Item = Line<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Line<'a>> {
         if self.rest.is_empty() {
             return None;
@@ -199,13 +203,12 @@ impl<'a> Iterator for Lines<'a> {
             (Some(nl), _) => (nl, true),
             (None, _) => (self.rest.len(), false),
         };
-        let line = &self.rest[..end];
+        let (line, rest) = self.rest.split_at(end);
         let consumed = end + usize::from(terminated);
-        self.rest = &self.rest[consumed..];
-        self.cut = match self.cut {
-            Some(cut) if cut > consumed => Some(cut - consumed),
-            _ => None,
-        };
+        self.rest = if terminated { &rest[1..] } else { rest };
+        if let Some(cut) = self.cut {
+            self.cut = cut.checked_sub(consumed).filter(|&c| c > 0);
+        }
         let (raw, leading_space) = match line.split_first() {
             Some((b' ', raw)) => (raw, true),
             _ => (line, false),

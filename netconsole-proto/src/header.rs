@@ -280,6 +280,103 @@ pub(crate) fn parse_decimal(bytes: &[u8], field: Field) -> Result<u64, HeaderErr
     Ok(value)
 }
 
+const ASCII_ZEROS: u64 = u64::from_le_bytes([b'0'; 8]);
+const ABOVE_NINE: u64 = u64::from_le_bytes([0x7f - b'9'; 8]);
+const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
+const POW10: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// How many of the eight bytes of `word` (in memory order) are ASCII digits before the
+/// first that is not, 0 to 8.
+#[allow(
+    clippy::inline_always,
+    reason = "measured with callgrind: without it the parse of a 100-byte record takes 12% more instructions"
+)]
+#[inline(always)]
+fn leading_digits(word: u64) -> usize {
+    // A byte below `0` sets its high bit in `below`, a byte above `9` in `above`. Borrows
+    // and carries only reach the bytes after the first non-digit, which are not looked at.
+    let below = word.wrapping_sub(ASCII_ZEROS);
+    let above = word.wrapping_add(ABOVE_NINE);
+    ((below | above) & HIGH_BITS).trailing_zeros() as usize / 8
+}
+
+/// The value of the first `n` (1 to 8) digits of `word`, eight at a time (SWAR).
+#[allow(
+    clippy::inline_always,
+    reason = "measured with callgrind: without it the parse of a 100-byte record takes 12% more instructions"
+)]
+#[inline(always)]
+fn digits_value(word: u64, n: usize) -> u64 {
+    // Digit values, the `n` digits moved to the top bytes: the bytes below read as leading
+    // zeros.
+    let digits = (word & 0x0f0f_0f0f_0f0f_0f0f) << (8 * (8 - n));
+    // Pairs of digits, then pairs of pairs, then the two halves.
+    let pairs = (digits.wrapping_mul(10 << 8 | 1) >> 8) & 0x00ff_00ff_00ff_00ff;
+    let quads = (pairs.wrapping_mul(100 << 16 | 1) >> 16) & 0x0000_ffff_0000_ffff;
+    quads.wrapping_mul(10_000 << 32 | 1) >> 32
+}
+
+/// The decimal number of 1 to 19 digits at `pos` (at most 19 digits cannot overflow a
+/// `u64`) and the position after it; `None` for no digit or more than 19.
+#[allow(
+    clippy::inline_always,
+    reason = "measured with callgrind: without it the parse of a 100-byte record takes 12% more instructions"
+)]
+#[inline(always)]
+fn digits_at(bytes: &[u8], pos: usize) -> Option<(u64, usize)> {
+    let Some(&chunk) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<8>) else {
+        return digits_slow(bytes, pos, 0, pos);
+    };
+    let word = u64::from_le_bytes(chunk);
+    let n = leading_digits(word);
+    if n == 0 {
+        return None;
+    }
+    let value = digits_value(word, n);
+    if n < 8 {
+        return Some((value, pos + n));
+    }
+    digits_slow(bytes, pos + 8, value, pos)
+}
+
+/// [`digits_at`] from `pos`, with `value` read from the digits in `start..pos`.
+#[inline]
+fn digits_slow(bytes: &[u8], mut pos: usize, mut value: u64, start: usize) -> Option<(u64, usize)> {
+    while let Some(&chunk) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<8>) {
+        let word = u64::from_le_bytes(chunk);
+        let n = leading_digits(word);
+        if n > 0 {
+            value = value
+                .wrapping_mul(POW10[n])
+                .wrapping_add(digits_value(word, n));
+            pos += n;
+        }
+        if n < 8 || pos - start > 19 {
+            return (1..=19).contains(&(pos - start)).then_some((value, pos));
+        }
+    }
+    // Fewer than eight bytes left.
+    while let Some(&b) = bytes.get(pos) {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+        pos += 1;
+    }
+    (1..=19).contains(&(pos - start)).then_some((value, pos))
+}
+
 /// Parses the decimal field at the start of `rest` up to its comma (or the end) in one
 /// pass, and moves `rest` past the comma.
 fn number_field(rest: &mut &[u8], field: Field) -> Result<u64, HeaderError> {
@@ -332,8 +429,92 @@ impl<'a> Header<'a> {
     /// Parses the header at the start of `datagram`; returns it and the body (after the `;`).
     ///
     /// The fragment bounds are checked against the body length: `offset + body.len()` must not
-    /// exceed `total`.
+    /// exceed `total`, and a fragment must carry at least one body byte
+    /// ([`HeaderError::FragmentOutOfRange`] otherwise). Linux never sends an empty fragment:
+    /// every generation of `send_ext_msg_udp` / `send_fragmented_body` loops while bytes
+    /// remain and gives each datagram `min(remaining, 1000 - header length)` bytes, which is
+    /// positive because a header (at most a 64-byte release, the printk header and `ncfrag`)
+    /// is far below 1000 bytes; a zero-length chunk would not even advance its loop.
+    ///
+    /// The common shape (`[<release>,]<prefix>,<seq>,<ts_usec>,<flag>` then `;` or extra
+    /// fields) is read in one forward pass, decimal numbers eight digits per step; anything
+    /// else goes through a general parser that gives the same result and the typed error.
+    #[inline]
     pub fn parse(datagram: &'a [u8]) -> Result<(Self, &'a [u8]), HeaderError> {
+        let Some(mut header) = Self::parse_common(datagram) else {
+            return Self::parse_general(datagram);
+        };
+        let body = datagram.get(header.len..).unwrap_or_default();
+        if !header.extra.is_empty() {
+            header.apply_fields(body.len())?;
+        }
+        Ok((header, body))
+    }
+
+    /// The fast path: one pass over `[<release>,]<prefix>,<seq>,<ts_usec>,<flag>` with
+    /// numbers of 1 to 19 digits, up to the `;`, leaving the extra fields to
+    /// [`Header::apply_fields`]. `None` when the datagram is not of that shape (the general
+    /// parser then decides, error included); otherwise what the general parser finds.
+    #[inline]
+    fn parse_common(datagram: &'a [u8]) -> Option<Self> {
+        let (mut prefix, mut pos) = match datagram {
+            // Most prefixes are one digit (facility 0).
+            [digit @ b'0'..=b'9', b',', ..] => (u64::from(digit - b'0'), 1),
+            _ => digits_at(datagram, 0)?,
+        };
+        let mut release = None;
+        let mut release_len = 0;
+        if datagram.get(pos) != Some(&b',') {
+            // A release prepend: a first field holding a `.`, then the numeric prefix.
+            let comma = find(b',', datagram)?;
+            let field = &datagram[..comma];
+            if !field.contains(&b'.') || field.contains(&b';') {
+                return None;
+            }
+            release = Some(field);
+            release_len = comma + 1;
+            (prefix, pos) = digits_at(datagram, release_len)?;
+            if datagram.get(pos) != Some(&b',') {
+                return None;
+            }
+        }
+        if prefix > u64::from(MAX_PREFIX) {
+            return None;
+        }
+        let (seq, pos) = digits_at(datagram, pos + 1)?;
+        if datagram.get(pos) != Some(&b',') {
+            return None;
+        }
+        let (ts_usec, pos) = digits_at(datagram, pos + 1)?;
+        let (&[b',', flag, after], _) = datagram.get(pos..)?.split_first_chunk::<3>()? else {
+            return None;
+        };
+        let flag = Flag::from_byte(flag)?;
+        let extra_start = pos + 2;
+        let semi = match after {
+            b';' => extra_start,
+            b',' => extra_start + 1 + find(b';', datagram.get(extra_start + 1..)?)?,
+            _ => return None,
+        };
+        Some(Header {
+            release,
+            level: (prefix & 7) as u8,
+            facility: (prefix >> 3) as u8,
+            seq,
+            ts_usec,
+            flag,
+            caller: None,
+            ncfrag: None,
+            ncemg: false,
+            extra: datagram.get(extra_start..semi)?,
+            len: semi + 1,
+            kernel_len: semi + 1 - release_len,
+        })
+    }
+
+    /// The general parser: any header shape, every typed error.
+    #[cold]
+    fn parse_general(datagram: &'a [u8]) -> Result<(Self, &'a [u8]), HeaderError> {
         let semi = find(b';', datagram).ok_or(HeaderError::NoSemicolon)?;
         let head = &datagram[..semi];
         let body = &datagram[semi + 1..];
@@ -611,6 +792,77 @@ mod tests {
         assert_eq!(Flag::for_record(Legacy, true, true, false), Flag::ContMore);
         assert_eq!(Flag::for_record(Legacy, false, true, false), Flag::ContMore);
         assert_eq!(Flag::for_record(Legacy, false, true, true), Flag::Normal);
+    }
+
+    /// The fast path either declines or agrees with the general parser, field for field.
+    fn agrees(datagram: &[u8]) {
+        if let Some(mut fast) = Header::parse_common(datagram) {
+            let body = &datagram[fast.len..];
+            let fast = if fast.extra.is_empty() {
+                Ok((fast, body))
+            } else {
+                fast.apply_fields(body.len()).map(|()| (fast, body))
+            };
+            assert_eq!(fast, Header::parse_general(datagram), "{datagram:?}");
+        }
+        assert_eq!(
+            Header::parse(datagram),
+            Header::parse_general(datagram),
+            "{datagram:?}"
+        );
+    }
+
+    #[test]
+    fn fast_path_agrees_with_general_parser() {
+        let cases: [&[u8]; 22] = [
+            b"6,123456,98765432,-;text\n",
+            b"6,1,2,-",
+            b"6,1,2,-,",
+            b"6,1,2,-,;x",
+            b"6,1,2,-,caller=T1,ncfrag=0/3;abc",
+            b"6,1,2,-,ncfrag=0/3;",
+            b"7.3.4+deb13-amd64,14,709,7301468,-,ncfrag=969/2031;abc",
+            b"6.1;0,6,1,2,-;x",
+            b"6.1.0,6,1,2,c;x",
+            b"6.1.0,,1,2,c;x",
+            b"2047,1,2,+;x",
+            b"2048,1,2,+;x",
+            b"6,1234567890123456789,2,-;x",
+            b"6,12345678901234567890,2,-;x",
+            b"6,18446744073709551616,2,-;x",
+            b"6,1,12345678,-;",
+            b"6,1,1234567812345678,-;",
+            b"6,1,2,-x;",
+            b"6,1,2,--;",
+            b"06,001,0002,-;",
+            b"6,1;2,-;x",
+            b"1,2,3,c",
+        ];
+        for case in cases {
+            agrees(case);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_agrees_on_header_like_bytes(
+            release in "([0-9a-z.;+-]{0,8},)?",
+            numbers in proptest::collection::vec("[0-9]{0,21}", 3),
+            flag in "[-c+x;]{0,2}",
+            extra in proptest::collection::vec(
+                "(caller|ncfrag|ncemg|x|)=?[0-9TC/;]{0,8}",
+                0..3,
+            ),
+            end in "[;,]?[a-z\n;]{0,30}",
+        ) {
+            let mut datagram = format!("{release}{},{flag}", numbers.join(","));
+            for field in extra {
+                datagram.push(',');
+                datagram.push_str(&field);
+            }
+            datagram.push_str(&end);
+            agrees(datagram.as_bytes());
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct ExtRecord<'a> {
 
 impl<'a> ExtRecord<'a> {
     /// Parses an extended datagram.
+    #[inline]
     pub fn parse(datagram: &'a [u8]) -> Result<Self, HeaderError> {
         let (header, body) = Header::parse(datagram)?;
         Ok(ExtRecord { header, body })
@@ -41,6 +42,7 @@ impl<'a> ExtRecord<'a> {
 
     /// The body split into text and lines, assuming the record was not cut by printk's
     /// format limit. Only meaningful on a whole record (not a fragment).
+    #[inline]
     pub fn split_body(&self) -> Body<'a> {
         Body::parse(self.body)
     }
@@ -77,6 +79,7 @@ pub enum DatagramError {
 
 impl<'a> Datagram<'a> {
     /// Classifies and parses a UDP payload. Plain text is never an error.
+    #[inline]
     pub fn parse(payload: &'a [u8]) -> Result<Self, DatagramError> {
         if payload.starts_with(b"ncrx") {
             return Ok(Datagram::Response(Response::parse(payload)?));

