@@ -59,6 +59,9 @@ pub(crate) enum Command {
         "  echo hello | ncrx send --input text --target +@127.0.0.1/,6666@127.0.0.1/\n",
         "  # a plain target gets the console line '[    5.123456] text' (Linux 5.10-6.5 buffer)\n",
         "  ncrx send --target 6665@192.0.2.1/,6666@192.0.2.2/ --console-buffer 1024 < /dev/kmsg\n",
+        "  # userdata and sysdata, as a Linux 6.15+ configfs target with them configured\n",
+        "  ncrx send --target +r@/,@10.0.0.2/ --userdata host=web1 --userdata dc=fra \\\n",
+        "      --sysdata cpu,taskname,release,msgid < /dev/kmsg\n",
         "  # reliable: answer retransmission requests of an ncrx/netconsd receiver\n",
         "  sudo ncrx send --reliable --target +@/,@10.0.0.2/ < /dev/kmsg\n\n",
         "SPEC is the kernel's netconsole= syntax:\n",
@@ -265,11 +268,14 @@ pub(crate) struct SendArgs {
     pub(crate) seq: u64,
     /// Reliable netconsole: keep what is not acknowledged, answer the receiver's
     /// retransmission requests, re-send on its own when acks stop (extended targets, UDP).
-    #[arg(long, conflicts_with = "pcap")]
+    #[arg(long, conflicts_with_all = ["pcap", "userdata", "sysdata"])]
     pub(crate) reliable: bool,
     /// How plain targets' consoles print records.
     #[command(flatten)]
     pub(crate) console: ConsoleArgs,
+    /// What extended targets append to each message (Linux 6.9+).
+    #[command(flatten)]
+    pub(crate) extradata: ExtradataArgs,
     /// With --reliable: after the input ends, how long to wait for the last acks.
     #[arg(long, value_name = "MS", default_value_t = 3000, requires = "reliable")]
     pub(crate) linger_ms: u64,
@@ -297,6 +303,69 @@ pub(crate) struct ConsoleArgs {
     /// as the kernel suppresses them on consoles (8, as loglevel=8: every record).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=8))]
     pub(crate) console_loglevel: u8,
+}
+
+/// A `sysdata` field (configfs `userdata/<field>_enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SysdataField {
+    /// ` cpu=<n>` (`cpu_nr_enabled`).
+    Cpu,
+    /// ` taskname=<comm>` (`taskname_enabled`).
+    Taskname,
+    /// ` release=<release>` (`release_enabled`).
+    Release,
+    /// ` msgid=<n>` (`msgid_enabled`).
+    Msgid,
+}
+
+/// userdata and sysdata of extended targets (`ncrx send`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Extended targets: userdata and sysdata (Linux 6.9+ configfs)")]
+pub(crate) struct ExtradataArgs {
+    /// Userdata (configfs `userdata/KEY/value`), repeatable: ` KEY=VALUE\n` after every
+    /// extended message, in the order given, unescaped; empty values are skipped as the
+    /// kernel skips them. VALUE at most 200 bytes, KEY at most 53.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = userdata_entry)]
+    pub(crate) userdata: Vec<(String, String)>,
+    /// Sysdata after the userdata (configfs `userdata/*_enabled`, Linux 6.15+), a
+    /// comma-separated list; always sent in the kernel's order cpu, taskname, release, msgid.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "FIELD,...")]
+    pub(crate) sysdata: Vec<SysdataField>,
+    /// The `cpu=` value. Default: the CPU ncrx is running on when it sends, as the kernel
+    /// sends the CPU that runs netconsole.
+    #[arg(long, value_name = "N")]
+    pub(crate) sysdata_cpu: Option<u32>,
+    /// The `taskname=` value. Default: ncrx's own task name, as the kernel sends the name of
+    /// the task that runs netconsole.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) sysdata_taskname: Option<String>,
+    /// The `msgid=` of the first message to each target (the kernel's counter gives 1 to the
+    /// first message after the target is enabled; +1 per message, wrapping).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) msgid: u32,
+}
+
+/// The longest userdata value the kernel takes (`MAX_USERDATA_VALUE_LENGTH`).
+pub(crate) const USERDATA_VALUE_MAX: usize = 200;
+/// The longest userdata key (a configfs item name, `MAX_USERDATA_NAME_LENGTH` less its NUL).
+pub(crate) const USERDATA_KEY_MAX: usize = 53;
+
+/// `--userdata KEY=VALUE`.
+fn userdata_entry(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} has no '=' (KEY=VALUE)"))?;
+    if key.is_empty() || key.len() > USERDATA_KEY_MAX || key.contains(['/', '\n']) {
+        return Err(format!(
+            "userdata key {key:?} must be 1 to {USERDATA_KEY_MAX} bytes without '/' or a newline"
+        ));
+    }
+    if value.len() > USERDATA_VALUE_MAX || value.contains('\n') {
+        return Err(format!(
+            "userdata value of {key} must be at most {USERDATA_VALUE_MAX} bytes without a newline"
+        ));
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// `ncrx oops ...`.
@@ -389,6 +458,64 @@ mod tests {
         let error = Cli::try_parse_from(["ncrx", "send", "--target", "6665@10.0.0.1"]).unwrap_err();
         assert_eq!(error.exit_code(), 2);
         assert!(error.to_string().contains("missing '/'"), "{error}");
+    }
+
+    #[test]
+    fn userdata_and_sysdata_options() {
+        let cli = Cli::try_parse_from([
+            "ncrx",
+            "send",
+            "--target",
+            "+@/,@10.0.0.1/",
+            "--userdata",
+            "k=v=w",
+            "--userdata",
+            "empty=",
+            "--sysdata",
+            "msgid,cpu",
+        ])
+        .unwrap();
+        let Command::Send(args) = cli.command else {
+            panic!("not send");
+        };
+        assert_eq!(
+            args.extradata.userdata,
+            [("k".into(), "v=w".into()), ("empty".into(), String::new())]
+        );
+        assert_eq!(
+            args.extradata.sysdata,
+            [SysdataField::Msgid, SysdataField::Cpu]
+        );
+        assert_eq!(args.extradata.msgid, 1);
+        let long = format!("k={}", "v".repeat(USERDATA_VALUE_MAX + 1));
+        for (bad, message) in [
+            ("novalue", "has no '='"),
+            ("=v", "must be 1 to 53 bytes"),
+            ("a/b=v", "without '/'"),
+            (long.as_str(), "at most 200 bytes"),
+        ] {
+            let error = Cli::try_parse_from([
+                "ncrx",
+                "send",
+                "--target",
+                "+@/,@10.0.0.1/",
+                "--userdata",
+                bad,
+            ])
+            .unwrap_err();
+            assert_eq!(error.exit_code(), 2);
+            assert!(error.to_string().contains(message), "{bad}: {error}");
+        }
+        let error = Cli::try_parse_from([
+            "ncrx",
+            "send",
+            "--target",
+            "+@/,@10.0.0.1/",
+            "--sysdata",
+            "cpu,pid",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("'pid'"), "{error}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::SystemTime;
 
 use netconsole_proto::console::{ConsoleOptions, ConsoleRecord, format_console};
-use netconsole_proto::format::{DictEntry, KmsgRecord, SendOptions};
+use netconsole_proto::format::{DictEntry, KmsgRecord, SendOptions, Sysdata, format_userdata};
 use netconsole_proto::param::{self, Device, Target};
 use netconsole_proto::{
     Body, Caller, ExtFragments, Flag, Header, MAX_PRINT_CHUNK, escape, format_kmsg, plain_chunks,
@@ -18,7 +18,7 @@ use netpoll_frame::{FrameBuilder, FrameConfig, MacAddr};
 use pcap_file::PcapError;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 
-use crate::cli::{ConsoleArgs, InputFormat, SendArgs};
+use crate::cli::{ConsoleArgs, InputFormat, SendArgs, SysdataField};
 use crate::error::{Failure, Outcome};
 use crate::input::KmsgRecords;
 use crate::json::{JsonLine, JsonRecord};
@@ -263,6 +263,111 @@ struct Sender<'a> {
     counts: Counts,
     /// The console text of one record for plain targets (the console buffer).
     console: Vec<u8>,
+    /// userdata and sysdata of extended targets.
+    extradata: Extradata,
+}
+
+/// What extended targets append to every message: userdata lines (formatted once), sysdata
+/// (formatted per message: the msgid counts per target).
+#[derive(Default)]
+struct Extradata {
+    userdata: Vec<u8>,
+    cpu: bool,
+    /// `--sysdata-cpu`, else the CPU ncrx runs on at each message.
+    fixed_cpu: Option<u32>,
+    taskname: Option<Vec<u8>>,
+    release: Option<Vec<u8>>,
+    /// The next msgid per target, when enabled.
+    msgid: Option<Vec<u32>>,
+    sysdata: Vec<u8>,
+}
+
+impl Extradata {
+    fn new(args: &SendArgs, release: Option<&str>) -> Result<Self, Failure> {
+        let extra = &args.extradata;
+        let entries: Vec<(&[u8], &[u8])> = extra
+            .userdata
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        let mut userdata = vec![0; entries.iter().map(|(k, v)| k.len() + v.len() + 3).sum()];
+        let len = format_userdata(&entries, &mut userdata)
+            .map_err(|e| Failure::Usage(format!("--userdata: {e}")))?;
+        userdata.truncate(len);
+        let has = |field| extra.sysdata.contains(&field);
+        let taskname = if has(SysdataField::Taskname) {
+            Some(match &extra.sysdata_taskname {
+                Some(name) => name.clone().into_bytes(),
+                None => own_task_name(),
+            })
+        } else {
+            None
+        };
+        let release = if has(SysdataField::Release) {
+            Some(
+                release
+                    .map_or_else(local_release, |r| Ok(r.to_owned()))?
+                    .into_bytes(),
+            )
+        } else {
+            None
+        };
+        Ok(Extradata {
+            userdata,
+            cpu: has(SysdataField::Cpu),
+            fixed_cpu: extra.sysdata_cpu,
+            taskname,
+            release,
+            msgid: has(SysdataField::Msgid).then(|| vec![extra.msgid; args.target.targets.len()]),
+            sysdata: Vec::new(),
+        })
+    }
+
+    /// Formats the sysdata lines of the next message to `target` into `self.sysdata`;
+    /// returns their length.
+    fn next_sysdata(&mut self, target: usize) -> usize {
+        let mut sysdata = Sysdata::default();
+        if self.cpu {
+            sysdata.cpu = Some(self.fixed_cpu.unwrap_or_else(current_cpu));
+        }
+        sysdata.taskname = self.taskname.as_deref();
+        sysdata.release = self.release.as_deref();
+        if let Some(ids) = &mut self.msgid {
+            sysdata.msgid = Some(ids[target]);
+            ids[target] = ids[target].wrapping_add(1);
+        }
+        let needed = 64
+            + self.taskname.as_ref().map_or(0, Vec::len)
+            + self.release.as_ref().map_or(0, Vec::len);
+        self.sysdata.resize(needed, 0);
+        // The buffer is sized for the longest lines: formatting cannot fail.
+        sysdata.format_into(&mut self.sysdata).unwrap_or(0)
+    }
+}
+
+/// This process's task name (`/proc/self/comm`, as the kernel's `current->comm`).
+fn own_task_name() -> Vec<u8> {
+    fs::read("/proc/self/comm").map_or_else(
+        |_| b"ncrx".to_vec(),
+        |mut name| {
+            if name.last() == Some(&b'\n') {
+                name.pop();
+            }
+            name
+        },
+    )
+}
+
+/// The CPU this process last ran on (`/proc/self/stat`, field 39), 0 when unknown.
+fn current_cpu() -> u32 {
+    fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name in parentheses start at field 3.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_ascii_whitespace().nth(39 - 3)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// How plain targets' console formats records (`--console-*`, `--no-time`, `--syslog`).
@@ -295,6 +400,9 @@ impl Sender<'_> {
             if target.release {
                 options.release = release.or(self.release.as_deref()).map(str::as_bytes);
             }
+            let sysdata_len = self.extradata.next_sysdata(index);
+            options.userdata = &self.extradata.userdata;
+            options.sysdata = &self.extradata.sysdata[..sysdata_len];
             let mut fragments = match ExtFragments::new(msg, options) {
                 Ok(fragments) => fragments,
                 Err(error) => {
@@ -613,6 +721,7 @@ pub(crate) fn run(args: &SendArgs) -> Result<Outcome, Failure> {
         sink: Sink::open(args)?,
         counts: Counts::default(),
         console: vec![0; args.console.console_buffer],
+        extradata: Extradata::new(args, args.release.as_deref())?,
     };
     sender.read(reader, live)?;
     let Sender { sink, counts, .. } = sender;
@@ -645,7 +754,7 @@ mod reliable {
     use netconsole_proto::{MAX_PRINT_CHUNK, Response};
     use netpoll_frame::Instant;
 
-    use super::{Counts, Sender, Sink};
+    use super::{Counts, Extradata, Sender, Sink};
     use crate::cli::SendArgs;
     use crate::error::{Failure, Outcome};
 
@@ -718,6 +827,7 @@ mod reliable {
                     sink: Sink::Reliable(queue),
                     counts: Counts::default(),
                     console: Vec::new(),
+                    extradata: Extradata::default(),
                 };
                 sender.read(reader, live).map(|()| sender.counts)
             });
