@@ -220,11 +220,11 @@ pub struct Header<'a> {
     /// `ncemg=1`: sent by the reliable sender's emergency transmission.
     pub ncemg: bool,
     /// Extra fields after the flag, raw (`,k=v,k=v`), including the known ones.
-    extra: &'a [u8],
+    pub(crate) extra: &'a [u8],
     /// Length of the whole header including the `;`.
-    len: usize,
+    pub(crate) len: usize,
     /// Length of the header as printk formatted it, including the `;`.
-    kernel_len: usize,
+    pub(crate) kernel_len: usize,
 }
 
 /// Whether `bytes` begins like an extended header: optional release, then

@@ -5,9 +5,14 @@
 //! re-cuts a record differently); overlapping bytes must agree, or the fragment is refused
 //! with [`ReassemblyError::Conflict`] and nothing is written. A total above the cap (default
 //! [`DEFAULT_MAX_TOTAL`], 64 KiB) is refused before any allocation. While incomplete,
-//! [`Reassembly::missing`] lists the byte ranges not yet received; no byte is ever invented.
+//! [`Reassembly::missing`] lists the byte ranges not yet received and
+//! [`Reassembly::bytes`] shows the body as it stands (zero where missing: no byte is ever
+//! invented), so a receiver that gives up on a record can hand out what arrived without
+//! keeping its own copy. [`FragmentedRecord::header`] gives the header of the first
+//! fragment without allocating.
 //!
-//! Memory is bounded: `total` bytes plus at most [`MAX_PIECES`] received ranges.
+//! Memory is bounded: `total` bytes, the first fragment's release and extra fields, and at
+//! most [`MAX_PIECES`] received ranges.
 //!
 //! ```
 //! use netconsole_proto::{DEFAULT_MAX_TOTAL, ExtRecord, FragmentedRecord};
@@ -24,7 +29,7 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::header::{Caller, Flag};
+use crate::header::Header;
 use crate::record::{ExtRecord, OwnedRecord};
 
 /// Default cap on a fragmented record's total length.
@@ -180,6 +185,25 @@ impl Reassembly {
         })
     }
 
+    /// The byte ranges received so far, ascending, disjoint and not touching: the
+    /// complement of [`Reassembly::missing`].
+    pub fn received_ranges(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.pieces.iter().cloned()
+    }
+
+    /// The body buffer as it is, complete or not: [`Reassembly::total`] bytes, where only
+    /// the [`Reassembly::received_ranges`] hold received bytes and every byte of the
+    /// [`Reassembly::missing`] ranges is zero (never a guess). What a receiver hands out
+    /// for a record it gives up on, without keeping a copy of the chunks itself.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The body buffer as it is, complete or not (see [`Reassembly::bytes`]).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// The whole body, once complete.
     pub fn complete(&self) -> Option<&[u8]> {
         self.is_complete().then_some(&self.buf[..])
@@ -195,77 +219,89 @@ impl Reassembly {
     }
 }
 
-/// The header fields every fragment of one record repeats.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Identity {
-    release: Option<Vec<u8>>,
-    level: u8,
-    facility: u8,
-    seq: u64,
-    ts_usec: u64,
-    flag: Flag,
-    caller: Option<Caller>,
-    total: usize,
-}
-
-impl Identity {
-    fn of(record: &ExtRecord<'_>) -> Option<Self> {
-        let h = &record.header;
-        Some(Identity {
-            release: h.release.map(<[u8]>::to_vec),
-            level: h.level,
-            facility: h.facility,
-            seq: h.seq,
-            ts_usec: h.ts_usec,
-            flag: h.flag,
-            caller: h.caller,
-            total: h.ncfrag?.total,
-        })
-    }
-
-    fn matches(&self, record: &ExtRecord<'_>) -> bool {
-        let h = &record.header;
-        h.seq == self.seq
-            && h.ncfrag.map(|f| f.total) == Some(self.total)
-            && h.ts_usec == self.ts_usec
-            && h.level == self.level
-            && h.facility == self.facility
-            && h.flag == self.flag
-            && h.caller == self.caller
-            && h.release == self.release.as_deref()
-    }
-}
-
 /// One fragmented record being reassembled from its datagrams.
+///
+/// Keeps the header of the first fragment seen (its release and extra fields in one
+/// buffer, the rest as values) and the body being put together; every later fragment must
+/// repeat that header (same seq, ts_usec, level, facility, flag, caller, release and
+/// total), or it is refused as [`ReassemblyError::OtherRecord`].
 #[derive(Debug, Clone)]
 pub struct FragmentedRecord {
-    identity: Identity,
-    first: OwnedRecord,
+    /// The first fragment's header without its slices (see [`FragmentedRecord::header`]).
+    first: Header<'static>,
+    /// The first fragment's release, then its extra fields (`,k=v,...`).
+    head: Vec<u8>,
+    /// Length of the release at the start of `head`, when there is one.
+    release_len: Option<usize>,
     body: Reassembly,
 }
 
 impl FragmentedRecord {
     /// Starts from any fragment of the record.
     pub fn new(fragment: &ExtRecord<'_>, cap: usize) -> Result<Self, ReassemblyError> {
-        let identity = Identity::of(fragment).ok_or(ReassemblyError::OtherRecord)?;
-        let body = Reassembly::new(identity.total, cap)?;
+        let h = &fragment.header;
+        let total = h.ncfrag.ok_or(ReassemblyError::OtherRecord)?.total;
+        let body = Reassembly::new(total, cap)?;
+        let release = h.release.unwrap_or_default();
+        let mut head = Vec::with_capacity(release.len() + h.extra.len());
+        head.extend_from_slice(release);
+        head.extend_from_slice(h.extra);
         let mut record = FragmentedRecord {
-            identity,
-            first: OwnedRecord::from_parts(&fragment.header, &[]),
+            first: Header {
+                release: None,
+                level: h.level,
+                facility: h.facility,
+                seq: h.seq,
+                ts_usec: h.ts_usec,
+                flag: h.flag,
+                caller: h.caller,
+                ncfrag: h.ncfrag,
+                ncemg: h.ncemg,
+                extra: &[],
+                len: h.len,
+                kernel_len: h.kernel_len,
+            },
+            head,
+            release_len: h.release.map(<[u8]>::len),
             body,
         };
         record.push(fragment)?;
         Ok(record)
     }
 
+    /// The header of the first fragment seen, borrowing the record (nothing is allocated).
+    /// Its `ncfrag` is that fragment's; [`Header::fields`] and [`Header::unknown_fields`]
+    /// give its extra fields.
+    pub fn header(&self) -> Header<'_> {
+        let (release, extra) = self.head.split_at(self.release_len.unwrap_or(0));
+        Header {
+            release: self.release_len.map(|_| release),
+            extra,
+            ..self.first
+        }
+    }
+
     /// The record's sequence number.
     pub fn seq(&self) -> u64 {
-        self.identity.seq
+        self.first.seq
+    }
+
+    /// Whether `fragment` repeats this record's header.
+    fn same_record(&self, fragment: &ExtRecord<'_>) -> bool {
+        let (first, h) = (&self.first, &fragment.header);
+        h.seq == first.seq
+            && h.ncfrag.map(|f| f.total) == Some(self.body.total())
+            && h.ts_usec == first.ts_usec
+            && h.level == first.level
+            && h.facility == first.facility
+            && h.flag == first.flag
+            && h.caller == first.caller
+            && h.release == self.header().release
     }
 
     /// Adds a fragment; returns the bytes that were new.
     pub fn push(&mut self, fragment: &ExtRecord<'_>) -> Result<usize, ReassemblyError> {
-        if !self.identity.matches(fragment) {
+        if !self.same_record(fragment) {
             return Err(ReassemblyError::OtherRecord);
         }
         let Some(ncfrag) = fragment.header.ncfrag else {
@@ -274,9 +310,15 @@ impl FragmentedRecord {
         self.body.insert(ncfrag.offset, fragment.body)
     }
 
-    /// The body so far.
+    /// The body so far: its bytes ([`Reassembly::bytes`]), what is missing
+    /// ([`Reassembly::missing`]).
     pub fn body(&self) -> &Reassembly {
         &self.body
+    }
+
+    /// The body, complete or not, given up by the record (nothing is copied).
+    pub fn into_body(self) -> Reassembly {
+        self.body
     }
 
     /// Whether every byte of the body has arrived.
@@ -288,15 +330,14 @@ impl FragmentedRecord {
     /// complete; `None` while bytes are missing (see [`Reassembly::missing`]).
     pub fn to_record(&self) -> Option<OwnedRecord> {
         let body = self.body.complete()?;
-        let mut record = self.first.clone();
-        record.body = body.to_vec();
-        Some(record)
+        Some(OwnedRecord::from_parts(&self.header(), body))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::Caller;
 
     fn gaps(r: &Reassembly) -> Vec<(usize, usize)> {
         r.missing().map(|g| (g.start, g.end)).collect()
@@ -362,6 +403,58 @@ mod tests {
         assert_eq!(r.insert(2, b"y"), Err(ReassemblyError::TooManyPieces));
         // Growing an existing piece is still fine.
         assert_eq!(r.insert(1, b"z"), Ok(1));
+    }
+
+    #[test]
+    fn partial_bytes_and_ranges() {
+        let mut r = Reassembly::new(10, DEFAULT_MAX_TOTAL).unwrap();
+        r.insert(2, b"cd").unwrap();
+        r.insert(7, b"hij").unwrap();
+        assert_eq!(r.bytes(), b"\0\0cd\0\0\0hij");
+        assert_eq!(r.received_ranges().collect::<Vec<_>>(), [2..4, 7..10]);
+        assert_eq!(gaps(&r), [(0, 2), (4, 7)]);
+        // Received and missing ranges tile the body.
+        let mut all: Vec<_> = r.received_ranges().chain(r.missing()).collect();
+        all.sort_by_key(|g| g.start);
+        assert!(all.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!((all[0].start, all[all.len() - 1].end), (0, 10));
+        assert_eq!(r.clone().into_bytes(), r.bytes());
+    }
+
+    #[test]
+    fn header_of_the_first_fragment() {
+        let d = b"7.3.4+deb13-amd64,14,709,7301468,c,caller=T9,zz=1,ncfrag=3/6;def";
+        let second = ExtRecord::parse(d).unwrap();
+        let mut rec = FragmentedRecord::new(&second, DEFAULT_MAX_TOTAL).unwrap();
+        let h = rec.header();
+        assert_eq!(h, second.header);
+        assert_eq!(h.release, Some(&b"7.3.4+deb13-amd64"[..]));
+        assert_eq!(
+            h.unknown_fields().collect::<Vec<_>>(),
+            [(&b"zz"[..], &b"1"[..])]
+        );
+        let first =
+            ExtRecord::parse(b"7.3.4+deb13-amd64,14,709,7301468,c,caller=T9,zz=1,ncfrag=0/6;abc")
+                .unwrap();
+        let other_release =
+            ExtRecord::parse(b"7.3.5,14,709,7301468,c,caller=T9,zz=1,ncfrag=0/6;abc").unwrap();
+        assert_eq!(rec.push(&other_release), Err(ReassemblyError::OtherRecord));
+        assert_eq!(rec.body().bytes(), b"\0\0\0def");
+        rec.push(&first).unwrap();
+        // Still the header of the first fragment seen.
+        assert_eq!(rec.header().ncfrag.map(|f| f.offset), Some(3));
+        let done = rec.to_record().unwrap();
+        assert_eq!(done.release.as_deref(), Some(&b"7.3.4+deb13-amd64"[..]));
+        assert_eq!(done.unknown_fields, [(b"zz".to_vec(), b"1".to_vec())]);
+        assert_eq!(
+            (done.caller, done.body.as_slice()),
+            (Some(Caller::Task(9)), &b"abcdef"[..])
+        );
+        assert_eq!(rec.into_body().into_bytes(), b"abcdef");
+        // Without a release.
+        let plain = ExtRecord::parse(b"6,1,2,-,ncfrag=0/4;ab").unwrap();
+        let rec = FragmentedRecord::new(&plain, DEFAULT_MAX_TOTAL).unwrap();
+        assert_eq!(rec.header(), plain.header);
     }
 
     #[test]

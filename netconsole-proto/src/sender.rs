@@ -149,14 +149,20 @@ fn send_options(release: Option<&[u8]>, ncemg: bool) -> SendOptions<'_> {
 
 #[derive(Debug, Clone)]
 struct Held {
+    /// Push number: consecutive along `held`, so a record is found from its id in O(1).
+    id: u64,
     seq: u64,
     msg: Vec<u8>,
     pushed_at: Instant,
+    /// Whether a transmission of the whole record is queued and not started, plain
+    /// (`[0]`) and `ncemg` (`[1]`): a request for it then adds nothing.
+    queued: [bool; 2],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pending {
-    seq: u64,
+    /// The [`Held::id`] of the record (a record acked or dropped meanwhile is skipped).
+    id: u64,
     ncemg: bool,
     /// Body offset of the next fragment.
     offset: usize,
@@ -176,6 +182,11 @@ pub struct Sender {
     config: SenderConfig,
     held: VecDeque<Held>,
     pending: VecDeque<Pending>,
+    /// Message buffers of records no longer held, reused by [`Sender::push`] (at most
+    /// `window` buffers in `held` and here together): no allocation in the steady state.
+    spare: Vec<Vec<u8>>,
+    /// The id of the next record pushed.
+    next_id: u64,
     /// A response has been seen: acks are in use and the emergency timer runs.
     armed: bool,
     last_progress: Instant,
@@ -199,6 +210,8 @@ impl Sender {
             config,
             held: VecDeque::new(),
             pending: VecDeque::new(),
+            spare: Vec::new(),
+            next_id: 0,
             armed: false,
             last_progress: Instant::ZERO,
             emergency: None,
@@ -206,8 +219,23 @@ impl Sender {
         }
     }
 
+    /// The index in `held` of the record with this seq (held seqs are ascending).
     fn find(&self, seq: u64) -> Option<usize> {
         self.held.binary_search_by_key(&seq, |h| h.seq).ok()
+    }
+
+    /// The index in `held` of the record with this id (held ids are consecutive).
+    fn index_of(&self, id: u64) -> Option<usize> {
+        let front = self.held.front()?.id;
+        let index = usize::try_from(id.checked_sub(front)?).ok()?;
+        (index < self.held.len()).then_some(index)
+    }
+
+    /// Keeps the buffer of a record no longer held for a later push, within the window.
+    fn recycle(&mut self, held: Held) {
+        if self.spare.len() + self.held.len() < self.config.window {
+            self.spare.push(held.msg);
+        }
     }
 
     /// Takes a record as printk formatted it and queues its datagrams.
@@ -220,36 +248,51 @@ impl Sender {
         ExtFragments::new(msg, send_options(self.config.release.as_deref(), true))?;
         let seq = header.seq;
         if self.held.back().is_some_and(|h| h.seq >= seq) {
-            self.held.clear();
+            while let Some(held) = self.held.pop_front() {
+                self.recycle(held);
+            }
             self.pending.clear();
             self.emergency = None;
             self.stats.restarts += 1;
         }
         if self.held.len() == self.config.window {
-            self.held.pop_front();
+            if let Some(held) = self.held.pop_front() {
+                self.recycle(held);
+            }
             self.stats.dropped += 1;
         }
         if self.held.is_empty() {
             self.last_progress = now;
         }
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(msg);
+        let id = self.next_id;
+        self.next_id += 1;
         self.held.push_back(Held {
+            id,
             seq,
-            msg: msg.to_vec(),
+            msg: buffer,
             pushed_at: now,
+            queued: [false; 2],
         });
-        self.enqueue(seq, false);
+        self.enqueue(self.held.len() - 1, false);
         self.stats.pushed += 1;
         Ok(())
     }
 
-    fn enqueue(&mut self, seq: u64, ncemg: bool) {
-        let already = self
-            .pending
-            .iter()
-            .any(|p| p.seq == seq && p.ncemg == ncemg && p.offset == 0);
-        if !already && self.pending.len() <= self.config.window {
+    /// Queues a transmission of every fragment of `held[index]`, unless one is queued and
+    /// not started yet.
+    fn enqueue(&mut self, index: usize, ncemg: bool) {
+        let window = self.config.window;
+        let Some(held) = self.held.get_mut(index) else {
+            return;
+        };
+        let queued = &mut held.queued[usize::from(ncemg)];
+        if !*queued && self.pending.len() <= window {
+            *queued = true;
             self.pending.push_back(Pending {
-                seq,
+                id: held.id,
                 ncemg,
                 offset: 0,
             });
@@ -262,7 +305,9 @@ impl Sender {
         let ack = response.ack();
         let before = self.held.len();
         while self.held.front().is_some_and(|h| h.seq <= ack) {
-            self.held.pop_front();
+            if let Some(held) = self.held.pop_front() {
+                self.recycle(held);
+            }
         }
         let acked = before - self.held.len();
         if acked > 0 {
@@ -271,8 +316,8 @@ impl Sender {
             self.emergency = None;
         }
         for seq in response.missing() {
-            if self.find(seq).is_some() {
-                self.enqueue(seq, false);
+            if let Some(index) = self.find(seq) {
+                self.enqueue(index, false);
                 self.stats.retransmitted += 1;
             } else {
                 self.stats.unavailable += 1;
@@ -326,7 +371,7 @@ impl Sender {
         // The held record at or after `seq`.
         let index = self.held.partition_point(|h| h.seq < seq);
         let seq = self.held[index].seq;
-        self.enqueue(seq, true);
+        self.enqueue(index, true);
         self.stats.emergency += 1;
         self.emergency = Some(Emergency {
             interval,
@@ -338,10 +383,14 @@ impl Sender {
     /// Writes the next datagram to send into `out`.
     pub fn poll_transmit(&mut self, out: &mut [u8; MAX_PRINT_CHUNK]) -> Option<usize> {
         while let Some(pending) = self.pending.front().copied() {
-            let Some(index) = self.find(pending.seq) else {
+            let Some(index) = self.index_of(pending.id) else {
                 self.pending.pop_front();
                 continue;
             };
+            if pending.offset == 0 {
+                // Started: a request for the record queues it again from now on.
+                self.held[index].queued[usize::from(pending.ncemg)] = false;
+            }
             let msg = &self.held[index].msg;
             let options = send_options(self.config.release.as_deref(), pending.ncemg);
             let Ok(mut frags) = ExtFragments::new(msg, options) else {
@@ -429,6 +478,37 @@ mod tests {
         assert_eq!(s.stats().retransmitted, 1);
         assert_eq!(s.stats().unavailable, 1);
         assert_eq!(s.stats().acked, 1);
+    }
+
+    #[test]
+    fn requests_queue_a_record_once_until_it_starts() {
+        let mut s = Sender::new(SenderConfig::default());
+        for seq in 1..=3 {
+            s.push(Instant::ZERO, &msg(seq)).unwrap();
+        }
+        assert_eq!(drain(&mut s).len(), 3);
+        let ask = Response::parse(b"ncrx0 2 3").unwrap();
+        s.handle_response(Instant::ZERO, &ask);
+        s.handle_response(Instant::ZERO, &ask);
+        // Each record once.
+        assert_eq!(drain(&mut s), [msg(2), msg(3)]);
+        assert_eq!(s.stats().retransmitted, 4);
+        // Once sent, asking again queues it again.
+        s.handle_response(Instant::ZERO, &Response::parse(b"ncrx0 3").unwrap());
+        assert_eq!(drain(&mut s), [msg(3)]);
+    }
+
+    #[test]
+    fn a_queued_transmission_of_an_acked_record_is_skipped() {
+        let mut s = Sender::new(SenderConfig::default());
+        s.push(Instant::ZERO, &msg(5)).unwrap();
+        s.handle_response(Instant::ZERO, &Response::parse(b"ncrx5").unwrap());
+        assert_eq!(s.unacked(), 0);
+        // The same seq again, nothing held: not a restart, and sent exactly once.
+        let again = b"6,5,99,-;again\n";
+        s.push(Instant::ZERO, again).unwrap();
+        assert_eq!(s.stats().restarts, 0);
+        assert_eq!(drain(&mut s), [again.to_vec()]);
     }
 
     #[test]
