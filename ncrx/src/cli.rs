@@ -133,7 +133,8 @@ pub(crate) struct ListenArgs {
     #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "200",
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub(crate) ack: Option<u64>,
-    /// The senders' printk format limit in bytes (see `ncrx decode --help`).
+    /// The senders' printk format limit in bytes (default: found per record; see
+    /// `ncrx decode --help`).
     #[arg(long, value_name = "BYTES")]
     pub(crate) format_limit: Option<usize>,
     /// Show each datagram the receiver counts as malformed on stderr.
@@ -159,9 +160,10 @@ pub(crate) struct DecodeArgs {
     /// Write one file per source into this directory (DIR/<source>.log, appended).
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
-    /// The sender's printk format limit in bytes (2048 on Linux 6.9+, where a cut record's
-    /// userdata/sysdata follow its text on the same line). Default: no limit, the text runs
-    /// to the first newline.
+    /// The sender's printk format limit in bytes, where it cuts records. Default: found per
+    /// record: a text running past 2048 bytes (Linux 6.6+) followed only by ` key=value`
+    /// lines is a cut record with userdata/sysdata after it (Linux 6.9+); anything else is
+    /// not cut (older kernels format up to 8192 bytes). Give 2048 or 8192 to impose one.
     #[arg(long, value_name = "BYTES")]
     pub(crate) format_limit: Option<usize>,
     /// Show each datagram the receiver counts as malformed on stderr.

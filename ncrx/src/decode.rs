@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ncrx_core::{Event, IncompleteRecord, Receiver, ReceiverConfig, Record, RestartReason};
-use netconsole_proto::{Body, Caller, Flag, escape, unescape};
+use netconsole_proto::{Body, Caller, Flag, received};
 use netpoll_frame::Instant;
 
 use crate::capture;
@@ -61,11 +61,7 @@ struct Decoded {
 /// Bytes as a JSON/text string: the decoded bytes when they are UTF-8 and escaping them again
 /// gives the wire form back, otherwise `None`.
 fn decoded_string(wire: &[u8]) -> Option<String> {
-    let (bytes, malformed) = unescape(wire);
-    if malformed > 0 || escape(&bytes) != wire {
-        return None;
-    }
-    String::from_utf8(bytes.into_owned()).ok()
+    String::from_utf8(received::decode_exact(wire)?.into_owned()).ok()
 }
 
 fn wire_string(wire: &[u8]) -> String {
@@ -140,7 +136,9 @@ impl Output {
     fn body<'b>(&self, record: &Record<'_>, body: &'b [u8]) -> Body<'b> {
         match (self.format_limit, record.parse_header()) {
             (Some(limit), Ok(header)) => Body::parse_limited(body, header.kernel_len(), limit),
-            _ => Body::parse(body),
+            // The sender's limit is not known: a Linux 6.6+ cut is recognised by what follows it.
+            (None, Ok(header)) => received::split_body(body, header.kernel_len()),
+            (_, Err(_)) => Body::parse(body),
         }
     }
 

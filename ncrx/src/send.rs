@@ -11,8 +11,8 @@ use netconsole_proto::console::{ConsoleOptions, ConsoleRecord, format_console};
 use netconsole_proto::format::{DictEntry, KmsgRecord, SendOptions, Sysdata, format_userdata};
 use netconsole_proto::param::{self, Device, Target};
 use netconsole_proto::{
-    Body, Caller, ExtFragments, Flag, Header, MAX_PRINT_CHUNK, escape, format_kmsg, plain_chunks,
-    unescape,
+    Body, Caller, ExtFragments, Flag, Header, MAX_PRINT_CHUNK, PRINTK_MESSAGE_MAX, format_kmsg,
+    plain_chunks, received, unescape,
 };
 use netpoll_frame::{FrameBuilder, FrameConfig, MacAddr};
 use pcap_file::PcapError;
@@ -383,8 +383,22 @@ fn console_options(args: &ConsoleArgs) -> ConsoleOptions {
 impl Sender<'_> {
     /// Sends one formatted extended message (what `/dev/kmsg` returns) to every extended
     /// target, fragmented as `send_ext_msg_udp` does.
-    fn send_extended(&mut self, msg: &[u8], release: Option<&str>) -> Result<(), Failure> {
+    fn send_extended(
+        &mut self,
+        msg: &[u8],
+        release: Option<&str>,
+        appended: &[u8],
+    ) -> Result<(), Failure> {
         if let Sink::Reliable(queue) = &self.sink {
+            if !appended.is_empty() {
+                // The reliable sender appends nothing: the lines go with the message.
+                let mut whole = msg.to_vec();
+                whole.extend_from_slice(appended);
+                return queue.send(whole).map_err(|_| Failure::Stream {
+                    what: "the reliable sender stopped",
+                    source: io::Error::other("reliable sender gone"),
+                });
+            }
             // The network side has stopped (a socket failed): stop reading.
             return queue.send(msg.to_vec()).map_err(|_| Failure::Stream {
                 what: "the reliable sender stopped",
@@ -401,7 +415,14 @@ impl Sender<'_> {
                 options.release = release.or(self.release.as_deref()).map(str::as_bytes);
             }
             let sysdata_len = self.extradata.next_sysdata(index);
-            options.userdata = &self.extradata.userdata;
+            // The record's own appended lines (a received record's userdata and sysdata),
+            // then the configured userdata.
+            let userdata: std::borrow::Cow<'_, [u8]> = if appended.is_empty() {
+                self.extradata.userdata.as_slice().into()
+            } else {
+                [appended, &self.extradata.userdata].concat().into()
+            };
+            options.userdata = &userdata;
             options.sysdata = &self.extradata.sysdata[..sysdata_len];
             let mut fragments = match ExtFragments::new(msg, options) {
                 Ok(fragments) => fragments,
@@ -505,7 +526,7 @@ impl Sender<'_> {
                 self.counts.skipped += 1;
                 continue;
             }
-            self.send_extended(&record, None)?;
+            self.send_extended(&record, None, &[])?;
             if self.has_plain_targets() {
                 let (header, body_len) = header;
                 // The console prints the raw text (escapes undone), without the dictionary.
@@ -537,8 +558,8 @@ impl Sender<'_> {
                         continue;
                     }
                     match format_json_record(&record, self.args.record_limit) {
-                        Ok(msg) => {
-                            self.send_extended(&msg, record.release.as_deref())?;
+                        Ok((msg, appended)) => {
+                            self.send_extended(&msg, record.release.as_deref(), &appended)?;
                             let text = if record.escaped {
                                 unescape(record.text.as_bytes()).0
                             } else {
@@ -579,7 +600,7 @@ impl Sender<'_> {
             record.facility = self.args.facility;
             let len = format_kmsg(&record, &mut buf);
             let msg = buf[..len].to_vec();
-            self.send_extended(&msg, None)?;
+            self.send_extended(&msg, None, &[])?;
             let mut console = ConsoleRecord::new(self.args.level, seq, ts_usec, &line);
             console.facility = self.args.facility;
             self.send_console(&console)?;
@@ -588,11 +609,16 @@ impl Sender<'_> {
     }
 }
 
-/// The `/dev/kmsg` message of a JSON `record`, as printk formats it into its buffer of
-/// `limit` bytes. A record in wire form (`escaped`) or cut by the kernel (`truncated`) is
-/// already what printk wrote: its parts are put back as they are (printk's header, then the
-/// text, its `\n` unless cut, and the ` KEY=VALUE\n` lines).
-fn format_json_record(record: &JsonRecord, limit: usize) -> Result<Vec<u8>, String> {
+/// The message of a JSON `record` and the lines netconsole appends to it.
+///
+/// The `dict` entries are split by `netconsole_proto::received::dictionary_len`: printk's
+/// dictionary (a leading ` SUBSYSTEM=`, ` DEVICE=`) is formatted with the text; what follows
+/// (userdata, sysdata) is appended as it is, outside printk's buffer. With `limit` above
+/// 2048 bytes (kernels before 6.6, which have no userdata) every entry is dictionary.
+/// A record in wire form (`escaped`) or cut by the kernel (`truncated`) is already what
+/// printk wrote: `received::format_received` puts it back as it was. Any other record is
+/// formatted as printk formats it into its buffer of `limit` bytes.
+fn format_json_record(record: &JsonRecord, limit: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
     let seq = record.seq;
     let flag = match record.flag.as_bytes() {
         [byte] => Flag::from_byte(*byte),
@@ -609,7 +635,7 @@ fn format_json_record(record: &JsonRecord, limit: usize) -> Result<Vec<u8>, Stri
     if record.level > 7 {
         return Err(format!("seq {seq}: level {} is not 0..7", record.level));
     }
-    let dict: Vec<DictEntry<'_>> = record
+    let entries: Vec<DictEntry<'_>> = record
         .dict
         .iter()
         .map(|(key, value)| DictEntry {
@@ -617,45 +643,41 @@ fn format_json_record(record: &JsonRecord, limit: usize) -> Result<Vec<u8>, Stri
             value: value.as_bytes(),
         })
         .collect();
-    let text: &[u8] = if record.escaped || record.truncated {
-        b""
+    let printk_lines = if limit > PRINTK_MESSAGE_MAX {
+        entries.len()
     } else {
-        record.text.as_bytes()
+        received::dictionary_len(entries.iter().map(|e| e.key))
     };
-    let mut kmsg = KmsgRecord::new(record.level, seq, record.ts_usec, text);
+    let (dictionary, appended) = entries.split_at(printk_lines);
+    let mut kmsg = KmsgRecord::new(record.level, seq, record.ts_usec, record.text.as_bytes());
     kmsg.facility = record.facility;
     kmsg.flag = flag;
     kmsg.caller = caller;
+    kmsg.dict = dictionary;
+    let mut appended_lines = vec![
+        0u8;
+        appended
+            .iter()
+            .map(|e| e.key.len() + e.value.len() + 3)
+            .sum()
+    ];
+    let len =
+        received::format_appended(appended, &mut appended_lines).map_err(|e| e.to_string())?;
+    appended_lines.truncate(len);
     if !(record.escaped || record.truncated) {
-        kmsg.dict = &dict;
         let mut buf = vec![0u8; limit];
         let len = format_kmsg(&kmsg, &mut buf);
         buf.truncate(len);
-        return Ok(buf);
+        return Ok((buf, appended_lines));
     }
-    // printk's header alone: the record formatted with no text is "<header>;\n".
-    let mut head = [0u8; 128];
-    let len = format_kmsg(&kmsg, &mut head);
-    let mut msg = head[..len.saturating_sub(1)].to_vec();
-    let wire = |s: &str| -> Vec<u8> {
-        if record.escaped {
-            s.as_bytes().to_vec()
-        } else {
-            escape(s.as_bytes())
-        }
-    };
-    msg.extend_from_slice(&wire(&record.text));
-    if !record.truncated {
-        msg.push(b'\n');
-    }
-    for (key, value) in &record.dict {
-        msg.push(b' ');
-        msg.extend_from_slice(&wire(key));
-        msg.push(b'=');
-        msg.extend_from_slice(&wire(value));
-        msg.push(b'\n');
-    }
-    Ok(msg)
+    // The bytes needed, then the record.
+    let needed = received::format_received(&kmsg, record.escaped, record.truncated, &mut [])
+        .unwrap_or_else(|e| e.needed);
+    let mut buf = vec![0u8; needed];
+    let len = received::format_received(&kmsg, record.escaped, record.truncated, &mut buf)
+        .map_err(|e| e.to_string())?;
+    buf.truncate(len);
+    Ok((buf, appended_lines))
 }
 
 /// `T<pid>` or `C<cpu>`.

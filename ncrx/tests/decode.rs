@@ -138,6 +138,24 @@ fn kernel_captures_decode_to_the_kernels_records() {
 
 /// `decode --format json` then `send --input json --pcap` gives the captured frames back.
 fn round_trip(pcap: &Path, spec: &str, ip_id: &str, record_limit: &str) {
+    let (ours, theirs) = decode_and_send(pcap, spec, ip_id, record_limit);
+    assert_eq!(ours.len(), theirs.len());
+    for (index, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(
+            a.escape_ascii().to_string(),
+            b.escape_ascii().to_string(),
+            "frame {index}"
+        );
+    }
+}
+
+/// The frames `decode | send` wrote, and the captured ones to port 6666.
+fn decode_and_send(
+    pcap: &Path,
+    spec: &str,
+    ip_id: &str,
+    record_limit: &str,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let (code, json, stderr) = parts(&run(
         &["decode", pcap.to_str().unwrap(), "--format", "json"],
         b"",
@@ -168,15 +186,7 @@ fn round_trip(pcap: &Path, spec: &str, ip_id: &str, record_limit: &str) {
             netpoll_frame::Frame::parse(f).is_ok_and(|frame| frame.destination().port() == 6666)
         })
         .collect();
-    let ours = common::read_pcap(&out);
-    assert_eq!(ours.len(), theirs.len());
-    for (index, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        assert_eq!(
-            a.escape_ascii().to_string(),
-            b.escape_ascii().to_string(),
-            "frame {index}"
-        );
-    }
+    (common::read_pcap(&out), theirs)
 }
 
 const SPEC: &str = "+6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57";
@@ -202,6 +212,104 @@ fn decode_then_send_reproduces_kernel_captures() {
         "1",
         "2048",
     );
+}
+
+#[test]
+fn decode_then_send_reproduces_userdata_captures() {
+    // Linux 7.3 configfs target with userdata and sysdata (records cut at 2048 bytes with the
+    // userdata on the text's line): no option tells decode about the sender's kernel.
+    let spec = "+r6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57";
+    // The sample is a choice of the capture's records: their IPv4 ids are not consecutive,
+    // so the UDP payloads are compared.
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/linux-7.3-configfs_userdata-sample/frames.pcap");
+    let (ours, theirs) = decode_and_send(&sample, spec, "1", "2048");
+    let payload = |f: &Vec<u8>| {
+        netpoll_frame::Frame::parse(f)
+            .unwrap()
+            .payload()
+            .escape_ascii()
+            .to_string()
+    };
+    assert_eq!(ours.len(), theirs.len());
+    assert!(ours.len() > 30);
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(payload(a), payload(b));
+    }
+    if let Some(root) = shared_captures() {
+        round_trip(
+            &root.join("linux-7.3/configfs_userdata/frames.pcap"),
+            spec,
+            "1",
+            "2048",
+        );
+    }
+}
+
+#[test]
+fn userdata_outside_printks_buffer_round_trips() {
+    // Made like a Linux 6.15+ sender (frames from `ncrx send`, checked against the kernel's
+    // captures elsewhere): a record cut at 2048 bytes on a clean byte (so it decodes as text,
+    // not wire form), and a record that fits printk's buffer but whose userdata takes the
+    // message past 2048 bytes. Neither may be cut again on the way back.
+    let dir = scratch("userdata-round-trip");
+    let mut kmsg = b"6,1,2,-;".to_vec();
+    kmsg.resize(2048, b'a');
+    kmsg.push(0x1e);
+    kmsg.extend_from_slice(b"6,2,3,-;");
+    kmsg.extend(std::iter::repeat_n(b'b', 1900));
+    kmsg.extend_from_slice(b"\n\x1e");
+    let input = dir.join("records.kmsg");
+    std::fs::write(&input, &kmsg).unwrap();
+    let pcap = dir.join("sender.pcap");
+    let (long_a, long_b) = (
+        format!("a={}", "x".repeat(190)),
+        format!("b={}", "y".repeat(190)),
+    );
+    let (code, _, stderr) = parts(&run(
+        &[
+            "send",
+            "--target",
+            SPEC,
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--userdata",
+            &long_a,
+            "--userdata",
+            &long_b,
+            "--sysdata",
+            "msgid",
+            input.to_str().unwrap(),
+        ],
+        b"",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, json, stderr) = parts(&run(
+        &["decode", pcap.to_str().unwrap(), "--format", "json"],
+        b"",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let records: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{json}");
+    assert_eq!(records[0]["truncated"], true);
+    assert_eq!(records[0]["escaped"], false);
+    assert_eq!(records[0]["text"].as_str().unwrap().len(), 2040);
+    assert_eq!(records[1]["truncated"], false);
+    assert_eq!(records[1]["text"].as_str().unwrap().len(), 1900);
+    for (record, msgid) in records.iter().zip(["1", "2"]) {
+        let keys: Vec<&str> = record["dict"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["a", "b", "msgid"]);
+        assert_eq!(record["dict"][2][1], msgid);
+    }
+    round_trip(&pcap, SPEC, "1", "2048");
 }
 
 #[test]
@@ -321,16 +429,16 @@ fn configfs_captures_decode_to_the_kernels_records() {
         eprintln!("note: ../shared/captures is absent; test skipped");
         return;
     };
-    // Linux 7.3 with userdata and sysdata: with --format-limit 2048 a record the kernel cut
-    // keeps its cut text, and the userdata/sysdata lines that followed it on the same line
-    // come out as `dict` entries.
-    let (records, cut, with_extradata) = check_configfs(
-        &root.join("linux-7.3/configfs_userdata"),
-        &["--format-limit", "2048"],
-    );
-    assert!(records > 400, "{records}");
-    assert!(cut >= 3, "{cut} cut records");
-    assert!(with_extradata > 400, "{with_extradata}");
+    // Linux 7.3 with userdata and sysdata: a record the kernel cut keeps its cut text, and
+    // the userdata/sysdata lines that followed it on the same line come out as `dict`
+    // entries, whether the sender's format limit is given or found by decode itself.
+    for extra in [&[][..], &["--format-limit", "2048"]] {
+        let (records, cut, with_extradata) =
+            check_configfs(&root.join("linux-7.3/configfs_userdata"), extra);
+        assert!(records > 400, "{records}");
+        assert!(cut >= 3, "{cut} cut records");
+        assert!(with_extradata > 400, "{with_extradata}");
+    }
     // Linux 6.1: no cap, no userdata; records up to 3878 bytes.
     let (records, cut, with_extradata) =
         check_configfs(&root.join("linux-6.1/configfs_userdata"), &[]);

@@ -1,0 +1,208 @@
+//! `received`: a record formatted as Linux 6.6+ formats it (printk's part cut at 2048
+//! bytes, userdata and sysdata appended), taken apart by `split_body` and written again by
+//! `format_received` + `format_appended`, gives back the same bytes; and the parts come out
+//! as the kernel wrote them (the text cut where printk cut it, the appended lines whole).
+
+use netconsole_proto::received::{dictionary_len, format_appended, format_received, split_body};
+use netconsole_proto::{
+    DictEntry, Header, KmsgRecord, PRINTK_MESSAGE_MAX, escape, format_kmsg, format_userdata,
+    unescape,
+};
+use proptest::prelude::*;
+
+/// A userdata key: what a configfs item name can be, without `=` or a space (netconsole
+/// prints the name as it is; a receiver cannot split one holding `=`).
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            b'a'..=b'z',
+            b'A'..=b'Z',
+            b'0'..=b'9',
+            Just(b'_'),
+            Just(b'.')
+        ],
+        1..12,
+    )
+}
+
+/// A userdata value: any bytes but a newline (values are sent unescaped).
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        any::<u8>().prop_filter("no newline", |b| *b != b'\n'),
+        1..40,
+    )
+}
+
+/// Text: long runs of printable bytes and some that printk escapes.
+fn text() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(prop_oneof![8 => b' '..=b'~', 1 => any::<u8>()], 0..2600)
+}
+
+/// What the kernel sends (before fragmenting): printk's part formatted into its 2048-byte
+/// buffer, then the userdata lines.
+fn kernel_message(record: &KmsgRecord<'_>, userdata: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut printk = vec![0u8; PRINTK_MESSAGE_MAX];
+    let len = format_kmsg(record, &mut printk);
+    printk.truncate(len);
+    let entries: Vec<(&[u8], &[u8])> = userdata
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    let mut extra = vec![0u8; 8192];
+    let extra_len = format_userdata(&entries, &mut extra).unwrap();
+    printk.extend_from_slice(&extra[..extra_len]);
+    printk
+}
+
+/// Takes `message` apart and writes it again; also returns (cut, text as received, lines).
+fn again(message: &[u8], decode: bool) -> (Vec<u8>, bool, Vec<u8>, usize) {
+    let (header, body) = Header::parse(message).unwrap();
+    let split = split_body(body, header.kernel_len());
+    let lines: Vec<DictEntry<'_>> = split
+        .lines()
+        .map(|l| DictEntry {
+            key: l.key(),
+            value: l.value(),
+        })
+        .collect();
+    let dictionary = dictionary_len(lines.iter().map(|e| e.key));
+    let cut = !split.text_terminated();
+    // Decoded form where decoding loses nothing, as ncrx decode does; else the wire form.
+    let decoded: Option<Vec<u8>> = decode
+        .then(|| unescape(split.text()))
+        .and_then(|(t, bad)| (bad == 0 && escape(&t) == split.text()).then(|| t.into_owned()));
+    let dict_decoded: Vec<(Vec<u8>, Vec<u8>)> = lines[..dictionary]
+        .iter()
+        .map(|e| {
+            (
+                unescape(e.key).0.into_owned(),
+                unescape(e.value).0.into_owned(),
+            )
+        })
+        .collect();
+    let dict_entries: Vec<DictEntry<'_>> = if decoded.is_some() {
+        dict_decoded
+            .iter()
+            .map(|(k, v)| DictEntry { key: k, value: v })
+            .collect()
+    } else {
+        lines[..dictionary].to_vec()
+    };
+    let mut record = KmsgRecord::new(
+        header.level,
+        header.seq,
+        header.ts_usec,
+        decoded.as_deref().unwrap_or(split.text()),
+    );
+    record.facility = header.facility;
+    record.flag = header.flag;
+    record.caller = header.caller;
+    record.dict = &dict_entries;
+    let mut out = vec![0u8; 16 * 1024];
+    let len = format_received(&record, decoded.is_none(), cut, &mut out).unwrap();
+    let extra = format_appended(&lines[dictionary..], &mut out[len..]).unwrap();
+    out.truncate(len + extra);
+    (out, cut, split.text().to_vec(), lines.len() - dictionary)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn kernel_messages_come_back_byte_for_byte(
+        text in text(),
+        subsystem in proptest::option::of(proptest::collection::vec(b' '..=b'~', 1..20)),
+        device in proptest::option::of(proptest::collection::vec(b' '..=b'~', 1..20)),
+        userdata in proptest::collection::vec((key(), value()), 0..5),
+        cpu in proptest::option::of(0u32..64),
+        level in 0u8..8,
+        seq in any::<u64>(),
+        ts_usec in any::<u64>(),
+        decode in any::<bool>(),
+    ) {
+        let mut dict = Vec::new();
+        if let Some(v) = &subsystem {
+            dict.push(DictEntry { key: b"SUBSYSTEM", value: v });
+        }
+        if let Some(v) = &device {
+            dict.push(DictEntry { key: b"DEVICE", value: v });
+        }
+        let mut record = KmsgRecord::new(level, seq, ts_usec, &text);
+        record.dict = &dict;
+        let mut userdata = userdata;
+        if let Some(cpu) = cpu {
+            userdata.push((b"cpu".to_vec(), cpu.to_string().into_bytes()));
+        }
+        let message = kernel_message(&record, &userdata);
+        // Whether the text and its newline fit printk's buffer; if they do, the dictionary
+        // must fit too: a cut inside a dictionary line is not told apart (module doc).
+        let head = message.iter().position(|&b| b == b';').unwrap() + 1;
+        let text_fits = head + escape(&text).len() < PRINTK_MESSAGE_MAX;
+        let whole_printk = head + escape(&text).len() + 1
+            + dict.iter().map(|e| escape(e.key).len() + escape(e.value).len() + 3).sum::<usize>();
+        prop_assume!(!text_fits || whole_printk <= PRINTK_MESSAGE_MAX);
+
+        let (back, cut, received_text, appended) = again(&message, decode);
+        prop_assert_eq!(back.escape_ascii().to_string(), message.escape_ascii().to_string());
+        // The parts are the kernel's: cut exactly when printk cut the text, the text as
+        // printk wrote it, every appended line found.
+        prop_assert_eq!(cut, !text_fits);
+        // The text is what printk wrote (a partial escape and a later printable byte
+        // included), and it ends where printk's part ended.
+        prop_assert!(message[head..].starts_with(&received_text));
+        let after = message.get(head + received_text.len()).copied();
+        if cut {
+            prop_assert!(after.is_none() || after == Some(b' '));
+            prop_assert!(head + received_text.len() >= PRINTK_MESSAGE_MAX - 1);
+        } else {
+            prop_assert_eq!(after, Some(b'\n'));
+            prop_assert_eq!(received_text.len(), escape(&text).len());
+        }
+        prop_assert_eq!(appended, userdata.iter().filter(|(_, v)| !v.is_empty()).count());
+    }
+
+    #[test]
+    fn any_body_splits_without_panic(
+        body in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b' '), Just(b'='), any::<u8>()], 0..3000),
+        header_len in 0usize..3000,
+    ) {
+        let split = split_body(&body, header_len);
+        prop_assert!(split.text().len() <= body.len());
+        for line in split.lines() {
+            prop_assert!(line.raw.len() <= body.len());
+        }
+    }
+}
+
+#[test]
+fn a_linux_7_3_cut_record_with_userdata() {
+    // rig-long-ctl-like: 1000 control bytes escaped to 4000, cut at 2048 with a dangling
+    // escape and one more printable byte in the last position, the userdata on the text's
+    // line.
+    let mut text = vec![1u8; 1000];
+    text.extend_from_slice(b"end");
+    let record = KmsgRecord::new(6, 700, 5_000_000, &text);
+    let userdata = [
+        (b"host".to_vec(), b"qemu-tcg-guest".to_vec()),
+        (b"odd".to_vec(), b"eq\\back".to_vec()),
+    ];
+    let message = kernel_message(&record, &userdata);
+    let (back, cut, received_text, appended) = again(&message, true);
+    assert_eq!(back, message);
+    assert!(cut);
+    assert_eq!(appended, 2);
+    // "6,700,5000000,-;" is 16 bytes: 2032 bytes of text, ending inside an escape.
+    assert_eq!(received_text.len(), 2032);
+    assert!(received_text.ends_with(b"\\x01\\x0e"));
+
+    // Only control bytes: the partial escape leaves the last byte to the newline, so the
+    // text ends in `\n` though printk cut it; the userdata lines follow as usual.
+    let text = vec![1u8; 1000];
+    let record = KmsgRecord::new(6, 700, 5_000_000, &text);
+    let message = kernel_message(&record, &userdata);
+    let (back, cut, received_text, appended) = again(&message, true);
+    assert_eq!(back, message);
+    assert!(!cut);
+    assert_eq!(appended, 2);
+    assert!(received_text.ends_with(b"\\x01\\x0"));
+}
