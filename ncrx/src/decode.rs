@@ -8,13 +8,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ncrx_core::{Event, IncompleteRecord, Receiver, ReceiverConfig, Record, RestartReason};
-use netconsole_proto::{Body, Caller, Flag, received};
+use netconsole_proto::{Body, Flag, received};
 use netpoll_frame::Instant;
 
 use crate::capture;
 use crate::cli::{DecodeArgs, Format};
 use crate::error::{Failure, Outcome};
-use crate::json::{self, JsonIncomplete, JsonLine, JsonLost, JsonPlain, JsonRecord, JsonRestart};
+use crate::json::{
+    self, JsonIncomplete, JsonLine, JsonLost, JsonMeta, JsonPlain, JsonRecord, JsonRestart,
+};
 
 /// Bytes of lines gathered before they are written to standard output.
 const STDOUT_BATCH: usize = 64 * 1024;
@@ -66,6 +68,20 @@ fn decoded_string(wire: &[u8]) -> Option<String> {
 
 fn wire_string(wire: &[u8]) -> String {
     String::from_utf8_lossy(wire).into_owned()
+}
+
+/// The header fields of a JSON `record` or `incomplete` line.
+fn meta(source: SocketAddr, record: &Record<'_>) -> JsonMeta {
+    JsonMeta {
+        source: source.to_string(),
+        seq: record.seq,
+        facility: record.facility,
+        level: record.level,
+        ts_usec: record.ts_usec,
+        flag: flag_str(record.flag).to_owned(),
+        caller: record.caller.map(|c| c.to_string()),
+        release: record.release.map(wire_string),
+    }
 }
 
 impl Output {
@@ -222,14 +238,7 @@ impl Output {
         let decoded = self.decode(record, record.body);
         let line = match self.format {
             Format::Json => json::to_line(&JsonLine::Record(JsonRecord {
-                source: source.to_string(),
-                seq: record.seq,
-                facility: record.facility,
-                level: record.level,
-                ts_usec: record.ts_usec,
-                flag: flag_str(record.flag).to_owned(),
-                caller: record.caller.map(|c| c.to_string()),
-                release: record.release.map(wire_string),
+                meta: meta(source, record),
                 text: decoded.text,
                 dict: decoded.dict,
                 emergency: record.ncemg,
@@ -281,14 +290,7 @@ impl Output {
             .collect();
         let line = match self.format {
             Format::Json => json::to_line(&JsonLine::Incomplete(JsonIncomplete {
-                source: source.to_string(),
-                seq: record.seq,
-                facility: record.facility,
-                level: record.level,
-                ts_usec: record.ts_usec,
-                flag: flag_str(record.flag).to_owned(),
-                caller: record.caller.map(|c: Caller| c.to_string()),
-                release: record.release.map(wire_string),
+                meta: meta(source, record),
                 text: first.as_ref().map(|d| d.text.clone()),
                 escaped: first.as_ref().is_some_and(|d| d.escaped),
                 total: incomplete.total,

@@ -28,13 +28,9 @@ pub(crate) enum JsonLine {
     Other,
 }
 
-/// `"type": "record"`.
-#[allow(
-    clippy::struct_excessive_bools,
-    reason = "the flags of the JSON contract, one field each"
-)]
+/// The header fields of a record, first in `record` and `incomplete` lines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct JsonRecord {
+pub(crate) struct JsonMeta {
     /// Sender as "IP:PORT" (empty when unknown).
     #[serde(default)]
     pub(crate) source: String,
@@ -56,6 +52,18 @@ pub(crate) struct JsonRecord {
     /// The release prepended by the sender, or null.
     #[serde(default)]
     pub(crate) release: Option<String>,
+}
+
+/// `"type": "record"`.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "the flags of the JSON contract, one field each"
+)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JsonRecord {
+    /// source, seq, facility, level, ts_usec, flag, caller, release.
+    #[serde(flatten)]
+    pub(crate) meta: JsonMeta,
     /// The text, decoded (or the exact wire form when `escaped`).
     pub(crate) text: String,
     /// `[key, value]` pairs in wire order: dictionary, userdata, sysdata.
@@ -103,22 +111,9 @@ pub(crate) struct JsonLost {
 /// `"type": "incomplete"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct JsonIncomplete {
-    /// Sender as "IP:PORT".
-    pub(crate) source: String,
-    /// printk sequence number.
-    pub(crate) seq: u64,
-    /// Syslog facility.
-    pub(crate) facility: u8,
-    /// Level 0..7.
-    pub(crate) level: u8,
-    /// Microseconds since the sender's boot.
-    pub(crate) ts_usec: u64,
-    /// "-", "c" or "+".
-    pub(crate) flag: String,
-    /// `caller=`, or null.
-    pub(crate) caller: Option<String>,
-    /// The release prepended by the sender, or null.
-    pub(crate) release: Option<String>,
+    /// source, seq, facility, level, ts_usec, flag, caller, release.
+    #[serde(flatten)]
+    pub(crate) meta: JsonMeta,
     /// The text, when the start of the body arrived (else null).
     pub(crate) text: Option<String>,
     /// `text` holds the wire form.
@@ -182,14 +177,16 @@ mod tests {
     #[test]
     fn type_comes_first_and_round_trips() {
         let record = JsonLine::Record(JsonRecord {
-            source: "192.0.2.1:6665".into(),
-            seq: 7,
-            facility: 0,
-            level: 6,
-            ts_usec: 123,
-            flag: "-".into(),
-            caller: None,
-            release: Some("7.3.4".into()),
+            meta: JsonMeta {
+                source: "192.0.2.1:6665".into(),
+                seq: 7,
+                facility: 0,
+                level: 6,
+                ts_usec: 123,
+                flag: "-".into(),
+                caller: None,
+                release: Some("7.3.4".into()),
+            },
             text: "eth0: link up".into(),
             dict: vec![("SUBSYSTEM".into(), "net".into())],
             emergency: false,
@@ -215,7 +212,11 @@ mod tests {
             panic!("not a record");
         };
         assert_eq!(
-            (record.seq, record.level, record.flag.as_str()),
+            (
+                record.meta.seq,
+                record.meta.level,
+                record.meta.flag.as_str()
+            ),
             (1, 3, "-")
         );
         assert!(record.dict.is_empty() && !record.escaped);

@@ -85,13 +85,8 @@ struct Arrival {
     at: Instant,
 }
 
-/// `ncrx listen`.
-pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
-    let threads = args.threads.max(1);
-    let mut shards = Vec::new();
-    for _ in 0..threads {
-        shards.push(bind_all(&args.bind, threads > 1)?);
-    }
+/// A flag that SIGINT and SIGTERM set (the listeners then flush and stop).
+pub(crate) fn stop_on_signals() -> Result<Arc<AtomicBool>, Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
@@ -101,6 +96,17 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
             }
         })?;
     }
+    Ok(stop)
+}
+
+/// `ncrx listen`.
+pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
+    let threads = args.threads.max(1);
+    let mut shards = Vec::new();
+    for _ in 0..threads {
+        shards.push(bind_all(&args.bind, threads > 1)?);
+    }
+    let stop = stop_on_signals()?;
     for (addr, _) in &shards[0] {
         if threads > 1 {
             eprintln!("ncrx: receiving netconsole on {addr} ({threads} threads, SO_REUSEPORT)");

@@ -328,15 +328,7 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
             })?;
         sockets.push((addr, socket));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
-            Failure::Stream {
-                what: "cannot install a signal handler",
-                source,
-            }
-        })?;
-    }
+    let stop = crate::listen::stop_on_signals()?;
     let start = std::time::Instant::now();
     let now =
         move || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));

@@ -553,22 +553,26 @@ impl Sender<'_> {
             self.counts.records += 1;
             match serde_json::from_str::<JsonLine>(&line) {
                 Ok(JsonLine::Record(record)) => {
-                    if !self.printed(record.level) {
+                    if !self.printed(record.meta.level) {
                         self.counts.skipped += 1;
                         continue;
                     }
                     match format_json_record(&record, self.args.record_limit) {
                         Ok((msg, appended)) => {
-                            self.send_extended(&msg, record.release.as_deref(), &appended)?;
+                            self.send_extended(&msg, record.meta.release.as_deref(), &appended)?;
                             let text = if record.escaped {
                                 unescape(record.text.as_bytes()).0
                             } else {
                                 record.text.as_bytes().into()
                             };
-                            let mut console =
-                                ConsoleRecord::new(record.level, record.seq, record.ts_usec, &text);
-                            console.facility = record.facility;
-                            console.caller = record.caller.as_deref().and_then(parse_caller);
+                            let mut console = ConsoleRecord::new(
+                                record.meta.level,
+                                record.meta.seq,
+                                record.meta.ts_usec,
+                                &text,
+                            );
+                            console.facility = record.meta.facility;
+                            console.caller = record.meta.caller.as_deref().and_then(parse_caller);
                             self.send_console(&console)?;
                         }
                         Err(why) => self.bad(&why),
@@ -619,21 +623,25 @@ impl Sender<'_> {
 /// printk wrote: `received::format_received` puts it back as it was. Any other record is
 /// formatted as printk formats it into its buffer of `limit` bytes.
 fn format_json_record(record: &JsonRecord, limit: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let seq = record.seq;
-    let flag = match record.flag.as_bytes() {
+    let seq = record.meta.seq;
+    let flag = match record.meta.flag.as_bytes() {
         [byte] => Flag::from_byte(*byte),
         _ => None,
     }
-    .ok_or_else(|| format!("seq {seq}: flag {:?} is not -, c or +", record.flag))?;
+    .ok_or_else(|| format!("seq {seq}: flag {:?} is not -, c or +", record.meta.flag))?;
     let caller = record
+        .meta
         .caller
         .as_deref()
         .map(|caller| {
             parse_caller(caller).ok_or_else(|| format!("seq {seq}: bad caller {caller:?}"))
         })
         .transpose()?;
-    if record.level > 7 {
-        return Err(format!("seq {seq}: level {} is not 0..7", record.level));
+    if record.meta.level > 7 {
+        return Err(format!(
+            "seq {seq}: level {} is not 0..7",
+            record.meta.level
+        ));
     }
     let entries: Vec<DictEntry<'_>> = record
         .dict
@@ -649,8 +657,13 @@ fn format_json_record(record: &JsonRecord, limit: usize) -> Result<(Vec<u8>, Vec
         received::dictionary_len(entries.iter().map(|e| e.key))
     };
     let (dictionary, appended) = entries.split_at(printk_lines);
-    let mut kmsg = KmsgRecord::new(record.level, seq, record.ts_usec, record.text.as_bytes());
-    kmsg.facility = record.facility;
+    let mut kmsg = KmsgRecord::new(
+        record.meta.level,
+        seq,
+        record.meta.ts_usec,
+        record.text.as_bytes(),
+    );
+    kmsg.facility = record.meta.facility;
     kmsg.flag = flag;
     kmsg.caller = caller;
     kmsg.dict = dictionary;

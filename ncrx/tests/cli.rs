@@ -275,16 +275,7 @@ fn bad_target_exits_2_saying_what_is_wrong() {
     // --pcap needs a source IP to write frames.
     let dir = scratch("pcap-needs-ip");
     let out = dir.join("out.pcap");
-    let (code, _, stderr) = parts(&run(
-        &[
-            "send",
-            "--target",
-            "+@/,@10.0.0.1/",
-            "--pcap",
-            out.to_str().unwrap(),
-        ],
-        b"",
-    ));
+    let (code, _, stderr) = common::send_pcap("+@/,@10.0.0.1/", &out, &[], b"");
     assert_eq!(code, 2);
     assert!(
         stderr.contains("--pcap needs the source IP of target 1"),
@@ -359,16 +350,12 @@ fn port_in_use_exits_6() {
 fn bad_kmsg_records_are_skipped_with_exit_1() {
     let dir = scratch("bad-kmsg");
     let out = dir.join("out.pcap");
-    let (code, _, stderr) = parts(&run(
-        &[
-            "send",
-            "--target",
-            "+@10.0.0.1/,@10.0.0.2/",
-            "--pcap",
-            out.to_str().unwrap(),
-        ],
+    let (code, _, stderr) = common::send_pcap(
+        "+@10.0.0.1/,@10.0.0.2/",
+        &out,
+        &[],
         b"6,1,2,-;good\nthis is not a record\n6,2,3,-;good too\n",
-    ));
+    );
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("input record 2: not a /dev/kmsg record"),

@@ -101,7 +101,7 @@ fn check_from(pcap: &Path, kmsg: &Path, release: Option<&str>, source: &str) -> 
 
 #[test]
 fn sample_decodes_to_the_kernels_records() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/linux-7.3-ext-seq700-715");
+    let data = common::data("linux-7.3-ext-seq700-715");
     let records = check(&data.join("frames.pcap"), &data.join("kmsg.raw"), None);
     assert_eq!(records, 16);
 }
@@ -109,7 +109,6 @@ fn sample_decodes_to_the_kernels_records() {
 #[test]
 fn kernel_captures_decode_to_the_kernels_records() {
     let Some(root) = shared_captures() else {
-        eprintln!("note: ../shared/captures is absent; only the sample in tests/data was used");
         return;
     };
     for (case, release) in [
@@ -163,22 +162,19 @@ fn decode_and_send(
     assert_eq!(code, 0, "{stderr}");
     let dir = scratch("round-trip");
     let out = dir.join("out.pcap");
-    let (code, _, stderr) = parts(&run(
+    let (code, _, stderr) = common::send_pcap(
+        spec,
+        &out,
         &[
-            "send",
             "--input",
             "json",
-            "--target",
-            spec,
-            "--pcap",
-            out.to_str().unwrap(),
             "--ip-id",
             ip_id,
             "--record-limit",
             record_limit,
         ],
         json.as_bytes(),
-    ));
+    );
     assert_eq!(code, 0, "{stderr}");
     let theirs: Vec<Vec<u8>> = common::read_pcap(pcap)
         .into_iter()
@@ -193,14 +189,13 @@ const SPEC: &str = "+6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12
 
 #[test]
 fn decode_then_send_reproduces_the_sample() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/linux-7.3-ext-seq700-715");
+    let data = common::data("linux-7.3-ext-seq700-715");
     round_trip(&data.join("frames.pcap"), SPEC, "701", "2048");
 }
 
 #[test]
 fn decode_then_send_reproduces_kernel_captures() {
     let Some(root) = shared_captures() else {
-        eprintln!("note: ../shared/captures is absent; only the sample in tests/data was used");
         return;
     };
     round_trip(&root.join("linux-7.3/ext/frames.pcap"), SPEC, "1", "2048");
@@ -221,8 +216,7 @@ fn decode_then_send_reproduces_userdata_captures() {
     let spec = "+r6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57";
     // The sample is a choice of the capture's records: their IPv4 ids are not consecutive,
     // so the UDP payloads are compared.
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/linux-7.3-configfs_userdata-sample/frames.pcap");
+    let sample = common::data("linux-7.3-configfs_userdata-sample").join("frames.pcap");
     let (ours, theirs) = decode_and_send(&sample, spec, "1", "2048");
     let payload = |f: &Vec<u8>| {
         netpoll_frame::Frame::parse(f)
@@ -266,13 +260,10 @@ fn userdata_outside_printks_buffer_round_trips() {
         format!("a={}", "x".repeat(190)),
         format!("b={}", "y".repeat(190)),
     );
-    let (code, _, stderr) = parts(&run(
+    let (code, _, stderr) = common::send_pcap(
+        SPEC,
+        &pcap,
         &[
-            "send",
-            "--target",
-            SPEC,
-            "--pcap",
-            pcap.to_str().unwrap(),
             "--userdata",
             &long_a,
             "--userdata",
@@ -282,7 +273,7 @@ fn userdata_outside_printks_buffer_round_trips() {
             input.to_str().unwrap(),
         ],
         b"",
-    ));
+    );
     assert_eq!(code, 0, "{stderr}");
     let (code, json, stderr) = parts(&run(
         &["decode", pcap.to_str().unwrap(), "--format", "json"],
@@ -315,7 +306,6 @@ fn userdata_outside_printks_buffer_round_trips() {
 #[test]
 fn plain_targets_come_out_as_plain_text() {
     let Some(root) = shared_captures() else {
-        eprintln!("note: ../shared/captures is absent; test skipped");
         return;
     };
     let pcap = root.join("linux-7.3/ipv6/frames.pcap");
@@ -426,7 +416,6 @@ fn check_configfs(dir: &Path, extra: &[&str]) -> (usize, usize, usize) {
 #[test]
 fn configfs_captures_decode_to_the_kernels_records() {
     let Some(root) = shared_captures() else {
-        eprintln!("note: ../shared/captures is absent; test skipped");
         return;
     };
     // Linux 7.3 with userdata and sysdata: a record the kernel cut keeps its cut text, and

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, ChildStderr, Stdio};
+use std::process::{Child, ChildStderr};
 use std::time::{Duration, Instant};
 
 use common::scratch;
@@ -15,37 +15,14 @@ use netconsole_proto::format::{ExtFragments, SendOptions};
 use netconsole_proto::{MAX_PRINT_CHUNK, Response};
 use serde_json::Value;
 
-/// Starts `ncrx listen --bind 127.0.0.1:<free port> extra...`; tries another port when one
-/// is taken between the probe and the bind.
+/// Starts `ncrx listen --bind 127.0.0.1:<free port> extra...`.
 fn listener(extra: &[&str]) -> (Child, SocketAddr, BufReader<ChildStderr>) {
-    for _ in 0..5 {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let bind = format!("127.0.0.1:{port}");
-        let mut child = common::ncrx()
-            .args(["listen", "--bind", &bind])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut banner = String::new();
-        stderr.read_line(&mut banner).unwrap();
-        if banner.contains("in use") {
-            assert_eq!(child.wait().unwrap().code(), Some(6));
-            continue;
-        }
-        assert!(
-            banner.starts_with(&format!("ncrx: receiving netconsole on {bind}")),
-            "{banner}"
-        );
-        return (child, bind.parse().unwrap(), stderr);
-    }
-    panic!("no free port in 5 tries");
+    let (child, bind, banner, stderr) = common::spawn_bound(&["listen"], extra);
+    assert!(
+        banner.starts_with(&format!("ncrx: receiving netconsole on {bind}")),
+        "{banner}"
+    );
+    (child, bind.parse().unwrap(), stderr)
 }
 
 fn terminate(child: &mut Child) -> i32 {

@@ -7,7 +7,6 @@ mod common;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{parts, run, scratch, write_pcap};
@@ -338,45 +337,14 @@ fn port_filter() {
 #[test]
 fn live_listener_writes_dumps_and_flushes_on_sigterm() {
     let dir = scratch("oops-listen");
-    // A free port on 127.0.0.1: another program may take it between our probe and the
-    // listener's bind, so try again on "in use" (exit code 6).
-    let (mut child, bind, mut stderr) = (0..5)
-        .find_map(|_| {
-            let port = UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let bind = format!("127.0.0.1:{port}");
-            let mut child = common::ncrx()
-                .args([
-                    "oops",
-                    "listen",
-                    "--bind",
-                    &bind,
-                    "--format",
-                    "json",
-                    "--dir",
-                    dir.to_str().unwrap(),
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stderr = BufReader::new(child.stderr.take().unwrap());
-            let mut banner = String::new();
-            stderr.read_line(&mut banner).unwrap();
-            if banner.contains("in use") {
-                assert_eq!(child.wait().unwrap().code(), Some(6));
-                return None;
-            }
-            assert_eq!(
-                banner,
-                format!("ncrx: collecting netoops dumps on {bind}\n")
-            );
-            Some((child, bind, stderr))
-        })
-        .expect("a free port within 5 tries");
+    let (mut child, bind, banner, mut stderr) = common::spawn_bound(
+        &["oops", "listen"],
+        &["--format", "json", "--dir", dir.to_str().unwrap()],
+    );
+    assert_eq!(
+        banner,
+        format!("ncrx: collecting netoops dumps on {bind}\n")
+    );
 
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let target: SocketAddr = bind.parse().unwrap();

@@ -25,16 +25,9 @@ fn captured_udp(pcap: &Path, port: u16) -> Vec<Vec<u8>> {
 fn reproduce(kmsg: &Path, pcap: &Path, spec: &str, extra: &[&str], port: u16) -> usize {
     let dir = scratch("reproduce");
     let out = dir.join("out.pcap");
-    let mut args = vec![
-        "send",
-        "--target",
-        spec,
-        "--pcap",
-        out.to_str().unwrap(),
-        kmsg.to_str().unwrap(),
-    ];
+    let mut args = vec![kmsg.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let (code, _, stderr) = parts(&run(&args, b""));
+    let (code, _, stderr) = common::send_pcap(spec, &out, &args, b"");
     assert_eq!(code, 0, "{stderr}");
     let ours = read_pcap(&out);
     let theirs = captured_udp(pcap, port);
@@ -54,7 +47,7 @@ fn reproduce(kmsg: &Path, pcap: &Path, spec: &str, extra: &[&str], port: u16) ->
 fn sample_in_the_repository_reproduces_byte_for_byte() {
     // Records 700..=715 of the Linux 7.3 extended capture: fragmented records, and three
     // records the kernel cut at 2048 bytes (no trailing newline).
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/linux-7.3-ext-seq700-715");
+    let data = common::data("linux-7.3-ext-seq700-715");
     let frames = reproduce(
         &data.join("kmsg.raw"),
         &data.join("frames.pcap"),
@@ -67,22 +60,11 @@ fn sample_in_the_repository_reproduces_byte_for_byte() {
 
 #[test]
 fn sample_from_standard_input() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/linux-7.3-ext-seq700-715");
+    let data = common::data("linux-7.3-ext-seq700-715");
     let dir = scratch("stdin");
     let out = dir.join("out.pcap");
     let kmsg = std::fs::read(data.join("kmsg.raw")).unwrap();
-    let (code, _, stderr) = parts(&run(
-        &[
-            "send",
-            "--target",
-            CAPTURE_SPEC,
-            "--pcap",
-            out.to_str().unwrap(),
-            "--ip-id",
-            "701",
-        ],
-        &kmsg,
-    ));
+    let (code, _, stderr) = common::send_pcap(CAPTURE_SPEC, &out, &["--ip-id", "701"], &kmsg);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         read_pcap(&out),
@@ -97,7 +79,6 @@ fn sample_from_standard_input() {
 #[test]
 fn kernel_captures_reproduce_byte_for_byte() {
     let Some(root) = shared_captures() else {
-        eprintln!("note: ../shared/captures is absent; only the sample in tests/data was used");
         return;
     };
     let cases: [(&str, &str, &[&str]); 3] = [
@@ -128,10 +109,7 @@ const PLAIN_SPEC: &str = "6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:
 /// The texts the capture workload wrote (`tests/data/manifest.hex`, one hex line each,
 /// without their `<N>` syslog prefix).
 fn manifest_texts() -> Vec<Vec<u8>> {
-    let hex = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/manifest.hex"),
-    )
-    .unwrap();
+    let hex = std::fs::read_to_string(common::data("manifest.hex")).unwrap();
     hex.lines()
         .map(|line| {
             let bytes: Vec<u8> = (0..line.len())
@@ -209,9 +187,7 @@ fn plain_sample_in_the_repository_reproduces_byte_for_byte() {
     // The rig-spec-* (control bytes, newlines, invalid UTF-8, a NUL) and rig-long-*
     // (split at 1000 bytes, cut by the 1024-byte console buffer on 6.1) records.
     for kernel in ["linux-6.1", "linux-7.3"] {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(format!("{kernel}-plain-sample"));
+        let data = common::data(&format!("{kernel}-plain-sample"));
         let frames = reproduce_plain(&data, kernel);
         assert!(frames > 20, "{kernel}: {frames}");
     }
@@ -220,7 +196,6 @@ fn plain_sample_in_the_repository_reproduces_byte_for_byte() {
 #[test]
 fn plain_kernel_captures_reproduce_byte_for_byte() {
     let Some(root) = shared_captures() else {
-        eprintln!("note: ../shared/captures is absent; only the sample in tests/data was used");
         return;
     };
     for kernel in ["linux-6.1", "linux-7.3"] {
@@ -600,13 +575,8 @@ fn send_userdata_run(
     let (ip, id) = (ip_id.to_string(), msgid.to_string());
     let rig_cfg = format!("rig_cfg={}", first.rig_cfg);
     let mut args = vec![
-        "send",
-        "--target",
-        "+r6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57",
         "--release",
         "7.3.4+deb13-amd64",
-        "--pcap",
-        out.to_str().unwrap(),
         "--ip-id",
         &ip,
         "--msgid",
@@ -629,7 +599,8 @@ fn send_userdata_run(
         None => args.extend(["--sysdata", "taskname,release,msgid"]),
     }
     args.push(input.to_str().unwrap());
-    let (code, _, stderr) = parts(&run(&args, b""));
+    let spec = "+r6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57";
+    let (code, _, stderr) = common::send_pcap(spec, out, &args, b"");
     assert_eq!(code, 0, "{stderr}");
     read_pcap(out)
 }
@@ -713,8 +684,7 @@ fn reproduce_userdata(dir: &Path, whole: bool) -> usize {
 
 #[test]
 fn userdata_sample_in_the_repository_reproduces_byte_for_byte() {
-    let data =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/linux-7.3-configfs_userdata-sample");
+    let data = common::data("linux-7.3-configfs_userdata-sample");
     let frames = reproduce_userdata(&data, false);
     assert!(frames > 30, "{frames}");
 }
@@ -722,7 +692,6 @@ fn userdata_sample_in_the_repository_reproduces_byte_for_byte() {
 #[test]
 fn userdata_kernel_capture_reproduces_byte_for_byte() {
     let Some(root) = shared_captures() else {
-        eprintln!("note: ../shared/captures is absent; only the sample in tests/data was used");
         return;
     };
     let frames = reproduce_userdata(&root.join("linux-7.3/configfs_userdata"), true);

@@ -7,9 +7,10 @@
 )]
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -29,13 +30,34 @@ pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("ncrx runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("stdin written");
+    // A command that fails early (a bad option, a port in use) exits without reading.
+    if let Err(error) = child.stdin.take().expect("stdin").write_all(stdin) {
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "stdin: {error}"
+        );
+    }
     child.wait_with_output().expect("ncrx ends")
+}
+
+/// Runs `ncrx send --target <spec> --pcap <out> <extra...>` with `stdin`: the exit code,
+/// stdout and stderr.
+pub(crate) fn send_pcap(
+    spec: &str,
+    out: &Path,
+    extra: &[&str],
+    stdin: &[u8],
+) -> (i32, String, String) {
+    let mut args = vec![
+        "send",
+        "--target",
+        spec,
+        "--pcap",
+        out.to_str().expect("UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    parts(&run(&args, stdin))
 }
 
 /// The exit code, stdout and stderr of `output` as text.
@@ -81,8 +103,59 @@ pub(crate) fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     out
 }
 
-/// The workspace's sibling `shared/captures`, if present.
+/// The workspace's sibling `shared/captures`, if present (else a note says the test ran on
+/// the samples in `tests/data` only, or was skipped).
 pub(crate) fn shared_captures() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
-    dir.is_dir().then_some(dir)
+    if !dir.is_dir() {
+        eprintln!("note: ../shared/captures is absent: only the samples in tests/data were used");
+        return None;
+    }
+    Some(dir)
+}
+
+/// `tests/data/<name>`: the samples kept in the repository.
+pub(crate) fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// Starts `ncrx <command...> --bind 127.0.0.1:<free port> <extra...>` with stdout and stderr
+/// piped, and reads the first line it writes on stderr. Another program may take the port
+/// between the probe and the bind: then (exit code 6, "in use") another port is tried.
+/// Returns the process, the address it is bound to, that first line and the rest of stderr.
+pub(crate) fn spawn_bound(
+    command: &[&str],
+    extra: &[&str],
+) -> (Child, String, String, BufReader<ChildStderr>) {
+    for _ in 0..5 {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let mut child = ncrx()
+            .args(command)
+            .args(["--bind", &bind])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ncrx runs");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut banner = String::new();
+        stderr.read_line(&mut banner).expect("stderr read");
+        if banner.contains("in use") {
+            assert_eq!(child.wait().expect("exit").code(), Some(6));
+            continue;
+        }
+        return (child, bind, banner, stderr);
+    }
+    panic!("no free port in 5 tries");
 }
