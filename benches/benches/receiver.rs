@@ -6,13 +6,16 @@
 //! trace, drains every event and response, and lets every hole time out.
 //!
 //! `cargo bench -p benches --bench receiver`
+//!
+//! `NCRX_BENCH_ONCE=<case>` runs one case once and prints its counts instead (for
+//! `valgrind --tool=callgrind --toggle-collect='receiver::run'`: instructions per record).
 
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use ncrx_core::{Event, Receiver, ReceiverConfig};
 use netconsole_proto::Response;
 use netpoll_frame::Instant;
@@ -91,6 +94,7 @@ fn drain(rx: &mut Receiver, counts: &mut Counts) {
 
 /// Feeds the trace, dropping `loss` percent; with `retransmit`, answers every request after
 /// `answer_delay`, losing each answer with the same probability.
+#[inline(never)]
 fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
     let source: SocketAddr = "192.0.2.1:6665".parse().unwrap();
     let mut config = ReceiverConfig::default();
@@ -158,6 +162,12 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
     counts
 }
 
+const CASES: [(&str, u64, bool); 3] = [
+    ("no_loss", 0, false),
+    ("loss_10pct", 10, false),
+    ("loss_50pct_retransmit", 50, true),
+];
+
 fn receiver(c: &mut Criterion) {
     let trace = Trace::new();
     let average = trace.bytes.len() as u64 / RECORDS;
@@ -166,11 +176,7 @@ fn receiver(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(RECORDS));
-    for (name, loss, retransmit) in [
-        ("no_loss", 0, false),
-        ("loss_10pct", 10, false),
-        ("loss_50pct_retransmit", 50, true),
-    ] {
+    for (name, loss, retransmit) in CASES {
         let counts = run(&trace, loss, retransmit);
         // Every record is delivered, or reported lost (a late one was reported lost first).
         assert_eq!(counts.records + counts.lost, RECORDS, "{name}: {counts:?}");
@@ -185,4 +191,17 @@ fn receiver(c: &mut Criterion) {
 }
 
 criterion_group!(benches, receiver);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(case) = std::env::var_os("NCRX_BENCH_ONCE") {
+        let trace = Trace::new();
+        for (name, loss, retransmit) in CASES {
+            if case.to_str() == Some(name) {
+                println!("{name}: {:?}", run(&trace, loss, retransmit));
+            }
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -4,7 +4,6 @@
 //! the receiver. Draining events after each call keeps the buffer empty (it is reused, so the
 //! in-order path allocates nothing).
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::ops::Range;
 
@@ -222,46 +221,56 @@ enum Pending {
 }
 
 /// Events waiting to be polled, with the bytes they borrow.
+///
+/// A vector read from `next` on: events are appended while earlier ones are polled, and the
+/// whole buffer is emptied (capacity kept) once the last one handed out is released.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Output {
-    events: VecDeque<Pending>,
+    events: Vec<Pending>,
     bytes: Vec<u8>,
     ranges: Vec<Range<usize>>,
-    /// The front event was handed out and is dropped at the next call.
-    taken: bool,
+    /// Events before this index were handed out; the one before it is still borrowed until
+    /// the next call.
+    next: usize,
 }
 
 /// Output buffer capacity kept across drains; above it the buffer is given back.
 const KEEP_BYTES: usize = 1 << 20;
 
 impl Output {
-    /// Drops the event handed out last; empties the buffers once nothing waits.
+    /// Forgets the events handed out; empties the buffers once nothing waits.
+    #[inline]
     pub(crate) fn release(&mut self) {
-        if self.taken {
-            self.events.pop_front();
-            self.taken = false;
-        }
-        if self.events.is_empty() {
-            self.bytes.clear();
-            self.ranges.clear();
-            if self.bytes.capacity() > KEEP_BYTES {
-                self.bytes.shrink_to(KEEP_BYTES);
-            }
-            if self.ranges.capacity() > KEEP_BYTES / 16 {
-                self.ranges.shrink_to(KEEP_BYTES / 16);
-            }
-            if self.events.capacity() > KEEP_BYTES / 64 {
-                self.events.shrink_to(KEEP_BYTES / 64);
-            }
+        if self.next > 0 && self.next == self.events.len() {
+            self.clear();
         }
     }
 
+    #[inline]
+    fn clear(&mut self) {
+        self.next = 0;
+        self.events.clear();
+        self.bytes.clear();
+        self.ranges.clear();
+        if self.bytes.capacity() > KEEP_BYTES {
+            self.shrink();
+        }
+    }
+
+    #[cold]
+    fn shrink(&mut self) {
+        self.bytes.shrink_to(KEEP_BYTES);
+        self.ranges.shrink_to(KEEP_BYTES / 16);
+        self.events.shrink_to(KEEP_BYTES / 64);
+    }
+
+    #[inline]
     pub(crate) fn has_event(&self) -> bool {
-        self.events.len() > usize::from(self.taken)
+        self.next < self.events.len()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.events.len() - usize::from(self.taken)
+        self.events.len() - self.next
     }
 
     pub(crate) fn memory_used(&self) -> usize {
@@ -270,16 +279,37 @@ impl Output {
             + self.events.capacity() * core::mem::size_of::<Pending>()
     }
 
-    pub(crate) fn record(&mut self, meta: RecordMeta, header: &[u8], body: &[u8], late: bool) {
+    /// A record whose header is the first `header_len` bytes of `datagram`.
+    #[inline]
+    pub(crate) fn record(
+        &mut self,
+        meta: RecordMeta,
+        datagram: &[u8],
+        header_len: usize,
+        late: bool,
+    ) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(datagram);
+        self.events.push(Pending::Record {
+            meta,
+            at,
+            header_len,
+            len: datagram.len(),
+            late,
+        });
+    }
+
+    /// A record whose header and body are apart.
+    pub(crate) fn record_parts(&mut self, meta: RecordMeta, header: &[u8], body: &[u8]) {
         let at = self.bytes.len();
         self.bytes.extend_from_slice(header);
         self.bytes.extend_from_slice(body);
-        self.events.push_back(Pending::Record {
+        self.events.push(Pending::Record {
             meta,
             at,
             header_len: header.len(),
             len: header.len() + body.len(),
-            late,
+            late: false,
         });
     }
 
@@ -296,7 +326,7 @@ impl Output {
         self.bytes.extend_from_slice(body);
         let first = self.ranges.len();
         self.ranges.extend(missing);
-        self.events.push_back(Pending::Incomplete {
+        self.events.push(Pending::Incomplete {
             meta,
             at,
             header_len: header.len(),
@@ -310,34 +340,39 @@ impl Output {
             return;
         }
         // A loss right after the last one (a gap given up on in two steps) is one event.
-        let handed_out = self.taken && self.events.len() == 1;
-        if let Some(Pending::Lost(last)) = self.events.back_mut() {
-            if last.end == seqs.start && !handed_out {
+        let waiting = self.has_event();
+        if let Some(Pending::Lost(last)) = self.events.last_mut() {
+            if last.end == seqs.start && waiting {
                 last.end = seqs.end;
                 return;
             }
         }
-        self.events.push_back(Pending::Lost(seqs));
+        self.events.push(Pending::Lost(seqs));
     }
 
     pub(crate) fn restart(&mut self, restart: Restart) {
-        self.events.push_back(Pending::Restart(restart));
+        self.events.push(Pending::Restart(restart));
     }
 
     pub(crate) fn plain(&mut self, text: &[u8]) {
         let at = self.bytes.len();
         self.bytes.extend_from_slice(text);
-        self.events.push_back(Pending::Plain {
+        self.events.push(Pending::Plain {
             at,
             len: text.len(),
         });
     }
 
     /// The next event; it stays valid until the next call on the owner.
+    #[inline]
     pub(crate) fn poll(&mut self) -> Option<Event<'_>> {
-        self.release();
-        let pending = self.events.front()?;
-        self.taken = true;
+        let Some(pending) = self.events.get(self.next) else {
+            if self.next > 0 {
+                self.clear();
+            }
+            return None;
+        };
+        self.next += 1;
         let bytes = &self.bytes[..];
         let slice = |at: usize, len: usize| bytes.get(at..at + len).unwrap_or_default();
         Some(match pending {

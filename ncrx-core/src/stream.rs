@@ -175,12 +175,90 @@ impl Partial {
     }
 }
 
-/// A whole datagram held in the window: parsed once.
+/// A whole datagram held in the window: parsed once. Its bytes are the entry's block of
+/// [`HeldPool::blocks`], or `spill` when longer than a block.
 #[derive(Debug, Clone)]
 struct Held {
     meta: RecordMeta,
     header_len: usize,
-    datagram: Box<[u8]>,
+    len: usize,
+    spill: Option<Box<[u8]>>,
+}
+
+/// Bytes of one block of the pool: whole datagrams up to this long are held without an
+/// allocation of their own.
+const BLOCK: usize = 128;
+
+/// Pool entries kept when the pool empties; above it the pool is given back.
+const POOL_KEEP: usize = 256;
+
+/// The whole datagrams held in the window, in one slab: entry `i` and block `i` (`BLOCK`
+/// bytes at `i * BLOCK`) go together, free entries are reused. Holding a record behind a hole
+/// and retiring it allocates nothing once the pool has grown to the window's needs.
+#[derive(Debug, Clone, Default)]
+struct HeldPool {
+    entries: Vec<Held>,
+    blocks: Vec<u8>,
+    free: Vec<usize>,
+}
+
+impl HeldPool {
+    fn insert(&mut self, meta: RecordMeta, datagram: &[u8], header_len: usize) -> usize {
+        let spill = (datagram.len() > BLOCK).then(|| Box::from(datagram));
+        let stored = spill.is_none();
+        let held = Held {
+            meta,
+            header_len,
+            len: datagram.len(),
+            spill,
+        };
+        let i = if let Some(i) = self.free.pop() {
+            self.entries[i] = held;
+            i
+        } else {
+            self.entries.push(held);
+            self.blocks.resize(self.blocks.len() + BLOCK, 0);
+            // Room for every entry in the free list, so that retiring allocates nothing.
+            let room = self.entries.capacity() - self.free.len();
+            self.free.reserve_exact(room);
+            self.entries.len() - 1
+        };
+        if stored {
+            self.blocks[i * BLOCK..i * BLOCK + datagram.len()].copy_from_slice(datagram);
+        }
+        i
+    }
+
+    /// The entry `i` and its datagram.
+    fn get(&self, i: usize) -> (&Held, &[u8]) {
+        let held = &self.entries[i];
+        let bytes = match &held.spill {
+            Some(spill) => spill,
+            None => &self.blocks[i * BLOCK..i * BLOCK + held.len],
+        };
+        (held, bytes)
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.entries[i].spill = None;
+        self.free.push(i);
+        if self.free.len() == self.entries.len() && self.entries.len() > POOL_KEEP {
+            *self = HeldPool::default();
+        }
+    }
+
+    /// Heap bytes of the pool.
+    fn memory_used(&self) -> usize {
+        self.entries.capacity() * core::mem::size_of::<Held>()
+            + self.blocks.capacity()
+            + self.free.capacity() * core::mem::size_of::<usize>()
+    }
+
+    /// Bound on [`HeldPool::memory_used`]: at most `entries` in use at once (growth doubles).
+    fn memory_bound(entries: usize) -> usize {
+        2 * entries.max(POOL_KEEP)
+            * (core::mem::size_of::<Held>() + BLOCK + core::mem::size_of::<usize>())
+    }
 }
 
 /// A fragmented record put together.
@@ -195,8 +273,8 @@ struct Assembled {
 enum SlotState {
     #[default]
     Free,
-    /// A whole datagram waiting for the tail, with its parsed fields.
-    Whole(Box<Held>),
+    /// A whole datagram waiting for the tail: its entry in the pool.
+    Whole(usize),
     /// A fragmented record with bytes missing.
     Partial(Box<Partial>),
     /// A fragmented record put together: its fields, header and body.
@@ -284,6 +362,8 @@ pub struct Stream {
     head: u64,
     newest_ts: u64,
     runs: BTreeMap<u64, Run>,
+    /// The whole records held in the window.
+    pool: HeldPool,
     /// Interval requests: `(when, start, end)` of ranges that had holes, in time order (every
     /// entry is pushed at `now + retransmit_interval`, so the queue stays sorted).
     requests_due: VecDeque<(Instant, u64, u64)>,
@@ -298,8 +378,8 @@ pub struct Stream {
     oos: VecDeque<OutOfOrder>,
     oos_history: u32,
     held_bytes: usize,
-    /// `now + retransmit_interval`, computed once per call.
-    request_at: Instant,
+    /// [`StreamConfig::restart_ts_back`] in microseconds.
+    ts_back: u64,
     /// One bit per sequence number over `DELIVERED_SPAN * slots` numbers below the head:
     /// delivered (in order or late) in this epoch. Tells a duplicate from a late record
     /// further back than the ring remembers.
@@ -312,14 +392,24 @@ pub struct Stream {
 /// How many times the ring's span the delivered bitmap covers.
 const DELIVERED_SPAN: usize = 8;
 
-fn slot_of(slots: usize, seq: u64) -> usize {
-    (seq % slots as u64) as usize
+/// `seq % len` (a mask when `len` is a power of two, as with both presets).
+#[inline]
+fn slot_of(len: usize, seq: u64) -> usize {
+    let len = len as u64;
+    let i = if len.is_power_of_two() {
+        seq & (len - 1)
+    } else {
+        seq % len
+    };
+    // At most `len - 1`, so it fits.
+    i as usize
 }
 
 impl Stream {
     /// A stream that has seen nothing yet.
     pub fn new(config: StreamConfig) -> Self {
         let config = config.normalized();
+        let ts_back = u64::try_from(config.restart_ts_back.as_micros()).unwrap_or(u64::MAX);
         let delivered = alloc::vec![0; (config.slots * DELIVERED_SPAN).div_ceil(64)];
         let mut slots = Vec::new();
         slots.resize_with(config.slots, Slot::default);
@@ -335,6 +425,7 @@ impl Stream {
             head: 0,
             newest_ts: 0,
             runs: BTreeMap::new(),
+            pool: HeldPool::default(),
             requests_due: VecDeque::new(),
             stride_due: BinaryHeap::new(),
             stride_newest: None,
@@ -344,7 +435,7 @@ impl Stream {
             oos: VecDeque::new(),
             oos_history: 0,
             held_bytes: 0,
-            request_at: Instant::ZERO,
+            ts_back,
             delivered,
             now: Instant::ZERO,
             out: Output::default(),
@@ -386,6 +477,7 @@ impl Stream {
         use core::mem::size_of;
         self.slots.capacity() * size_of::<Slot>()
             + self.held_bytes
+            + self.pool.memory_used()
             + self.delivered.capacity() * 8
             + self.runs.len() * (size_of::<(u64, Run)>() + NODE_OVERHEAD)
             + self.requests_due.capacity() * size_of::<(Instant, u64, u64)>()
@@ -420,6 +512,9 @@ impl Stream {
         slots * per_slot
             + (slots * DELIVERED_SPAN).div_ceil(64) * 8
             + config.max_held_bytes
+            + HeldPool::memory_bound(
+                (slots).min(config.max_held_bytes / core::mem::size_of::<Held>() + 1),
+            )
             + (OUT_OF_ORDER_MAX + 1) * size_of::<OutOfOrder>()
             + output_events
             + output_bytes.max(1 << 20)
@@ -431,13 +526,13 @@ impl Stream {
     }
 
     fn mark_delivered(&mut self, seq: u64) {
-        let bit = seq % self.bits();
-        self.delivered[(bit / 64) as usize] |= 1 << (bit % 64);
+        let bit = slot_of(self.delivered.len() * 64, seq);
+        self.delivered[bit / 64] |= 1 << (bit % 64);
     }
 
     fn was_delivered(&self, seq: u64) -> bool {
-        let bit = seq % self.bits();
-        self.delivered[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        let bit = slot_of(self.delivered.len() * 64, seq);
+        self.delivered[bit / 64] & (1 << (bit % 64)) != 0
     }
 
     /// Forgets the bits of `[from, to)` (numbers the head now passes).
@@ -446,13 +541,14 @@ impl Stream {
             self.delivered.fill(0);
             return;
         }
+        let bits = self.delivered.len() * 64;
         for seq in from..to {
-            let bit = seq % self.bits();
+            let bit = slot_of(bits, seq);
             if bit % 64 == 0 && to - seq >= 64 {
                 // A whole word at once.
-                self.delivered[(bit / 64) as usize] = 0;
+                self.delivered[bit / 64] = 0;
             } else {
-                self.delivered[(bit / 64) as usize] &= !(1 << (bit % 64));
+                self.delivered[bit / 64] &= !(1 << (bit % 64));
             }
         }
     }
@@ -473,9 +569,8 @@ impl Stream {
     }
 
     fn advance_time(&mut self, now: Instant) {
-        if now > self.now || self.request_at == Instant::ZERO {
+        if now > self.now {
             self.now = now;
-            self.request_at = now + self.config.retransmit_interval;
         }
         self.out.release();
     }
@@ -484,7 +579,12 @@ impl Stream {
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
         self.advance_time(now);
         match Datagram::parse(datagram) {
-            Ok(Datagram::Extended(record)) => self.on_record(&record, datagram),
+            Ok(Datagram::Extended(record)) => {
+                if self.deliver_next(&record, datagram) {
+                    return;
+                }
+                self.on_record(&record, datagram);
+            }
             Ok(Datagram::Plain(text)) => {
                 self.stats.plain += 1;
                 self.out.plain(text);
@@ -642,6 +742,56 @@ impl Stream {
         self.requests.clear();
     }
 
+    /// The in-order fast path: the record the stream expects next, with nothing open and
+    /// nothing to decide (no restart sign, not a fragment, not an emergency). It goes from
+    /// the datagram to the output buffer, one copy, touching no map or timer; exactly what
+    /// [`Stream::on_record`] would do with it. False (nothing done) otherwise.
+    #[inline]
+    fn deliver_next(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) -> bool {
+        let header = &record.header;
+        let seq = header.seq;
+        let release_differs = match (header.release, &self.epoch_release) {
+            (Some(release), Some(current)) => release != &current[..],
+            _ => false,
+        };
+        if !self.started
+            || seq != self.head
+            || self.tail != self.head
+            || seq == u64::MAX
+            || header.ncemg
+            || release_differs
+            || record.is_fragment()
+            || header.ts_usec.saturating_add(self.ts_back) < self.newest_ts.max(self.epoch_first_ts)
+        {
+            return false;
+        }
+        self.stats.datagrams += 1;
+        self.oos_history <<= 1;
+        self.newest_ts = self.newest_ts.max(header.ts_usec);
+        self.head = seq + 1;
+        self.tail = seq + 1;
+        self.out.record(
+            RecordMeta::of(header),
+            datagram,
+            datagram.len() - record.body.len(),
+            false,
+        );
+        self.stats.delivered += 1;
+        // The head passes `seq`: its bit now says "delivered in this epoch".
+        self.mark_delivered(seq);
+        let epoch = self.epoch;
+        let slot = self.slot_mut(seq);
+        slot.epoch = epoch;
+        slot.seq = seq;
+        slot.ts_usec = header.ts_usec;
+        slot.state = SlotState::Delivered;
+        self.note_retired();
+        if !self.requests_due.is_empty() {
+            self.retire();
+        }
+        true
+    }
+
     fn on_record(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let header = &record.header;
         let seq = header.seq;
@@ -701,7 +851,7 @@ impl Stream {
     }
 
     fn ts_back_usec(&self) -> u64 {
-        u64::try_from(self.config.restart_ts_back.as_micros()).unwrap_or(u64::MAX)
+        self.ts_back
     }
 
     fn begin_epoch(&mut self, seq: u64, release: Option<&[u8]>, ts_usec: u64) {
@@ -920,12 +1070,8 @@ impl Stream {
             return;
         }
         let header_len = datagram.len() - record.body.len();
-        self.out.record(
-            RecordMeta::of(&record.header),
-            &datagram[..header_len],
-            record.body,
-            true,
-        );
+        self.out
+            .record(RecordMeta::of(&record.header), datagram, header_len, true);
         self.stats.late += 1;
     }
 
@@ -1032,12 +1178,8 @@ impl Stream {
             self.head = seq + 1;
             self.tail = seq + 1;
             let header_len = datagram.len() - record.body.len();
-            self.out.record(
-                RecordMeta::of(&record.header),
-                &datagram[..header_len],
-                record.body,
-                false,
-            );
+            self.out
+                .record(RecordMeta::of(&record.header), datagram, header_len, false);
             self.stats.delivered += 1;
             self.clear_delivered(seq, seq + 1);
             self.mark_delivered(seq);
@@ -1144,15 +1286,16 @@ impl Stream {
             }
         } else {
             self.held_bytes += datagram.len() + core::mem::size_of::<Held>();
+            let entry = self.pool.insert(
+                RecordMeta::of(&record.header),
+                datagram,
+                datagram.len() - record.body.len(),
+            );
             *self.slot_mut(seq) = Slot {
                 epoch,
                 seq,
                 ts_usec,
-                state: SlotState::Whole(Box::new(Held {
-                    meta: RecordMeta::of(&record.header),
-                    header_len: datagram.len() - record.body.len(),
-                    datagram: Box::from(datagram),
-                })),
+                state: SlotState::Whole(entry),
             };
         }
     }
@@ -1292,7 +1435,7 @@ impl Stream {
                 return;
             }
         }
-        let at = self.request_at;
+        let at = self.now + self.config.retransmit_interval;
         if let Some(back) = self.requests_due.back_mut() {
             // Adjacent ranges due close together (one per packet as the head moves) make
             // one entry.
@@ -1457,15 +1600,16 @@ impl Stream {
         let slot = self.slot_mut(seq);
         let state = core::mem::replace(&mut slot.state, SlotState::Delivered);
         match state {
-            SlotState::Whole(held) => {
-                self.held_bytes -= held.datagram.len() + core::mem::size_of::<Held>();
-                let (header, body) = held.datagram.split_at(held.header_len);
-                self.out.record(held.meta, header, body, false);
+            SlotState::Whole(entry) => {
+                let (held, datagram) = self.pool.get(entry);
+                self.held_bytes -= datagram.len() + core::mem::size_of::<Held>();
+                self.out.record(held.meta, datagram, held.header_len, false);
+                self.pool.remove(entry);
             }
             SlotState::Assembled(assembled) => {
                 let Assembled { meta, header, body } = *assembled;
                 self.held_bytes -= header.len() + body.len();
-                self.out.record(meta, &header, &body, false);
+                self.out.record_parts(meta, &header, &body);
             }
             other => self.slot_mut(seq).state = other,
         }
