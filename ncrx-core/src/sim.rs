@@ -147,6 +147,9 @@ pub struct SimReport {
     pub to_receiver: u64,
     /// Responses sent towards the senders (before loss).
     pub to_sender: u64,
+    /// Datagrams the senders sent again (asked for by the receiver, or on their own when
+    /// acks stopped), counted in [`SimReport::to_receiver`] too.
+    pub retransmitted: u64,
     /// Virtual time simulated.
     pub virtual_time: Duration,
     /// Largest [`Receiver::memory_used`] seen.
@@ -620,6 +623,7 @@ pub fn run_with_progress(
             while state.pushed < config.records && state.next_push <= now {
                 if i == 0 && Some(state.pushed) == config.reboot_after && state.boot == 0 {
                     // Reboot: a new sender, seq from 0, a small uptime.
+                    report.retransmitted += state.sender.stats().retransmitted;
                     state.boot = 1;
                     state.sender = Sender::new(config.sender.clone());
                     state.next_seq = 0;
@@ -696,6 +700,10 @@ pub fn run_with_progress(
         }
     }
     report.virtual_time = now - start;
+    report.retransmitted += sources
+        .iter()
+        .map(|s| s.sender.stats().retransmitted)
+        .sum::<u64>();
     for (index, state) in sources.iter_mut().enumerate() {
         settle(&mut checker, state, index, &mut report);
     }

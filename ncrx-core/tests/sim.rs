@@ -191,6 +191,8 @@ fn delivery_delay_is_the_link_delay_without_loss_and_grows_with_it() {
     assert_eq!(clean.delay_p50, c.delay, "{clean:?}");
     assert_eq!(clean.delay_p99, c.delay, "{clean:?}");
     assert_eq!(clean.delay_max, c.delay, "{clean:?}");
+    assert_eq!(clean.retransmitted, 0);
+    assert_eq!(clean.to_receiver, clean.sent);
 
     c.loss_to_receiver = 0.2;
     let lossy = run(&c);
@@ -201,6 +203,9 @@ fn delivery_delay_is_the_link_delay_without_loss_and_grows_with_it() {
     // the re-sent datagram: two more link delays; 20% loss puts such records in the top 1%.
     assert!(lossy.delay_p99 >= c.delay * 3, "{lossy:?}");
     assert!(lossy.delay_p50 >= c.delay, "{lossy:?}");
+    // Every datagram beyond one per record was sent again.
+    assert!(lossy.retransmitted > 0);
+    assert_eq!(lossy.to_receiver, lossy.sent + lossy.retransmitted);
 }
 
 #[test]

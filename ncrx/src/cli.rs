@@ -88,6 +88,11 @@ pub(crate) enum Command {
     ))]
     Sim(SimArgs),
     /// Collect netoops crash dumps (live, or from a capture).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  ncrx oops listen --dir /var/crash/netoops      # UDP port 2004, IPv4 and IPv6\n",
+        "  ncrx oops decode crash.pcap --format json"
+    ))]
     Oops {
         #[command(subcommand)]
         command: OopsCommand,

@@ -30,6 +30,7 @@ struct SourceCounts {
     incomplete: u64,
     restarts: u64,
     plain: u64,
+    malformed: u64,
 }
 
 /// Where the lines go.
@@ -139,12 +140,17 @@ impl Output {
         }
     }
 
+    /// Counts a datagram from `source` that the receiver found malformed.
+    pub(crate) fn malformed(&mut self, source: SocketAddr) {
+        self.counts.entry(source).or_default().malformed += 1;
+    }
+
     /// The closing counts, one line per source, on stderr.
     pub(crate) fn report_counts(&self) {
         for (source, c) in &self.counts {
             eprintln!(
-                "ncrx: {source}: {} records, {} lost, {} out of order, {} incomplete, {} restarts, {} plain",
-                c.records, c.lost, c.out_of_order, c.incomplete, c.restarts, c.plain
+                "ncrx: {source}: {} records, {} lost, {} out of order, {} incomplete, {} restarts, {} plain, {} bad datagrams",
+                c.records, c.lost, c.out_of_order, c.incomplete, c.restarts, c.plain, c.malformed
             );
         }
     }
@@ -411,10 +417,11 @@ fn run_timers(
 /// Datagrams shown at most by `-v`, in bytes.
 const SHOWN_BYTES: usize = 120;
 
-/// Hands one datagram to the receiver; with `verbose`, shows it on stderr when the
-/// receiver counted it malformed.
+/// Hands one datagram to the receiver and counts it in `output` when the receiver found it
+/// malformed (shown on stderr with `verbose`).
 pub(crate) fn feed(
     rx: &mut Receiver<SocketAddr>,
+    output: &mut Output,
     now: Instant,
     source: SocketAddr,
     payload: &[u8],
@@ -422,14 +429,17 @@ pub(crate) fn feed(
 ) {
     let malformed =
         |rx: &Receiver<SocketAddr>| rx.stream(&source).map_or(0, |s| s.stats().malformed);
-    let before = verbose.then(|| malformed(rx));
+    let before = malformed(rx);
     rx.handle_datagram(now, &source, payload);
-    if before.is_some_and(|before| malformed(rx) > before) {
-        eprintln!(
-            "ncrx: malformed datagram from {source} ({} bytes): {}",
-            payload.len(),
-            payload[..payload.len().min(SHOWN_BYTES)].escape_ascii()
-        );
+    if malformed(rx) > before {
+        output.malformed(source);
+        if verbose {
+            eprintln!(
+                "ncrx: malformed datagram from {source} ({} bytes): {}",
+                payload.len(),
+                payload[..payload.len().min(SHOWN_BYTES)].escape_ascii()
+            );
+        }
     }
 }
 
@@ -442,6 +452,7 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
         run_timers(&mut rx, datagram.time, &mut output, &mut scratch)?;
         feed(
             &mut rx,
+            &mut output,
             datagram.time,
             datagram.frame.source(),
             datagram.frame.payload(),

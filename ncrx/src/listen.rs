@@ -200,7 +200,7 @@ fn shard(
             deadline.saturating_duration_since(now()).min(POLL_INTERVAL)
         });
         match arrivals.recv_timeout(wait) {
-            Ok(arrival) => replies.take(&mut rx, &arrival, args.verbose),
+            Ok(arrival) => replies.take(&mut rx, &mut output, &arrival, args.verbose),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -214,7 +214,7 @@ fn shard(
     }
     // What arrived before the workers stopped, then everything held.
     while let Ok(arrival) = arrivals.try_recv() {
-        replies.take(&mut rx, &arrival, args.verbose);
+        replies.take(&mut rx, &mut output, &arrival, args.verbose);
     }
     step(&mut rx, &mut output, &mut replies)?;
     let malformed = rx.stats().streams.malformed;
@@ -242,13 +242,19 @@ struct Replies {
 
 impl Replies {
     /// Feeds one arrival to the receiver and remembers how to answer its sender.
-    fn take(&mut self, rx: &mut Receiver<SocketAddr>, arrival: &Arrival, verbose: bool) {
+    fn take(
+        &mut self,
+        rx: &mut Receiver<SocketAddr>,
+        output: &mut Output,
+        arrival: &Arrival,
+        verbose: bool,
+    ) {
         let source = canonical(arrival.from);
         if self.routes.len() >= MAX_REPLY_ROUTES && !self.routes.contains_key(&source) {
             self.routes.clear();
         }
         self.routes.insert(source, (arrival.socket, arrival.from));
-        feed(rx, arrival.at, source, &arrival.payload, verbose);
+        feed(rx, output, arrival.at, source, &arrival.payload, verbose);
     }
 
     /// Sends every response packet the receiver has.

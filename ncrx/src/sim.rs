@@ -29,6 +29,7 @@ struct JsonSim<'a> {
     restarts: u64,
     to_receiver: u64,
     to_sender: u64,
+    retransmitted: u64,
     virtual_time_ms: u128,
     delay_p50_us: u128,
     delay_p99_us: u128,
@@ -91,8 +92,9 @@ fn text(args: &SimArgs, report: &SimReport) -> String {
     );
     let _ = writeln!(
         out,
-        "datagrams to the receiver {}, responses to the senders {}, virtual time {:.3} s, memory at most {} of {} bytes",
+        "datagrams to the receiver {} ({} retransmissions), responses to the senders {}, virtual time {:.3} s, memory at most {} of {} bytes",
         report.to_receiver,
+        report.retransmitted,
         report.to_sender,
         report.virtual_time.as_secs_f64(),
         report.max_memory,
@@ -160,6 +162,7 @@ pub(crate) fn run(args: &SimArgs) -> Result<Outcome, Failure> {
             restarts: report.restarts,
             to_receiver: report.to_receiver,
             to_sender: report.to_sender,
+            retransmitted: report.retransmitted,
             virtual_time_ms: report.virtual_time.as_millis(),
             delay_p50_us: report.delay_p50.as_micros(),
             delay_p99_us: report.delay_p99.as_micros(),

@@ -82,6 +82,10 @@ fn records_fragments_plain_and_a_retransmitted_hole() {
     kernel.send_to(b"6,3,3000,c;three\n", target).unwrap();
     // Record 5 never comes; record 6 waits behind the hole until SIGTERM flushes it.
     kernel.send_to(b"6,6,6000,-;six\n", target).unwrap();
+    // A fragment that claims bytes past its own total: counted for its source, not fatal.
+    kernel
+        .send_to(b"6,7,7000,-,ncfrag=900/10;x", target)
+        .unwrap();
 
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut lines = Vec::new();
@@ -143,7 +147,7 @@ fn records_fragments_plain_and_a_retransmitted_hole() {
     assert_eq!(ours[4]["last_seq"], 5);
     assert!(
         report.contains(&format!(
-            "{kernel_source}: 5 records, 1 lost, 0 out of order, 0 incomplete, 0 restarts, 0 plain"
+            "{kernel_source}: 5 records, 1 lost, 0 out of order, 0 incomplete, 0 restarts, 0 plain, 1 bad datagrams"
         )),
         "{report}"
     );
