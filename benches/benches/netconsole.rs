@@ -87,16 +87,7 @@ fn format_and_fragment(c: &mut Criterion) {
         .cycle()
         .take(7000)
         .collect();
-    let dict = [
-        DictEntry {
-            key: b"SUBSYSTEM",
-            value: b"pci",
-        },
-        DictEntry {
-            key: b"DEVICE",
-            value: b"+pci:0000:00:03.0",
-        },
-    ];
+    let dict = [&b"SUBSYSTEM=pci"[..], b"DEVICE=+pci:0000:00:03.0"].map(dict_entry);
     let mut kmsg = KmsgRecord::new(3, 4_000_000, 1_234_567_890, &text);
     kmsg.dict = &dict;
     let mut buf = vec![0u8; CONSOLE_EXT_LOG_MAX];
@@ -179,3 +170,12 @@ fn config() -> Criterion {
 
 criterion_group!(name = benches; config = config(); targets = parse, unescape, format_and_fragment, response);
 criterion_main!(benches);
+
+/// A dictionary entry from `KEY=VALUE`.
+fn dict_entry(line: &[u8]) -> DictEntry<'_> {
+    let eq = line.iter().position(|&b| b == b'=').unwrap_or(line.len());
+    DictEntry {
+        key: &line[..eq],
+        value: line.get(eq + 1..).unwrap_or_default(),
+    }
+}

@@ -496,7 +496,22 @@ impl<'a> Header<'a> {
             b',' => extra_start + 1 + find(b';', datagram.get(extra_start + 1..)?)?,
             _ => return None,
         };
-        Some(Header {
+        let extra = datagram.get(extra_start..semi)?;
+        let mandatory = (release, prefix, seq, ts_usec, flag);
+        Some(Self::from_mandatory(mandatory, extra, semi, release_len))
+    }
+
+    /// A header from its mandatory fields (release, prefix, seq, ts_usec, flag), before the
+    /// extra fields are interpreted; `semi` is the position of the `;`, `release_len` the
+    /// length of the release and its comma.
+    #[inline]
+    fn from_mandatory(
+        (release, prefix, seq, ts_usec, flag): (Option<&'a [u8]>, u64, u64, u64, Flag),
+        extra: &'a [u8],
+        semi: usize,
+        release_len: usize,
+    ) -> Self {
+        Header {
             release,
             level: (prefix & 7) as u8,
             facility: (prefix >> 3) as u8,
@@ -506,10 +521,10 @@ impl<'a> Header<'a> {
             caller: None,
             ncfrag: None,
             ncemg: false,
-            extra: datagram.get(extra_start..semi)?,
+            extra,
             len: semi + 1,
             kernel_len: semi + 1 - release_len,
-        })
+        }
     }
 
     /// The general parser: any header shape, every typed error.
@@ -550,20 +565,8 @@ impl<'a> Header<'a> {
         };
         let extra = &rest[end..];
 
-        let mut header = Header {
-            release,
-            level: (prefix & 7) as u8,
-            facility: (prefix >> 3) as u8,
-            seq,
-            ts_usec,
-            flag,
-            caller: None,
-            ncfrag: None,
-            ncemg: false,
-            extra,
-            len: semi + 1,
-            kernel_len: semi + 1 - release_len,
-        };
+        let mandatory = (release, prefix, seq, ts_usec, flag);
+        let mut header = Self::from_mandatory(mandatory, extra, semi, release_len);
         if !header.extra.is_empty() {
             header.apply_fields(body.len())?;
         }

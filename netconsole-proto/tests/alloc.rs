@@ -91,16 +91,7 @@ fn read_all(payloads: &[Vec<u8>], out: &mut [u8]) -> Seen {
 /// Formats a record (escaping, dictionary), userdata and sysdata, then fragments the
 /// result into datagrams; returns the bytes written. Allocation-free by contract.
 fn write_all(text: &[u8], kmsg_buf: &mut [u8], extra_buf: &mut [u8]) -> usize {
-    let dict = [
-        DictEntry {
-            key: b"SUBSYSTEM",
-            value: b"pci",
-        },
-        DictEntry {
-            key: b"DEVICE",
-            value: b"+pci:0000:00:03.0",
-        },
-    ];
+    let dict = [&b"SUBSYSTEM=pci"[..], b"DEVICE=+pci:0000:00:03.0"].map(dict_entry);
     let mut record = KmsgRecord::new(4, 77, 1_234_567, text);
     record.dict = &dict;
     let msg_len = format_kmsg(&record, kmsg_buf);
@@ -270,4 +261,13 @@ fn hot_paths_allocate_nothing() {
     assert_eq!(sender.stats().pushed, 6 * ROUND);
     assert!(sent > 4 * ROUND as usize, "{sent}");
     assert_eq!(sender.unacked(), 0);
+}
+
+/// A dictionary entry from `KEY=VALUE`.
+fn dict_entry(line: &[u8]) -> DictEntry<'_> {
+    let eq = line.iter().position(|&b| b == b'=').unwrap_or(line.len());
+    DictEntry {
+        key: &line[..eq],
+        value: line.get(eq + 1..).unwrap_or_default(),
+    }
 }
