@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ncrx_core::{Event, IncompleteRecord, Receiver, ReceiverConfig, Record, RestartReason};
-use netconsole_proto::{Body, Flag, received};
+use netconsole_proto::{Body, Flag, escape, received};
 use netpoll_frame::Instant;
 
 use crate::capture;
@@ -357,10 +357,17 @@ impl Output {
             Event::Plain(text) => {
                 self.counts.entry(source).or_default().plain += 1;
                 let line = match self.format {
-                    Format::Json => json::to_line(&JsonLine::Plain(JsonPlain {
-                        source: source.to_string(),
-                        text: wire_string(text),
-                    })),
+                    Format::Json => {
+                        let (text, escaped) = match std::str::from_utf8(text) {
+                            Ok(text) => (text.to_owned(), false),
+                            Err(_) => (wire_string(&escape(text)), true),
+                        };
+                        json::to_line(&JsonLine::Plain(JsonPlain {
+                            source: source.to_string(),
+                            text,
+                            escaped,
+                        }))
+                    }
                     Format::Text => format!(
                         "{source} {}",
                         text.strip_suffix(b"\n").unwrap_or(text).escape_ascii()

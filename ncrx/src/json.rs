@@ -93,8 +93,12 @@ pub(crate) struct JsonPlain {
     /// Sender as "IP:PORT" (empty when unknown).
     #[serde(default)]
     pub(crate) source: String,
-    /// The console text.
+    /// The console text as it came (console text is not escaped on the wire), or, when it
+    /// is not valid UTF-8, in printk's escaping (`\xNN`) with `escaped` set.
     pub(crate) text: String,
+    /// `text` holds the console bytes in printk's escaping.
+    #[serde(default)]
+    pub(crate) escaped: bool,
 }
 
 /// `"type": "lost"`.

@@ -578,6 +578,9 @@ impl Sender<'_> {
                         Err(why) => self.bad(&why),
                     }
                 }
+                Ok(JsonLine::Plain(plain)) if plain.escaped => {
+                    self.send_plain(&unescape(plain.text.as_bytes()).0)?;
+                }
                 Ok(JsonLine::Plain(plain)) => self.send_plain(plain.text.as_bytes())?,
                 Ok(_) => self.counts.skipped += 1,
                 Err(error) => self.bad(&format!("not a JSON line of ncrx: {error}")),

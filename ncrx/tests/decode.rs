@@ -304,6 +304,58 @@ fn userdata_outside_printks_buffer_round_trips() {
 }
 
 #[test]
+fn decode_then_send_reproduces_plain_captures() {
+    // Console text goes out as it came; the rig-spec-04 line is not UTF-8 (it comes out
+    // escaped) and long records are split at 1000 bytes.
+    let spec = "6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57";
+    for kernel in ["linux-6.1", "linux-7.3"] {
+        // The sample holds some of the capture's records: their IPv4 ids are not
+        // consecutive, so the UDP payloads are compared.
+        let sample = common::data(&format!("{kernel}-plain-sample")).join("frames.pcap");
+        let (ours, theirs) = decode_and_send(&sample, spec, "1", "2048");
+        let payload = |f: &Vec<u8>| {
+            netpoll_frame::Frame::parse(f)
+                .unwrap()
+                .payload()
+                .escape_ascii()
+                .to_string()
+        };
+        assert_eq!(ours.len(), theirs.len());
+        assert!(ours.len() > 20);
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(payload(a), payload(b));
+        }
+    }
+    let (code, json, _) = parts(&run(
+        &[
+            "decode",
+            common::data("linux-7.3-plain-sample/frames.pcap")
+                .to_str()
+                .unwrap(),
+            "--format",
+            "json",
+        ],
+        b"",
+    ));
+    assert_eq!(code, 0);
+    assert!(
+        json.contains(r#"rig-spec-04 invalid-utf8: [\\xff\\xfe] [\\xc3] [\\xe2\\x82] [\\x80] end\\x0a","escaped":true}"#),
+        "{json}"
+    );
+    let Some(root) = shared_captures() else {
+        return;
+    };
+    for kernel in ["linux-6.1", "linux-7.3"] {
+        round_trip(
+            &root.join(kernel).join("plain/frames.pcap"),
+            spec,
+            "1",
+            "2048",
+        );
+    }
+}
+
+#[test]
 fn plain_targets_come_out_as_plain_text() {
     let Some(root) = shared_captures() else {
         return;
