@@ -144,6 +144,34 @@ fn sim_reports_delivery_delays_in_virtual_time() {
     );
 }
 
+/// Runs `ncrx args...` on a terminal (util-linux `script` gives it a pseudo-terminal):
+/// everything it wrote there, or `None` where `script` is missing.
+fn on_a_terminal(args: &str) -> Option<String> {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_ncrx"));
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    assert!(output.status.success(), "{output:?}");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn sim_progress_bar_only_on_a_terminal() {
+    let Some(shown) = on_a_terminal("sim --records 30000 --loss 0.1") else {
+        eprintln!("note: no `script` here to give ncrx a terminal; test skipped");
+        return;
+    };
+    // indicatif's bar, drawn on stderr while the records are pushed, then cleared.
+    assert!(shown.contains("/30,000 records ("), "{shown}");
+    assert!(shown.contains("invariants: all hold"), "{shown}");
+    for quiet in ["sim --records 3000 --quiet", "sim --records 3000 --json"] {
+        let quiet = on_a_terminal(quiet).unwrap();
+        assert!(!quiet.contains("records ("), "{quiet}");
+    }
+}
+
 #[test]
 fn decode_error_paths() {
     let (code, _, stderr) = parts(&run(&["decode", "/nonexistent/x.pcap"], b""));
