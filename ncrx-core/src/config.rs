@@ -108,7 +108,20 @@ impl StreamConfig {
     }
 }
 
+/// Default of [`ReceiverConfig::max_held_bytes_total`]: 256 MiB held over all sources.
+pub const DEFAULT_MAX_HELD_BYTES_TOTAL: usize = 256 << 20;
+
 /// Parameters of the multi-source front ([`crate::Receiver`]).
+///
+/// | parameter | default | meaning |
+/// |---|---|---|
+/// | [`max_sources`](ReceiverConfig::max_sources) | 1024 | sources tracked at once |
+/// | [`idle_timeout`](ReceiverConfig::idle_timeout) | 600 s | evict a quiet source |
+/// | [`evict_when_full_after`](ReceiverConfig::evict_when_full_after) | 10 s | quiet time before a full table evicts |
+/// | [`max_held_bytes_total`](ReceiverConfig::max_held_bytes_total) | 256 MiB | record bytes held over all sources |
+///
+/// Each source also holds at most [`StreamConfig::max_held_bytes`] (16 MiB by default, 2 MiB
+/// with the daemon preset): without the total, 1024 sources could hold 16 GiB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReceiverConfig {
@@ -121,6 +134,12 @@ pub struct ReceiverConfig {
     /// When `max_sources` are tracked, a new source evicts the least recently active one if
     /// that one has been quiet at least this long; otherwise its datagram is refused.
     pub evict_when_full_after: Duration,
+    /// Most record bytes held by all sources together ([`Stream::held_bytes`](crate::Stream::held_bytes)
+    /// summed), on top of each source's [`StreamConfig::max_held_bytes`]. Past it, the source
+    /// holding the most gives up its oldest held bytes (complete records at its tail
+    /// delivered, holes reported lost, incomplete records as such) until the total fits:
+    /// nothing is dropped without an event or a counter.
+    pub max_held_bytes_total: usize,
 }
 
 impl Default for ReceiverConfig {
@@ -130,6 +149,7 @@ impl Default for ReceiverConfig {
             max_sources: 1024,
             idle_timeout: Duration::from_secs(600),
             evict_when_full_after: Duration::from_secs(10),
+            max_held_bytes_total: DEFAULT_MAX_HELD_BYTES_TOTAL,
         }
     }
 }

@@ -252,7 +252,10 @@ impl Output {
         self.events.clear();
         self.bytes.clear();
         self.ranges.clear();
-        if self.bytes.capacity() > KEEP_BYTES {
+        if self.bytes.capacity() > KEEP_BYTES
+            || self.ranges.capacity() > KEEP_BYTES / 16
+            || self.events.capacity() > KEEP_BYTES / 64
+        {
             self.shrink();
         }
     }

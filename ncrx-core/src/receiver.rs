@@ -53,6 +53,9 @@ struct Source<S> {
     idle_check: Instant,
     /// This source's entry in `timers`.
     deadline: Option<Instant>,
+    /// Its held bytes when last indexed in `by_held` (where it is when non-zero) and
+    /// counted in `held_total`.
+    indexed_held: usize,
     queued_event: bool,
     queued_transmit: bool,
 }
@@ -68,6 +71,11 @@ pub struct Receiver<S: Ord + Clone = SocketAddr> {
     last: Option<(S, usize)>,
     by_activity: BTreeSet<(Instant, usize)>,
     timers: BTreeSet<(Instant, usize)>,
+    /// Sources holding record bytes, by how many: the last one gives up bytes first when
+    /// the total is over [`ReceiverConfig::max_held_bytes_total`].
+    by_held: BTreeSet<(usize, usize)>,
+    /// Record bytes held by all tracked sources.
+    held_total: usize,
     ready_events: VecDeque<usize>,
     ready_transmits: VecDeque<usize>,
     /// Evicted streams whose last events are still to be polled.
@@ -90,6 +98,8 @@ impl<S: Ord + Clone> Receiver<S> {
             last: None,
             by_activity: BTreeSet::new(),
             timers: BTreeSet::new(),
+            by_held: BTreeSet::new(),
+            held_total: 0,
             ready_events: VecDeque::new(),
             ready_transmits: VecDeque::new(),
             draining: VecDeque::new(),
@@ -162,18 +172,25 @@ impl<S: Ord + Clone> Receiver<S> {
 
     /// The bound on [`Receiver::memory_used`] the configuration implies, when events and
     /// transmits are drained after each call (so at most one evicted stream drains at once).
+    ///
+    /// Each source's fixed part (its ring and what is sized by it, see
+    /// [`Stream::memory_bound_for`]) plus what grows with the held bytes, for at most
+    /// [`ReceiverConfig::max_held_bytes_total`] held over all sources (or each source's
+    /// [`StreamConfig::max_held_bytes`](crate::StreamConfig::max_held_bytes), whichever is
+    /// less).
     pub fn memory_bound(&self) -> usize {
         let sources = self.config.max_sources.max(1) + 1;
-        sources * Stream::memory_bound_for(&self.config.stream) + 2 * sources * Self::entry_size()
+        let stream = &self.config.stream;
+        let held = sources
+            .saturating_mul(Stream::held_bound(stream.max_held_bytes))
+            .min(Stream::held_bound(self.config.max_held_bytes_total));
+        sources * (Stream::fixed_bound(stream) + 2 * Self::entry_size()) + held
     }
 
-    /// Record bytes held by all streams.
+    /// Record bytes held by all streams: at most
+    /// [`ReceiverConfig::max_held_bytes_total`] after every call.
     pub fn held_bytes(&self) -> usize {
-        self.slab
-            .iter()
-            .flatten()
-            .map(|s| s.stream.held_bytes())
-            .sum()
+        self.held_total
     }
 
     fn release_front_eviction(&mut self) {
@@ -215,6 +232,30 @@ impl<S: Ord + Clone> Receiver<S> {
             entry.last_active = now;
         }
         self.refresh(i);
+        if self.held_total > self.config.max_held_bytes_total {
+            self.shed();
+        }
+    }
+
+    /// Brings the bytes held by all sources within [`ReceiverConfig::max_held_bytes_total`]:
+    /// the source holding the most gives up its oldest held bytes, then the next one if
+    /// that was not enough. Each source is asked once at most (it gives up what is needed
+    /// or all it holds), so this ends.
+    fn shed(&mut self) {
+        let budget = self.config.max_held_bytes_total;
+        for _ in 0..self.by_held.len() {
+            if self.held_total <= budget {
+                break;
+            }
+            let Some(&(_, i)) = self.by_held.last() else {
+                break;
+            };
+            let need = self.held_total - budget;
+            if let Some(entry) = self.get_mut(i) {
+                entry.stream.shed(need);
+            }
+            self.refresh(i);
+        }
     }
 
     fn create(&mut self, source: &S, now: Instant) -> usize {
@@ -225,6 +266,7 @@ impl<S: Ord + Clone> Receiver<S> {
             indexed_active: now,
             idle_check: now + self.config.idle_timeout,
             deadline: None,
+            indexed_held: 0,
             queued_event: false,
             queued_transmit: false,
         };
@@ -284,6 +326,10 @@ impl<S: Ord + Clone> Receiver<S> {
         if let Some(deadline) = entry.deadline {
             self.timers.remove(&(deadline, i));
         }
+        if entry.indexed_held > 0 {
+            self.by_held.remove(&(entry.indexed_held, i));
+            self.held_total -= entry.indexed_held;
+        }
         // Stale entries of `i` in the ready queues are harmless: they are checked.
         entry.stream.flush(now);
         self.stats.sources_evicted += 1;
@@ -295,6 +341,17 @@ impl<S: Ord + Clone> Receiver<S> {
         let Some(entry) = self.slab.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
+        let held = entry.stream.held_bytes();
+        if held != entry.indexed_held {
+            if entry.indexed_held > 0 {
+                self.by_held.remove(&(entry.indexed_held, i));
+            }
+            if held > 0 {
+                self.by_held.insert((held, i));
+            }
+            self.held_total = self.held_total - entry.indexed_held + held;
+            entry.indexed_held = held;
+        }
         let idle = entry.idle_check;
         let deadline = Some(entry.stream.poll_timeout().map_or(idle, |d| d.min(idle)));
         if deadline != entry.deadline {
@@ -350,6 +407,9 @@ impl<S: Ord + Clone> Receiver<S> {
             self.refresh(i);
         }
         self.due = due;
+        if self.held_total > self.config.max_held_bytes_total {
+            self.shed();
+        }
     }
 
     /// The next deadline over all sources (exact for the streams' timers; see the module

@@ -110,6 +110,9 @@ pub struct StreamStats {
     pub stale_emergency: u64,
     /// Records dropped because holding them would exceed the byte budget.
     pub over_budget: u64,
+    /// Times the stream gave up its oldest held bytes for the receiver's budget over all
+    /// sources ([`ReceiverConfig::max_held_bytes_total`](crate::ReceiverConfig::max_held_bytes_total)).
+    pub shed: u64,
     /// Response packets produced.
     pub responses: u64,
     /// Sequence numbers asked for again (each time counted).
@@ -135,6 +138,7 @@ impl core::ops::AddAssign for StreamStats {
         self.emergency += o.emergency;
         self.stale_emergency += o.stale_emergency;
         self.over_budget += o.over_budget;
+        self.shed += o.shed;
         self.responses += o.responses;
         self.requested += o.requested;
     }
@@ -190,7 +194,7 @@ struct Held {
 const BLOCK: usize = 128;
 
 /// Pool entries kept when the pool empties; above it the pool is given back.
-const POOL_KEEP: usize = 256;
+const POOL_KEEP: usize = 64;
 
 /// The whole datagrams held in the window, in one slab: entry `i` and block `i` (`BLOCK`
 /// bytes at `i * BLOCK`) go together, free entries are reused. Holding a record behind a hole
@@ -496,6 +500,13 @@ impl Stream {
 
     /// [`Stream::memory_bound`] for a configuration.
     pub fn memory_bound_for(config: &StreamConfig) -> usize {
+        let config = config.clone().normalized();
+        Self::fixed_bound(&config) + Self::held_bound(config.max_held_bytes)
+    }
+
+    /// The part of [`Stream::memory_bound_for`] that does not grow with the held bytes: the
+    /// ring and what is sized by it, and the output buffer kept between drains.
+    pub(crate) fn fixed_bound(config: &StreamConfig) -> usize {
         use core::mem::size_of;
         let config = config.clone().normalized();
         let slots = config.slots;
@@ -505,20 +516,42 @@ impl Stream {
             + 2 * NODE_OVERHEAD
             + 2 * size_of::<Range<u64>>()
             + 4 * size_of::<(u64, u64, u64, u64)>();
-        // Output: events of at most `slots + OUT_OF_ORDER_MAX + 4` (header bytes each below 64
-        // KiB) and the held bytes plus one datagram, doubled for vector growth.
+        // Output: events of at most `slots + OUT_OF_ORDER_MAX + 4`, doubled for vector growth.
         let output_events = 2 * (slots + OUT_OF_ORDER_MAX + 4) * 96;
-        let output_bytes = 2 * (config.max_held_bytes + 2 * 65_536);
         slots * per_slot
             + (slots * DELIVERED_SPAN).div_ceil(64) * 8
-            + config.max_held_bytes
-            + HeldPool::memory_bound(
-                (slots).min(config.max_held_bytes / core::mem::size_of::<Held>() + 1),
-            )
+            + HeldPool::memory_bound(slots.min(config.max_held_bytes / size_of::<Held>() + 1))
             + (OUT_OF_ORDER_MAX + 1) * size_of::<OutOfOrder>()
             + output_events
-            + output_bytes.max(1 << 20)
+            + (1 << 20)
             + 65_536
+    }
+
+    /// The part of [`Stream::memory_bound_for`] that grows with `held` bytes held: the bytes,
+    /// and the output buffer that holds them (and one datagram) once retired until polled,
+    /// doubled for vector growth.
+    pub(crate) fn held_bound(held: usize) -> usize {
+        held.saturating_add(held.saturating_add(2 * 65_536).saturating_mul(2))
+    }
+
+    /// Gives up the oldest held bytes (from the tail: complete records delivered, holes
+    /// reported [`Event::Lost`], incomplete records [`Event::Incomplete`]; then buffered
+    /// out-of-order records) until at least `bytes` are freed or nothing is held. For the
+    /// receiver's budget over all sources.
+    pub(crate) fn shed(&mut self, bytes: usize) {
+        let target = self.held_bytes.saturating_sub(bytes);
+        self.stats.shed += 1;
+        while self.held_bytes > target {
+            if self.tail < self.head {
+                let point = self.next_retire_point(self.head);
+                self.force_retire_to(point);
+            } else if !self.oos.is_empty() {
+                self.release_oldest_oos(false);
+            } else {
+                break;
+            }
+        }
+        self.retire();
     }
 
     fn bits(&self) -> u64 {

@@ -199,3 +199,149 @@ fn an_active_source_is_not_evicted_and_its_idle_check_rearms() {
     rx.handle_timeout(t(90_000));
     assert_eq!(drain_rx(&mut rx), [(7, Ev::Evicted)]);
 }
+
+/// One held record's cost in [`Receiver::held_bytes`] (its bytes and bookkeeping), for
+/// records `rec(seq, seq)` with three-digit numbers (all the same length).
+fn held_cost() -> usize {
+    let mut rx: Receiver<u8> = Receiver::new(ReceiverConfig::default());
+    rx.handle_datagram(t(1), &0, &rec(100, 100));
+    rx.handle_datagram(t(1), &0, &rec(102, 102));
+    rx.held_bytes()
+}
+
+#[test]
+fn over_the_total_budget_the_source_holding_most_gives_up_its_oldest_bytes() {
+    let cost = held_cost();
+    assert!(cost > rec(102, 102).len());
+    let mut config = ReceiverConfig::default();
+    config.max_held_bytes_total = 10 * cost;
+    let mut rx: Receiver<u8> = Receiver::new(config);
+    // Source 1 holds 6 records behind its hole at 101, source 2 holds 3 behind 201.
+    rx.handle_datagram(t(1), &1, &rec(100, 100));
+    for seq in 102..108 {
+        rx.handle_datagram(t(1), &1, &rec(seq, seq));
+    }
+    rx.handle_datagram(t(1), &2, &rec(200, 200));
+    for seq in 202..205 {
+        rx.handle_datagram(t(1), &2, &rec(seq, seq));
+    }
+    assert_eq!(rx.held_bytes(), 9 * cost);
+    assert_eq!(
+        drain_rx(&mut rx),
+        [(1, Ev::Rec(100, body(100))), (2, Ev::Rec(200, body(200)))]
+    );
+    // The tenth held record fits.
+    rx.handle_datagram(t(2), &2, &rec(205, 205));
+    assert_eq!(rx.held_bytes(), 10 * cost);
+    assert!(drain_rx(&mut rx).is_empty());
+    // The eleventh does not: source 1 (6 held, source 2 has 5) gives up its hole and its
+    // oldest record; the rest of its window is then complete and comes out in order.
+    rx.handle_datagram(t(2), &2, &rec(206, 206));
+    let mut expected = vec![(1, Ev::Lost(101..102))];
+    expected.extend((102..108).map(|seq| (1, Ev::Rec(seq, body(seq)))));
+    assert_eq!(drain_rx(&mut rx), expected);
+    assert_eq!(rx.held_bytes(), 5 * cost);
+    assert_eq!(rx.stream(&1).unwrap().held_bytes(), 0);
+    assert_eq!(rx.stream(&1).unwrap().window(), 108..108);
+    assert_eq!(rx.stream(&2).unwrap().held_bytes(), 5 * cost);
+    assert_eq!(rx.stream(&1).unwrap().stats().shed, 1);
+    assert_eq!(rx.stats().streams.shed, 1);
+    assert_eq!(rx.stats().streams.over_budget, 0);
+    // Source 2's hole is asked for and given up as usual.
+    rx.handle_timeout(t(30_002));
+    let mut expected = vec![(2, Ev::Lost(201..202))];
+    expected.extend((202..207).map(|seq| (2, Ev::Rec(seq, body(seq)))));
+    assert_eq!(drain_rx(&mut rx), expected);
+    assert_eq!(rx.held_bytes(), 0);
+}
+
+#[test]
+fn many_sources_opening_holes_stay_within_the_total_budget_and_lose_nothing_silently() {
+    const SOURCES: u16 = 32;
+    const BUDGET: usize = 64 * 1024;
+    let seqs = 1000u64..1400;
+    let mut config = ReceiverConfig::default();
+    config.stream.slots = 512;
+    config.stream.retransmit_stride = 64;
+    config.max_sources = usize::from(SOURCES);
+    config.max_held_bytes_total = BUDGET;
+    let mut rx: Receiver<u16> = Receiver::new(config);
+    let bound = rx.memory_bound();
+    let mut delivered: Vec<Vec<u64>> = vec![Vec::new(); usize::from(SOURCES)];
+    let mut lost: Vec<Vec<u64>> = vec![Vec::new(); usize::from(SOURCES)];
+    let mut collect = |rx: &mut Receiver<u16>| {
+        for (source, event) in drain_rx(rx) {
+            let s = usize::from(source);
+            match event {
+                Ev::Rec(seq, bytes) => {
+                    assert_eq!(bytes, body(seq));
+                    delivered[s].push(seq);
+                }
+                Ev::Lost(range) => lost[s].extend(range),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    let check = |rx: &Receiver<u16>| {
+        let held = rx.held_bytes();
+        assert!(held <= BUDGET, "{held} held");
+        let sum: usize = (0..SOURCES)
+            .filter_map(|s| rx.stream(&s))
+            .map(ncrx_core::Stream::held_bytes)
+            .sum();
+        assert_eq!(held, sum);
+        assert!(rx.memory_used() <= bound);
+        held
+    };
+    let mut now = t(1);
+    let mut peak = 0;
+    for seq in seqs.clone() {
+        now += Duration::from_micros(100);
+        for source in 0..SOURCES {
+            // Every source misses every seventh record, each at another place.
+            if (seq + u64::from(source)) % 7 != 3 || seq == seqs.start || seq == seqs.end - 1 {
+                rx.handle_datagram(now, &source, &rec(seq, seq));
+                peak = peak.max(check(&rx));
+                collect(&mut rx);
+            }
+        }
+    }
+    // Without the budget, each source would hold about 340 records by now.
+    assert!(peak > BUDGET - 2 * held_cost(), "peak {peak}");
+    assert!(rx.stats().streams.shed > 0);
+    rx.handle_timeout(now + Duration::from_secs(31));
+    check(&rx);
+    collect(&mut rx);
+    assert_eq!(rx.held_bytes(), 0);
+    for s in 0..usize::from(SOURCES) {
+        // In order, once each, and every number either delivered or reported lost.
+        assert!(delivered[s].windows(2).all(|w| w[0] < w[1]), "source {s}");
+        let mut all: Vec<u64> = delivered[s].iter().chain(&lost[s]).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, seqs.clone().collect::<Vec<_>>(), "source {s}");
+        // Exactly the missing ones are lost: shedding gives up holes, never records.
+        let missing: Vec<u64> = seqs
+            .clone()
+            .filter(|&q| (q + s as u64) % 7 == 3 && q != seqs.start && q != seqs.end - 1)
+            .collect();
+        assert_eq!(lost[s], missing, "source {s}");
+    }
+    assert_eq!(rx.stats().streams.over_budget, 0);
+}
+
+#[test]
+fn the_default_total_budget_bounds_the_default_receiver() {
+    let config = ReceiverConfig::default();
+    assert_eq!(config.max_held_bytes_total, 256 << 20);
+    assert_eq!(config.stream.max_held_bytes, 16 << 20);
+    let bounded: Receiver = Receiver::new(config.clone());
+    let mut unbounded = config;
+    unbounded.max_held_bytes_total = usize::MAX;
+    let unbounded: Receiver = Receiver::new(unbounded);
+    // 1025 sources (one draining) of 16 MiB each, three times over (held, output, growth),
+    // against 256 MiB three times over: 47 GiB less.
+    let saved = unbounded.memory_bound() - bounded.memory_bound();
+    let per_source = 3 * (16 << 20) + 4 * 65_536;
+    let total = 3 * (256 << 20) + 4 * 65_536;
+    assert_eq!(saved, 1025 * per_source - total);
+}
