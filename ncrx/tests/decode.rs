@@ -107,6 +107,25 @@ fn sample_decodes_to_the_kernels_records() {
 }
 
 #[test]
+fn a_truncated_capture_gives_what_came_before_and_exit_5() {
+    // The sample's last frame (record #715) cut short: every record before it comes out,
+    // then the exit code says the capture was truncated.
+    let dir = scratch("decode-truncated");
+    let pcap = dir.join("cut.pcap");
+    let bytes =
+        std::fs::read(common::data("linux-7.3-ext-seq700-715").join("frames.pcap")).unwrap();
+    std::fs::write(&pcap, &bytes[..bytes.len() - 20]).unwrap();
+    let (code, stdout, stderr) = parts(&run(&["decode", pcap.to_str().unwrap()], b""));
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("capture truncated"), "{stderr}");
+    assert_eq!(stdout.lines().count(), 15, "{stdout}");
+    assert!(
+        stdout.lines().last().unwrap().contains(" #714 "),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn kernel_captures_decode_to_the_kernels_records() {
     let Some(root) = shared_captures() else {
         return;
