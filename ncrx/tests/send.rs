@@ -194,6 +194,38 @@ fn plain_sample_in_the_repository_reproduces_byte_for_byte() {
 }
 
 #[test]
+fn ipv6_kernel_captures_reproduce_byte_for_byte() {
+    // Two targets over IPv6: extended [2001:db8::1]:6665 -> :6666, plain :6667 -> :6668.
+    // Each target's frames are compared (the kernel's consoles do not interleave them
+    // record by record).
+    let Some(root) = shared_captures() else {
+        return;
+    };
+    let mac = "52:54:00:12:34:56";
+    let ext = format!("+6665@2001:db8::1/{mac},6666@2001:db8::2/52:54:00:12:34:57");
+    let plain = format!("6667@2001:db8::1/{mac},6668@2001:db8::2/52:54:00:12:34:57");
+    for kernel in ["linux-6.1", "linux-7.3"] {
+        let dir = root.join(kernel).join("ipv6");
+        let pcap = dir.join("frames.pcap");
+        let frames = reproduce(&dir.join("kmsg.raw"), &pcap, &ext, &[], 6666);
+        assert!(frames > 700, "{kernel}: {frames}");
+        let kmsg = scratch("ipv6").join("kmsg");
+        std::fs::write(
+            &kmsg,
+            kmsg_with_whole_texts(&std::fs::read(dir.join("kmsg.raw")).unwrap()),
+        )
+        .unwrap();
+        let buffer = if kernel == "linux-6.1" {
+            "1024"
+        } else {
+            "2048"
+        };
+        let frames = reproduce(&kmsg, &pcap, &plain, &["--console-buffer", buffer], 6668);
+        assert!(frames > 700, "{kernel}: {frames}");
+    }
+}
+
+#[test]
 fn plain_kernel_captures_reproduce_byte_for_byte() {
     let Some(root) = shared_captures() else {
         return;
