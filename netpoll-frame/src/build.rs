@@ -3,8 +3,9 @@
 //! A [`FrameBuilder`] is configured once per target ([`FrameConfig`]): addresses, ports, an
 //! optional 802.1Q tag, the IPv4 identification policy and the UDP checksum policy. It lays out
 //! the constant part of the headers and the constant part of both checksums once; building a
-//! frame then copies that template, fills in the lengths and the id, sums the payload and writes
-//! the result into the caller's buffer. Nothing is allocated.
+//! frame then copies the payload into the caller's buffer while it sums it (one pass over the
+//! payload), copies the header template in front of it and fills in the lengths, the id and the
+//! two checksums, each from its precomputed part and the per-frame values. Nothing is allocated.
 //!
 //! The values are the kernel's: IPv4 version 4, IHL 5, tos 0, DF clear, fragment offset 0,
 //! ttl 64, protocol 17; IPv6 traffic class 0, flow label 0, hop limit 32, next header 17; a UDP
@@ -50,9 +51,16 @@ pub const NETCONSOLE_DESTINATION_PORT: u16 = 6666;
 pub const MAX_IPV4_UDP_PAYLOAD: usize = 65_507;
 /// The largest UDP payload in an IPv6 packet without jumbogram: 65535 - 8.
 pub const MAX_IPV6_UDP_PAYLOAD: usize = 65_527;
+/// Where the IP header starts after an 802.1Q tag.
+const TAGGED_IP: usize = ETHERNET_HEADER_LEN + VLAN_HEADER_LEN;
+/// The bytes before the payload: Ethernet, IPv4, UDP.
+const IPV4_HEADERS: usize = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN;
+/// The bytes before the payload: Ethernet, 802.1Q, IPv4, UDP.
+const TAGGED_IPV4_HEADERS: usize = TAGGED_IP + IPV4_HEADER_LEN + UDP_HEADER_LEN;
+/// The bytes before the payload: Ethernet, IPv6, UDP.
+const IPV6_HEADERS: usize = ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + UDP_HEADER_LEN;
 /// The longest header a builder writes: Ethernet, 802.1Q, IPv6, UDP.
-const MAX_HEADER_LEN: usize =
-    ETHERNET_HEADER_LEN + VLAN_HEADER_LEN + IPV6_HEADER_LEN + UDP_HEADER_LEN;
+const MAX_HEADER_LEN: usize = TAGGED_IP + IPV6_HEADER_LEN + UDP_HEADER_LEN;
 
 /// How the IPv4 identification field is filled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +162,6 @@ pub enum BuildError {
 pub struct FrameBuilder {
     /// The headers with every per-frame field zero.
     template: [u8; MAX_HEADER_LEN],
-    /// Where the IP header starts in `template`.
-    ip_offset: usize,
     /// Where the UDP header starts (and the header part ends: this plus 8).
     udp_offset: usize,
     ipv6: bool,
@@ -249,7 +255,6 @@ impl FrameBuilder {
 
         Ok(Self {
             template,
-            ip_offset,
             udp_offset,
             ipv6,
             ip_id: config.ip_id,
@@ -299,6 +304,7 @@ impl FrameBuilder {
     ///
     /// The IPv4 id comes from the builder's [`IpIdPolicy`]; a counter advances only when a
     /// frame is written.
+    #[inline]
     pub fn build(&mut self, payload: &[u8], buf: &mut [u8]) -> Result<usize, BuildError> {
         let id = self.next_ip_id().unwrap_or(0);
         let len = self.build_with_ip_id(id, payload, buf)?;
@@ -311,6 +317,7 @@ impl FrameBuilder {
     /// Writes a frame like [`FrameBuilder::build`] with the IPv4 id given by the caller (the
     /// kernel's counter is one per machine, shared by all its targets), without touching the
     /// builder's own counter. The id is ignored for IPv6.
+    #[inline]
     pub fn build_with_ip_id(
         &self,
         ip_id: u16,
@@ -324,43 +331,77 @@ impl FrameBuilder {
                 available: buf.len(),
             });
         };
-        let header_len = self.header_len();
-        let (headers, body) = frame.split_at_mut(header_len);
-        headers.copy_from_slice(&self.template[..header_len]);
-        body.copy_from_slice(payload);
-
-        // Both fit in u16: frame_len checked the payload against the IP version's maximum.
+        let (headers, body) = frame.split_at_mut(self.header_len());
+        // Fits in u16: frame_len checked the payload against the IP version's maximum.
         let udp_len = (UDP_HEADER_LEN + payload.len()) as u16;
-        let udp = self.udp_offset;
-        headers[udp + 4..udp + 6].copy_from_slice(&udp_len.to_be_bytes());
-        if self.ipv6 {
-            let ip = self.ip_offset;
-            headers[ip + 4..ip + 6].copy_from_slice(&udp_len.to_be_bytes());
-        } else {
-            let ip = self.ip_offset;
-            let total_len = (IPV4_HEADER_LEN + usize::from(udp_len)) as u16;
-            headers[ip + 2..ip + 4].copy_from_slice(&total_len.to_be_bytes());
-            headers[ip + 4..ip + 6].copy_from_slice(&ip_id.to_be_bytes());
-            let mut sum = self.ipv4_header_sum;
-            sum.add_u16(total_len);
-            sum.add_u16(ip_id);
-            headers[ip + 10..ip + 12].copy_from_slice(&sum.finish().to_be_bytes());
-        }
         let udp_checksum = match self.udp_checksum {
-            UdpChecksumPolicy::Zero => 0,
+            UdpChecksumPolicy::Zero => {
+                body.copy_from_slice(payload);
+                0
+            }
             UdpChecksumPolicy::Compute => {
                 let mut sum = self.udp_sum;
                 // Once in the pseudo-header, once in the UDP header.
                 sum.add_u16(udp_len);
                 sum.add_u16(udp_len);
-                sum.add_bytes(payload);
+                // The payload is summed from the words loaded to copy it: one pass over it.
+                sum.add_copy(payload, body);
                 match sum.finish() {
                     0 => 0xFFFF,
                     value => value,
                 }
             }
         };
-        headers[udp + 6..udp + 8].copy_from_slice(&udp_checksum.to_be_bytes());
+        let fields = Fields {
+            ip_id,
+            udp_len,
+            udp_checksum,
+        };
+        // The header length tells the layout apart: each is written with constant offsets.
+        match headers.len() {
+            IPV4_HEADERS => {
+                self.write_headers::<ETHERNET_HEADER_LEN, IPV4_HEADERS>(headers, fields);
+            }
+            IPV6_HEADERS => {
+                self.write_headers::<ETHERNET_HEADER_LEN, IPV6_HEADERS>(headers, fields);
+            }
+            TAGGED_IPV4_HEADERS => {
+                self.write_headers::<TAGGED_IP, TAGGED_IPV4_HEADERS>(headers, fields);
+            }
+            _ => self.write_headers::<TAGGED_IP, MAX_HEADER_LEN>(headers, fields),
+        }
         Ok(frame_len)
     }
+
+    /// Writes the `LEN` header bytes of a frame whose IP header starts at `IP`: the template,
+    /// then the fields that change per frame.
+    #[inline]
+    fn write_headers<const IP: usize, const LEN: usize>(&self, headers: &mut [u8], fields: Fields) {
+        let Some(headers) = headers.first_chunk_mut::<LEN>() else {
+            return;
+        };
+        headers.copy_from_slice(&self.template[..LEN]);
+        let udp = LEN - UDP_HEADER_LEN;
+        headers[udp + 4..udp + 6].copy_from_slice(&fields.udp_len.to_be_bytes());
+        headers[udp + 6..udp + 8].copy_from_slice(&fields.udp_checksum.to_be_bytes());
+        if udp - IP == IPV6_HEADER_LEN {
+            headers[IP + 4..IP + 6].copy_from_slice(&fields.udp_len.to_be_bytes());
+        } else {
+            let total_len = fields.udp_len + IPV4_HEADER_LEN as u16;
+            let mut sum = self.ipv4_header_sum;
+            sum.add_u16(total_len);
+            sum.add_u16(fields.ip_id);
+            headers[IP + 2..IP + 4].copy_from_slice(&total_len.to_be_bytes());
+            headers[IP + 4..IP + 6].copy_from_slice(&fields.ip_id.to_be_bytes());
+            headers[IP + 10..IP + 12].copy_from_slice(&sum.finish().to_be_bytes());
+        }
+    }
+}
+
+/// The header fields that change from frame to frame.
+#[derive(Clone, Copy)]
+struct Fields {
+    ip_id: u16,
+    udp_len: u16,
+    udp_checksum: u16,
 }

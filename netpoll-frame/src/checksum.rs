@@ -91,6 +91,15 @@ impl Checksum {
         self.odd ^= data.len() % 2 == 1;
     }
 
+    /// Copies `src` into `dst` (of the same length) and adds the bytes, as
+    /// [`Checksum::add_bytes`] would, in one pass over them.
+    #[inline]
+    pub(crate) fn add_copy(&mut self, src: &[u8], dst: &mut [u8]) {
+        let piece = copy_sum_be(src, dst);
+        self.add_piece(piece);
+        self.odd ^= src.len() % 2 == 1;
+    }
+
     /// Adds the two bytes of `word` in network order (big-endian), as if they followed the
     /// bytes added so far; e.g. a header field given as its numeric value.
     pub fn add_u16(&mut self, word: u16) {
@@ -264,9 +273,12 @@ fn sum_be(data: &[u8]) -> u16 {
 //   overflow at any length.
 //   - `sum_lanes` (the default, SSE2): 16 lanes side by side over 64-byte steps, which the
 //     SLP vectoriser turns into four 128-bit loads per step (measured best for SSE2).
-//   - `sum_streams` (when AVX2 is enabled at compile time, e.g. `-C target-cpu=native`):
-//     four contiguous streams in one loop, which the loop vectoriser widens to 256 bits; the
-//     lane form is vectorised across steps with gathers there, and is slow.
+//   - `sum_pair` (when AVX2 is enabled at compile time, e.g. `-C target-cpu=native`): one
+//     pair of accumulators over the words in order, which the loop vectoriser widens to
+//     256-bit registers (four of each); the lane form is vectorised across steps with gathers
+//     there, and is slow.
+// - `copy_sum_be` (for the frame builder) copies the bytes while it sums them, from the words
+//   the sum has loaded: one pass over the payload instead of a `memcpy` and a sum.
 // The choice is made at compile time; safe code cannot dispatch on CPU features at run time.
 
 /// Below this many bytes the scalar add-with-carry chain beats the vector code.
@@ -349,86 +361,169 @@ const fn fold_small(x: u32) -> u16 {
 #[inline(never)]
 fn sum_wide(data: &[u8]) -> u64 {
     if cfg!(target_feature = "avx2") {
-        sum_streams(data)
+        sum_pair(data)
     } else {
         sum_lanes(data)
     }
+}
+
+/// Copies `src` into `dst` (of the same length) and returns the sum of the bytes as
+/// [`sum_be`] does, in one pass over the bytes from `SMALL` bytes on.
+#[inline]
+pub(crate) fn copy_sum_be(src: &[u8], dst: &mut [u8]) -> u16 {
+    let ne = if src.len() < SMALL {
+        dst.copy_from_slice(src);
+        fold_small(sum_small(src))
+    } else {
+        fold(copy_sum_wide(src, dst))
+    };
+    u16::from_be_bytes(ne.to_ne_bytes())
+}
+
+/// The copy and sum of `SMALL` bytes or more, out of line.
+#[inline(never)]
+fn copy_sum_wide(src: &[u8], dst: &mut [u8]) -> u64 {
+    if cfg!(target_feature = "avx2") {
+        copy_sum_pair(src, dst)
+    } else {
+        copy_sum_lanes(src, dst)
+    }
+}
+
+/// Folds the high half of a running total into its low half: congruent modulo 0xffff (2^32 is
+/// congruent to 1) and, for any total below 2^63, below 2^33 afterwards.
+#[inline]
+const fn reduce(total: u64) -> u64 {
+    (total & 0xffff_ffff) + (total >> 32)
+}
+
+/// The exact sum of the low and high 16-bit halves of some `u32` words, from the wrapping sum
+/// of the words (`all`) and the sum of their high halves (`high`), both below 2^32 exactly:
+/// `all` = low + 2^16 * high (mod 2^32).
+#[inline]
+fn halves(all: u32, high: u32) -> u64 {
+    u64::from(all.wrapping_sub(high << 16)) + u64::from(high)
 }
 
 /// `u32` lanes summed side by side in one step of `sum_lanes`.
 const LANES: usize = 16;
 /// Bytes consumed by one step of `sum_lanes`.
 const STEP: usize = 4 * LANES;
-/// Steps per block of `sum_lanes`: 16 lanes * 4096 steps = 2^16 words, so even the sums of
-/// the halves over all lanes stay below 2^32 (65 536 * 65 535 < 2^32).
-const BLOCK_STEPS: usize = 1 << 12;
+/// Bytes per block of `sum_lanes` and `sum_pair`: 2^16 words, so even the sums of the halves
+/// over all lanes stay below 2^32 (65 536 * 65 535 < 2^32).
+const BLOCK: usize = 4 << 16;
+
+/// Reads the `LANES` native-endian words of a `STEP`-byte chunk.
+#[inline]
+fn load_step(step: &[u8]) -> [u32; LANES] {
+    core::array::from_fn(|i| ne_u32(&step[4 * i..4 * i + 4]))
+}
+
+/// The exact sum of the halves of the words added into `all` and `high` by `sum_lanes`, for
+/// at most one `BLOCK`.
+#[inline]
+fn lane_halves(all: &[u32; LANES], high: &[u32; LANES]) -> u64 {
+    let (mut a, mut h) = (0u32, 0u32);
+    for i in 0..LANES {
+        a = a.wrapping_add(all[i]);
+        h = h.wrapping_add(high[i]);
+    }
+    halves(a, h)
+}
 
 /// The wide sum for the default target; see the notes above `SMALL`.
 #[inline]
 fn sum_lanes(data: &[u8]) -> u64 {
-    let mut total = 0u64;
-    let mut rest = data;
-    while rest.len() >= STEP {
-        let steps = (rest.len() / STEP).min(BLOCK_STEPS);
-        let (block, tail) = rest.split_at(steps * STEP);
+    let (mut total, mut tail) = (0u64, &data[..0]);
+    for block in data.chunks(BLOCK) {
         let mut all = [0u32; LANES];
         let mut high = [0u32; LANES];
-        for step in block.chunks_exact(STEP) {
-            for (i, w) in step.chunks_exact(4).enumerate() {
-                let w = ne_u32(w);
-                all[i] = all[i].wrapping_add(w);
-                high[i] = high[i].wrapping_add(w >> 16);
+        let mut steps = block.chunks_exact(STEP);
+        for step in &mut steps {
+            let words = load_step(step);
+            for i in 0..LANES {
+                all[i] = all[i].wrapping_add(words[i]);
+                high[i] = high[i].wrapping_add(words[i] >> 16);
             }
         }
-        let (mut a, mut h) = (0u32, 0u32);
-        for i in 0..LANES {
-            a = a.wrapping_add(all[i]);
-            h = h.wrapping_add(high[i]);
-        }
-        // a = low + 2^16 * high (mod 2^32), and both sums are below 2^32.
-        total += u64::from(a.wrapping_sub(h << 16)) + u64::from(h);
-        // Keep the total below 2^33 (congruent, since 2^32 is congruent to 1).
-        total = (total & 0xffff_ffff) + (total >> 32);
-        rest = tail;
+        total = reduce(total + lane_halves(&all, &high));
+        tail = steps.remainder();
     }
+    total + u64::from(sum_small(tail))
+}
+
+/// `sum_lanes` that also copies each step into `dst` from the words it has loaded.
+#[inline]
+fn copy_sum_lanes(src: &[u8], dst: &mut [u8]) -> u64 {
+    let mut total = 0u64;
+    let (mut rest, mut out) = (src, dst);
+    while rest.len() >= STEP {
+        let len = rest.len().min(BLOCK) / STEP * STEP;
+        let (block, tail) = rest.split_at(len);
+        let (out_block, out_tail) = out.split_at_mut(len);
+        let mut all = [0u32; LANES];
+        let mut high = [0u32; LANES];
+        for (step, out) in block
+            .chunks_exact(STEP)
+            .zip(out_block.chunks_exact_mut(STEP))
+        {
+            let words = load_step(step);
+            for (out, word) in out.chunks_exact_mut(4).zip(words) {
+                out.copy_from_slice(&word.to_ne_bytes());
+            }
+            for i in 0..LANES {
+                all[i] = all[i].wrapping_add(words[i]);
+                high[i] = high[i].wrapping_add(words[i] >> 16);
+            }
+        }
+        total = reduce(total + lane_halves(&all, &high));
+        rest = tail;
+        out = out_tail;
+    }
+    out.copy_from_slice(rest);
     total + u64::from(sum_small(rest))
 }
 
-/// Words per stream per block of `sum_streams`: each `u32` accumulator adds at most 2^16
-/// values below 2^16.
-const STREAM_WORDS: usize = 1 << 16;
-
-/// The wide sum when AVX2 is enabled at compile time; see the notes above `SMALL`.
+/// The wide sum when AVX2 is enabled at compile time: one pair of accumulators over the words
+/// in order, which the loop vectoriser widens (8 lanes, 4 registers each); see the notes above
+/// `SMALL`.
 #[inline]
-fn sum_streams(data: &[u8]) -> u64 {
-    let mut total = 0u64;
-    let mut rest = data;
-    while rest.len() >= 16 {
-        let q = 4 * (rest.len() / 16).min(STREAM_WORDS);
-        let (block, tail) = rest.split_at(4 * q);
-        let (s0, r) = block.split_at(q);
-        let (s1, r) = r.split_at(q);
-        let (s2, s3) = r.split_at(q);
-        let mut all = [0u32; 4];
-        let mut high = [0u32; 4];
-        let streams = s0.chunks_exact(4).zip(s1.chunks_exact(4));
-        let streams = streams.zip(s2.chunks_exact(4)).zip(s3.chunks_exact(4));
-        for (((w0, w1), w2), w3) in streams {
-            for (i, w) in [ne_u32(w0), ne_u32(w1), ne_u32(w2), ne_u32(w3)]
-                .into_iter()
-                .enumerate()
-            {
-                all[i] = all[i].wrapping_add(w);
-                high[i] = high[i].wrapping_add(w >> 16);
-            }
+fn sum_pair(data: &[u8]) -> u64 {
+    let (mut total, mut tail) = (0u64, &data[..0]);
+    for block in data.chunks(BLOCK) {
+        let (mut all, mut high) = (0u32, 0u32);
+        let mut words = block.chunks_exact(4);
+        for word in &mut words {
+            let word = ne_u32(word);
+            all = all.wrapping_add(word);
+            high = high.wrapping_add(word >> 16);
         }
-        for i in 0..4 {
-            total += u64::from(all[i].wrapping_sub(high[i] << 16)) + u64::from(high[i]);
-        }
-        total = (total & 0xffff_ffff) + (total >> 32);
-        rest = tail;
+        total = reduce(total + halves(all, high));
+        tail = words.remainder();
     }
-    total + u64::from(sum_small(rest))
+    total + u64::from(sum_small(tail))
+}
+
+/// `sum_pair` that also copies each word into `dst`.
+#[inline]
+fn copy_sum_pair(src: &[u8], dst: &mut [u8]) -> u64 {
+    let (mut total, mut tail) = (0u64, &src[..0]);
+    for (block, out) in src.chunks(BLOCK).zip(dst.chunks_mut(BLOCK)) {
+        let (mut all, mut high) = (0u32, 0u32);
+        let body = block.len() / 4 * 4;
+        let (words, rest) = block.split_at(body);
+        let (out, out_rest) = out.split_at_mut(body);
+        for (word, out) in words.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+            out.copy_from_slice(word);
+            let word = ne_u32(word);
+            all = all.wrapping_add(word);
+            high = high.wrapping_add(word >> 16);
+        }
+        out_rest.copy_from_slice(rest);
+        total = reduce(total + halves(all, high));
+        tail = rest;
+    }
+    total + u64::from(sum_small(tail))
 }
 
 #[cfg(test)]
@@ -528,29 +623,33 @@ mod tests {
         u64::from(sum_small(data))
     }
 
+    /// Runs a copying path into a buffer of other bytes and checks the copy.
+    fn copied(data: &[u8], path: fn(&[u8], &mut [u8]) -> u64) -> u64 {
+        let mut out = vec![0xa5; data.len()];
+        let sum = path(data, &mut out);
+        assert!(out == data, "copy differs at len {}", data.len());
+        sum
+    }
+
     /// A summing path, as the tests name it.
     type Path = fn(&[u8]) -> u64;
 
-    const PATHS: [(&str, Path); 3] = [
+    const PATHS: [(&str, Path); 6] = [
         ("small", small_path),
         ("lanes", sum_lanes),
-        ("streams", sum_streams),
+        ("pair", sum_pair),
+        ("copy lanes", |d| copied(d, copy_sum_lanes)),
+        ("copy pair", |d| copied(d, copy_sum_pair)),
+        ("copy wide", |d| copied(d, copy_sum_wide)),
     ];
 
     /// Sizes around every path's step and block boundaries, every length parity, for all
-    /// three paths whichever one this target uses.
+    /// paths whichever ones this target uses.
     #[test]
     fn boundaries_against_reference() {
-        let lane_block = STEP * BLOCK_STEPS;
-        let stream_block = 16 * STREAM_WORDS;
-        let data = noise(stream_block + 3 * STEP + 7, 7);
+        let data = noise(2 * BLOCK + 3 * STEP + 7, 7);
         let mut lens: Vec<usize> = (0..=SMALL + 2 * STEP + 5).collect();
-        for base in [
-            lane_block,
-            lane_block + STEP,
-            stream_block,
-            stream_block + 16,
-        ] {
+        for base in [BLOCK, BLOCK + STEP, 2 * BLOCK, 2 * BLOCK + 2 * STEP] {
             lens.extend(base - 3..=(base + 3).min(data.len()));
         }
         lens.push(data.len());
@@ -562,6 +661,9 @@ mod tests {
             }
             assert_eq!(sum_be(d), expected, "len {len}");
             assert_eq!(checksum(d), !expected, "len {len}");
+            let mut out = vec![0x5a; len];
+            assert_eq!(copy_sum_be(d, &mut out), expected, "len {len}");
+            assert!(out == d, "copy_sum_be, len {len}");
         }
     }
 
