@@ -316,6 +316,7 @@ pub(crate) struct ConsoleArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum SysdataField {
     /// ` cpu=<n>` (`cpu_nr_enabled`).
+    #[value(alias = "cpu_nr")]
     Cpu,
     /// ` taskname=<comm>` (`taskname_enabled`).
     Taskname,
@@ -354,7 +355,8 @@ pub(crate) struct ExtradataArgs {
 
 /// The longest userdata value the kernel takes (`MAX_USERDATA_VALUE_LENGTH`).
 pub(crate) const USERDATA_VALUE_MAX: usize = 200;
-/// The longest userdata key (a configfs item name, `MAX_USERDATA_NAME_LENGTH` less its NUL).
+/// The longest userdata key (`MAX_USERDATA_NAME_LENGTH`: a 256-byte entry less the value
+/// and the three bytes of ` =\n`).
 pub(crate) const USERDATA_KEY_MAX: usize = 53;
 
 /// `--userdata KEY=VALUE`.
@@ -479,7 +481,7 @@ mod tests {
             "--userdata",
             "empty=",
             "--sysdata",
-            "msgid,cpu",
+            "msgid,cpu_nr",
         ])
         .unwrap();
         let Command::Send(args) = cli.command else {
