@@ -18,7 +18,8 @@
 //!
 //! The report also gives the delivery delay of each record delivered (in order or late): the
 //! virtual time from the first transmission of its first datagram to the moment the receiver
-//! released it, as the 50th and 99th percentiles and the maximum. Without loss or reordering
+//! released it, as the 50th and 99th percentiles (from a fixed-size histogram, within 1/256)
+//! and the maximum. Without loss or reordering
 //! that is [`SimConfig::delay`]; retransmissions after a loss add the receiver's and the
 //! sender's timers.
 //!
@@ -160,7 +161,8 @@ pub struct SimReport {
     pub violations: Vec<String>,
     /// Delivery delay, 50th percentile (nearest rank) over the records delivered in order or
     /// late: virtual time from the first transmission of the record to its release by the
-    /// receiver. Zero when nothing was delivered.
+    /// receiver, as the lower bound of its histogram bucket (within 1/256 of the value, never
+    /// below the smallest delay). Zero when nothing was delivered.
     pub delay_p50: Duration,
     /// Delivery delay, 99th percentile (nearest rank).
     pub delay_p99: Duration,
