@@ -53,8 +53,8 @@ struct Source<S> {
     idle_check: Instant,
     /// This source's entry in `timers`.
     deadline: Option<Instant>,
-    /// Its held bytes when last indexed in `by_held` (where it is when non-zero) and
-    /// counted in `held_total`.
+    /// Its held bytes as counted in `held_total` (and its key in `by_held` when that index
+    /// is kept and this is non-zero).
     indexed_held: usize,
     queued_event: bool,
     queued_transmit: bool,
@@ -73,7 +73,13 @@ pub struct Receiver<S: Ord + Clone = SocketAddr> {
     timers: BTreeSet<(Instant, usize)>,
     /// Sources holding record bytes, by how many: the last one gives up bytes first when
     /// the total is over [`ReceiverConfig::max_held_bytes_total`].
+    /// Kept only while `indexing`, so that a receiver far within its budget (the usual
+    /// case) does no tree work per packet.
     by_held: BTreeSet<(usize, usize)>,
+    /// `by_held` is kept: from when `held_total` passes half the budget until it falls
+    /// below a quarter of it (rebuilt at the start, so each rebuild follows at least a
+    /// quarter budget of new held bytes).
+    indexing: bool,
     /// Record bytes held by all tracked sources.
     held_total: usize,
     ready_events: VecDeque<usize>,
@@ -99,6 +105,7 @@ impl<S: Ord + Clone> Receiver<S> {
             by_activity: BTreeSet::new(),
             timers: BTreeSet::new(),
             by_held: BTreeSet::new(),
+            indexing: false,
             held_total: 0,
             ready_events: VecDeque::new(),
             ready_transmits: VecDeque::new(),
@@ -237,6 +244,25 @@ impl<S: Ord + Clone> Receiver<S> {
         }
     }
 
+    /// Starts or stops keeping `by_held` as `held_total` crosses half or a quarter of the
+    /// budget.
+    fn index_held(&mut self) {
+        let budget = self.config.max_held_bytes_total;
+        if !self.indexing && self.held_total > budget / 2 {
+            self.indexing = true;
+            for (i, entry) in self.slab.iter().enumerate() {
+                if let Some(entry) = entry {
+                    if entry.indexed_held > 0 {
+                        self.by_held.insert((entry.indexed_held, i));
+                    }
+                }
+            }
+        } else if self.indexing && self.held_total < budget / 4 {
+            self.indexing = false;
+            self.by_held.clear();
+        }
+    }
+
     /// Brings the bytes held by all sources within [`ReceiverConfig::max_held_bytes_total`]:
     /// the source holding the most gives up its oldest held bytes, then the next one if
     /// that was not enough. Each source is asked once at most (it gives up what is needed
@@ -327,7 +353,9 @@ impl<S: Ord + Clone> Receiver<S> {
             self.timers.remove(&(deadline, i));
         }
         if entry.indexed_held > 0 {
-            self.by_held.remove(&(entry.indexed_held, i));
+            if self.indexing {
+                self.by_held.remove(&(entry.indexed_held, i));
+            }
             self.held_total -= entry.indexed_held;
         }
         // Stale entries of `i` in the ready queues are harmless: they are checked.
@@ -342,12 +370,15 @@ impl<S: Ord + Clone> Receiver<S> {
             return;
         };
         let held = entry.stream.held_bytes();
-        if held != entry.indexed_held {
-            if entry.indexed_held > 0 {
-                self.by_held.remove(&(entry.indexed_held, i));
-            }
-            if held > 0 {
-                self.by_held.insert((held, i));
+        let held_changed = held != entry.indexed_held;
+        if held_changed {
+            if self.indexing {
+                if entry.indexed_held > 0 {
+                    self.by_held.remove(&(entry.indexed_held, i));
+                }
+                if held > 0 {
+                    self.by_held.insert((held, i));
+                }
             }
             self.held_total = self.held_total - entry.indexed_held + held;
             entry.indexed_held = held;
@@ -370,6 +401,9 @@ impl<S: Ord + Clone> Receiver<S> {
         if !entry.queued_transmit && entry.stream.has_transmit() {
             entry.queued_transmit = true;
             self.ready_transmits.push_back(i);
+        }
+        if held_changed {
+            self.index_held();
         }
     }
 

@@ -253,6 +253,21 @@ fn over_the_total_budget_the_source_holding_most_gives_up_its_oldest_bytes() {
     expected.extend((202..207).map(|seq| (2, Ev::Rec(seq, body(seq)))));
     assert_eq!(drain_rx(&mut rx), expected);
     assert_eq!(rx.held_bytes(), 0);
+    // Once more from nothing held (the index of sources by held bytes is rebuilt): now
+    // source 2 holds the most (6 against 5) and gives up its hole first.
+    let now = t(30_003);
+    for seq in (208..214).chain(302..306) {
+        let source = if seq < 300 { 2 } else { 1 };
+        rx.handle_datagram(now, &source, &rec(seq, seq));
+    }
+    assert_eq!(rx.held_bytes(), 10 * cost);
+    assert!(drain_rx(&mut rx).is_empty());
+    rx.handle_datagram(now, &1, &rec(306, 306));
+    let mut expected = vec![(2, Ev::Lost(207..208))];
+    expected.extend((208..214).map(|seq| (2, Ev::Rec(seq, body(seq)))));
+    assert_eq!(drain_rx(&mut rx), expected);
+    assert_eq!(rx.held_bytes(), 5 * cost);
+    assert_eq!(rx.stats().streams.shed, 2);
 }
 
 #[test]
