@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use netconsole_proto::Datagram;
 
-/// Datagrams in flight at most (good and garbage), well under what the socket buffer holds.
+/// Datagrams in flight at most (good and garbage), well under what the socket buffer holds;
+/// `BURST_WINDOW` sets another (to look for the rate where the kernel starts dropping).
 const WINDOW: u64 = 512;
 
 /// Garbage that looks like extended records or responses but does not parse: each is counted
@@ -89,57 +90,74 @@ fn kernel_drops(port: u16) -> u64 {
 
 /// Reads the listener's stdout: each record line is "<source> #<seq> [<time>] <level> burst
 /// <seq>", and the numbers must be 1, 2, 3... with nothing else between. `seen` follows the
-/// count; the thread returns it at the end of the output.
-fn count_records(stdout: ChildStdout, seen: Arc<AtomicU64>) -> thread::JoinHandle<u64> {
+/// count of records in order; the thread returns it and the first line that broke the order
+/// (a loss, a record out of place), reading on to the end so that the listener never blocks.
+fn count_records(
+    stdout: ChildStdout,
+    seen: Arc<AtomicU64>,
+) -> thread::JoinHandle<(u64, Option<String>)> {
     thread::spawn(move || {
         let mut lines = BufReader::new(stdout);
         let mut line = String::new();
         let mut next = 1u64;
+        let mut unexpected = None;
         while lines.read_line(&mut line).unwrap() != 0 {
             let expected = format!(" #{next} ");
-            assert!(
-                line.contains(&expected) && line.trim_end().ends_with(&format!("burst {next}")),
-                "line {next}: {line:?}"
-            );
-            seen.store(next, Ordering::Release);
-            next += 1;
+            if unexpected.is_none()
+                && line.contains(&expected)
+                && line.trim_end().ends_with(&format!("burst {next}"))
+            {
+                seen.store(next, Ordering::Release);
+                next += 1;
+            } else if unexpected.is_none() {
+                unexpected = Some(format!("after {} records: {line:?}", next - 1));
+            }
             line.clear();
         }
-        next - 1
+        (next - 1, unexpected)
     })
 }
 
-#[test]
-fn a_burst_of_good_and_garbage_loses_nothing() {
-    for garbage in GARBAGE {
-        assert!(
-            Datagram::parse(garbage).is_err(),
-            "{garbage:?} must be malformed"
-        );
-    }
-    let total: u64 = std::env::var("BURST_DATAGRAMS").map_or(100_000, |v| v.parse().unwrap());
-    let good_count = total.div_ceil(2);
-    let garbage_count = total / 2;
+/// Whether the listener still runs and its output still follows the records sent.
+fn stalled(child: &mut Child, reader: &thread::JoinHandle<(u64, Option<String>)>) -> bool {
+    reader.is_finished() || child.try_wait().unwrap().is_some()
+}
 
-    let (mut child, port) = listener();
-    let stdout = child.stdout.take().unwrap();
-    let seen = Arc::new(AtomicU64::new(0));
-    let reader = count_records(stdout, Arc::clone(&seen));
-
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sender.connect(("127.0.0.1", port)).unwrap();
+/// Sends `total` datagrams to the connected `sender`, every other one a record and the rest
+/// garbage, never more than `window` ahead of the records `seen` on stdout; panics when the
+/// listener `stalled` or nothing came out for a long while.
+fn send_burst(
+    sender: &UdpSocket,
+    total: u64,
+    window: u64,
+    seen: &AtomicU64,
+    stalled: &mut dyn FnMut() -> bool,
+    port: u16,
+) {
     let mut datagram = Vec::with_capacity(64);
-    let started = Instant::now();
     let mut good_sent = 0u64;
     for i in 0..total {
         // In flight: every datagram sent after the last record seen on stdout (record `s`
         // was datagram `2s - 2`).
+        let mut waited = 0u32;
         loop {
             let through = (2 * seen.load(Ordering::Acquire)).saturating_sub(1);
-            let in_flight = i.saturating_sub(through);
-            if in_flight < WINDOW {
+            if i.saturating_sub(through) < window {
                 break;
             }
+            waited += 1;
+            assert!(
+                waited % 1000 != 0 || !stalled(),
+                "the listener stopped following after {} records (kernel drops {})",
+                seen.load(Ordering::Acquire),
+                kernel_drops(port)
+            );
+            assert!(
+                waited < 200_000,
+                "no record on stdout for a long while after {} (kernel drops {})",
+                seen.load(Ordering::Acquire),
+                kernel_drops(port)
+            );
             thread::sleep(Duration::from_micros(50));
         }
         if i % 2 == 0 {
@@ -155,9 +173,60 @@ fn a_burst_of_good_and_garbage_loses_nothing() {
                 .unwrap();
         }
     }
+}
+
+/// The listener, killed if the test fails before it ends it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.try_wait().is_ok_and(|status| status.is_none()) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn a_burst_of_good_and_garbage_loses_nothing() {
+    for garbage in GARBAGE {
+        assert!(
+            Datagram::parse(garbage).is_err(),
+            "{garbage:?} must be malformed"
+        );
+    }
+    let total: u64 = std::env::var("BURST_DATAGRAMS").map_or(100_000, |v| v.parse().unwrap());
+    let window: u64 = std::env::var("BURST_WINDOW").map_or(WINDOW, |v| v.parse().unwrap());
+    let good_count = total.div_ceil(2);
+    let garbage_count = total / 2;
+
+    let (child, port) = listener();
+    let mut running = Running(child);
+    let child = &mut running.0;
+    let stdout = child.stdout.take().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let reader = count_records(stdout, Arc::clone(&seen));
+
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.connect(("127.0.0.1", port)).unwrap();
+    let started = Instant::now();
+    send_burst(
+        &sender,
+        total,
+        window,
+        &seen,
+        &mut || stalled(child, &reader),
+        port,
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.load(Ordering::Acquire) < good_count {
-        assert!(Instant::now() < deadline, "records missing on stdout");
+        assert!(
+            Instant::now() < deadline && !stalled(child, &reader),
+            "records missing on stdout after {} (kernel drops {}, listener {:?})",
+            seen.load(Ordering::Acquire),
+            kernel_drops(port),
+            child.try_wait()
+        );
         thread::sleep(Duration::from_millis(1));
     }
     let elapsed = started.elapsed();
@@ -176,11 +245,11 @@ fn a_burst_of_good_and_garbage_loses_nothing() {
         .read_to_string(&mut report)
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0), "{report}");
-    assert_eq!(reader.join().unwrap(), good_count);
+    assert_eq!(reader.join().unwrap(), (good_count, None));
 
     let rate = u128::from(total) * 1_000_000 / elapsed.as_micros().max(1);
     println!(
-        "burst: {total} datagrams ({good_count} records, {garbage_count} garbage) in {:.2} s: {rate} datagrams/s sustained, window {WINDOW}, kernel drops {drops}",
+        "burst: {total} datagrams ({good_count} records, {garbage_count} garbage) in {:.2} s: {rate} datagrams/s sustained, window {window}, kernel drops {drops}",
         elapsed.as_secs_f64()
     );
     assert_eq!(
