@@ -185,7 +185,8 @@ pub enum HeaderError {
     /// An extra field is not `key=value` with a non-empty key.
     #[error("extra header field is not key=value")]
     MalformedExtra,
-    /// The fragment's bytes do not fit in its announced total.
+    /// The fragment's bytes do not fit in its announced total, or it has none (Linux never
+    /// sends an empty fragment: see [`Header::parse`]).
     #[error("ncfrag {offset}/{total} with {len} bytes does not fit its total")]
     FragmentOutOfRange {
         /// Announced offset.
@@ -755,6 +756,15 @@ mod tests {
                 offset: 10,
                 len: 3,
                 total: 12
+            })
+        );
+        // An empty fragment: Linux never sends one.
+        assert_eq!(
+            Header::parse(b"6,1,2,-,ncfrag=0/3;"),
+            Err(HeaderError::FragmentOutOfRange {
+                offset: 0,
+                len: 0,
+                total: 3
             })
         );
         assert_eq!(
