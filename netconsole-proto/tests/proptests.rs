@@ -273,6 +273,42 @@ proptest! {
 
     /// Arbitrary fragments never make the reassembly inconsistent.
     #[test]
+    fn a_partial_record_shows_exactly_what_arrived(
+        body in prop::collection::vec(any::<u8>(), 1000..6000),
+        order in Just((0..16usize).collect::<Vec<_>>()).prop_shuffle(),
+        kept in 1usize..16,
+    ) {
+        let mut msg = b"14,1234,5678901,c,caller=C2;".to_vec();
+        msg.extend_from_slice(&body);
+        let mut options = SendOptions::default();
+        options.release = Some(b"7.3.4");
+        let sent = datagrams(&msg, options);
+        let feed: Vec<&Vec<u8>> = order.iter().filter(|&&i| i < sent.len()).take(kept).map(|&i| &sent[i]).collect();
+        let first = ExtRecord::parse(feed[0]).unwrap();
+        let mut record = FragmentedRecord::new(&first, DEFAULT_MAX_TOTAL).unwrap();
+        for d in &feed[1..] {
+            record.push(&ExtRecord::parse(d).unwrap()).unwrap();
+        }
+        prop_assert_eq!(record.header(), first.header);
+        let partial = record.body();
+        let bytes = partial.bytes();
+        prop_assert_eq!(bytes.len(), body.len());
+        for range in partial.received_ranges() {
+            prop_assert_eq!(&bytes[range.clone()], &body[range]);
+        }
+        for range in partial.missing() {
+            prop_assert!(bytes[range].iter().all(|&b| b == 0));
+        }
+        let mut tiles: Vec<_> = partial.received_ranges().chain(partial.missing()).collect();
+        tiles.sort_by_key(|r| r.start);
+        prop_assert!(tiles.windows(2).all(|w| w[0].end == w[1].start));
+        prop_assert_eq!((tiles[0].start, tiles[tiles.len() - 1].end), (0, body.len()));
+        prop_assert_eq!(partial.is_complete(), kept >= sent.len());
+        let copy = bytes.to_vec();
+        prop_assert_eq!(record.into_body().into_bytes(), copy);
+    }
+
+    #[test]
     fn reassembly_stays_consistent(
         total in 1usize..4000,
         inserts in prop::collection::vec((0usize..4200, prop::collection::vec(0u8..3, 0..300)), 0..60),
