@@ -616,12 +616,48 @@ fn source_count() -> u32 {
     std::env::var("HOSTILE_SOURCES").map_or(1_000_000, |v| v.parse().expect("a number"))
 }
 
+/// One record 2^63 ahead among good records that go on for a minute, one every 10 ms. The
+/// far record waits out of order for 30 s, then (far back in time for where it would go) it
+/// restarts the stream and comes out; the good records that follow are out of order in that
+/// epoch until 19 of the last 32 are, which restarts the stream again from the lowest of
+/// them: every good record comes out, in order, once.
+fn one_far_record_among_a_minute_of_good_ones() {
+    const N: u64 = 6000;
+    let far = format!("6,{},{},-;far\n", 1010 + (1u64 << 63), 1_010_000).into_bytes();
+    let mut bench = Bench::new(config(), N as usize);
+    for i in 0..N {
+        let seq = 1000 + i;
+        let cost = bench.datagram(1, &good(seq, seq * 1000));
+        bench.costs_at_most(cost, MAX_ALLOCATIONS_PER_DATAGRAM);
+        if i == 10 {
+            let cost = bench.datagram(1, &far);
+            bench.costs_at_most(cost, MAX_ALLOCATIONS_PER_DATAGRAM);
+        }
+        bench.advance(Duration::from_millis(10));
+        bench.run_timers();
+    }
+    bench.advance(Duration::from_secs(60));
+    bench.run_timers();
+    bench.report("one record 2^63 ahead among 6,000 good ones");
+    assert_eq!(bench.good_from(1), in_order(1000..1000 + N));
+    assert_eq!(
+        bench.seen.restarts,
+        [
+            (1, RestartReason::Timestamp),
+            (1, RestartReason::OutOfOrder)
+        ]
+    );
+    assert_eq!(bench.stats().streams.out_of_order, 20);
+    assert_eq!(bench.seen.other_records, 1, "the far record, once");
+}
+
 #[test]
 fn hostile_peers_stay_within_bounds() {
     let _serial = serial();
     jumps_by_2_63_are_bounded_and_counted();
     sequence_wraps_at_u64_max();
     alternating_far_apart();
+    one_far_record_among_a_minute_of_good_ones();
     ncfrag_totals_at_and_over_the_limit();
     empty_and_64_kib_datagrams();
     every_byte_in_every_header_field();
