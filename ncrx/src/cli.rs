@@ -57,7 +57,7 @@ pub(crate) enum Command {
         "      --pcap out.pcap --ip-id 1 records.kmsg\n",
         "  # plain text lines to a local receiver, extended\n",
         "  echo hello | ncrx send --input text --target +@127.0.0.1/,6666@127.0.0.1/\n",
-        "  # a plain target gets the console line '[    5.123456] text' (Linux 5.10-6.5 buffer)\n",
+        "  # a plain target gets the console line '[    5.123456] text' (Linux 5.10-6.2 buffer)\n",
         "  ncrx send --target 6665@192.0.2.1/,6666@192.0.2.2/ --console-buffer 1024 < /dev/kmsg\n",
         "  # userdata and sysdata, as a Linux 6.15+ configfs target with them configured\n",
         "  ncrx send --target +r@/,@10.0.0.2/ --userdata host=web1 --userdata dc=fra \\\n",
@@ -166,7 +166,7 @@ pub(crate) struct DecodeArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
     /// The sender's printk format limit in bytes, where it cuts records. Default: found per
-    /// record: a text running past 2048 bytes (Linux 6.6+) followed only by ` key=value`
+    /// record: a text running past 2048 bytes (Linux 6.3+) followed only by ` key=value`
     /// lines is a cut record with userdata/sysdata after it (Linux 6.9+); anything else is
     /// not cut (older kernels format up to 8192 bytes). Give 2048 or 8192 to impose one.
     #[arg(long, value_name = "BYTES")]
@@ -261,7 +261,7 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "RELEASE")]
     pub(crate) release: Option<String>,
     /// printk's buffer size for records formatted from json/text input: 2048 cuts like
-    /// Linux 6.9+ (PRINTK_MESSAGE_MAX), 8192 like older kernels (CONSOLE_EXT_LOG_MAX).
+    /// Linux 6.3+ (PRINTK_MESSAGE_MAX), 8192 like older kernels (CONSOLE_EXT_LOG_MAX).
     #[arg(long, value_name = "BYTES", default_value_t = 2048)]
     pub(crate) record_limit: usize,
     /// Level of text input records (0 emerg .. 7 debug).
@@ -293,7 +293,7 @@ pub(crate) struct SendArgs {
 #[command(next_help_heading = "Plain targets (the console line)")]
 pub(crate) struct ConsoleArgs {
     /// Plain targets: the console buffer in bytes, its terminating NUL included: 2048
-    /// (PRINTK_MESSAGE_MAX, Linux 6.6+) or 1024 (CONSOLE_LOG_MAX, 5.10 to 6.5). A record's
+    /// (PRINTK_MESSAGE_MAX, Linux 6.3+) or 1024 (CONSOLE_LOG_MAX, 5.10 to 6.2). A record's
     /// lines that do not fit are not printed.
     #[arg(long, value_name = "BYTES", default_value_t = 2048)]
     pub(crate) console_buffer: usize,

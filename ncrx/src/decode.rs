@@ -158,7 +158,7 @@ impl Output {
     fn body<'b>(&self, record: &Record<'_>, body: &'b [u8]) -> Body<'b> {
         match (self.format_limit, record.parse_header()) {
             (Some(limit), Ok(header)) => Body::parse_limited(body, header.kernel_len(), limit),
-            // The sender's limit is not known: a Linux 6.6+ cut is recognised by what follows it.
+            // The sender's limit is not known: a Linux 6.3+ cut is recognised by what follows it.
             (None, Ok(header)) => received::split_body(body, header.kernel_len()),
             (_, Err(_)) => Body::parse(body),
         }

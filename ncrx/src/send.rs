@@ -621,7 +621,7 @@ impl Sender<'_> {
 /// The `dict` entries are split by `netconsole_proto::received::dictionary_len`: printk's
 /// dictionary (a leading ` SUBSYSTEM=`, ` DEVICE=`) is formatted with the text; what follows
 /// (userdata, sysdata) is appended as it is, outside printk's buffer. With `limit` above
-/// 2048 bytes (kernels before 6.6, which have no userdata) every entry is dictionary.
+/// 2048 bytes (kernels before 6.3, which have no userdata) every entry is dictionary.
 /// A record in wire form (`escaped`) or cut by the kernel (`truncated`) is already what
 /// printk wrote: `received::format_received` puts it back as it was. Any other record is
 /// formatted as printk formats it into its buffer of `limit` bytes.

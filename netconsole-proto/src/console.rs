@@ -16,8 +16,9 @@
 //! text "a\nb"  ->  "[    1.000002] a\n[    1.000002] b\n"
 //! ```
 //!
-//! The console reads the record into a buffer (Linux 5.10 to 6.5: `CONSOLE_LOG_MAX`, 1024
-//! bytes; 6.6 and later: `PRINTK_MESSAGE_MAX`, 2048 bytes) that also holds a terminating
+//! The console reads the record into a buffer (Linux 5.10 to 6.2: `CONSOLE_LOG_MAX`, 1024
+//! bytes; 6.3 and later, since the printk buffer rework that introduced it:
+//! `PRINTK_MESSAGE_MAX`, 2048 bytes) that also holds a terminating
 //! NUL. Text longer than that buffer is cut, then `record_print_text` prints lines whole or
 //! not at all: it stops at the first line that does not fit with its prefix, its newline
 //! and the NUL (a record whose only line does not fit prints nothing), and once it had to
@@ -44,7 +45,7 @@
 
 use crate::header::Caller;
 
-/// The console buffer of Linux 5.10 to 6.5 (`CONSOLE_LOG_MAX`).
+/// The console buffer of Linux 5.10 to 6.2 (`CONSOLE_LOG_MAX`).
 pub const CONSOLE_LOG_MAX: usize = 1024;
 
 /// The longest prefix [`console_prefix`] writes: `<2047>`, a 14-digit time and an 11-byte
@@ -95,20 +96,20 @@ pub struct ConsoleOptions {
     /// `console_msg_format=syslog`: the `<PRI>` prefix. Default false.
     pub syslog: bool,
     /// The console buffer, terminating NUL included. Default 2048 (`PRINTK_MESSAGE_MAX`,
-    /// Linux 6.6 and later); [`CONSOLE_LOG_MAX`] for 5.10 to 6.5.
+    /// Linux 6.3 and later); [`CONSOLE_LOG_MAX`] for 5.10 to 6.2.
     pub buffer_size: usize,
 }
 
 impl ConsoleOptions {
-    /// Linux 5.10 to 6.5 defaults: time on, 1024-byte buffer.
+    /// Linux 5.10 to 6.2 defaults: time on, 1024-byte buffer.
     pub const LINUX_5_10: Self = ConsoleOptions {
         time: true,
         caller: false,
         syslog: false,
         buffer_size: CONSOLE_LOG_MAX,
     };
-    /// Linux 6.6 and later defaults: time on, 2048-byte buffer.
-    pub const LINUX_6_6: Self = ConsoleOptions {
+    /// Linux 6.3 and later defaults: time on, 2048-byte buffer.
+    pub const LINUX_6_3: Self = ConsoleOptions {
         time: true,
         caller: false,
         syslog: false,
@@ -118,7 +119,7 @@ impl ConsoleOptions {
 
 impl Default for ConsoleOptions {
     fn default() -> Self {
-        Self::LINUX_6_6
+        Self::LINUX_6_3
     }
 }
 

@@ -6,7 +6,7 @@
 //!  [release,]<header>;<text>\n[ SUBSYSTEM=<v>\n][ DEVICE=<v>\n][ <key>=<value>\n]*
 //!            \_____________________________________________/ \_________________/
 //!             printk's part: escaped (\xNN), cut at the        appended by netconsole:
-//!             format limit (2048 bytes on Linux 6.6+)          userdata, then sysdata;
+//!             format limit (2048 bytes on Linux 6.3+)          userdata, then sysdata;
 //!                                                              never escaped, never cut
 //!
 //!  cut:      [release,]<header>;<text up to the limit, maybe a dangling \>[ <key>=<value>\n]*
@@ -16,9 +16,9 @@
 //! [`split_body`] finds the two parts of a received body without being told the sender's
 //! kernel: a record is taken as cut at [`PRINTK_MESSAGE_MAX`] only when its text (or a
 //! ` SUBSYSTEM=`/` DEVICE=` line) runs past that limit *and* everything after the limit is
-//! ` key=value` lines with no dictionary key among them, which is what Linux 6.6+ senders
+//! ` key=value` lines with no dictionary key among them, which is what Linux 6.9+ senders
 //! with userdata or sysdata produce; otherwise the body is split as [`Body::parse`] does
-//! (records of older kernels run up to 8192 bytes uncut). A pre-6.6 record whose escaped
+//! (records of kernels before 6.3 run up to 8192 bytes uncut). A pre-6.3 record whose escaped
 //! text has ` key=value` lines' shape from exactly that byte to its end would be misread as
 //! cut; re-sending it with [`format_received`] still gives the same bytes.
 //!
@@ -88,7 +88,7 @@ fn appended_lines(mut rest: &[u8]) -> bool {
 }
 
 /// Splits a received record body (after the header's `;`; fragments reassembled) into
-/// text and lines, finding by itself whether a Linux 6.6+ sender cut the record at
+/// text and lines, finding by itself whether a Linux 6.9+ sender cut the record at
 /// [`PRINTK_MESSAGE_MAX`] with userdata or sysdata after it (see the [module](self) doc).
 /// `kernel_header_len` is [`Header::kernel_len`](crate::Header::kernel_len).
 pub fn split_body(body: &[u8], kernel_header_len: usize) -> Body<'_> {

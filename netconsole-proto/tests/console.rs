@@ -28,7 +28,7 @@ fn crate_dir() -> PathBuf {
 fn options_for(kernel: &str) -> ConsoleOptions {
     match kernel {
         "linux-6.1" => ConsoleOptions::LINUX_5_10,
-        _ => ConsoleOptions::LINUX_6_6,
+        _ => ConsoleOptions::LINUX_6_3,
     }
 }
 

@@ -1,4 +1,4 @@
-//! `received`: a record formatted as Linux 6.6+ formats it (printk's part cut at 2048
+//! `received`: a record formatted as Linux 6.9+ formats it (printk's part cut at 2048
 //! bytes, userdata and sysdata appended), taken apart by `split_body` and written again by
 //! `format_received` + `format_appended`, gives back the same bytes; and the parts come out
 //! as the kernel wrote them (the text cut where printk cut it, the appended lines whole).
