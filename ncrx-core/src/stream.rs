@@ -377,6 +377,8 @@ pub struct Stream {
     /// quarter stride share one entry.
     stride_newest: Option<(u64, u64, u64, u64)>,
     requests: VecDeque<Range<u64>>,
+    /// The sequence numbers of the response being written.
+    response_seqs: Vec<u64>,
     ack_pending_since: Option<Instant>,
     ack_due: bool,
     oos: VecDeque<OutOfOrder>,
@@ -400,7 +402,8 @@ const DELIVERED_SPAN: usize = 8;
 #[inline]
 fn slot_of(len: usize, seq: u64) -> usize {
     let len = len as u64;
-    let i = if len.is_power_of_two() {
+    // A power of two (or 0, not used as a length).
+    let i = if len & len.wrapping_sub(1) == 0 {
         seq & (len - 1)
     } else {
         seq % len
@@ -434,6 +437,7 @@ impl Stream {
             stride_due: BinaryHeap::new(),
             stride_newest: None,
             requests: VecDeque::new(),
+            response_seqs: Vec::new(),
             ack_pending_since: None,
             ack_due: false,
             oos: VecDeque::new(),
@@ -486,6 +490,7 @@ impl Stream {
             + self.runs.len() * (size_of::<(u64, Run)>() + NODE_OVERHEAD)
             + self.requests_due.capacity() * size_of::<(Instant, u64, u64)>()
             + self.requests.capacity() * size_of::<Range<u64>>()
+            + self.response_seqs.capacity() * size_of::<u64>()
             + self.stride_due.capacity() * size_of::<(u64, u64, u64, u64)>()
             + self.oos.capacity() * size_of::<OutOfOrder>()
             + self.epoch_release.as_ref().map_or(0, |r| r.len())
@@ -525,6 +530,7 @@ impl Stream {
             + output_events
             + (1 << 20)
             + 65_536
+            + RESPONSE_SEQS * size_of::<u64>()
     }
 
     /// The part of [`Stream::memory_bound_for`] that grows with `held` bytes held: the bytes,
@@ -719,26 +725,55 @@ impl Stream {
             self.ack_due = false;
             return None;
         };
-        let mut seqs = [0u64; RESPONSE_SEQS];
+        // A buffer kept for the stream's life (not zeroed on every response).
+        let mut scratch = core::mem::take(&mut self.response_seqs);
+        if scratch.len() != RESPONSE_SEQS {
+            scratch = alloc::vec![0; RESPONSE_SEQS];
+        }
         let mut count = 0;
         while count < RESPONSE_SEQS {
             let Some(range) = self.requests.pop_front() else {
                 break;
             };
-            let mut seq = range.start.max(self.tail);
+            let start = range.start.max(self.tail);
             let end = range.end.min(self.head);
-            while seq < end && count < RESPONSE_SEQS {
-                if !(self.tagged(seq) && self.slot(seq).is_complete()) {
-                    seqs[count] = seq;
+            if start >= end {
+                continue;
+            }
+            // The incomplete numbers of [start, end) are those of the runs there: the run
+            // holding `start`, then the runs starting after it (records that arrived are
+            // skipped without being looked at).
+            let holding = self
+                .runs
+                .range(..=start)
+                .next_back()
+                .filter(|(_, run)| run.end > start);
+            let mut resume = end;
+            'runs: for (&run_start, run) in
+                holding.into_iter().chain(self.runs.range(start + 1..end))
+            {
+                let stop = run.end.min(end);
+                for seq in run_start.max(start)..stop {
+                    if count == RESPONSE_SEQS {
+                        resume = seq;
+                        break 'runs;
+                    }
+                    scratch[count] = seq;
                     count += 1;
                 }
-                seq += 1;
             }
-            if seq < end {
-                self.requests.push_front(seq..end);
+            if resume < end {
+                self.requests.push_front(resume..end);
             }
         }
-        let seqs = &mut seqs[..count];
+        let len = self.encode_requests(ack, &mut scratch[..count], buf);
+        self.response_seqs = scratch;
+        len
+    }
+
+    /// Sorts the gathered sequence numbers, drops repeats, writes the response; what does not
+    /// fit is asked for in the next one.
+    fn encode_requests(&mut self, ack: u64, seqs: &mut [u64], buf: &mut [u8]) -> Option<usize> {
         seqs.sort_unstable();
         let mut unique = 0;
         for i in 0..seqs.len() {
@@ -1377,21 +1412,24 @@ impl Stream {
             self.restart(RestartReason::Timestamp, record, datagram);
             return;
         }
-        // Take it out of its run.
-        let Some((&start, &run)) = self.runs.range(..=seq).next_back() else {
+        // Take it out of its run: the part before it keeps its entry (shortened in place),
+        // the part after it is a new one.
+        let Some((&start, run)) = self.runs.range_mut(..=seq).next_back() else {
             return;
         };
         if run.end <= seq {
             return;
         }
-        self.remove_run(start);
+        let after = *run;
         if start < seq {
-            self.insert_run(start, Run { end: seq, ..run });
+            run.end = seq;
+        } else {
+            self.remove_run(start);
         }
-        if seq + 1 < run.end {
-            self.insert_run(seq + 1, run);
+        if seq + 1 < after.end {
+            self.insert_run(seq + 1, after);
         }
-        self.store_new(record, datagram, run.give_up_at, seq);
+        self.store_new(record, datagram, after.give_up_at, seq);
     }
 
     fn add_fragment(&mut self, seq: u64, record: &ExtRecord<'_>, datagram: &[u8]) {
