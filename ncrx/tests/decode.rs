@@ -167,6 +167,24 @@ fn round_trip(pcap: &Path, spec: &str, ip_id: &str, record_limit: &str) {
     }
 }
 
+/// `decode | send` of a capture holding a choice of a kernel's records (their IPv4 ids are
+/// not consecutive): the UDP payloads are the captured ones. Returns how many.
+fn round_trip_payloads(pcap: &Path, spec: &str) -> usize {
+    let (ours, theirs) = decode_and_send(pcap, spec, "1", "2048");
+    let payload = |f: &Vec<u8>| {
+        netpoll_frame::Frame::parse(f)
+            .unwrap()
+            .payload()
+            .escape_ascii()
+            .to_string()
+    };
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(payload(a), payload(b));
+    }
+    ours.len()
+}
+
 /// The frames `decode | send` wrote, and the captured ones to port 6666.
 fn decode_and_send(
     pcap: &Path,
@@ -236,19 +254,7 @@ fn decode_then_send_reproduces_userdata_captures() {
     // The sample is a choice of the capture's records: their IPv4 ids are not consecutive,
     // so the UDP payloads are compared.
     let sample = common::data("linux-7.3-configfs_userdata-sample").join("frames.pcap");
-    let (ours, theirs) = decode_and_send(&sample, spec, "1", "2048");
-    let payload = |f: &Vec<u8>| {
-        netpoll_frame::Frame::parse(f)
-            .unwrap()
-            .payload()
-            .escape_ascii()
-            .to_string()
-    };
-    assert_eq!(ours.len(), theirs.len());
-    assert!(ours.len() > 30);
-    for (a, b) in ours.iter().zip(&theirs) {
-        assert_eq!(payload(a), payload(b));
-    }
+    assert!(round_trip_payloads(&sample, spec) > 30);
     if let Some(root) = shared_captures() {
         round_trip(
             &root.join("linux-7.3/configfs_userdata/frames.pcap"),
@@ -331,19 +337,7 @@ fn decode_then_send_reproduces_plain_captures() {
         // The sample holds some of the capture's records: their IPv4 ids are not
         // consecutive, so the UDP payloads are compared.
         let sample = common::data(&format!("{kernel}-plain-sample")).join("frames.pcap");
-        let (ours, theirs) = decode_and_send(&sample, spec, "1", "2048");
-        let payload = |f: &Vec<u8>| {
-            netpoll_frame::Frame::parse(f)
-                .unwrap()
-                .payload()
-                .escape_ascii()
-                .to_string()
-        };
-        assert_eq!(ours.len(), theirs.len());
-        assert!(ours.len() > 20);
-        for (a, b) in ours.iter().zip(&theirs) {
-            assert_eq!(payload(a), payload(b));
-        }
+        assert!(round_trip_payloads(&sample, spec) > 20);
     }
     let (code, json, _) = parts(&run(
         &[

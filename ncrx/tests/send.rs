@@ -159,6 +159,11 @@ fn first_ip_id(pcap: &Path, port: u16) -> u16 {
 /// Plain target: `kmsg.raw` (cut records made whole) through `ncrx send --pcap` gives the
 /// captured frames byte for byte. Returns the frames compared.
 fn reproduce_plain(dir: &Path, kernel: &str) -> usize {
+    reproduce_console(dir, kernel, PLAIN_SPEC, 6666)
+}
+
+/// [`reproduce_plain`] for the target `spec` whose frames go to `port`.
+fn reproduce_console(dir: &Path, kernel: &str, spec: &str, port: u16) -> usize {
     let kmsg = scratch("plain").join("kmsg");
     std::fs::write(
         &kmsg,
@@ -166,7 +171,8 @@ fn reproduce_plain(dir: &Path, kernel: &str) -> usize {
     )
     .unwrap();
     let pcap = dir.join("frames.pcap");
-    let ip_id = first_ip_id(&pcap, 6666).to_string();
+    // IPv6 frames have no id: the option is then unused.
+    let ip_id = first_ip_id(&pcap, port).to_string();
     // Linux 6.1's console buffer is 1024 bytes (CONSOLE_LOG_MAX), 7.3's 2048.
     let buffer = if kernel == "linux-6.1" {
         "1024"
@@ -176,9 +182,9 @@ fn reproduce_plain(dir: &Path, kernel: &str) -> usize {
     reproduce(
         &kmsg,
         &pcap,
-        PLAIN_SPEC,
+        spec,
         &["--ip-id", &ip_id, "--console-buffer", buffer],
-        6666,
+        port,
     )
 }
 
@@ -209,18 +215,7 @@ fn ipv6_kernel_captures_reproduce_byte_for_byte() {
         let pcap = dir.join("frames.pcap");
         let frames = reproduce(&dir.join("kmsg.raw"), &pcap, &ext, &[], 6666);
         assert!(frames > 700, "{kernel}: {frames}");
-        let kmsg = scratch("ipv6").join("kmsg");
-        std::fs::write(
-            &kmsg,
-            kmsg_with_whole_texts(&std::fs::read(dir.join("kmsg.raw")).unwrap()),
-        )
-        .unwrap();
-        let buffer = if kernel == "linux-6.1" {
-            "1024"
-        } else {
-            "2048"
-        };
-        let frames = reproduce(&kmsg, &pcap, &plain, &["--console-buffer", buffer], 6668);
+        let frames = reproduce_console(&dir, kernel, &plain, 6668);
         assert!(frames > 700, "{kernel}: {frames}");
     }
 }
