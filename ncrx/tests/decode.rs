@@ -262,6 +262,13 @@ fn decode_then_send_reproduces_userdata_captures() {
             "1",
             "2048",
         );
+        // Linux 6.1's configfs target: no userdata, no release, records up to 8192 bytes.
+        round_trip(
+            &root.join("linux-6.1/configfs_userdata/frames.pcap"),
+            SPEC,
+            "1",
+            "8192",
+        );
     }
 }
 
