@@ -238,6 +238,10 @@ fn decode_then_send_reproduces_kernel_captures() {
     round_trip(&root.join("linux-7.3/ext/frames.pcap"), SPEC, "1", "2048");
     // Linux 6.1 formats into CONSOLE_EXT_LOG_MAX (8192 bytes): records up to 3878 bytes.
     round_trip(&root.join("linux-6.1/ext/frames.pcap"), SPEC, "1", "8192");
+    // The extended IPv6 target (port 6666; the plain one is left out by decode's default port).
+    let ipv6 = "+6665@2001:db8::1/52:54:00:12:34:56,6666@2001:db8::2/52:54:00:12:34:57";
+    round_trip(&root.join("linux-7.3/ipv6/frames.pcap"), ipv6, "1", "2048");
+    round_trip(&root.join("linux-6.1/ipv6/frames.pcap"), ipv6, "1", "8192");
     round_trip(
         &root.join("linux-7.3/ext_release/frames.pcap"),
         "+r6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57",
