@@ -426,6 +426,53 @@ fn next_field(rest: &mut &[u8]) -> Option<usize> {
     Some(end)
 }
 
+/// A `caller=`, `ncfrag=` or `ncemg=` field as the fast path reads it.
+#[derive(Debug, Clone, Copy)]
+enum KnownField {
+    Caller(Caller),
+    Ncfrag(Ncfrag),
+    Ncemg(bool),
+}
+
+impl KnownField {
+    /// The known field starting at `pos` (after its comma), well formed and ended by `,` or
+    /// `;`, and the position of that end; `None` for anything else.
+    #[inline]
+    fn at(bytes: &[u8], pos: usize) -> Option<(Self, usize)> {
+        let rest = bytes.get(pos..)?;
+        let (field, len) = if let Some(value) = rest.strip_prefix(b"caller=") {
+            let (number, end) = digits_at(value, 1)?;
+            let number = u32::try_from(number).ok()?;
+            let caller = match value.first()? {
+                b'T' => Caller::Task(number),
+                b'C' => Caller::Cpu(number),
+                _ => return None,
+            };
+            (KnownField::Caller(caller), 7 + end)
+        } else if let Some(value) = rest.strip_prefix(b"ncfrag=") {
+            let (offset, slash) = digits_at(value, 0)?;
+            if value.get(slash) != Some(&b'/') {
+                return None;
+            }
+            let (total, end) = digits_at(value, slash + 1)?;
+            let offset = usize::try_from(offset).ok()?;
+            let total = usize::try_from(total).ok()?;
+            (KnownField::Ncfrag(Ncfrag { offset, total }), 7 + end)
+        } else if let Some(value) = rest.strip_prefix(b"ncemg=") {
+            let ncemg = match value.first()? {
+                b'1' => true,
+                b'0' => false,
+                _ => return None,
+            };
+            (KnownField::Ncemg(ncemg), 7)
+        } else {
+            return None;
+        };
+        let next = pos + len;
+        matches!(bytes.get(next), Some(b',' | b';')).then_some((field, next))
+    }
+}
+
 impl<'a> Header<'a> {
     /// Parses the header at the start of `datagram`; returns it and the body (after the `;`).
     ///
@@ -442,14 +489,10 @@ impl<'a> Header<'a> {
     /// else goes through a general parser that gives the same result and the typed error.
     #[inline]
     pub fn parse(datagram: &'a [u8]) -> Result<(Self, &'a [u8]), HeaderError> {
-        let Some(mut header) = Self::parse_common(datagram) else {
-            return Self::parse_general(datagram);
-        };
-        let body = datagram.get(header.len..).unwrap_or_default();
-        if !header.extra.is_empty() {
-            header.apply_fields(body.len())?;
+        match Self::parse_common(datagram) {
+            Some(header) => Ok((header, datagram.get(header.len..).unwrap_or_default())),
+            None => Self::parse_general(datagram),
         }
-        Ok((header, body))
     }
 
     /// The fast path: one pass over `[<release>,]<prefix>,<seq>,<ts_usec>,<flag>` with
@@ -469,7 +512,7 @@ impl<'a> Header<'a> {
             // A release prepend: a first field holding a `.`, then the numeric prefix.
             let comma = find(b',', datagram)?;
             let field = &datagram[..comma];
-            if !field.contains(&b'.') || field.contains(&b';') {
+            if find(b'.', field).is_none() || find(b';', field).is_some() {
                 return None;
             }
             release = Some(field);
@@ -492,14 +535,52 @@ impl<'a> Header<'a> {
         };
         let flag = Flag::from_byte(flag)?;
         let extra_start = pos + 2;
-        let semi = match after {
-            b';' => extra_start,
-            b',' => extra_start + 1 + find(b';', datagram.get(extra_start + 1..)?)?,
-            _ => return None,
-        };
+        if after == b';' {
+            let mandatory = (release, prefix, seq, ts_usec, flag);
+            return Some(Self::from_mandatory(
+                mandatory,
+                &[],
+                extra_start,
+                release_len,
+            ));
+        }
+        // The fields netconsole and printk add, read in the same pass; anything else (an
+        // unknown or malformed field) is left to the general parser.
+        let (mut caller, mut ncfrag, mut ncemg, mut not_printk) = (None, None, false, 0);
+        let mut pos = extra_start;
+        while datagram.get(pos) == Some(&b',') {
+            let (field, next) = KnownField::at(datagram, pos + 1)?;
+            match field {
+                KnownField::Caller(c) => caller = Some(c),
+                KnownField::Ncfrag(f) => {
+                    ncfrag = Some(f);
+                    not_printk += next - pos;
+                }
+                KnownField::Ncemg(e) => {
+                    ncemg = e;
+                    not_printk += next - pos;
+                }
+            }
+            pos = next;
+        }
+        let semi = pos;
+        if datagram.get(semi) != Some(&b';') {
+            return None;
+        }
+        if let Some(f) = ncfrag {
+            let body_len = datagram.len() - semi - 1;
+            if body_len == 0 || f.offset.checked_add(body_len)? > f.total {
+                return None;
+            }
+        }
         let extra = datagram.get(extra_start..semi)?;
         let mandatory = (release, prefix, seq, ts_usec, flag);
-        Some(Self::from_mandatory(mandatory, extra, semi, release_len))
+        let mut header = Self::from_mandatory(mandatory, extra, semi, release_len);
+        header.caller = caller;
+        header.ncfrag = ncfrag;
+        header.ncemg = ncemg;
+        header.kernel_len = header.kernel_len.checked_sub(not_printk)?;
+        Some(header)
     }
 
     /// A header from its mandatory fields (release, prefix, seq, ts_usec, flag), before the
@@ -591,10 +672,7 @@ impl<'a> Header<'a> {
                     });
                 }
                 b"ncfrag" => {
-                    let slash = value
-                        .iter()
-                        .position(|&b| b == b'/')
-                        .ok_or(HeaderError::Malformed(Field::Ncfrag))?;
+                    let slash = find(b'/', value).ok_or(HeaderError::Malformed(Field::Ncfrag))?;
                     let offset = parse_usize(&value[..slash], Field::Ncfrag)?;
                     let total = parse_usize(&value[slash + 1..], Field::Ncfrag)?;
                     let fits = offset.checked_add(body_len).is_some_and(|end| end <= total);
@@ -672,10 +750,10 @@ impl<'a> Iterator for Fields<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         // `rest` is empty or starts with a comma.
         let rest = self.rest.get(1..)?;
-        let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+        let end = find(b',', rest).unwrap_or(rest.len());
         let field = &rest[..end];
         self.rest = &rest[end..];
-        Some(match field.iter().position(|&b| b == b'=') {
+        Some(match find(b'=', field) {
             Some(eq) => (&field[..eq], &field[eq + 1..]),
             None => (&[][..], field),
         })
@@ -809,14 +887,13 @@ mod tests {
 
     /// The fast path either declines or agrees with the general parser, field for field.
     fn agrees(datagram: &[u8]) {
-        if let Some(mut fast) = Header::parse_common(datagram) {
+        if let Some(fast) = Header::parse_common(datagram) {
             let body = &datagram[fast.len..];
-            let fast = if fast.extra.is_empty() {
-                Ok((fast, body))
-            } else {
-                fast.apply_fields(body.len()).map(|()| (fast, body))
-            };
-            assert_eq!(fast, Header::parse_general(datagram), "{datagram:?}");
+            assert_eq!(
+                Ok((fast, body)),
+                Header::parse_general(datagram),
+                "{datagram:?}"
+            );
         }
         assert_eq!(
             Header::parse(datagram),
@@ -827,7 +904,7 @@ mod tests {
 
     #[test]
     fn fast_path_agrees_with_general_parser() {
-        let cases: [&[u8]; 22] = [
+        let cases: [&[u8]; 37] = [
             b"6,123456,98765432,-;text\n",
             b"6,1,2,-",
             b"6,1,2,-,",
@@ -850,6 +927,21 @@ mod tests {
             b"06,001,0002,-;",
             b"6,1;2,-;x",
             b"1,2,3,c",
+            b"6,1,2,-,ncfrag=0/3;abc",
+            b"6,1,2,-,ncemg=1,ncfrag=1/4;abc",
+            b"6,1,2,-,ncfrag=1/4,ncemg=0;abc",
+            b"6,1,2,-,ncfrag=2/4;abc",
+            b"6,1,2,-,ncfrag=0/3,ncfrag=1/4;abc",
+            b"6,1,2,-,ncfrag=18446744073709551615/3;abc",
+            b"6,1,2,-,caller=C4294967295;x",
+            b"6,1,2,-,caller=C4294967296;x",
+            b"6,1,2,-,caller=T12,caller=C3;x",
+            b"6,1,2,-,caller=T;x",
+            b"6,1,2,-,ncemg=1;x",
+            b"6,1,2,-,ncemg=2;x",
+            b"6,1,2,-,ncemg=10;x",
+            b"6,1,2,-,ncfrag=0/3,x=1;abc",
+            b"6.1.0,6,1,2,-,caller=T1,ncfrag=0/3;abc",
         ];
         for case in cases {
             agrees(case);
