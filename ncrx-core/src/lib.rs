@@ -13,6 +13,8 @@
 //! [`Stream`] is one source's state machine; [`Receiver`] keys streams by source (an IP
 //! address and port by default) with bounded sources and bytes. Parameters default to
 //! libncrx's ([`StreamConfig::default`]); [`StreamConfig::daemon`] is netconsd's preset.
+//! Held record bytes are bounded per source ([`StreamConfig::max_held_bytes`]) and over all
+//! sources ([`ReceiverConfig::max_held_bytes_total`], 256 MiB by default).
 //! [`Receiver::memory_used`] / [`Receiver::memory_bound`] and [`Stream::held_bytes`] expose
 //! the memory invariants to tests and fuzzers.
 //!

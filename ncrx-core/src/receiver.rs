@@ -8,8 +8,13 @@
 //!   evicts the least recently active one if that one has been quiet for
 //!   [`ReceiverConfig::evict_when_full_after`]; otherwise its datagram is refused and counted.
 //! - Each stream holds at most [`StreamConfig::max_held_bytes`](crate::StreamConfig::max_held_bytes)
-//!   of records; [`Receiver::memory_used`] and [`Receiver::memory_bound`] let a test or a
-//!   fuzzer check the bound.
+//!   of records, and all together at most [`ReceiverConfig::max_held_bytes_total`] (256 MiB
+//!   by default): past it, the source holding the most gives up its oldest held bytes (its
+//!   holes reported lost, the complete records behind them delivered), then the next one if
+//!   needed. Sources are indexed by held bytes only while the total is above half the budget
+//!   (from when it passes half until it falls below a quarter), so a receiver well within
+//!   its budget does no tree work per packet. [`Receiver::memory_used`] and
+//!   [`Receiver::memory_bound`] let a test or a fuzzer check the bound.
 //! - Streams live in a slab; the key map is searched once per datagram (not at all when the
 //!   source is the same as the previous datagram's). Timers: every source's next deadline
 //!   sits in one ordered set, so [`Receiver::poll_timeout`] is its first entry. A packet

@@ -14,7 +14,11 @@
 //! - The ring holds what arrived (a whole datagram with its parsed fields, or a fragmented
 //!   record being put together) and, once retired, what became of each sequence number
 //!   (delivered with its `ts_usec`, or given up). Advancing the head writes nothing: a ring
-//!   entry counts only when its tag matches.
+//!   entry counts only when its tag matches. Whole datagrams waiting behind a hole live in a
+//!   slab of 128-byte blocks reused as records retire (longer ones in their own allocation),
+//!   so holding and retiring a record allocates nothing once the slab has grown.
+//! - The next record with nothing open (the lossless case) takes a fast path: from the
+//!   datagram to the output buffer in one copy, touching no map, queue or timer.
 //! - Every sequence number in `[tail, head)` that is not complete belongs to one *run*: a
 //!   range of missing numbers (or one incomplete fragmented record) with the time the
 //!   receiver gives up on it (`message_timeout` after it learned of it). Runs live in an
