@@ -460,30 +460,34 @@ impl<S: Ord + Clone> Receiver<S> {
     /// The next event and the source it is about; it borrows the receiver until the next
     /// call.
     pub fn poll_event(&mut self) -> Option<(S, Event<'_>)> {
-        self.release_front_eviction();
-        if let Some((_, stream)) = self.draining.front() {
-            if stream.has_event() {
-                let (source, stream) = self.draining.front_mut()?;
-                return stream.poll_event().map(|event| (source.clone(), event));
+        if self.evicted_taken || !self.draining.is_empty() {
+            self.release_front_eviction();
+            if !self.draining.is_empty() {
+                return self.poll_draining();
             }
-            self.evicted_taken = true;
-            return self
-                .draining
-                .front()
-                .map(|(source, _)| (source.clone(), Event::SourceEvicted));
         }
-        loop {
+        let i = loop {
             let i = *self.ready_events.front()?;
-            if self.get(i).is_some_and(|e| e.stream.has_event()) {
-                let entry = self.slab.get_mut(i)?.as_mut()?;
-                let key = entry.key.clone();
-                return entry.stream.poll_event().map(|event| (key, event));
+            match self.slab.get_mut(i) {
+                Some(Some(entry)) if entry.stream.has_event() => break i,
+                Some(Some(entry)) => entry.queued_event = false,
+                _ => {}
             }
             self.ready_events.pop_front();
-            if let Some(entry) = self.get_mut(i) {
-                entry.queued_event = false;
-            }
+        };
+        let entry = self.slab.get_mut(i)?.as_mut()?;
+        let event = entry.stream.poll_event()?;
+        Some((entry.key.clone(), event))
+    }
+
+    /// The next event of the evicted stream at the front of `draining`, then its eviction.
+    fn poll_draining(&mut self) -> Option<(S, Event<'_>)> {
+        let (source, stream) = self.draining.front_mut()?;
+        if stream.has_event() {
+            return stream.poll_event().map(|event| (source.clone(), event));
         }
+        self.evicted_taken = true;
+        Some((source.clone(), Event::SourceEvicted))
     }
 
     /// Writes the next response packet into `buf`; returns its destination (the source)
