@@ -30,6 +30,11 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Senders remembered for replies; past this the table starts again (a sender then gets
 /// its replies from the first socket of its address family until it sends again).
 const MAX_REPLY_ROUTES: usize = 65_536;
+/// Datagrams handed from the socket threads to the receiver and not yet taken. When the
+/// receiver falls behind, the socket threads wait, the sockets' kernel buffers fill and the
+/// kernel drops (and counts) what does not fit: memory stays bounded (at most this many
+/// datagrams of up to 64 KiB) whatever the senders do.
+const ARRIVALS_QUEUED: usize = 1024;
 /// The default port of netconsole receivers.
 const DEFAULT_PORT: u16 = 6666;
 
@@ -152,7 +157,7 @@ fn shard(
     let now =
         move || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
 
-    let (sender, arrivals) = mpsc::channel::<Arrival>();
+    let (sender, arrivals) = mpsc::sync_channel::<Arrival>(ARRIVALS_QUEUED);
     let mut workers = Vec::new();
     let mut reply_sockets = Vec::new();
     for (index, (addr, socket)) in sockets.into_iter().enumerate() {

@@ -332,7 +332,9 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
     let start = std::time::Instant::now();
     let now =
         move || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let (sender, receiver) = mpsc::channel::<(SocketAddr, Vec<u8>, Instant)>();
+    // Bounded like `listen`'s: a collector that falls behind leaves the datagrams to the
+    // kernel's socket buffer (which drops and counts), not to this process's memory.
+    let (sender, receiver) = mpsc::sync_channel::<(SocketAddr, Vec<u8>, Instant)>(1024);
     let mut workers = Vec::new();
     for (addr, socket) in sockets {
         eprintln!("ncrx: collecting netoops dumps on {addr}");

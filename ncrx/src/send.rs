@@ -91,7 +91,7 @@ impl TargetSpec {
 /// Where datagrams go: UDP sockets, or frames in a pcap file.
 enum Sink {
     /// `--reliable`: whole messages go to the thread running the reliable senders.
-    Reliable(mpsc::Sender<Vec<u8>>),
+    Reliable(mpsc::SyncSender<Vec<u8>>),
     Udp {
         /// Per target: the socket (shared by targets with the same local address) and the
         /// destination.
@@ -854,7 +854,9 @@ mod reliable {
         let now =
             || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let linger = Duration::from_millis(args.linger_ms);
-        let (queue, messages) = mpsc::channel::<Vec<u8>>();
+        // Bounded: a slow network side holds the reader back instead of reading all of stdin
+        // into memory.
+        let (queue, messages) = mpsc::sync_channel::<Vec<u8>>(1024);
         let mut sent = 0u64;
         let mut refused = 0u64;
         let read: Result<Counts, Failure> = thread::scope(|scope| {
