@@ -106,29 +106,11 @@ fn kernel_captures_reproduce_byte_for_byte() {
 
 const PLAIN_SPEC: &str = "6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57";
 
-/// The texts the capture workload wrote (`tests/data/manifest.hex`, one hex line each,
-/// without their `<N>` syslog prefix).
-fn manifest_texts() -> Vec<Vec<u8>> {
-    let hex = std::fs::read_to_string(common::data("manifest.hex")).unwrap();
-    hex.lines()
-        .map(|line| {
-            let bytes: Vec<u8> = (0..line.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
-                .collect();
-            match bytes.iter().position(|&b| b == b'>') {
-                Some(end) if bytes.first() == Some(&b'<') => bytes[end + 1..].to_vec(),
-                _ => bytes,
-            }
-        })
-        .collect()
-}
-
 /// `kmsg.raw` with each record `/dev/kmsg` cut (Linux 7.3, at 2048 bytes: no newline after
 /// the text, or a dangling escape) given back the whole text the workload wrote: the
 /// console, which has its own buffer, printed those whole.
 fn kmsg_with_whole_texts(raw: &[u8]) -> Vec<u8> {
-    let manifest = manifest_texts();
+    let manifest = testkit::workload_texts();
     let mut out = Vec::new();
     for record in raw.split(|&b| b == 0x1e).filter(|r| !r.is_empty()) {
         let semi = record.iter().position(|&b| b == b';').unwrap();

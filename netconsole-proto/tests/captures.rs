@@ -47,27 +47,6 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn manifest_texts() -> Vec<Vec<u8>> {
-    let text = std::fs::read_to_string(crate_dir().join("tests/data/manifest.hex")).unwrap();
-    text.lines()
-        .map(|line| {
-            (0..line.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
-                .collect()
-        })
-        .collect()
-}
-
-/// The text the workload wrote: the syslog `<N>` prefix removed.
-fn written_text(raw: &[u8]) -> &[u8] {
-    if let (Some(b'<'), Some(end)) = (raw.first(), raw.iter().position(|&b| b == b'>')) {
-        &raw[end + 1..]
-    } else {
-        raw
-    }
-}
-
 fn udp_payloads(pcap: &Path, stats: &mut Stats) -> Vec<(u16, Vec<u8>)> {
     let mut out = Vec::new();
     for packet in testkit::read_pcap(pcap) {
@@ -105,10 +84,9 @@ fn check_reformat(kmsg: &[u8], limit: usize, manifest: &[Vec<u8>]) -> bool {
         let probe = &text[..24];
         manifest
             .iter()
-            .map(|m| written_text(m))
             .find(|m| m.starts_with(probe))
             .expect("cut record not in the workload manifest")
-            .to_vec()
+            .clone()
     } else {
         text.into_owned()
     };
@@ -369,7 +347,7 @@ fn run_case(dir: &Path, kernel: &str, case: &str, manifest: &[Vec<u8>]) -> Stats
 }
 
 fn run_all(cases: &[(String, String, PathBuf)]) {
-    let manifest = manifest_texts();
+    let manifest = testkit::workload_texts();
     for (kernel, case, dir) in cases {
         let (kernel, case) = (kernel.as_str(), case.as_str());
         let stats = run_case(dir, kernel, case, &manifest);

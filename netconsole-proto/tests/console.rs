@@ -53,30 +53,11 @@ fn udp_payloads(pcap: &Path, port: u16) -> Vec<Vec<u8>> {
     out
 }
 
-/// The texts the workload wrote (`tests/data/manifest.hex`, one hex line each) for the
-/// records Linux 7.3's `/dev/kmsg` cut at 2048 bytes: the console got them whole.
-fn manifest_texts() -> Vec<Vec<u8>> {
-    let text = std::fs::read_to_string(crate_dir().join("tests/data/manifest.hex")).unwrap();
-    text.lines()
-        .map(|line| {
-            let bytes: Vec<u8> = (0..line.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
-                .collect();
-            // The syslog `<N>` prefix the workload wrote is not part of the text.
-            match bytes.iter().position(|&b| b == b'>') {
-                Some(end) if bytes.first() == Some(&b'<') => bytes[end + 1..].to_vec(),
-                _ => bytes,
-            }
-        })
-        .collect()
-}
-
 /// Every record of a `kmsg.raw` as (level, facility, seq, ts_usec, raw text), in seq order;
 /// a record `/dev/kmsg` cut (no newline after the text, or a dangling escape) gets the
 /// whole text from the manifest.
 fn kmsg_records(path: &Path) -> Vec<(u8, u8, u64, u64, Vec<u8>)> {
-    let manifest = manifest_texts();
+    let manifest = testkit::workload_texts();
     let raw = std::fs::read(path).unwrap();
     let mut records: Vec<_> = raw
         .split(|&b| b == 0x1e)

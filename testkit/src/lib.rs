@@ -5,6 +5,8 @@
 //!   capture added there is checked by every test without a change here.
 //! - [`read_pcap`]: the packets of a classic pcap file with their timestamps.
 //! - [`kmsg_records`]: the records of a `kmsg.raw` file (separated by one 0x1e byte).
+//! - [`workload_texts`]: the long texts the captures' workload wrote to `/dev/kmsg`, which
+//!   Linux 7.3 cut at 2048 bytes once escaped (its console printed them whole).
 //! - [`SplitMix64`]: a small seeded generator for losses, shuffles and bulk bytes.
 //!
 //! ```
@@ -175,6 +177,31 @@ pub fn kmsg_records(path: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The texts of the captures' workload that Linux 7.3 cut at 2048 bytes (`rig-long-*`), whole,
+/// without the syslog `<N>` prefix written with them: `data/manifest.hex` (one hex line per
+/// text, taken from the captures' `workload-manifest.json` so that tests run without
+/// `../shared`).
+///
+/// # Panics
+/// If `data/manifest.hex` cannot be read or is not hex.
+#[must_use]
+pub fn workload_texts() -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/manifest.hex");
+    let hex = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hex.lines()
+        .map(|line| {
+            let bytes: Vec<u8> = (0..line.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).expect("hex"))
+                .collect();
+            match bytes.iter().position(|&b| b == b'>') {
+                Some(end) if bytes.first() == Some(&b'<') => bytes[end + 1..].to_vec(),
+                _ => bytes,
+            }
+        })
+        .collect()
+}
+
 /// SplitMix64 (Steele, Lea and Flood, 2014): a seeded generator, the same sequence for the same
 /// seed on every machine, for the losses, shuffles and bytes of tests and benches.
 #[derive(Debug, Clone)]
@@ -238,6 +265,17 @@ mod tests {
         assert_eq!(rng.next_u64(), 0xe220_a839_7b1d_cdaf);
         assert_eq!(rng.next_u64(), 0x6e78_9e6a_a1b9_65f4);
         assert_eq!(rng.next_u64(), 0x06c4_5d18_8009_454f);
+    }
+
+    #[test]
+    fn workload_texts_are_the_manifest_without_prefixes() {
+        let texts = workload_texts();
+        assert_eq!(texts.len(), 3);
+        assert!(
+            texts
+                .iter()
+                .all(|t| t.starts_with(b"rig-long-") && t.len() > 800)
+        );
     }
 
     #[test]
