@@ -38,6 +38,8 @@
 //! assert_eq!(body.lines().next().unwrap().value(), b"net");
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
+// The table above links to the `alloc`-only items; without `alloc` they are not there.
+#![cfg_attr(not(feature = "alloc"), allow(rustdoc::broken_intra_doc_links))]
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "alloc")]

@@ -41,6 +41,8 @@
 //! # }
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
+// The overview links to the `alloc`-only collector; without `alloc` it is not there.
+#![cfg_attr(not(feature = "alloc"), allow(rustdoc::broken_intra_doc_links))]
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "alloc")]
