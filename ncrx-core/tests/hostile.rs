@@ -22,7 +22,7 @@ use std::time::Duration;
 use ncrx_core::{Event, Receiver, ReceiverConfig, ReceiverStats, RestartReason, StreamStats};
 use netconsole_proto::{DEFAULT_MAX_TOTAL, Datagram};
 use netpoll_frame::Instant;
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use testkit::heap::{self, INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -45,18 +45,6 @@ const MAX_ALLOCATIONS_PER_NEW_SOURCE: u64 = 8;
 /// Allocations per datagram over a whole scenario, on average (measured: at most 2.6, with a
 /// new source for every other datagram).
 const MAX_MEAN_ALLOCATIONS: u64 = 4;
-
-fn heap_in_use() -> i64 {
-    let s = GLOBAL.stats();
-    // stats_alloc adds a reallocation's growth to `bytes_allocated` and its shrinking to
-    // `bytes_deallocated` (`bytes_reallocated` is the same change again, not to be added).
-    i64::try_from(s.bytes_allocated).unwrap() - i64::try_from(s.bytes_deallocated).unwrap()
-}
-
-fn allocations() -> u64 {
-    let s = GLOBAL.stats();
-    (s.allocations + s.reallocations) as u64
-}
 
 /// The receiver's limits in these tests: small enough for the bound to mean something.
 fn config() -> ReceiverConfig {
@@ -139,7 +127,7 @@ impl Bench {
             buf: [0; 1000],
             name: index_of,
         };
-        bench.baseline = heap_in_use();
+        bench.baseline = heap::in_use(GLOBAL);
         bench
     }
 
@@ -151,10 +139,10 @@ impl Bench {
     /// the allocations it cost.
     fn datagram(&mut self, source: u32, bytes: &[u8]) -> u64 {
         let source = addr(source);
-        let before = allocations();
+        let before = heap::allocations(GLOBAL);
         self.rx.handle_datagram(self.now, &source, bytes);
         self.drain();
-        let cost = allocations() - before;
+        let cost = heap::allocations(GLOBAL) - before;
         self.datagrams += 1;
         self.calls_allocations += cost;
         self.check_memory();
@@ -217,7 +205,7 @@ impl Bench {
     }
 
     fn check_memory(&mut self) {
-        let heap = heap_in_use() - self.baseline;
+        let heap = heap::in_use(GLOBAL) - self.baseline;
         let used = self.rx.memory_used();
         let bound = self.rx.memory_bound();
         let used_i = i64::try_from(used).unwrap();

@@ -18,21 +18,10 @@ use std::time::Duration;
 use netconsole_proto::sender::{Sender, SenderConfig};
 use netconsole_proto::{Datagram, Flag, MAX_PRINT_CHUNK, Response, encode_response};
 use netpoll_frame::Instant;
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use testkit::heap::{self, INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-fn heap_in_use() -> i64 {
-    let s = GLOBAL.stats();
-    // A reallocation's change is already in `bytes_allocated` / `bytes_deallocated`.
-    i64::try_from(s.bytes_allocated).unwrap() - i64::try_from(s.bytes_deallocated).unwrap()
-}
-
-fn allocations() -> usize {
-    let s = GLOBAL.stats();
-    s.allocations + s.reallocations
-}
 
 /// The numeric fields of a header template: (byte range, which field).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -87,7 +76,7 @@ fn every_byte_in_the_header(template: &[u8], with_release: bool) -> (u32, u32, u
     };
     let mut mutated = template.to_vec();
     let (mut extended, mut plain, mut errors) = (0, 0, 0);
-    let before = allocations();
+    let before = heap::allocations(GLOBAL);
     for position in 0..header_len {
         let field = field_at(template, position, with_release);
         for value in 0..=255u8 {
@@ -160,7 +149,7 @@ fn every_byte_in_the_header(template: &[u8], with_release: bool) -> (u32, u32, u
             }
         }
     }
-    assert_eq!(allocations(), before, "parsing allocated");
+    assert_eq!(heap::allocations(GLOBAL), before, "parsing allocated");
     (extended, plain, errors)
 }
 
@@ -196,9 +185,9 @@ fn parsers_take_every_byte_value() {
         for value in 0..=255u8 {
             mutated.copy_from_slice(response);
             mutated[position] = value;
-            let before = allocations();
+            let before = heap::allocations(GLOBAL);
             let parsed = Datagram::parse(&mutated);
-            allocated += allocations() - before;
+            allocated += heap::allocations(GLOBAL) - before;
             if let Ok(Datagram::Response(r)) = parsed {
                 let text = std::str::from_utf8(&mutated[4..]).unwrap();
                 let numbers: Vec<u64> = text.split(' ').map(|n| n.parse().unwrap()).collect();
@@ -219,7 +208,7 @@ fn empty_and_64_kib_datagrams() {
     while long_response.len() < 65_500 {
         long_response.extend_from_slice(b" 2");
     }
-    let before = allocations();
+    let before = heap::allocations(GLOBAL);
     assert_eq!(Datagram::parse(b""), Ok(Datagram::Plain(b"")));
     assert_eq!(Datagram::parse(&garbage), Ok(Datagram::Plain(&garbage[..])));
     match Datagram::parse(&record) {
@@ -233,7 +222,7 @@ fn empty_and_64_kib_datagrams() {
         Datagram::parse(&long_response).is_err(),
         "a response is at most 1000 bytes"
     );
-    assert_eq!(allocations(), before);
+    assert_eq!(heap::allocations(GLOBAL), before);
 }
 
 /// A flood of responses at a sender holding 64 records: acks far behind, requests for
@@ -271,7 +260,7 @@ fn a_flood_of_responses_at_the_sender() {
     }
     let rounds = 10;
 
-    let baseline = heap_in_use();
+    let baseline = heap::in_use(GLOBAL);
     let mut sender = Sender::new(SenderConfig::default().with_window(WINDOW as usize));
     let t0 = Instant::from_millis(1);
     for record in &records {
@@ -285,7 +274,7 @@ fn a_flood_of_responses_at_the_sender() {
     let mut peak = 0i64;
     for round in 0..rounds {
         if round == 1 {
-            warm = Some(allocations());
+            warm = Some(heap::allocations(GLOBAL));
         }
         for response in &responses {
             let response = Response::parse(response).unwrap();
@@ -295,10 +284,10 @@ fn a_flood_of_responses_at_the_sender() {
             }
             sender.handle_timeout(now);
             now += Duration::from_micros(10);
-            peak = peak.max(heap_in_use() - baseline);
+            peak = peak.max(heap::in_use(GLOBAL) - baseline);
         }
     }
-    let steady = allocations() - warm.unwrap();
+    let steady = heap::allocations(GLOBAL) - warm.unwrap();
     let stats = sender.stats();
     println!(
         "sender flood: {} responses, {sent} datagrams re-sent, peak heap {peak} B for {held_bytes} B of records held, {steady} allocations after the first round",

@@ -23,7 +23,8 @@ use netoops_proto::{
     DumpType, Event, Received,
 };
 use netpoll_frame::Instant;
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use testkit::SplitMix64 as Rng;
+use testkit::heap::{self, INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -31,34 +32,6 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// Heap beyond the dumps' buffers: the maps' nodes, the remembered complete dumps, the event
 /// queue, allocator rounding.
 const SLACK: i64 = 128 * 1024;
-
-fn heap_in_use() -> i64 {
-    let s = GLOBAL.stats();
-    // A reallocation's change is already in `bytes_allocated` / `bytes_deallocated`.
-    i64::try_from(s.bytes_allocated).unwrap() - i64::try_from(s.bytes_deallocated).unwrap()
-}
-
-fn allocations() -> usize {
-    let s = GLOBAL.stats();
-    s.allocations + s.reallocations
-}
-
-/// SplitMix64: the flood's choices, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// What the test counted of the collector's answers.
 #[derive(Debug, Default)]
@@ -172,9 +145,9 @@ fn a_flood_of_dumps_stays_bounded_and_counted() {
     let template = good[0].clone();
     assert_eq!(u16::from_le_bytes([template[0], template[1]]), 2);
 
-    let mut rng = Rng(0x006e_6574_6f6f_7073);
+    let mut rng = Rng::new(0x006e_6574_6f6f_7073);
     let mut packet = template.clone();
-    let baseline = heap_in_use();
+    let baseline = heap::in_use(GLOBAL);
     let mut collector: Collector<u32> = Collector::new(config.clone());
     let mut now = Instant::from_millis(1);
     let mut tally = Tally::default();
@@ -198,9 +171,9 @@ fn a_flood_of_dumps_stays_bounded_and_counted() {
             (rng.below(64) as u32, &packet[..len])
         };
         let in_flight = collector.dumps_in_flight();
-        let before = allocations();
+        let before = heap::allocations(GLOBAL);
         let result = collector.handle_datagram(now, source, bytes);
-        let cost = allocations() - before;
+        let cost = heap::allocations(GLOBAL) - before;
         tally.count(result);
         let events = tally.drain(&mut collector, GOOD_SOURCE, &mut good_log);
         // A new dump (one more in flight, or one in place of an evicted one, which then
@@ -209,7 +182,7 @@ fn a_flood_of_dumps_stays_bounded_and_counted() {
             max_cost_not_first = max_cost_not_first.max(cost);
         }
         collector.check_invariants().unwrap();
-        let heap = heap_in_use() - baseline;
+        let heap = heap::in_use(GLOBAL) - baseline;
         assert!(heap <= bound, "heap {heap} over {bound}");
         // Tighter: the dumps in flight (data and one flag per chunk) and the slack.
         let held =

@@ -13,15 +13,10 @@ use std::alloc::System;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use netpoll_frame::{Frame, FrameBuilder, FrameConfig, IpInfo, Layer, MacAddr, ParseError};
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use testkit::heap::{self, INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-fn allocations() -> usize {
-    let s = GLOBAL.stats();
-    s.allocations + s.reallocations
-}
 
 fn hex(text: &str) -> Vec<u8> {
     (0..text.len())
@@ -225,9 +220,9 @@ fn every_byte_in_every_header(frame: &[u8]) -> (u32, u32) {
                 if fixed {
                     fix_checksums(&mut mutated, position);
                 }
-                let before = allocations();
+                let before = heap::allocations(GLOBAL);
                 let parsed = Frame::parse(&mutated);
-                allocated += allocations() - before;
+                allocated += heap::allocations(GLOBAL) - before;
                 match &parsed {
                     Ok(parsed) => {
                         ok += 1;
@@ -287,7 +282,7 @@ fn hostile_frames() {
     let mut big = vec![0u8; 65_507 + 42];
     let len = builder.build(&payload, &mut big).unwrap();
     let garbage = vec![0xffu8; 65_536];
-    let before = allocations();
+    let before = heap::allocations(GLOBAL);
     assert_eq!(
         Frame::parse(&[]),
         Err(ParseError::Truncated {
@@ -303,5 +298,5 @@ fn hostile_frames() {
         Frame::parse(&garbage),
         Err(ParseError::UnsupportedEthertype(0xffff))
     );
-    assert_eq!(allocations(), before, "Frame::parse allocated");
+    assert_eq!(heap::allocations(GLOBAL), before, "Frame::parse allocated");
 }

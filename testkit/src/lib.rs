@@ -8,6 +8,8 @@
 //! - [`workload_texts`]: the long texts the captures' workload wrote to `/dev/kmsg`, which
 //!   Linux 7.3 cut at 2048 bytes once escaped (its console printed them whole).
 //! - [`SplitMix64`]: a small seeded generator for losses, shuffles and bulk bytes.
+//! - [`heap`]: what a counting global allocator (stats_alloc) says, for the tests that bound
+//!   memory and allocations.
 //!
 //! ```
 //! let mut rng = testkit::SplitMix64::new(7);
@@ -200,6 +202,45 @@ pub fn workload_texts() -> Vec<Vec<u8>> {
             }
         })
         .collect()
+}
+
+/// Reading a counting global allocator. A test binary declares it (safe code):
+///
+/// ```
+/// use std::alloc::System;
+/// use testkit::heap::{INSTRUMENTED_SYSTEM, StatsAlloc};
+///
+/// #[global_allocator]
+/// static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+///
+/// let before = testkit::heap::allocations(GLOBAL);
+/// let v = vec![1u8; 100];
+/// assert!(testkit::heap::allocations(GLOBAL) > before);
+/// # drop(v);
+/// ```
+///
+/// The counters are global to the process: tests that read them run one at a time.
+pub mod heap {
+    use std::alloc::System;
+
+    pub use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+    /// Heap bytes in use now. stats_alloc adds a reallocation's growth to `bytes_allocated`
+    /// and its shrinking to `bytes_deallocated` (`bytes_reallocated` is the same change
+    /// again, not to be added).
+    #[must_use]
+    pub fn in_use(alloc: &StatsAlloc<System>) -> i64 {
+        let s = alloc.stats();
+        i64::try_from(s.bytes_allocated).unwrap_or(i64::MAX)
+            - i64::try_from(s.bytes_deallocated).unwrap_or(i64::MAX)
+    }
+
+    /// Allocations and reallocations so far.
+    #[must_use]
+    pub fn allocations(alloc: &StatsAlloc<System>) -> u64 {
+        let s = alloc.stats();
+        (s.allocations + s.reallocations) as u64
+    }
 }
 
 /// SplitMix64 (Steele, Lea and Flood, 2014): a seeded generator, the same sequence for the same
