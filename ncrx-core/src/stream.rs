@@ -21,8 +21,11 @@
 //!   datagram to the output buffer in one copy, touching no map, queue or timer.
 //! - Every sequence number in `[tail, head)` that is not complete belongs to one *run*: a
 //!   range of missing numbers (or one incomplete fragmented record) with the time the
-//!   receiver gives up on it (`message_timeout` after it learned of it). Runs live in an
-//!   ordered map by start, so a packet costs O(log n) whatever the number of holes.
+//!   receiver gives up on it (`message_timeout` after it learned of it). Runs live in a
+//!   ring indexed by their start like the records, with a bitmap of the starts in use: the
+//!   run at the tail is one lookup, the run holding a number is found by scanning the bitmap
+//!   back from it 64 numbers a word (at most `slots / 64` words), whatever the number of
+//!   holes.
 //! - Records leave from the tail, in order: complete ones at once, a run when its
 //!   [`message_timeout`](StreamConfig::message_timeout) passes ([`Event::Lost`] or
 //!   [`Event::Incomplete`]), or early when the window or the byte budget overflows. Runs are
@@ -62,7 +65,7 @@
 //!   existed).
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::ops::Range;
@@ -326,6 +329,188 @@ struct OutOfOrder {
     datagram: Box<[u8]>,
 }
 
+/// Offset (below `len`) from position `from` of the first set bit at or after it, going up
+/// through `len` positions of a ring of `nbits` bits.
+fn scan_up(bits: &[u64], nbits: usize, from: usize, len: usize) -> Option<usize> {
+    let (mut pos, mut done) = (from, 0);
+    while done < len {
+        let b = pos % 64;
+        let chunk = (64 - b).min(nbits - pos).min(len - done);
+        let mut word = bits[pos / 64] >> b;
+        if chunk < 64 {
+            word &= (1 << chunk) - 1;
+        }
+        if word != 0 {
+            return Some(done + word.trailing_zeros() as usize);
+        }
+        done += chunk;
+        pos += chunk;
+        if pos == nbits {
+            pos = 0;
+        }
+    }
+    None
+}
+
+/// Offset (below `len`) back from position `from` of the first set bit at or before it,
+/// going down through `len` positions of a ring of `nbits` bits.
+fn scan_down(bits: &[u64], nbits: usize, from: usize, len: usize) -> Option<usize> {
+    let (mut pos, mut done) = (from, 0);
+    while done < len {
+        let b = pos % 64;
+        let chunk = (b + 1).min(len - done);
+        let low = b + 1 - chunk;
+        let mut word = bits[pos / 64] >> low;
+        if chunk < 64 {
+            word &= (1 << chunk) - 1;
+        }
+        if word != 0 {
+            let top = 63 - word.leading_zeros() as usize;
+            return Some(done + chunk - 1 - top);
+        }
+        done += chunk;
+        pos = if pos >= chunk { pos - chunk } else { nbits - 1 };
+    }
+    None
+}
+
+/// The runs of a stream by start: a ring of `slots` entries indexed like the record ring,
+/// and a bitmap of the entries in use. Every run starts in the open window, which spans
+/// fewer than `slots` numbers, so two runs never share an entry; a search scans the bitmap
+/// 64 entries at a word, from a number up to the head or back to the tail. Allocated at the
+/// first run, kept after.
+#[derive(Debug, Clone)]
+struct Runs {
+    entries: Vec<(u64, Run)>,
+    used: Vec<u64>,
+    slots: usize,
+    len: usize,
+}
+
+impl Runs {
+    fn new(slots: usize) -> Self {
+        Runs {
+            entries: Vec::new(),
+            used: Vec::new(),
+            slots,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn bit(&self, i: usize) -> bool {
+        self.used
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn insert(&mut self, start: u64, run: Run) {
+        if self.entries.is_empty() {
+            let none = Run {
+                end: 0,
+                give_up_at: Instant::ZERO,
+                partial: false,
+            };
+            self.entries = alloc::vec![(0, none); self.slots];
+            self.used = alloc::vec![0; self.slots.div_ceil(64)];
+        }
+        let i = slot_of(self.slots, start);
+        if !self.bit(i) {
+            self.used[i / 64] |= 1 << (i % 64);
+            self.len += 1;
+        }
+        self.entries[i] = (start, run);
+    }
+
+    fn remove(&mut self, start: u64) -> Option<Run> {
+        let i = slot_of(self.slots, start);
+        if !self.bit(i) || self.entries[i].0 != start {
+            return None;
+        }
+        self.used[i / 64] &= !(1 << (i % 64));
+        self.len -= 1;
+        Some(self.entries[i].1)
+    }
+
+    fn get_mut(&mut self, start: u64) -> Option<&mut Run> {
+        let i = slot_of(self.slots, start);
+        if !self.bit(i) || self.entries[i].0 != start {
+            return None;
+        }
+        Some(&mut self.entries[i].1)
+    }
+
+    /// The run with the lowest start in `[from, to)`.
+    #[inline]
+    fn first(&self, from: u64, to: u64) -> Option<(u64, Run)> {
+        if self.len == 0 || from >= to {
+            return None;
+        }
+        // Mostly a run starts at `from` (the tail's).
+        let i = slot_of(self.slots, from);
+        if self.bit(i) && self.entries[i].0 == from {
+            return Some(self.entries[i]);
+        }
+        self.first_after(from, to)
+    }
+
+    fn first_after(&self, from: u64, to: u64) -> Option<(u64, Run)> {
+        let len = usize::try_from(to - from).map_or(self.slots, |n| n.min(self.slots));
+        let offset = scan_up(&self.used, self.slots, slot_of(self.slots, from), len)?;
+        Some(self.entries[slot_of(self.slots, from + offset as u64)])
+    }
+
+    /// Calls `visit` with each run starting in `[from, to)`, in order, until it returns false.
+    fn each(&self, from: u64, to: u64, mut visit: impl FnMut(u64, &Run) -> bool) {
+        if self.len == 0 || from >= to {
+            return;
+        }
+        let len = usize::try_from(to - from).map_or(self.slots, |n| n.min(self.slots));
+        let (mut pos, mut done) = (slot_of(self.slots, from), 0);
+        while done < len {
+            let b = pos % 64;
+            let chunk = (64 - b).min(self.slots - pos).min(len - done);
+            let mut word = self.used[pos / 64] >> b;
+            if chunk < 64 {
+                word &= (1 << chunk) - 1;
+            }
+            while word != 0 {
+                let bit = word.trailing_zeros() as usize;
+                let (start, run) = &self.entries[pos + bit];
+                if !visit(*start, run) {
+                    return;
+                }
+                word &= word - 1;
+            }
+            done += chunk;
+            pos += chunk;
+            if pos == self.slots {
+                pos = 0;
+            }
+        }
+    }
+
+    /// The run with the highest start in `[from, to)`.
+    fn last(&self, from: u64, to: u64) -> Option<(u64, Run)> {
+        if self.len == 0 || from >= to {
+            return None;
+        }
+        let len = usize::try_from(to - from).map_or(self.slots, |n| n.min(self.slots));
+        let offset = scan_down(&self.used, self.slots, slot_of(self.slots, to - 1), len)?;
+        Some(self.entries[slot_of(self.slots, to - 1 - offset as u64)])
+    }
+
+    /// Whether any run is open.
+    #[inline]
+    fn is_open(&self) -> bool {
+        self.len > 0
+    }
+
+    fn memory_used(&self) -> usize {
+        self.entries.capacity() * core::mem::size_of::<(u64, Run)>() + self.used.capacity() * 8
+    }
+}
+
 /// Most sequence numbers gathered for one response (each takes at least 2 bytes).
 const RESPONSE_SEQS: usize = MAX_RESPONSE / 2;
 
@@ -369,7 +554,7 @@ pub struct Stream {
     /// Next sequence number expected (one past the highest placed).
     head: u64,
     newest_ts: u64,
-    runs: BTreeMap<u64, Run>,
+    runs: Runs,
     /// The whole records held in the window.
     pool: HeldPool,
     /// Interval requests: `(when, start, end)` of ranges that had holes, in time order (every
@@ -422,8 +607,9 @@ impl Stream {
         let config = config.normalized();
         let ts_back = u64::try_from(config.restart_ts_back.as_micros()).unwrap_or(u64::MAX);
         let delivered = alloc::vec![0; (config.slots * DELIVERED_SPAN).div_ceil(64)];
+        let ring = config.slots;
         let mut slots = Vec::new();
-        slots.resize_with(config.slots, Slot::default);
+        slots.resize_with(ring, Slot::default);
         Stream {
             config,
             slots,
@@ -435,7 +621,7 @@ impl Stream {
             tail: 0,
             head: 0,
             newest_ts: 0,
-            runs: BTreeMap::new(),
+            runs: Runs::new(ring),
             pool: HeldPool::default(),
             requests_due: VecDeque::new(),
             stride_due: BinaryHeap::new(),
@@ -491,7 +677,7 @@ impl Stream {
             + self.held_bytes
             + self.pool.memory_used()
             + self.delivered.capacity() * 8
-            + self.runs.len() * (size_of::<(u64, Run)>() + NODE_OVERHEAD)
+            + self.runs.memory_used()
             + self.requests_due.capacity() * size_of::<(Instant, u64, u64)>()
             + self.requests.capacity() * size_of::<Range<u64>>()
             + self.response_seqs.capacity() * size_of::<u64>()
@@ -678,10 +864,16 @@ impl Stream {
     /// next interval request, the out-of-order buffer's timeout and the ack. Each is the
     /// exact instant it is due, never "now + interval"; an interval request whose holes were
     /// all filled meanwhile (but not yet retired) passes without output.
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.requests_due.front().map(|&(at, _, _)| at);
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some((_, run)) = self.runs.first_key_value() {
+        if let Some((_, run)) = self
+            .runs
+            .is_open()
+            .then(|| self.runs.first(self.tail, self.head))
+            .flatten()
+        {
             consider(run.give_up_at);
         }
         if let Some(front) = self.oos.front() {
@@ -747,24 +939,24 @@ impl Stream {
             // The incomplete numbers of [start, end) are those of the runs there: the run
             // holding `start`, then the runs starting after it (records that arrived are
             // skipped without being looked at).
-            let holding = self
-                .runs
-                .range(..=start)
-                .next_back()
-                .filter(|(_, run)| run.end > start);
             let mut resume = end;
-            'runs: for (&run_start, run) in
-                holding.into_iter().chain(self.runs.range(start + 1..end))
-            {
-                let stop = run.end.min(end);
-                for seq in run_start.max(start)..stop {
+            let mut gather = |run_start: u64, run: &Run| {
+                for seq in run_start.max(start)..run.end.min(end) {
                     if count == RESPONSE_SEQS {
                         resume = seq;
-                        break 'runs;
+                        return false;
                     }
                     scratch[count] = seq;
                     count += 1;
                 }
+                true
+            };
+            let holding = self
+                .runs
+                .last(self.tail, start + 1)
+                .filter(|(_, run)| run.end > start);
+            if holding.is_none_or(|(run_start, run)| gather(run_start, &run)) {
+                self.runs.each(start + 1, end, gather);
             }
             if resume < end {
                 self.requests.push_front(resume..end);
@@ -1073,7 +1265,7 @@ impl Stream {
                 let learned = entry.at + self.config.message_timeout;
                 let give_up_at = self
                     .runs
-                    .last_key_value()
+                    .last(self.tail, self.head)
                     .map_or(learned, |(_, run)| learned.max(run.give_up_at));
                 self.place_ahead_at(&record, &entry.datagram, give_up_at);
             } else {
@@ -1228,8 +1420,8 @@ impl Stream {
 
     /// The end of the item at the tail (one record, or the run there), capped at `limit`.
     fn next_retire_point(&self, limit: u64) -> u64 {
-        let end = match self.runs.first_key_value() {
-            Some((&start, run)) if start == self.tail => run.end,
+        let end = match self.runs.first(self.tail, self.head) {
+            Some((start, run)) if start == self.tail => run.end,
             _ => self.tail + 1,
         };
         end.min(limit)
@@ -1418,15 +1610,16 @@ impl Stream {
         }
         // Take it out of its run: the part before it keeps its entry (shortened in place),
         // the part after it is a new one.
-        let Some((&start, run)) = self.runs.range_mut(..=seq).next_back() else {
+        let Some((start, after)) = self.runs.last(self.tail, seq + 1) else {
             return;
         };
-        if run.end <= seq {
+        if after.end <= seq {
             return;
         }
-        let after = *run;
         if start < seq {
-            run.end = seq;
+            if let Some(run) = self.runs.get_mut(start) {
+                run.end = seq;
+            }
         } else {
             self.remove_run(start);
         }
@@ -1492,7 +1685,7 @@ impl Stream {
     }
 
     fn remove_run(&mut self, start: u64) -> Option<Run> {
-        self.runs.remove(&start)
+        self.runs.remove(start)
     }
 
     /// Asks for the holes of `[start, end)` one retransmit interval from now.
@@ -1609,8 +1802,8 @@ impl Stream {
                 self.retire_one_complete();
                 continue;
             }
-            match self.runs.first_key_value() {
-                Some((&start, run)) if start == self.tail && run.give_up_at <= self.now => {
+            match self.runs.first(self.tail, self.head) {
+                Some((start, run)) if start == self.tail && run.give_up_at <= self.now => {
                     let end = run.end;
                     self.give_up(start, end);
                 }
@@ -1627,7 +1820,7 @@ impl Stream {
                 self.retire_one_complete();
                 continue;
             }
-            let Some((&start, run)) = self.runs.first_key_value() else {
+            let Some((start, run)) = self.runs.first(self.tail, self.head) else {
                 // Not reachable while the invariant holds; never loop forever.
                 self.tail += 1;
                 continue;
@@ -1692,5 +1885,78 @@ impl Stream {
         self.mark_delivered(seq);
         self.tail = seq + 1;
         self.note_retired();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+    use proptest::prelude::*;
+
+    fn run(end: u64) -> Run {
+        Run {
+            end,
+            give_up_at: Instant::from_millis(end),
+            partial: false,
+        }
+    }
+
+    proptest! {
+        /// The ring of runs answers as an ordered map would, for starts within a window
+        /// narrower than the ring that moves forward, across word and ring boundaries.
+        #[test]
+        fn runs_match_an_ordered_map(
+            slots in prop::sample::select(vec![2usize, 5, 63, 64, 65, 100, 128, 300]),
+            ops in prop::collection::vec((0u8..5, any::<u16>(), any::<u16>()), 1..300),
+        ) {
+            let mut runs = Runs::new(slots);
+            let mut model: BTreeMap<u64, Run> = BTreeMap::new();
+            let (mut tail, mut head) = (1000u64, 1000u64);
+            for (op, x, y) in ops {
+                let span = head - tail;
+                match op {
+                    0 if span > 0 => {
+                        let start = tail + u64::from(x) % span;
+                        runs.insert(start, run(start + 1 + u64::from(y % 4)));
+                        model.insert(start, run(start + 1 + u64::from(y % 4)));
+                    }
+                    1 if span > 0 => {
+                        let start = tail + u64::from(x) % span;
+                        prop_assert_eq!(runs.remove(start), model.remove(&start));
+                    }
+                    2 => {
+                        // The head moves on, the window staying narrower than the ring.
+                        head = (head + 1 + u64::from(x) % 70).min(tail + slots as u64 - 1);
+                    }
+                    3 if span > 0 => {
+                        // The tail moves on; what it passes is removed first, as retiring does.
+                        let new_tail = tail + u64::from(x) % (span + 1);
+                        for start in tail..new_tail {
+                            prop_assert_eq!(runs.remove(start), model.remove(&start));
+                        }
+                        tail = new_tail;
+                    }
+                    _ => {
+                        let from = tail + u64::from(x) % (span + 1);
+                        let to = from + u64::from(y) % (head - from + 1);
+                        let in_range = || model.range(from..to);
+                        prop_assert_eq!(runs.first(from, to), in_range().next().map(|(&s, &r)| (s, r)));
+                        prop_assert_eq!(runs.last(from, to), in_range().next_back().map(|(&s, &r)| (s, r)));
+                        let mut seen = Vec::new();
+                        runs.each(from, to, |s, r| {
+                            seen.push((s, *r));
+                            true
+                        });
+                        let expected: Vec<(u64, Run)> = in_range().map(|(&s, &r)| (s, r)).collect();
+                        prop_assert_eq!(seen, expected);
+                        if let Some(start) = model.keys().next() {
+                            prop_assert!(runs.get_mut(*start).is_some());
+                        }
+                    }
+                }
+                prop_assert_eq!(runs.is_open(), !model.is_empty());
+            }
+        }
     }
 }
