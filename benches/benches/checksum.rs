@@ -7,7 +7,7 @@ use core::hash::Hasher as _;
 use core::time::Duration;
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 
 /// The sizes measured: a small frame, a full Ethernet MTU, a maximal IP datagram.
 const SIZES: [usize; 3] = [64, 1500, 65_536];
@@ -90,4 +90,36 @@ criterion_group! {
         .sample_size(30);
     targets = checksum
 }
-criterion_main!(benches);
+
+/// A plain loop instead of criterion, for instruction counts under callgrind (deterministic,
+/// unlike times on a shared machine): `CHECKSUM_LOOP=<who>:<bytes>:<calls>` with `who` a name
+/// of the report (`netpoll-frame`, `smoltcp`, ...).
+fn checksum_loop(spec: &str) {
+    let mut parts = spec.split(':');
+    let who = parts.next().unwrap_or_default();
+    let mut number = || -> usize {
+        parts
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("CHECKSUM_LOOP=who:len:n")
+    };
+    let (len, n) = (number(), number());
+    let Some((_, f)) = IMPLEMENTATIONS.into_iter().find(|(name, _)| *name == who) else {
+        panic!("unknown CHECKSUM_LOOP implementation {who}");
+    };
+    let buf = data(len);
+    let mut hash = std::hash::DefaultHasher::new();
+    for _ in 0..n {
+        hash.write(&f(black_box(&buf)));
+    }
+    println!("{who} {len} B x {n}: {:x}", hash.finish());
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("CHECKSUM_LOOP") {
+        checksum_loop(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use netpoll_frame::{Frame, FrameBuilder, FrameConfig, MacAddr};
 
 const SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -170,4 +170,43 @@ fn config() -> Criterion {
 }
 
 criterion_group!(name = benches; config = config(); targets = build, parse);
-criterion_main!(benches);
+
+/// A plain loop instead of criterion, for instruction counts under callgrind (deterministic,
+/// unlike times on a shared machine): `FRAME_LOOP=<who>:<payload bytes>:<frames>` with `who`
+/// one of `netpoll-frame`, `smoltcp`, `etherparse`, `parse` (our parse and verify).
+fn frame_loop(spec: &str) {
+    let mut parts = spec.split(':');
+    let who = parts.next().unwrap_or_default();
+    let mut number = || -> usize {
+        parts
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("FRAME_LOOP=who:len:n")
+    };
+    let (len, n) = (number(), number());
+    let payload = payload(len);
+    let mut buf = vec![0u8; 1600.max(len + 100)];
+    let mut builder = builder();
+    let frame_len = builder.build(&payload, &mut buf).unwrap();
+    let frame = buf[..frame_len].to_vec();
+    let mut total = 0;
+    for _ in 0..n {
+        total += match who {
+            "netpoll-frame" => ours(black_box(&payload), black_box(&mut buf), &mut builder),
+            "smoltcp" => smoltcp_build(black_box(&payload), black_box(&mut buf)),
+            "etherparse" => etherparse_build(black_box(&payload), black_box(&mut buf)),
+            "parse" => Frame::parse(black_box(&frame)).unwrap().payload().len(),
+            _ => panic!("unknown FRAME_LOOP implementation {who}"),
+        };
+    }
+    println!("{who} {len} B x {n}: {total} bytes");
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("FRAME_LOOP") {
+        frame_loop(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
