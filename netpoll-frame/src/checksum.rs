@@ -751,6 +751,19 @@ mod tests {
         b':', b'\n',
     ];
 
+    /// The UDP checksum of a captured datagram, as a sender computes it (pseudo-header, UDP
+    /// header with its checksum field zero, payload) and as a receiver checks it (the datagram
+    /// summed with its checksum, in the pieces cut at `cuts`, gives 0xffff).
+    fn check_udp_checksum(pseudo: Checksum, udp: &[u8], expected: u16, cuts: &[usize]) {
+        let mut c = pseudo;
+        c.add_bytes(&udp[..6]);
+        c.add_u16(0);
+        c.add_bytes(&udp[8..]);
+        assert_eq!(c.finish(), expected);
+        assert_eq!(u16::from_be_bytes([udp[6], udp[7]]), expected);
+        assert_eq!(pseudo.combine(sum_in_pieces(udp, cuts)).sum(), 0xffff);
+    }
+
     #[test]
     fn kernel_ipv4_frame() {
         let src = Ipv4Addr::new(192, 0, 2, 1);
@@ -759,18 +772,7 @@ mod tests {
         // By hand: c000 + 0201 + c000 + 0202 + 0011 + 0037 = 0x1844b, folded 0x844c.
         assert_eq!(pseudo.sum(), 0x844c);
 
-        // UDP checksum: pseudo-header, UDP header with a zero checksum field, payload.
-        let udp = &IPV4_FRAME[34..];
-        let mut c = pseudo;
-        c.add_bytes(&udp[..6]);
-        c.add_u16(0);
-        c.add_bytes(&udp[8..]);
-        assert_eq!(c.finish(), 0x2ec8);
-        // A receiver's check: summing the datagram with its checksum gives 0xffff.
-        assert_eq!(
-            pseudo.combine(sum_in_pieces(udp, &[3, 8, 20])).sum(),
-            0xffff
-        );
+        check_udp_checksum(pseudo, &IPV4_FRAME[34..], 0x2ec8, &[3, 8, 20]);
 
         // The IPv4 header checksum over the 20 header bytes, field zeroed.
         let mut header: [u8; 20] = IPV4_FRAME[14..34].try_into().unwrap();
@@ -792,16 +794,7 @@ mod tests {
         // By hand: 2001 + 0db8 + 0001 + 2001 + 0db8 + 0002 + 0000 + 0037 + 0000 + 0011 = 0x5bbd.
         assert_eq!(pseudo.sum(), 0x5bbd);
 
-        let udp = &IPV6_FRAME[54..];
-        let mut c = pseudo;
-        c.add_bytes(&udp[..6]);
-        c.add_u16(0);
-        c.add_bytes(&udp[8..]);
-        assert_eq!(c.finish(), 0x5753);
-        assert_eq!(
-            pseudo.combine(sum_in_pieces(udp, &[1, 7, 30])).sum(),
-            0xffff
-        );
+        check_udp_checksum(pseudo, &IPV6_FRAME[54..], 0x5753, &[1, 7, 30]);
     }
 
     #[test]
