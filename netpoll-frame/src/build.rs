@@ -36,7 +36,7 @@ use zerocopy::IntoBytes;
 use zerocopy::network_endian::{U16, U32};
 
 use crate::addr::{MacAddr, VlanTag};
-use crate::checksum::{self, Checksum};
+use crate::checksum::{self, Checksum, ones_add};
 use crate::wire::{
     ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, EthernetHeader,
     IPPROTO_UDP, IPV4_HEADER_LEN, IPV6_HEADER_LEN, Ipv4Header, Ipv6Header, NETPOLL_IPV4_TTL,
@@ -167,10 +167,11 @@ pub struct FrameBuilder {
     ipv6: bool,
     ip_id: IpIdPolicy,
     udp_checksum: UdpChecksumPolicy,
-    /// Sum of the IPv4 header with length, id and checksum zero.
-    ipv4_header_sum: Checksum,
-    /// Sum of the pseudo-header without its length, and of the UDP ports.
-    udp_sum: Checksum,
+    /// Folded sum of the IPv4 header with length, id and checksum zero (an even number of
+    /// bytes, so the per-frame words add without rotation).
+    ipv4_header_sum: u16,
+    /// Folded sum of the pseudo-header without its length, and of the UDP ports (even too).
+    udp_sum: u16,
 }
 
 impl FrameBuilder {
@@ -259,8 +260,8 @@ impl FrameBuilder {
             ipv6,
             ip_id: config.ip_id,
             udp_checksum: config.udp_checksum,
-            ipv4_header_sum,
-            udp_sum,
+            ipv4_header_sum: ipv4_header_sum.sum(),
+            udp_sum: udp_sum.sum(),
         })
     }
 
@@ -340,13 +341,10 @@ impl FrameBuilder {
                 0
             }
             UdpChecksumPolicy::Compute => {
-                let mut sum = self.udp_sum;
-                // Once in the pseudo-header, once in the UDP header.
-                sum.add_u16(udp_len);
-                sum.add_u16(udp_len);
-                // The payload is summed from the words loaded to copy it: one pass over it.
-                sum.add_copy(payload, body);
-                match sum.finish() {
+                // The length once in the pseudo-header, once in the UDP header; the payload
+                // (at an even offset) summed from the words loaded to copy it: one pass over it.
+                let sum = ones_add(ones_add(self.udp_sum, udp_len), udp_len);
+                match !ones_add(sum, checksum::copy_sum_be(payload, body)) {
                     0 => 0xFFFF,
                     value => value,
                 }
@@ -388,12 +386,10 @@ impl FrameBuilder {
             headers[IP + 4..IP + 6].copy_from_slice(&fields.udp_len.to_be_bytes());
         } else {
             let total_len = fields.udp_len + IPV4_HEADER_LEN as u16;
-            let mut sum = self.ipv4_header_sum;
-            sum.add_u16(total_len);
-            sum.add_u16(fields.ip_id);
+            let sum = ones_add(ones_add(self.ipv4_header_sum, total_len), fields.ip_id);
             headers[IP + 2..IP + 4].copy_from_slice(&total_len.to_be_bytes());
             headers[IP + 4..IP + 6].copy_from_slice(&fields.ip_id.to_be_bytes());
-            headers[IP + 10..IP + 12].copy_from_slice(&sum.finish().to_be_bytes());
+            headers[IP + 10..IP + 12].copy_from_slice(&(!sum).to_be_bytes());
         }
     }
 }

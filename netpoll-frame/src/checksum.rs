@@ -91,15 +91,6 @@ impl Checksum {
         self.odd ^= data.len() % 2 == 1;
     }
 
-    /// Copies `src` into `dst` (of the same length) and adds the bytes, as
-    /// [`Checksum::add_bytes`] would, in one pass over them.
-    #[inline]
-    pub(crate) fn add_copy(&mut self, src: &[u8], dst: &mut [u8]) {
-        let piece = copy_sum_be(src, dst);
-        self.add_piece(piece);
-        self.odd ^= src.len() % 2 == 1;
-    }
-
     /// Adds the two bytes of `word` in network order (big-endian), as if they followed the
     /// bytes added so far; e.g. a header field given as its numeric value.
     pub fn add_u16(&mut self, word: u16) {
@@ -232,7 +223,7 @@ pub fn ipv6_pseudo_header(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length:
 
 /// One's-complement addition of two folded sums; the result is 0 only if both are 0.
 #[inline]
-const fn ones_add(a: u16, b: u16) -> u16 {
+pub(crate) const fn ones_add(a: u16, b: u16) -> u16 {
     let (s, carry) = a.overflowing_add(b);
     // With a carry, s <= 0xfffe, so adding it back cannot wrap.
     s + carry as u16
