@@ -40,7 +40,10 @@ pub struct StreamConfig {
     /// slot from the slot's last activity. This receiver remembers what it retired instead
     /// (see [`crate::Stream`]), so the value only documents parity with libncrx.
     pub out_of_order_interval: Duration,
-    /// Release a buffered out-of-order record (as [`crate::Event::Late`]) after this long.
+    /// Release a buffered out-of-order record after this long: behind the window as
+    /// [`crate::Event::Late`]; ahead of it followed there if the stream went (nearly) silent
+    /// meanwhile, else dropped and counted in
+    /// [`StreamStats::out_of_order_dropped`](crate::StreamStats::out_of_order_dropped).
     pub out_of_order_timeout: Duration,
     /// A record whose sequence number is before anything the stream remembers and whose
     /// `ts_usec` is more than this far behind the newest one restarts the stream at once

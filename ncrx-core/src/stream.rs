@@ -52,11 +52,16 @@
 //!   remembered range or far ahead of the window are
 //!   buffered as out of order (libncrx's rule: 19 of the last 32 out of order restart the
 //!   stream from the lowest). A buffered record not used so is released after
-//!   [`out_of_order_timeout`](StreamConfig::out_of_order_timeout) as if it arrived then: one
-//!   at or ahead of the window is placed there, so the numbers before it are given up on
-//!   ([`Event::Lost`], `message_timeout` after the record arrived) and it comes out in
-//!   order; one behind the tail comes out as [`Event::Late`] once, if the stream still
-//!   remembers what it delivered there (else it is dropped and counted). Two different
+//!   [`out_of_order_timeout`](StreamConfig::out_of_order_timeout), or when more than
+//!   [`OUT_OF_ORDER_MAX`] wait, as if it arrived then. One at or ahead of the window is
+//!   followed there only if it and the buffered records near it outnumber what the stream
+//!   took meanwhile in the threshold's ratio (a silent stream is followed, one that keeps
+//!   going is not abandoned for far records beside it): then the numbers before it are
+//!   given up on ([`Event::Lost`], `message_timeout` after the record arrived) and it comes
+//!   out in order; else it is dropped and counted
+//!   ([`StreamStats::out_of_order_dropped`]). One behind the tail comes out as
+//!   [`Event::Late`] once, if the stream still remembers what it delivered there (else it is
+//!   dropped and counted). Two different
 //!   records buffered under one number: the first stands, the other is counted as a
 //!   conflict. No number is delivered twice in one epoch.
 //!   `ncemg` records never count as out of order.
@@ -109,6 +114,11 @@ pub struct StreamStats {
     pub incomplete: u64,
     /// Records counted out of order (buffered).
     pub out_of_order: u64,
+    /// Out-of-order records ahead of the window dropped when the buffer overflowed or their
+    /// [`out_of_order_timeout`](StreamConfig::out_of_order_timeout) passed, because the
+    /// stream kept going meanwhile and they did not outnumber it: following them would have
+    /// abandoned it.
+    pub out_of_order_dropped: u64,
     /// Stream restarts.
     pub restarts: u64,
     /// Records carrying `ncemg=1`.
@@ -141,6 +151,7 @@ impl core::ops::AddAssign for StreamStats {
         self.lost = self.lost.saturating_add(o.lost);
         self.incomplete += o.incomplete;
         self.out_of_order += o.out_of_order;
+        self.out_of_order_dropped += o.out_of_order_dropped;
         self.restarts += o.restarts;
         self.emergency += o.emergency;
         self.stale_emergency += o.stale_emergency;
@@ -326,7 +337,23 @@ struct OutOfOrder {
     at: Instant,
     seq: u64,
     ts_usec: u64,
+    /// Records the stream had taken other than as out of order when this one arrived
+    /// ([`Stream::taken`]): how much it went on since is the difference.
+    taken: u64,
     datagram: Box<[u8]>,
+}
+
+/// What becomes of a buffered out-of-order record at or ahead of the window when it leaves
+/// the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Placed there (flush: nothing follows).
+    Place,
+    /// Placed there only if the far records outnumber what the stream took meanwhile
+    /// (buffer overflow, timeout); else dropped and counted.
+    Judge,
+    /// Dropped to free bytes, counted as over budget.
+    Shed,
 }
 
 /// Offset (below `len`) from position `from` of the first set bit at or after it, going up
@@ -572,6 +599,9 @@ pub struct Stream {
     ack_due: bool,
     oos: VecDeque<OutOfOrder>,
     oos_history: u32,
+    /// Records that came to [`Stream::out_of_order`] (buffered, or dropped there as a
+    /// duplicate or a conflict of a buffered one), ever.
+    far_arrivals: u64,
     held_bytes: usize,
     /// [`StreamConfig::restart_ts_back`] in microseconds.
     ts_back: u64,
@@ -632,6 +662,7 @@ impl Stream {
             ack_due: false,
             oos: VecDeque::new(),
             oos_history: 0,
+            far_arrivals: 0,
             held_bytes: 0,
             ts_back,
             delivered,
@@ -742,7 +773,7 @@ impl Stream {
                 let point = self.next_retire_point(self.head);
                 self.force_retire_to(point);
             } else if !self.oos.is_empty() {
-                self.release_oldest_oos(false);
+                self.release_oldest_oos(Release::Shed);
             } else {
                 break;
             }
@@ -850,7 +881,7 @@ impl Stream {
             if front.at + self.config.out_of_order_timeout > now {
                 break;
             }
-            self.release_oldest_oos(true);
+            self.release_oldest_oos(Release::Judge);
         }
         if let (Some(since), Some(interval)) = (self.ack_pending_since, self.config.ack_interval) {
             if since + interval <= now {
@@ -1000,7 +1031,7 @@ impl Stream {
         self.advance_time(now);
         self.force_retire_to(self.head);
         while !self.oos.is_empty() {
-            self.release_oldest_oos(true);
+            self.release_oldest_oos(Release::Place);
             self.force_retire_to(self.head);
         }
         self.requests.clear();
@@ -1193,6 +1224,7 @@ impl Stream {
 
     fn out_of_order(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let (seq, ts_usec) = (record.header.seq, record.header.ts_usec);
+        self.far_arrivals += 1;
         for entry in self.oos.iter().filter(|e| e.seq == seq) {
             if entry.ts_usec == ts_usec && *entry.datagram == *datagram {
                 self.stats.duplicates += 1;
@@ -1227,11 +1259,40 @@ impl Stream {
             at: self.now,
             seq: record.header.seq,
             ts_usec: record.header.ts_usec,
+            taken: self.taken(),
             datagram: Box::from(datagram),
         });
         if self.oos.len() > OUT_OF_ORDER_MAX {
-            self.release_oldest_oos(true);
+            self.release_oldest_oos(Release::Judge);
         }
+    }
+
+    /// Records taken other than as out of order so far (in the window, ahead of it, behind
+    /// it, duplicates of those): the stream's own traffic, as far as far-away records are
+    /// concerned.
+    fn taken(&self) -> u64 {
+        self.stats.datagrams - self.far_arrivals
+    }
+
+    /// Whether the oldest buffered record (at or ahead of the window) is to be followed
+    /// there: it and the buffered records near it (within `slots`) outnumber what the stream
+    /// took since it arrived in the ratio of the out-of-order threshold (19 of 32 by
+    /// default). A stream that went silent is followed; one that keeps going is not
+    /// abandoned for far records arriving beside it, however consistent they are (one of
+    /// two kernels behind one address, or a peer sending them on purpose). At most
+    /// [`OUT_OF_ORDER_MAX`] entries are looked at.
+    fn follows_oldest_oos(&self) -> bool {
+        let Some(oldest) = self.oos.front() else {
+            return false;
+        };
+        let slots = self.config.slots as u64;
+        let near = self
+            .oos
+            .iter()
+            .filter(|e| e.seq.abs_diff(oldest.seq) <= slots)
+            .count() as u64;
+        let taken = self.taken() - oldest.taken;
+        near * 32 >= u64::from(self.config.out_of_order_threshold) * (near + taken)
     }
 
     /// Releases the oldest buffered out-of-order record: it did not restart the stream, so it
@@ -1242,10 +1303,21 @@ impl Stream {
     ///   on (an [`Event::Lost`]) `message_timeout` after that, or at once where the window
     ///   overflows, and the record then comes out in order. Delivering it late and forgetting
     ///   it would let the same number be delivered again when the window reaches it.
-    /// - At or ahead of the window without `place` (to free bytes): dropped, counted as over
-    ///   budget; it is still missing there, so it is asked for and given up on as any hole.
+    ///   With [`Release::Judge`], only if the far records outnumber what the stream took
+    ///   meanwhile ([`Stream::follows_oldest_oos`]); else it is dropped and counted in
+    ///   [`StreamStats::out_of_order_dropped`], and the stream goes on where it is.
+    /// - At or ahead of the window with [`Release::Shed`] (to free bytes): dropped, counted
+    ///   as over budget; it is still missing there, so it is asked for and given up on as any
+    ///   hole.
     /// - Behind the tail: delivered late once, or dropped as a duplicate or a conflict.
-    fn release_oldest_oos(&mut self, place: bool) {
+    fn release_oldest_oos(&mut self, release: Release) {
+        let follow = match self.oos.front() {
+            None => return,
+            Some(front) if front.seq >= self.head && release == Release::Judge => {
+                self.follows_oldest_oos()
+            }
+            Some(_) => true,
+        };
         let Some(entry) = self.oos.pop_front() else {
             return;
         };
@@ -1255,8 +1327,10 @@ impl Stream {
         };
         let seq = entry.seq;
         if seq >= self.tail {
-            if !place {
+            if release == Release::Shed {
                 self.stats.over_budget += 1;
+            } else if !follow {
+                self.stats.out_of_order_dropped += 1;
             } else if seq < self.head {
                 self.place_in_window(&record, &entry.datagram);
             } else if entry.ts_usec.saturating_add(self.ts_back_usec()) >= self.newest_ts {
@@ -1410,7 +1484,7 @@ impl Stream {
                 let target = self.next_retire_point(limit);
                 self.force_retire_to(target);
             } else if !self.oos.is_empty() {
-                self.release_oldest_oos(false);
+                self.release_oldest_oos(Release::Shed);
             } else {
                 return false;
             }
