@@ -95,15 +95,7 @@ criterion_group! {
 /// unlike times on a shared machine): `CHECKSUM_LOOP=<who>:<bytes>:<calls>` with `who` a name
 /// of the report (`netpoll-frame`, `smoltcp`, ...).
 fn checksum_loop(spec: &str) {
-    let mut parts = spec.split(':');
-    let who = parts.next().unwrap_or_default();
-    let mut number = || -> usize {
-        parts
-            .next()
-            .and_then(|n| n.parse().ok())
-            .expect("CHECKSUM_LOOP=who:len:n")
-    };
-    let (len, n) = (number(), number());
+    let (who, len, n) = benches::loop_spec(spec, "CHECKSUM_LOOP");
     let Some((_, f)) = IMPLEMENTATIONS.into_iter().find(|(name, _)| *name == who) else {
         panic!("unknown CHECKSUM_LOOP implementation {who}");
     };

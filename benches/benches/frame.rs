@@ -175,15 +175,7 @@ criterion_group!(name = benches; config = config(); targets = build, parse);
 /// unlike times on a shared machine): `FRAME_LOOP=<who>:<payload bytes>:<frames>` with `who`
 /// one of `netpoll-frame`, `smoltcp`, `etherparse`, `parse` (our parse and verify).
 fn frame_loop(spec: &str) {
-    let mut parts = spec.split(':');
-    let who = parts.next().unwrap_or_default();
-    let mut number = || -> usize {
-        parts
-            .next()
-            .and_then(|n| n.parse().ok())
-            .expect("FRAME_LOOP=who:len:n")
-    };
-    let (len, n) = (number(), number());
+    let (who, len, n) = benches::loop_spec(spec, "FRAME_LOOP");
     let payload = payload(len);
     let mut buf = vec![0u8; 1600.max(len + 100)];
     let mut builder = builder();

@@ -95,16 +95,8 @@ fn collect(c: &mut Criterion) {
     while let Some(len) = encoder.write_next(&mut buf).unwrap() {
         packets.push(buf[..len].to_vec());
     }
-    // A fixed shuffle (splitmix64 Fisher-Yates) of the three passes.
-    let mut state = 0x0123_4567_89ab_cdef_u64;
-    for i in (1..packets.len()).rev() {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let j = ((z ^ (z >> 31)) % (i as u64 + 1)) as usize;
-        packets.swap(i, j);
-    }
+    // A fixed shuffle of the three passes.
+    testkit::SplitMix64::new(0x0123_4567_89ab_cdef).shuffle(&mut packets);
 
     let mut group = c.benchmark_group("netoops-proto/collect 1 MiB dump");
     group.throughput(Throughput::Elements(packets.len() as u64));

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::Duration;
+use testkit::SplitMix64 as Rng;
 
 use criterion::{Criterion, Throughput, criterion_group};
 use ncrx_core::{Event, Receiver, ReceiverConfig};
@@ -48,23 +49,6 @@ impl Trace {
         let i = seq as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// True with probability `percent`/100.
-    fn lose(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
     }
 }
 
@@ -104,7 +88,7 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
         config.stream.retransmit_interval = Duration::from_millis(1);
     }
     let mut rx: Receiver = Receiver::new(config);
-    let mut rng = Rng(loss);
+    let mut rng = Rng::new(loss);
     let mut counts = Counts::default();
     let mut answers: VecDeque<(Instant, u64)> = VecDeque::new();
     let answer_delay = Duration::from_micros(100);
@@ -126,14 +110,14 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
             drain(&mut rx, &mut counts);
         }
         // The first and last records always arrive, so that the receiver knows of every one.
-        if !rng.lose(loss) || seq == 0 || seq == RECORDS - 1 {
+        if !rng.percent(loss) || seq == 0 || seq == RECORDS - 1 {
             rx.handle_datagram(now, &source, trace.get(seq));
             drain(&mut rx, &mut counts);
         }
         while let Some((_, n)) = rx.poll_transmit(&mut buf) {
             if let (true, Ok(response)) = (retransmit, Response::parse(&buf[..n])) {
                 for missing in response.missing() {
-                    if !rng.lose(loss) {
+                    if !rng.percent(loss) {
                         answers.push_back((now + answer_delay, missing));
                     }
                 }
@@ -147,7 +131,7 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
         while let Some((_, n)) = rx.poll_transmit(&mut buf) {
             if let Ok(response) = Response::parse(&buf[..n]) {
                 for missing in response.missing() {
-                    if !rng.lose(loss) {
+                    if !rng.percent(loss) {
                         answers.push_back((at + answer_delay, missing));
                     }
                 }
