@@ -60,20 +60,18 @@ struct Counts {
 }
 
 fn drain(rx: &mut Receiver, counts: &mut Counts) {
-    while let Some((_, event)) = rx.poll_event() {
-        match event {
-            Event::Record(r) => {
-                counts.records += 1;
-                black_box(r.body);
-            }
-            Event::Late(r) => {
-                counts.late += 1;
-                black_box(r.body);
-            }
-            Event::Lost { seqs } => counts.lost += seqs.end - seqs.start,
-            _ => {}
+    rx.drain_events(|_, event| match event {
+        Event::Record(r) => {
+            counts.records += 1;
+            black_box(r.body);
         }
-    }
+        Event::Late(r) => {
+            counts.late += 1;
+            black_box(r.body);
+        }
+        Event::Lost { seqs } => counts.lost += seqs.end - seqs.start,
+        _ => {}
+    });
 }
 
 /// Feeds the trace, dropping `loss` percent; with `retransmit`, answers every request after

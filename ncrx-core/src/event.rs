@@ -369,16 +369,36 @@ impl Output {
     /// The next event; it stays valid until the next call on the owner.
     #[inline]
     pub(crate) fn poll(&mut self) -> Option<Event<'_>> {
-        let Some(pending) = self.events.get(self.next) else {
+        if self.next >= self.events.len() {
             if self.next > 0 {
                 self.clear();
             }
             return None;
-        };
+        }
+        let pending = self.events.get(self.next)?;
         self.next += 1;
+        Some(self.view(pending))
+    }
+
+    /// Hands every waiting event to `f`, then empties the buffers.
+    #[inline]
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(Event<'_>)) {
+        if let Some(waiting) = self.events.get(self.next..) {
+            for pending in waiting {
+                f(self.view(pending));
+            }
+        }
+        if !self.events.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// The event `pending` describes, borrowing the buffers.
+    #[inline]
+    fn view<'a>(&'a self, pending: &'a Pending) -> Event<'a> {
         let bytes = &self.bytes[..];
         let slice = |at: usize, len: usize| bytes.get(at..at + len).unwrap_or_default();
-        Some(match pending {
+        match pending {
             Pending::Record {
                 meta,
                 at,
@@ -408,7 +428,7 @@ impl Output {
             Pending::Lost(seqs) => Event::Lost { seqs: seqs.clone() },
             Pending::Restart(restart) => Event::Restart(*restart),
             Pending::Plain { at, len } => Event::Plain(slice(*at, *len)),
-        })
+        }
     }
 }
 

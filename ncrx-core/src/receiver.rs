@@ -480,6 +480,51 @@ impl<S: Ord + Clone> Receiver<S> {
         Some((entry.key.clone(), event))
     }
 
+    /// Hands every waiting event to `f` with its source, in the order [`Receiver::poll_event`]
+    /// would return them (evicted sources' last events and their [`Event::SourceEvicted`]
+    /// first, then the sources with events, each one's events in order). Afterwards no event
+    /// waits.
+    ///
+    /// The same as calling [`Receiver::poll_event`] until it returns `None`, but it walks
+    /// the ready sources once and lends `f` the key instead of cloning it per event: the
+    /// cheaper way to drain after each call.
+    ///
+    /// ```
+    /// # use ncrx_core::{Event, Receiver, ReceiverConfig};
+    /// # use netpoll_frame::Instant;
+    /// let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
+    /// let source = "192.0.2.1:6665".parse().unwrap();
+    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,7,100,-;hello\n");
+    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,8,101,-;world\n");
+    /// let mut seqs = Vec::new();
+    /// rx.drain_events(|from, event| {
+    ///     assert_eq!(*from, source);
+    ///     if let Event::Record(r) = event {
+    ///         seqs.push(r.seq);
+    ///     }
+    /// });
+    /// assert_eq!(seqs, [7, 8]);
+    /// assert!(rx.poll_event().is_none());
+    /// ```
+    pub fn drain_events(&mut self, mut f: impl FnMut(&S, Event<'_>)) {
+        if self.evicted_taken || !self.draining.is_empty() {
+            self.release_front_eviction();
+            while let Some((source, mut stream)) = self.draining.pop_front() {
+                stream.drain_events(|event| f(&source, event));
+                f(&source, Event::SourceEvicted);
+                self.stats.streams += stream.stats();
+            }
+        }
+        while let Some(&i) = self.ready_events.front() {
+            if let Some(Some(entry)) = self.slab.get_mut(i) {
+                let key = &entry.key;
+                entry.stream.drain_events(|event| f(key, event));
+                entry.queued_event = false;
+            }
+            self.ready_events.pop_front();
+        }
+    }
+
     /// The next event of the evicted stream at the front of `draining`, then its eviction.
     fn poll_draining(&mut self) -> Option<(S, Event<'_>)> {
         let (source, stream) = self.draining.front_mut()?;

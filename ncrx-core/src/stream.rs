@@ -925,6 +925,13 @@ impl Stream {
         self.out.poll()
     }
 
+    /// Hands every waiting event to `f`, in order; afterwards none waits. The same as
+    /// calling [`Stream::poll_event`] until it returns `None`, in one pass over the events.
+    #[inline]
+    pub fn drain_events(&mut self, f: impl FnMut(Event<'_>)) {
+        self.out.drain(f);
+    }
+
     /// Whether an event waits.
     pub fn has_event(&self) -> bool {
         self.out.has_event()

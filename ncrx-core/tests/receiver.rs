@@ -360,3 +360,66 @@ fn the_default_total_budget_bounds_the_default_receiver() {
     let total = 3 * (256 << 20) + 4 * 65_536;
     assert_eq!(saved, 1025 * per_source - total);
 }
+
+#[test]
+fn drain_events_hands_out_what_poll_event_does_in_the_same_order() {
+    let mut stream = StreamConfig::default();
+    stream.slots = 256;
+    stream.retransmit_stride = 16;
+    stream.max_held_bytes = 64 * 1024;
+    let mut config = ReceiverConfig::default();
+    config.stream = stream;
+    config.max_sources = 4;
+    config.evict_when_full_after = Duration::from_millis(50);
+    config.idle_timeout = Duration::from_secs(1);
+    let (mut evictions, mut records, mut drains) = (0, 0, 0);
+    for seed in 0..8 {
+        let mut rng = Rng::new(seed);
+        let mut by_poll: Receiver<u16> = Receiver::new(config.clone());
+        let mut by_drain: Receiver<u16> = Receiver::new(config.clone());
+        let mut now = Instant::ZERO;
+        for step in 0..2000 {
+            now += Duration::from_micros(rng.below(20_000));
+            // Several calls between drains, so events of several sources (and evicted
+            // ones) wait together.
+            for _ in 0..=rng.below(4) {
+                if rng.below(10) == 0 {
+                    by_poll.handle_timeout(now);
+                    by_drain.handle_timeout(now);
+                } else {
+                    let source = rng.below(10) as u16;
+                    let datagram = if rng.below(2) == 0 {
+                        hostile_datagram(&mut rng)
+                    } else {
+                        rec(rng.below(300), 0)
+                    };
+                    by_poll.handle_datagram(now, &source, &datagram);
+                    by_drain.handle_datagram(now, &source, &datagram);
+                }
+            }
+            let mut first = Vec::new();
+            // Sometimes one event is polled first: draining goes on from there.
+            if step % 3 == 0 {
+                if let Some((source, event)) = by_drain.poll_event() {
+                    first.push((source, common::own(&event)));
+                }
+            }
+            let mut drained = first;
+            by_drain.drain_events(|source, event| drained.push((*source, common::own(&event))));
+            assert!(by_drain.poll_event().is_none(), "seed {seed} step {step}");
+            let polled = drain_rx(&mut by_poll);
+            assert_eq!(drained, polled, "seed {seed} step {step}");
+            evictions += polled.iter().filter(|(_, e)| *e == Ev::Evicted).count();
+            records += polled
+                .iter()
+                .filter(|(_, e)| matches!(e, Ev::Rec(..)))
+                .count();
+            drains += usize::from(!polled.is_empty());
+        }
+        assert_eq!(by_drain.stats(), by_poll.stats(), "seed {seed}");
+    }
+    // The comparison covered evictions and records, not only empty drains.
+    assert!(evictions > 10, "{evictions} evictions");
+    assert!(records > 1000, "{records} records");
+    assert!(drains > 1000, "{drains} drains with events");
+}
