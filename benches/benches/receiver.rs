@@ -60,7 +60,22 @@ struct Counts {
 }
 
 fn drain(rx: &mut Receiver, counts: &mut Counts) {
-    rx.drain_events(|_, event| match event {
+    rx.drain_events(|_, event| count(counts, event));
+}
+
+/// Takes one datagram and counts the events it brings.
+fn feed(
+    rx: &mut Receiver,
+    counts: &mut Counts,
+    now: Instant,
+    source: &SocketAddr,
+    datagram: &[u8],
+) {
+    rx.handle_datagram_and_drain(now, source, datagram, |_, event| count(counts, event));
+}
+
+fn count(counts: &mut Counts, event: Event<'_>) {
+    match event {
         Event::Record(r) => {
             counts.records += 1;
             black_box(r.body);
@@ -71,7 +86,7 @@ fn drain(rx: &mut Receiver, counts: &mut Counts) {
         }
         Event::Lost { seqs } => counts.lost += seqs.end - seqs.start,
         _ => {}
-    });
+    }
 }
 
 /// Feeds the trace, dropping `loss` percent; with `retransmit`, answers every request after
@@ -100,8 +115,7 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
                 break;
             }
             answers.pop_front();
-            rx.handle_datagram(at, &source, trace.get(again));
-            drain(&mut rx, &mut counts);
+            feed(&mut rx, &mut counts, at, &source, trace.get(again));
         }
         if rx.poll_timeout().is_some_and(|t| t <= now) {
             rx.handle_timeout(now);
@@ -109,8 +123,7 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
         }
         // The first and last records always arrive, so that the receiver knows of every one.
         if !rng.percent(loss) || seq == 0 || seq == RECORDS - 1 {
-            rx.handle_datagram(now, &source, trace.get(seq));
-            drain(&mut rx, &mut counts);
+            feed(&mut rx, &mut counts, now, &source, trace.get(seq));
         }
         while let Some((_, n)) = rx.poll_transmit(&mut buf) {
             if let (true, Ok(response)) = (retransmit, Response::parse(&buf[..n])) {
@@ -124,8 +137,7 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
     }
     // Let the last answers in and every hole time out.
     while let Some((at, again)) = answers.pop_front() {
-        rx.handle_datagram(at, &source, trace.get(again));
-        drain(&mut rx, &mut counts);
+        feed(&mut rx, &mut counts, at, &source, trace.get(again));
         while let Some((_, n)) = rx.poll_transmit(&mut buf) {
             if let Ok(response) = Response::parse(&buf[..n]) {
                 for missing in response.missing() {

@@ -249,6 +249,66 @@ impl<S: Ord + Clone> Receiver<S> {
         }
     }
 
+    /// [`Receiver::handle_datagram`] then [`Receiver::drain_events`], the events waiting
+    /// before first: the same events in the same order. When no other source has events
+    /// waiting, the record the source's stream expects next goes to `f` straight from
+    /// `datagram` (no copy into the output buffer, no ready-queue entry): the cheapest way
+    /// to receive in order.
+    ///
+    /// ```
+    /// # use ncrx_core::{Event, Receiver, ReceiverConfig};
+    /// # use netpoll_frame::Instant;
+    /// let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
+    /// let source = "192.0.2.1:6665".parse().unwrap();
+    /// let mut bodies = Vec::new();
+    /// for datagram in [&b"6,7,100,-;hello\n"[..], b"6,9,102,-;later\n", b"6,8,101,-;world\n"] {
+    ///     rx.handle_datagram_and_drain(Instant::from_millis(1), &source, datagram, |_, event| {
+    ///         if let Event::Record(r) = event {
+    ///             bodies.push(r.body.to_vec());
+    ///         }
+    ///     });
+    /// }
+    /// assert_eq!(bodies, [&b"hello\n"[..], b"world\n", b"later\n"]);
+    /// ```
+    pub fn handle_datagram_and_drain(
+        &mut self,
+        now: Instant,
+        source: &S,
+        datagram: &[u8],
+        mut f: impl FnMut(&S, Event<'_>),
+    ) {
+        self.drain_events(&mut f);
+        self.now = self.now.max(now);
+        let now = self.now;
+        let i = if let Some(i) = self.lookup(source) {
+            i
+        } else {
+            if !self.make_room_for_source(now) {
+                self.stats.refused += 1;
+                return;
+            }
+            self.create(source, now)
+        };
+        // An eviction to make room queued events that come first.
+        let direct = self.draining.is_empty();
+        if let Some(entry) = self.get_mut(i) {
+            if direct {
+                let key = &entry.key;
+                entry
+                    .stream
+                    .handle_datagram_and_drain(now, datagram, |event| f(key, event));
+            } else {
+                entry.stream.handle_datagram(now, datagram);
+            }
+            entry.last_active = now;
+        }
+        self.refresh(i);
+        if self.held_total > self.config.max_held_bytes_total {
+            self.shed();
+        }
+        self.drain_events(f);
+    }
+
     /// Starts or stops keeping `by_held` as `held_total` crosses half or a quarter of the
     /// budget.
     fn index_held(&mut self) {

@@ -837,10 +837,30 @@ impl Stream {
 
     /// Takes one UDP payload from this source.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        self.handle(now, datagram, None);
+    }
+
+    /// [`Stream::handle_datagram`] then [`Stream::drain_events`], the events waiting before
+    /// first: the same events in the same order. The record the stream expects next (with
+    /// nothing open) goes to `f` straight from `datagram`, not through the output buffer.
+    pub fn handle_datagram_and_drain(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        mut f: impl FnMut(Event<'_>),
+    ) {
+        self.out.drain(&mut f);
+        self.handle(now, datagram, Some(&mut f));
+        self.out.drain(f);
+    }
+
+    /// With `direct`, nothing waits in the output buffer: an in-order record may go to it.
+    #[inline]
+    fn handle(&mut self, now: Instant, datagram: &[u8], direct: Option<&mut dyn FnMut(Event<'_>)>) {
         self.advance_time(now);
         match Datagram::parse(datagram) {
             Ok(Datagram::Extended(record)) => {
-                if self.deliver_next(&record, datagram) {
+                if self.deliver_next(&record, datagram, direct) {
                     return;
                 }
                 self.on_record(&record, datagram);
@@ -1047,9 +1067,15 @@ impl Stream {
     /// The in-order fast path: the record the stream expects next, with nothing open and
     /// nothing to decide (no restart sign, not a fragment, not an emergency). It goes from
     /// the datagram to the output buffer, one copy, touching no map or timer; exactly what
-    /// [`Stream::on_record`] would do with it. False (nothing done) otherwise.
+    /// [`Stream::on_record`] would do with it. False (nothing done) otherwise. With `direct`
+    /// (nothing waiting in the output buffer), the record goes to it instead, with no copy.
     #[inline]
-    fn deliver_next(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) -> bool {
+    fn deliver_next(
+        &mut self,
+        record: &ExtRecord<'_>,
+        datagram: &[u8],
+        direct: Option<&mut dyn FnMut(Event<'_>)>,
+    ) -> bool {
         let header = &record.header;
         let seq = header.seq;
         let release_differs = match (header.release, &self.epoch_release) {
@@ -1072,12 +1098,12 @@ impl Stream {
         self.newest_ts = self.newest_ts.max(header.ts_usec);
         self.head = seq + 1;
         self.tail = seq + 1;
-        self.out.record(
-            RecordMeta::of(header),
-            datagram,
-            datagram.len() - record.body.len(),
-            false,
-        );
+        let meta = RecordMeta::of(header);
+        let header_len = datagram.len() - record.body.len();
+        match direct {
+            Some(f) => f(Event::Record(meta.view(datagram, header_len))),
+            None => self.out.record(meta, datagram, header_len, false),
+        }
         self.stats.delivered += 1;
         // The head passes `seq`: its bit now says "delivered in this epoch".
         self.mark_delivered(seq);

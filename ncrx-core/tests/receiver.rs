@@ -362,7 +362,7 @@ fn the_default_total_budget_bounds_the_default_receiver() {
 }
 
 #[test]
-fn drain_events_hands_out_what_poll_event_does_in_the_same_order() {
+fn drain_events_and_handle_datagram_and_drain_hand_out_what_poll_event_does_in_order() {
     let mut stream = StreamConfig::default();
     stream.slots = 256;
     stream.retransmit_stride = 16;
@@ -377,8 +377,16 @@ fn drain_events_hands_out_what_poll_event_does_in_the_same_order() {
         let mut rng = Rng::new(seed);
         let mut by_poll: Receiver<u16> = Receiver::new(config.clone());
         let mut by_drain: Receiver<u16> = Receiver::new(config.clone());
+        // Drained at every call: datagrams through `handle_datagram_and_drain`, against
+        // `handle_datagram` then `poll_event` (across calls the order differs: evicted
+        // sources' events come first).
+        let mut direct: Receiver<u16> = Receiver::new(config.clone());
+        let mut per_call: Receiver<u16> = Receiver::new(config.clone());
         let mut now = Instant::ZERO;
+        let mut next = [0u64; 10];
         for step in 0..2000 {
+            let mut direct_events = Vec::new();
+            let mut per_call_events = Vec::new();
             now += Duration::from_micros(rng.below(20_000));
             // Several calls between drains, so events of several sources (and evicted
             // ones) wait together.
@@ -386,15 +394,30 @@ fn drain_events_hands_out_what_poll_event_does_in_the_same_order() {
                 if rng.below(10) == 0 {
                     by_poll.handle_timeout(now);
                     by_drain.handle_timeout(now);
+                    direct.handle_timeout(now);
+                    per_call.handle_timeout(now);
+                    per_call_events.extend(drain_rx(&mut per_call));
+                    direct.drain_events(|source, event| {
+                        direct_events.push((*source, common::own(&event)));
+                    });
                 } else {
                     let source = rng.below(10) as u16;
-                    let datagram = if rng.below(2) == 0 {
-                        hostile_datagram(&mut rng)
-                    } else {
-                        rec(rng.below(300), 0)
+                    let datagram = match rng.below(4) {
+                        0 => hostile_datagram(&mut rng),
+                        1 => rec(rng.below(300), 0),
+                        // The source's next record: the in-order path.
+                        _ => {
+                            next[usize::from(source)] += 1;
+                            rec(next[usize::from(source)], 0)
+                        }
                     };
                     by_poll.handle_datagram(now, &source, &datagram);
                     by_drain.handle_datagram(now, &source, &datagram);
+                    per_call.handle_datagram(now, &source, &datagram);
+                    per_call_events.extend(drain_rx(&mut per_call));
+                    direct.handle_datagram_and_drain(now, &source, &datagram, |source, event| {
+                        direct_events.push((*source, common::own(&event)));
+                    });
                 }
             }
             let mut first = Vec::new();
@@ -409,6 +432,8 @@ fn drain_events_hands_out_what_poll_event_does_in_the_same_order() {
             assert!(by_drain.poll_event().is_none(), "seed {seed} step {step}");
             let polled = drain_rx(&mut by_poll);
             assert_eq!(drained, polled, "seed {seed} step {step}");
+            assert_eq!(direct_events, per_call_events, "seed {seed} step {step}");
+            assert!(direct.poll_event().is_none(), "seed {seed} step {step}");
             evictions += polled.iter().filter(|(_, e)| *e == Ev::Evicted).count();
             records += polled
                 .iter()
@@ -417,6 +442,7 @@ fn drain_events_hands_out_what_poll_event_does_in_the_same_order() {
             drains += usize::from(!polled.is_empty());
         }
         assert_eq!(by_drain.stats(), by_poll.stats(), "seed {seed}");
+        assert_eq!(direct.stats(), per_call.stats(), "seed {seed}");
     }
     // The comparison covered evictions and records, not only empty drains.
     assert!(evictions > 10, "{evictions} evictions");
