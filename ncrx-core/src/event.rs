@@ -178,6 +178,7 @@ impl RecordMeta {
         }
     }
 
+    #[inline]
     pub(crate) fn view<'a>(&self, datagram: &'a [u8], header_len: usize) -> Record<'a> {
         let (header, body) = datagram.split_at(header_len.min(datagram.len()));
         Record {

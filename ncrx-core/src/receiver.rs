@@ -291,18 +291,25 @@ impl<S: Ord + Clone> Receiver<S> {
         };
         // An eviction to make room queued events that come first.
         let direct = self.draining.is_empty();
+        let mut quiet = false;
         if let Some(entry) = self.get_mut(i) {
             if direct {
                 let key = &entry.key;
-                entry
+                quiet = entry
                     .stream
-                    .handle_datagram_and_drain(now, datagram, |event| f(key, event));
+                    .handle_and_drain(now, datagram, |event| f(key, event));
             } else {
                 entry.stream.handle_datagram(now, datagram);
             }
             entry.last_active = now;
         }
-        self.refresh(i);
+        // An in-order record and nothing else: the timer, held bytes and ready flags stand.
+        if quiet {
+            #[cfg(debug_assertions)]
+            self.assert_refreshed(i);
+        } else {
+            self.refresh(i);
+        }
         if self.held_total > self.config.max_held_bytes_total {
             self.shed();
         }
@@ -469,6 +476,21 @@ impl<S: Ord + Clone> Receiver<S> {
         }
         if held_changed {
             self.index_held();
+        }
+    }
+
+    /// Checks that [`Receiver::refresh`] of source `i` would change nothing.
+    #[cfg(debug_assertions)]
+    fn assert_refreshed(&self, i: usize) {
+        if let Some(entry) = self.get(i) {
+            let stream = &entry.stream;
+            let deadline = stream
+                .poll_timeout()
+                .map_or(entry.idle_check, |d| d.min(entry.idle_check));
+            debug_assert_eq!(entry.deadline, Some(deadline));
+            debug_assert_eq!(entry.indexed_held, stream.held_bytes());
+            debug_assert!(!stream.has_event());
+            debug_assert!(entry.queued_transmit || !stream.has_transmit());
         }
     }
 

@@ -847,21 +847,45 @@ impl Stream {
         &mut self,
         now: Instant,
         datagram: &[u8],
-        mut f: impl FnMut(Event<'_>),
+        f: impl FnMut(Event<'_>),
     ) {
+        self.handle_and_drain(now, datagram, f);
+    }
+
+    /// [`Stream::handle_datagram_and_drain`]; true when it only delivered the record the
+    /// stream expected next and changed nothing else the front watches: held bytes,
+    /// [`Stream::poll_timeout`], [`Stream::has_transmit`] (and no event waits after it).
+    #[inline]
+    pub(crate) fn handle_and_drain(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        mut f: impl FnMut(Event<'_>),
+    ) -> bool {
         self.out.drain(&mut f);
-        self.handle(now, datagram, Some(&mut f));
+        let quiet = self.handle(now, datagram, Some(&mut f));
         self.out.drain(f);
+        quiet
     }
 
     /// With `direct`, nothing waits in the output buffer: an in-order record may go to it.
+    /// True when the in-order fast path took the datagram and changed neither the deadline
+    /// (no interval request due, the ack timer off or already running) nor the held bytes
+    /// or the transmit queue (the fast path never does).
     #[inline]
-    fn handle(&mut self, now: Instant, datagram: &[u8], direct: Option<&mut dyn FnMut(Event<'_>)>) {
+    fn handle(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        direct: Option<&mut dyn FnMut(Event<'_>)>,
+    ) -> bool {
         self.advance_time(now);
         match Datagram::parse(datagram) {
             Ok(Datagram::Extended(record)) => {
+                let timer_stays = self.requests_due.is_empty()
+                    && (self.config.ack_interval.is_none() || self.ack_pending_since.is_some());
                 if self.deliver_next(&record, datagram, direct) {
-                    return;
+                    return timer_stays;
                 }
                 self.on_record(&record, datagram);
             }
@@ -873,6 +897,7 @@ impl Stream {
             Ok(_) | Err(_) => self.stats.malformed += 1,
         }
         self.retire();
+        false
     }
 
     /// Acts on the passage of time; early or repeated calls are harmless.

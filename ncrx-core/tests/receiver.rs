@@ -372,9 +372,14 @@ fn drain_events_and_handle_datagram_and_drain_hand_out_what_poll_event_does_in_o
     config.max_sources = 4;
     config.evict_when_full_after = Duration::from_millis(50);
     config.idle_timeout = Duration::from_secs(1);
-    let (mut evictions, mut records, mut drains) = (0, 0, 0);
+    let (mut evictions, mut records, mut drains, mut transmits) = (0, 0, 0, 0);
     for seed in 0..8 {
         let mut rng = Rng::new(seed);
+        let mut config = config.clone();
+        if seed % 2 == 1 {
+            // The ack timer too (it starts with the first record of a quiet stream).
+            config.stream.ack_interval = Some(Duration::from_millis(50));
+        }
         let mut by_poll: Receiver<u16> = Receiver::new(config.clone());
         let mut by_drain: Receiver<u16> = Receiver::new(config.clone());
         // Drained at every call: datagrams through `handle_datagram_and_drain`, against
@@ -433,6 +438,22 @@ fn drain_events_and_handle_datagram_and_drain_hand_out_what_poll_event_does_in_o
             let polled = drain_rx(&mut by_poll);
             assert_eq!(drained, polled, "seed {seed} step {step}");
             assert_eq!(direct_events, per_call_events, "seed {seed} step {step}");
+            // Timers and responses kept in line as well.
+            assert_eq!(
+                direct.poll_timeout(),
+                per_call.poll_timeout(),
+                "seed {seed}"
+            );
+            let mut buf = [0u8; 1000];
+            let mut other = [0u8; 1000];
+            loop {
+                let sent = direct.poll_transmit(&mut buf);
+                let expected = per_call.poll_transmit(&mut other);
+                assert_eq!(sent, expected, "seed {seed} step {step}");
+                let Some((_, n)) = sent else { break };
+                assert_eq!(buf[..n], other[..n], "seed {seed} step {step}");
+                transmits += 1;
+            }
             assert!(direct.poll_event().is_none(), "seed {seed} step {step}");
             evictions += polled.iter().filter(|(_, e)| *e == Ev::Evicted).count();
             records += polled
@@ -448,4 +469,5 @@ fn drain_events_and_handle_datagram_and_drain_hand_out_what_poll_event_does_in_o
     assert!(evictions > 10, "{evictions} evictions");
     assert!(records > 1000, "{records} records");
     assert!(drains > 1000, "{drains} drains with events");
+    assert!(transmits > 100, "{transmits} responses");
 }
