@@ -42,7 +42,10 @@ pub fn receiver(data: &[u8]) {
     let mut config = ReceiverConfig::default();
     config.stream = stream;
     config.max_sources = 3;
-    let mut receiver: Receiver<u8> = Receiver::new(config);
+    let mut receiver: Receiver<u8> = Receiver::new(config.clone());
+    // The same inputs through the batch calls (`handle_datagram_and_drain`, `drain_events`).
+    let mut twin: Receiver<u8> = Receiver::new(config);
+    let (mut events, mut twin_events) = (Vec::new(), Vec::new());
     let mut now = Instant::from_millis(1);
     // (source, epoch, seq) delivered in order, and given up on.
     // An evicted source starts again at epoch 0: count its generations apart.
@@ -61,7 +64,8 @@ pub fn receiver(data: &[u8]) {
         if trace {
             eprintln!("{now:?} {step:?}");
         }
-        match step {
+        // The datagram of this step, if it is one; fed to both receivers below.
+        let datagram: Option<(u8, Vec<u8>)> = match step {
             RxStep::Record {
                 source,
                 seq,
@@ -83,22 +87,31 @@ pub fn receiver(data: &[u8]) {
                         [header.as_bytes(), frag.as_bytes(), &body[offset..end]].concat()
                     }
                 };
-                receiver.handle_datagram(now, &(source % 4), &datagram);
+                Some((source % 4, datagram))
             }
-            RxStep::Emergency { source, seq } => {
-                let datagram = format!("6,{seq},{seq},-,ncemg=1;emergency {seq}\n");
-                receiver.handle_datagram(now, &(source % 4), datagram.as_bytes());
+            RxStep::Emergency { source, seq } => Some((
+                source % 4,
+                format!("6,{seq},{seq},-,ncemg=1;emergency {seq}\n").into_bytes(),
+            )),
+            RxStep::Garbage { source, bytes } => Some((source % 4, bytes)),
+            RxStep::Wait { millis } => {
+                now += Duration::from_millis(u64::from(millis));
+                None
             }
-            RxStep::Garbage { source, bytes } => {
-                receiver.handle_datagram(now, &(source % 4), &bytes)
-            }
-            RxStep::Wait { millis } => now += Duration::from_millis(u64::from(millis)),
             RxStep::Timeout => {
                 receiver.handle_timeout(now);
+                twin.handle_timeout(now);
                 if let Some(deadline) = receiver.poll_timeout() {
                     assert!(deadline > now, "deadline {deadline:?} not after {now:?}");
                 }
+                None
             }
+        };
+        if let Some((source, datagram)) = &datagram {
+            receiver.handle_datagram(now, source, datagram);
+            twin.handle_datagram_and_drain(now, source, datagram, |s, e| {
+                twin_events.push(format!("{s} {e:?}"));
+            });
         }
         assert!(
             receiver.memory_used() <= receiver.memory_bound(),
@@ -108,6 +121,7 @@ pub fn receiver(data: &[u8]) {
             if trace {
                 eprintln!("  -> {source} {event:?}");
             }
+            events.push(format!("{source} {event:?}"));
             let s = usize::from(source);
             match event {
                 Event::Record(record) => {
@@ -156,7 +170,21 @@ pub fn receiver(data: &[u8]) {
                 _ => {}
             }
         }
-        while receiver.poll_transmit(&mut buf).is_some() {}
+        // The batch calls hand out exactly what poll_event does, in the same order.
+        twin.drain_events(|s, e| twin_events.push(format!("{s} {e:?}")));
+        assert_eq!(
+            events, twin_events,
+            "drain_events / handle_datagram_and_drain"
+        );
+        events.clear();
+        twin_events.clear();
+        assert_eq!(receiver.poll_timeout(), twin.poll_timeout());
+        while let Some((to, len)) = receiver.poll_transmit(&mut buf) {
+            let response = buf[..len].to_vec();
+            assert_eq!(twin.poll_transmit(&mut buf), Some((to, len)));
+            assert_eq!(buf[..len], response[..]);
+        }
+        assert_eq!(twin.poll_transmit(&mut buf), None);
     }
 }
 
