@@ -225,19 +225,26 @@ impl<S: Ord + Clone> Receiver<S> {
         Some(i)
     }
 
+    /// The slot of `source`'s stream, created when new; `None` (counted as refused) when the
+    /// table is full of sources too recent to evict.
+    fn source_index(&mut self, source: &S, now: Instant) -> Option<usize> {
+        if let Some(i) = self.lookup(source) {
+            return Some(i);
+        }
+        if !self.make_room_for_source(now) {
+            self.stats.refused += 1;
+            return None;
+        }
+        Some(self.create(source, now))
+    }
+
     /// Takes one UDP payload from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: &S, datagram: &[u8]) {
         self.now = self.now.max(now);
         let now = self.now;
         self.release_front_eviction();
-        let i = if let Some(i) = self.lookup(source) {
-            i
-        } else {
-            if !self.make_room_for_source(now) {
-                self.stats.refused += 1;
-                return;
-            }
-            self.create(source, now)
+        let Some(i) = self.source_index(source, now) else {
+            return;
         };
         if let Some(entry) = self.get_mut(i) {
             entry.stream.handle_datagram(now, datagram);
@@ -280,14 +287,8 @@ impl<S: Ord + Clone> Receiver<S> {
         self.drain_events(&mut f);
         self.now = self.now.max(now);
         let now = self.now;
-        let i = if let Some(i) = self.lookup(source) {
-            i
-        } else {
-            if !self.make_room_for_source(now) {
-                self.stats.refused += 1;
-                return;
-            }
-            self.create(source, now)
+        let Some(i) = self.source_index(source, now) else {
+            return;
         };
         // An eviction to make room queued events that come first.
         let direct = self.draining.is_empty();
