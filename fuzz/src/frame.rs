@@ -49,7 +49,16 @@ pub fn parse(data: &[u8]) {
                 dont_fragment,
                 options_len,
                 ..
-            } => ttl == 64 && tos == 0 && !dont_fragment && options_len == 0,
+            } => {
+                // The reserved flag bit (RFC 791), which the parser ignores and the kernel
+                // never sets, sits in the byte after the id: 22 bytes before the payload
+                // in a header without options.
+                ttl == 64
+                    && tos == 0
+                    && !dont_fragment
+                    && options_len == 0
+                    && data[start - 22] & 0x80 == 0
+            }
             IpInfo::V6 {
                 hop_limit,
                 traffic_class,

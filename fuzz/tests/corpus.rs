@@ -90,6 +90,7 @@ fn one_input() {
     let data = std::fs::read(path).expect("FUZZ_INPUT");
     match target.as_str() {
         "receiver" => netconsole_rs_fuzz::receiver::receiver(&data),
+        "frame" => netconsole_rs_fuzz::frame::parse(&data),
         "sender" => netconsole_rs_fuzz::receiver::sender(&data),
         other => panic!("unknown target {other}"),
     }
