@@ -14,16 +14,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use netpoll_frame::{Frame, FrameBuilder, FrameConfig, IpInfo, Layer, MacAddr, ParseError};
 use testkit::heap::{self, INSTRUMENTED_SYSTEM, StatsAlloc};
+use testkit::hex;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-fn hex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 /// `linux-7.3/ext/frames.pcap`, frame 4: `6,2,0,-;BIOS-provided physical RAM map:\n`.
 const IPV4_FRAME: &str = "525400123457525400123456080045000044000300004011f6a2c0000201c00002021a091a0a00303f19362c322c302c2d3b42494f532d70726f766964656420706879736963616c2052414d206d61703a0a";

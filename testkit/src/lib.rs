@@ -189,13 +189,12 @@ pub fn kmsg_records(path: &Path) -> Vec<Vec<u8>> {
 #[must_use]
 pub fn workload_texts() -> Vec<Vec<u8>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/manifest.hex");
-    let hex = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    hex.lines()
+    let lines =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    lines
+        .lines()
         .map(|line| {
-            let bytes: Vec<u8> = (0..line.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).expect("hex"))
-                .collect();
+            let bytes = hex(line);
             match bytes.iter().position(|&b| b == b'>') {
                 Some(end) if bytes.first() == Some(&b'<') => bytes[end + 1..].to_vec(),
                 _ => bytes,
@@ -241,6 +240,18 @@ pub mod heap {
         let s = alloc.stats();
         (s.allocations + s.reallocations) as u64
     }
+}
+
+/// Bytes from hex digits, two per byte (frames and texts kept in tests as hex).
+///
+/// # Panics
+/// On a character that is not a hex digit or an odd count.
+#[must_use]
+pub fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))
+        .collect()
 }
 
 /// SplitMix64 (Steele, Lea and Flood, 2014): a seeded generator, the same sequence for the same
