@@ -75,7 +75,9 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::ops::Range;
 
-use netconsole_proto::{Datagram, ExtRecord, FragmentedRecord, MAX_RESPONSE, encode_response};
+use netconsole_proto::{
+    Datagram, ExtRecord, FragmentedRecord, Header, MAX_RESPONSE, encode_response,
+};
 use netpoll_frame::Instant;
 
 use crate::config::{OUT_OF_ORDER_MAX, StreamConfig};
@@ -880,15 +882,22 @@ impl Stream {
         direct: Option<&mut dyn FnMut(Event<'_>)>,
     ) -> bool {
         self.advance_time(now);
-        match Datagram::parse(datagram) {
-            Ok(Datagram::Extended(record)) => {
+        // Extended records first, without the classification's layers: a response (`ncrx`)
+        // is never taken for a record, whatever follows its prefix.
+        if !datagram.starts_with(b"ncrx") {
+            if let Ok((header, body)) = Header::parse(datagram) {
                 let timer_stays = self.requests_due.is_empty()
                     && (self.config.ack_interval.is_none() || self.ack_pending_since.is_some());
-                if self.deliver_next(&record, datagram, direct) {
+                if self.deliver_next(&header, body.len(), datagram, direct) {
                     return timer_stays;
                 }
-                self.on_record(&record, datagram);
+                self.on_record(&ExtRecord { header, body }, datagram);
+                self.retire();
+                return false;
             }
+        }
+        match Datagram::parse(datagram) {
+            Ok(Datagram::Extended(record)) => self.on_record(&record, datagram),
             Ok(Datagram::Plain(text)) => {
                 self.stats.plain += 1;
                 self.out.plain(text);
@@ -1097,11 +1106,11 @@ impl Stream {
     #[inline]
     fn deliver_next(
         &mut self,
-        record: &ExtRecord<'_>,
+        header: &Header<'_>,
+        body_len: usize,
         datagram: &[u8],
         direct: Option<&mut dyn FnMut(Event<'_>)>,
     ) -> bool {
-        let header = &record.header;
         let seq = header.seq;
         let release_differs = match (header.release, &self.epoch_release) {
             (Some(release), Some(current)) => release != &current[..],
@@ -1113,7 +1122,7 @@ impl Stream {
             || seq == u64::MAX
             || header.ncemg
             || release_differs
-            || record.is_fragment()
+            || header.ncfrag.is_some()
             || header.ts_usec.saturating_add(self.ts_back) < self.newest_ts.max(self.epoch_first_ts)
         {
             return false;
@@ -1124,7 +1133,7 @@ impl Stream {
         self.head = seq + 1;
         self.tail = seq + 1;
         let meta = RecordMeta::of(header);
-        let header_len = datagram.len() - record.body.len();
+        let header_len = datagram.len() - body_len;
         match direct {
             Some(f) => f(Event::Record(meta.view(datagram, header_len))),
             None => self.out.record(meta, datagram, header_len, false),
