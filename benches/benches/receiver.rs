@@ -122,7 +122,9 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
             drain(&mut rx, &mut counts);
         }
         // The first and last records always arrive, so that the receiver knows of every one.
-        if !rng.percent(loss) || seq == 0 || seq == RECORDS - 1 {
+        // Without loss there is no die to roll.
+        let dropped = loss > 0 && rng.percent(loss);
+        if !dropped || seq == 0 || seq == RECORDS - 1 {
             feed(&mut rx, &mut counts, now, &source, trace.get(seq));
         }
         while let Some((_, n)) = rx.poll_transmit(&mut buf) {
