@@ -334,7 +334,7 @@ fn digits_value(word: u64, n: usize) -> u64 {
     reason = "measured with callgrind: without it the parse of a 100-byte record takes 12% more instructions"
 )]
 #[inline(always)]
-fn digits_at(bytes: &[u8], pos: usize) -> Option<(u64, usize)> {
+pub(crate) fn digits_at(bytes: &[u8], pos: usize) -> Option<(u64, usize)> {
     let Some(&chunk) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<8>) else {
         return digits_slow(bytes, pos, 0, pos);
     };

@@ -26,7 +26,7 @@
 //! # Ok::<(), netconsole_proto::ResponseError>(())
 //! ```
 
-use crate::header::{Field, HeaderError, parse_decimal};
+use crate::header::{Field, HeaderError, digits_at, parse_decimal};
 
 /// Largest response packet (netconsole's `MAX_PRINT_CHUNK`).
 pub const MAX_RESPONSE: usize = 1000;
@@ -76,29 +76,43 @@ fn map_err(e: HeaderError) -> ResponseError {
     }
 }
 
+/// The number at `pos` of `packet`, ended by a space or the end of the packet, and the
+/// position after it. The common case (1 to 19 digits, no leading zero) is read eight digits
+/// a step; anything else goes to [`parse_canonical`], which decides, error included.
+#[inline]
+fn number_at(packet: &[u8], pos: usize) -> Result<(u64, usize), ResponseError> {
+    if let Some((value, end)) = digits_at(packet, pos) {
+        let ended = matches!(packet.get(end), None | Some(b' '));
+        let leading_zero = end - pos > 1 && packet.get(pos) == Some(&b'0');
+        if ended && !leading_zero {
+            return Ok((value, end));
+        }
+    }
+    let rest = packet.get(pos..).unwrap_or_default();
+    let len = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    Ok((parse_canonical(&rest[..len])?, pos + len))
+}
+
 impl<'a> Response<'a> {
     /// Parses a response strictly.
     pub fn parse(packet: &'a [u8]) -> Result<Self, ResponseError> {
-        let rest = packet.strip_prefix(b"ncrx").ok_or(ResponseError::NoMagic)?;
+        if !packet.starts_with(b"ncrx") {
+            return Err(ResponseError::NoMagic);
+        }
         if packet.len() > MAX_RESPONSE {
             return Err(ResponseError::TooLong);
         }
-        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        let ack = parse_canonical(&rest[..end])?;
-        let missing = &rest[end..];
+        let (ack, mut pos) = number_at(packet, 4)?;
+        let missing = &packet[pos..];
         let mut previous = ack;
-        let mut tail = missing;
-        while let Some(after_space) = tail.strip_prefix(b" ") {
-            let end = after_space
-                .iter()
-                .position(|&b| b == b' ')
-                .unwrap_or(after_space.len());
-            let seq = parse_canonical(&after_space[..end])?;
+        // `pos` is at a space or the end.
+        while pos < packet.len() {
+            let (seq, end) = number_at(packet, pos + 1)?;
             if seq <= previous {
                 return Err(ResponseError::NotAscending);
             }
             previous = seq;
-            tail = &after_space[end..];
+            pos = end;
         }
         Ok(Response { ack, missing })
     }
@@ -125,23 +139,43 @@ impl Iterator for Missing<'_> {
 
     fn next(&mut self) -> Option<u64> {
         let after = self.rest.strip_prefix(b" ")?;
-        let end = after.iter().position(|&b| b == b' ').unwrap_or(after.len());
-        self.rest = &after[end..];
         // Validated by `Response::parse`.
-        parse_decimal(&after[..end], Field::Seq).ok()
+        let (seq, end) = number_at(after, 0).ok()?;
+        self.rest = &after[end..];
+        Some(seq)
     }
 }
 
+/// `00` to `99`, two bytes each.
+const PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
+/// `n` in decimal, two digits a step, at the end of `buf`.
 fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + n as u8;
+    }
+    &buf[i..]
 }
 
 /// Encodes `ncrx<ack>[ <seq>]*` into `out`, using at most `min(out.len(), 1000)` bytes.

@@ -6,8 +6,8 @@ use netconsole_proto::format::{DictEntry, ExtFragments, KmsgRecord, SendOptions,
 use netconsole_proto::sender::{Sender, SenderConfig};
 use netconsole_proto::{
     Body, CONSOLE_EXT_LOG_MAX, Caller, DEFAULT_MAX_TOTAL, Datagram, ExtRecord, Flag,
-    FragmentedRecord, MAX_PRINT_CHUNK, MAX_RESPONSE, Reassembly, Response, encode_response, escape,
-    param, unescape,
+    FragmentedRecord, MAX_PRINT_CHUNK, MAX_RESPONSE, Reassembly, Response, ResponseError,
+    encode_response, escape, param, unescape,
 };
 use netpoll_frame::Instant;
 use proptest::prelude::*;
@@ -238,6 +238,29 @@ proptest! {
         }
     }
 
+    /// The response parser gives what a byte-at-a-time reading of the format gives, error
+    /// included, on packets of digits and spaces (numbers of 0 to 25 digits, leading zeros,
+    /// double and trailing spaces, values past `u64::MAX`).
+    #[test]
+    fn response_parser_matches_the_format(
+        pieces in prop::collection::vec(
+            prop_oneof![
+                "[0-9]{1,25}",
+                "[1-9][0-9]{0,19}",
+                Just(String::new()),
+                Just("18446744073709551615".to_string()),
+                Just("18446744073709551616".to_string()),
+            ],
+            1..12,
+        ),
+        magic in prop_oneof![Just("ncrx"), Just("ncrx"), Just("ncrX")],
+    ) {
+        let packet = format!("{magic}{}", pieces.join(" "));
+        let got = Response::parse(packet.as_bytes())
+            .map(|r| (r.ack(), r.missing().collect::<Vec<_>>()));
+        prop_assert_eq!(got, reference_response(packet.as_bytes()));
+    }
+
     /// printk escaping round-trips for any bytes.
     #[test]
     fn escape_round_trips(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {
@@ -382,4 +405,35 @@ proptest! {
             }
         }
     }
+}
+
+/// The response format read the plain way: `ncrx`, then numbers split at single spaces, each
+/// canonical decimal within `u64`, the missing ones strictly ascending above the ack.
+fn reference_response(packet: &[u8]) -> Result<(u64, Vec<u64>), ResponseError> {
+    let rest = packet.strip_prefix(b"ncrx").ok_or(ResponseError::NoMagic)?;
+    if packet.len() > MAX_RESPONSE {
+        return Err(ResponseError::TooLong);
+    }
+    let mut numbers = Vec::new();
+    for piece in rest.split(|&b| b == b' ') {
+        let canonical = !piece.is_empty()
+            && piece.iter().all(u8::is_ascii_digit)
+            && (piece.len() == 1 || piece[0] != b'0');
+        if !canonical {
+            return Err(ResponseError::Malformed);
+        }
+        let mut value: u64 = 0;
+        for &digit in piece {
+            value = value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(digit - b'0')))
+                .ok_or(ResponseError::Overflow)?;
+        }
+        if numbers.last().is_some_and(|&last| value <= last) {
+            return Err(ResponseError::NotAscending);
+        }
+        numbers.push(value);
+    }
+    let ack = numbers.remove(0);
+    Ok((ack, numbers))
 }
