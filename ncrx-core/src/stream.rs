@@ -633,6 +633,16 @@ fn slot_of(len: usize, seq: u64) -> usize {
     i as usize
 }
 
+/// A shorter borrow of an optional event sink, leaving it usable afterwards.
+fn reborrow<'a>(
+    direct: &'a mut Option<&mut dyn FnMut(Event<'_>)>,
+) -> Option<&'a mut dyn FnMut(Event<'_>)> {
+    match direct {
+        Some(f) => Some(&mut **f),
+        None => None,
+    }
+}
+
 impl Stream {
     /// A stream that has seen nothing yet.
     pub fn new(config: StreamConfig) -> Self {
@@ -879,7 +889,7 @@ impl Stream {
         &mut self,
         now: Instant,
         datagram: &[u8],
-        direct: Option<&mut dyn FnMut(Event<'_>)>,
+        mut direct: Option<&mut dyn FnMut(Event<'_>)>,
     ) -> bool {
         self.advance_time(now);
         // Extended records first, without the classification's layers: a response (`ncrx`)
@@ -888,11 +898,11 @@ impl Stream {
             if let Ok((header, body)) = Header::parse(datagram) {
                 let timer_stays = self.requests_due.is_empty()
                     && (self.config.ack_interval.is_none() || self.ack_pending_since.is_some());
-                if self.deliver_next(&header, body.len(), datagram, direct) {
+                if self.deliver_next(&header, body.len(), datagram, reborrow(&mut direct)) {
                     return timer_stays;
                 }
                 self.on_record(&ExtRecord { header, body }, datagram);
-                self.retire();
+                self.retire_into(direct);
                 return false;
             }
         }
@@ -1926,7 +1936,14 @@ impl Stream {
 
     /// Retires complete records at the tail and runs whose time is up.
     fn retire(&mut self) {
-        self.retire_due();
+        self.retire_into(None);
+    }
+
+    /// [`Stream::retire`]; with `direct`, a whole record held in the pool goes to it from
+    /// the pool once the events queued before it have gone out, instead of being copied to
+    /// the output buffer first: the same events in the same order.
+    fn retire_into(&mut self, mut direct: Option<&mut dyn FnMut(Event<'_>)>) {
+        self.retire_due(&mut direct);
         // Interval requests for retired ranges would only wake the caller for nothing.
         while self
             .requests_due
@@ -1937,10 +1954,13 @@ impl Stream {
         }
     }
 
-    fn retire_due(&mut self) {
+    fn retire_due(&mut self, direct: &mut Option<&mut dyn FnMut(Event<'_>)>) {
         while self.tail < self.head {
             if self.tagged(self.tail) && self.slot(self.tail).is_complete() {
-                self.retire_one_complete();
+                match direct {
+                    Some(f) => self.retire_one_complete_into(f),
+                    None => self.retire_one_complete(),
+                }
                 continue;
             }
             match self.runs.first(self.tail, self.head) {
@@ -2001,6 +2021,26 @@ impl Stream {
             self.stats.lost = self.stats.lost.saturating_add(end - start);
         }
         self.tail = end;
+        self.note_retired();
+    }
+
+    /// [`Stream::retire_one_complete`] handing a whole record to `f` from the pool, after
+    /// the events queued before it.
+    fn retire_one_complete_into(&mut self, f: &mut dyn FnMut(Event<'_>)) {
+        let seq = self.tail;
+        let SlotState::Whole(entry) = self.slot(seq).state else {
+            self.retire_one_complete();
+            return;
+        };
+        self.out.drain(&mut *f);
+        let (held, datagram) = self.pool.get(entry);
+        self.held_bytes -= datagram.len() + core::mem::size_of::<Held>();
+        f(Event::Record(held.meta.view(datagram, held.header_len)));
+        self.pool.remove(entry);
+        self.slot_mut(seq).state = SlotState::Delivered;
+        self.stats.delivered += 1;
+        self.mark_delivered(seq);
+        self.tail = seq + 1;
         self.note_retired();
     }
 
