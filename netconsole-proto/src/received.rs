@@ -10,7 +10,8 @@
 //!                                                              never escaped, never cut
 //!
 //!  cut:      [release,]<header>;<text up to the limit, maybe a dangling \>[ <key>=<value>\n]*
-//!                                 (no \n: the appended lines go on the same line)
+//!                                 (no \n: the appended lines go on the same line; but
+//!                                 see below for a \n in the limit's last byte)
 //! ```
 //!
 //! [`split_body`] finds the two parts of a received body without being told the sender's
@@ -22,14 +23,26 @@
 //! text has ` key=value` lines' shape from exactly that byte to its end would be misread as
 //! cut; re-sending it with [`format_received`] still gives the same bytes.
 //!
+//! A record printk cut can still end its text with `\n`. printk writes an escape with
+//! `scnprintf`, which keeps the buffer's last byte for its NUL, and writes the `\n` only while
+//! there is room. So when the text's output stops one byte short of the limit (an escape cut
+//! to `\`, `\x` or `\xN` there, or escapes left out whole, and no printable byte of the text
+//! after them to fill the last byte), the `\n` takes the limit's last byte and the dictionary
+//! is left out. [`split_body`] reads such a body as the kernel wrote it: the text ends at that
+//! `\n` (terminated, so [`format_received`] writes the `\n` again) and the appended lines
+//! follow. That the text was cut is only seen when it ends in a dangling escape
+//! (no whole escaped text does; `decode_exact` refuses it). When only whole escapes were left
+//! out, the bytes are those of the uncut record holding the shorter text, and no reader can
+//! tell the two apart.
+//!
 //! [`dictionary_len`] tells which of a record's ` KEY=VALUE` lines are printk's dictionary
 //! (Linux 5.10+ writes at most ` SUBSYSTEM=` then ` DEVICE=`) and which were appended.
 //! [`format_received`] writes printk's part again: decoded text and dictionary escaped as
 //! printk escapes them, or, for a record kept in wire form (its text cut in the middle of an
-//! escape, or anything that decoding would change), copied as it came; a cut record gets no
-//! `\n`. [`format_appended`] writes the appended lines as they came. Given to
-//! [`ExtFragments`](crate::ExtFragments) as message and userdata, they give back the
-//! datagrams the kernel sent.
+//! escape, or anything that decoding would change), copied as it came; a record received
+//! without the `\n` after its text gets none. [`format_appended`] writes the appended lines
+//! as they came. Given to [`ExtFragments`](crate::ExtFragments) as message and userdata, they
+//! give back the datagrams the kernel sent.
 //!
 //! ```
 //! use netconsole_proto::received::{dictionary_len, format_appended, format_received, split_body};

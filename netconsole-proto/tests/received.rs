@@ -54,6 +54,27 @@ fn kernel_message(record: &KmsgRecord<'_>, userdata: &[(Vec<u8>, Vec<u8>)]) -> V
     printk
 }
 
+/// What printk writes of `text` in the `room` bytes its buffer has left after the header, as
+/// `msg_add_ext_text` (kernel/printk/printk.c) writes it: a byte below 0x20, from 0x7f, or `\`
+/// as `\xNN` through `scnprintf`, which writes at most `room - used - 1` bytes of it (it keeps
+/// one for its NUL, so an escape never fills the last byte), any other byte while there is
+/// room; then the `\n` while there is room. Returns the text bytes written and whether the
+/// `\n` was. Written from the kernel's rule, apart from the crate's `format_kmsg`.
+fn printk_text(text: &[u8], room: usize) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    for &c in text {
+        if !(b' '..0x7f).contains(&c) || c == b'\\' {
+            let escape = format!("\\x{c:02x}");
+            let written = room.saturating_sub(out.len() + 1).min(escape.len());
+            out.extend_from_slice(&escape.as_bytes()[..written]);
+        } else if out.len() < room {
+            out.push(c);
+        }
+    }
+    let newline = out.len() < room;
+    (out, newline)
+}
+
 /// Takes `message` apart and writes it again; also returns (cut, text as received, lines).
 fn again(message: &[u8], decode: bool) -> (Vec<u8>, bool, Vec<u8>, usize) {
     let (header, body) = Header::parse(message).unwrap();
@@ -105,8 +126,17 @@ fn again(message: &[u8], decode: bool) -> (Vec<u8>, bool, Vec<u8>, usize) {
     (out, cut, split.text().to_vec(), lines.len() - dictionary)
 }
 
+/// 128 cases, or as many as `PROPTEST_CASES` asks for (`with_cases` alone would ignore it).
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    ProptestConfig::with_cases(cases)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(config())]
 
     #[test]
     fn kernel_messages_come_back_byte_for_byte(
@@ -142,13 +172,23 @@ proptest! {
             + dict.iter().map(|e| escape(e.key).len() + escape(e.value).len() + 3).sum::<usize>();
         prop_assume!(!text_fits || whole_printk <= PRINTK_MESSAGE_MAX);
 
+        // What printk writes of the text, and whether its `\n` follows: not only when the
+        // text fits, also when printk cut it one byte short of the limit (an escape cut there
+        // or escapes left out whole, nothing printable after them): the `\n` then takes the
+        // last byte, as `scnprintf` never writes it (module doc).
+        let (printk_text, newline) = printk_text(&text, PRINTK_MESSAGE_MAX - head);
+        prop_assert!(!text_fits || newline);
+
         let (back, cut, received_text, appended) = again(&message, decode);
         prop_assert_eq!(back.escape_ascii().to_string(), message.escape_ascii().to_string());
-        // The parts are the kernel's: cut exactly when printk cut the text, the text as
-        // printk wrote it, every appended line found.
-        prop_assert_eq!(cut, !text_fits);
-        // The text is what printk wrote (a partial escape and a later printable byte
-        // included), and it ends where printk's part ended.
+        // The parts are the kernel's: unterminated exactly when printk wrote no `\n` after
+        // the text, the text as printk wrote it (a partial escape and a later printable byte
+        // included), every appended line found.
+        prop_assert_eq!(cut, !newline);
+        prop_assert_eq!(
+            received_text.escape_ascii().to_string(),
+            printk_text.escape_ascii().to_string()
+        );
         prop_assert!(message[head..].starts_with(&received_text));
         let after = message.get(head + received_text.len()).copied();
         if cut {
@@ -156,7 +196,17 @@ proptest! {
             prop_assert!(head + received_text.len() >= PRINTK_MESSAGE_MAX - 1);
         } else {
             prop_assert_eq!(after, Some(b'\n'));
-            prop_assert_eq!(received_text.len(), escape(&text).len());
+        }
+        if newline && !text_fits {
+            // Cut with the `\n` in the last byte: seen as cut only through a dangling escape;
+            // otherwise the bytes are exactly those of the uncut record of the kept text.
+            prop_assert_eq!(head + received_text.len(), PRINTK_MESSAGE_MAX - 1);
+            let (kept, malformed) = unescape(&received_text);
+            if malformed == 0 {
+                let mut shorter = record;
+                shorter.text = &kept;
+                prop_assert_eq!(kernel_message(&shorter, &userdata), message);
+            }
         }
         prop_assert_eq!(appended, userdata.iter().filter(|(_, v)| !v.is_empty()).count());
     }
@@ -205,4 +255,69 @@ fn a_linux_7_3_cut_record_with_userdata() {
     assert!(!cut);
     assert_eq!(appended, 2);
     assert!(received_text.ends_with(b"\\x01\\x0"));
+}
+
+#[test]
+fn a_cut_record_whose_newline_takes_the_last_byte() {
+    // "6,9,1,-;" leaves 2040 bytes: 2036 'x' and a CR whose escape would end exactly at the
+    // limit. scnprintf keeps the last byte for its NUL and writes only `\x0`; the `\n` goes
+    // into the last byte, the dictionary has no room left; netconsole appends its userdata.
+    let header = b"6,9,1,-;";
+    let mut text = vec![b'x'; 2036];
+    text.push(b'\r');
+    let mut kernel = header.to_vec();
+    kernel.extend_from_slice(&text[..2036]);
+    kernel.extend_from_slice(b"\\x0\n cpu=56\n");
+    assert_eq!(kernel.len(), 2048 + 8);
+    // The crate's printk formatting gives the same bytes.
+    let dict = [DictEntry {
+        key: b"SUBSYSTEM",
+        value: b"pci",
+    }];
+    let mut record = KmsgRecord::new(6, 9, 1, &text);
+    record.dict = &dict;
+    let userdata = [(b"cpu".to_vec(), b"56".to_vec())];
+    assert_eq!(kernel_message(&record, &userdata), kernel);
+
+    // Read as the kernel wrote it: the text (cut, with its dangling escape) ends at the `\n`,
+    // the userdata line follows, and the same bytes come back.
+    let (_, body) = Header::parse(&kernel).unwrap();
+    let split = split_body(body, header.len());
+    assert!(split.text_terminated());
+    assert_eq!(split.text().len(), 2039);
+    assert!(split.text().ends_with(b"xx\\x0"));
+    let keys: Vec<&[u8]> = split.lines().map(|l| l.key()).collect();
+    assert_eq!(keys, [&b"cpu"[..]]);
+    assert_eq!(
+        unescape(split.text()).1,
+        1,
+        "the dangling escape shows the cut"
+    );
+    for decode in [false, true] {
+        let (back, cut, received_text, appended) = again(&kernel, decode);
+        assert_eq!(back, kernel);
+        assert!(!cut);
+        assert_eq!(received_text, &kernel[8..2047]);
+        assert_eq!(appended, 1);
+    }
+
+    // A control byte after 2039 'x': its escape finds one byte left, scnprintf writes none of
+    // it, and the `\n` takes that byte. These are the bytes of the uncut record of 2039 'x'
+    // (which fits with its `\n`, and leaves no room for the dictionary): no reader can tell.
+    let mut cut_text = vec![b'x'; 2039];
+    cut_text.push(1);
+    let mut cut_record = KmsgRecord::new(6, 9, 1, &cut_text);
+    cut_record.dict = &dict;
+    let mut whole = KmsgRecord::new(6, 9, 1, &cut_text[..2039]);
+    whole.dict = &dict;
+    let message = kernel_message(&cut_record, &userdata);
+    assert_eq!(message, kernel_message(&whole, &userdata));
+    let mut expected = header.to_vec();
+    expected.extend_from_slice(&[b'x'; 2039]);
+    expected.extend_from_slice(b"\n cpu=56\n");
+    assert_eq!(message, expected);
+    let (back, cut, received_text, _) = again(&message, true);
+    assert_eq!(back, message);
+    assert!(!cut);
+    assert_eq!(received_text, vec![b'x'; 2039]);
 }
