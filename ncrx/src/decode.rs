@@ -174,7 +174,7 @@ impl Output {
             .iter()
             .map(|(k, v)| Some((decoded_string(k)?, decoded_string(v)?)))
             .collect();
-        let truncated = !split.text_terminated();
+        let truncated = split.text_cut();
         match (text, dict) {
             (Some(text), Some(dict)) => Decoded {
                 text,

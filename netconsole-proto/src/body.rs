@@ -105,10 +105,30 @@ impl<'a> Body<'a> {
         self.text
     }
 
-    /// Whether the text ended with `\n`; false for a record cut by the format limit (or a
-    /// body that is not a whole record).
+    /// Whether the text ended with `\n`; false for most records cut by the format limit (or
+    /// a body that is not a whole record). A cut can leave the limit's last byte for the
+    /// `\n` (printk writes a partial escape with `scnprintf`, which keeps that byte back),
+    /// so a terminated text may still have been cut: see [`Body::text_cut`].
     pub const fn text_terminated(&self) -> bool {
         self.text_terminated
+    }
+
+    /// Whether the text shows that printk's format limit cut it: no `\n` after it, or an
+    /// escape left unfinished at its end (in printk's escaped text every `\` starts a
+    /// four-byte `\xNN`). A cut that dropped whole escapes and still had room for the `\n`
+    /// leaves bytes identical to an uncut record's, and is not seen.
+    ///
+    /// ```
+    /// use netconsole_proto::Body;
+    ///
+    /// assert!(!Body::parse(b"ok \\x0a\n").text_cut());
+    /// assert!(Body::parse(b"cut \\x0\n").text_cut()); // `\x0a` cut at its last digit
+    /// assert!(Body::parse(b"no newline").text_cut());
+    /// ```
+    pub fn text_cut(&self) -> bool {
+        let tail = &self.text[self.text.len().saturating_sub(3)..];
+        let dangling = tail.contains(&b'\\');
+        !self.text_terminated || dangling
     }
 
     /// The raw bytes after the text line: dictionary, userdata and sysdata lines.
@@ -365,6 +385,24 @@ pub fn escape(src: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_shows_in_a_missing_newline_or_an_unfinished_escape() {
+        for (body, cut) in [
+            (&b"whole \\x5c\n SUBSYSTEM=net\n"[..], false),
+            (b"\\x0a\n", false),
+            (b"ab\n", false),
+            (b"\n", false),
+            (b"cut at the backslash \\\n", true),
+            (b"cut after x \\x\n", true),
+            (b"cut after a digit \\x0\n", true),
+            (b"\\x\n", true),
+            (b"no newline", true),
+            (b"", true),
+        ] {
+            assert_eq!(Body::parse(body).text_cut(), cut, "{}", body.escape_ascii());
+        }
+    }
 
     #[test]
     fn splits_text_and_dictionary() {
