@@ -160,7 +160,8 @@ pub(crate) struct RecordMeta {
     flag: Flag,
     caller: Option<Caller>,
     ncemg: bool,
-    release_len: Option<usize>,
+    /// The release's length (at most the datagram's, which the stream keeps within `u32`).
+    release_len: Option<u32>,
 }
 
 impl RecordMeta {
@@ -174,7 +175,9 @@ impl RecordMeta {
             caller: header.caller,
             ncemg: header.ncemg,
             // The release is always the first field.
-            release_len: header.release.map(<[u8]>::len),
+            release_len: header
+                .release
+                .map(|r| u32::try_from(r.len()).unwrap_or(u32::MAX)),
         }
     }
 
@@ -189,7 +192,9 @@ impl RecordMeta {
             flag: self.flag,
             caller: self.caller,
             ncemg: self.ncemg,
-            release: self.release_len.and_then(|len| header.get(..len)),
+            release: self
+                .release_len
+                .and_then(|len| header.get(..usize::try_from(len).ok()?)),
             header,
             body,
             datagram,

@@ -201,11 +201,17 @@ impl Partial {
 
 /// A whole datagram held in the window: parsed once. Its bytes are the entry's block of
 /// [`HeldPool::blocks`], or `spill` when longer than a block.
+///
+/// One cache line each (64 bytes, aligned): a record held behind a hole costs this line, its
+/// block and its ring slot, which is what the lossy paths are bound by once the window
+/// outgrows the caches.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 struct Held {
     meta: RecordMeta,
-    header_len: usize,
-    len: usize,
+    /// Lengths fit: [`Stream::handle_datagram`] refuses datagrams longer than `u32::MAX`.
+    header_len: u32,
+    len: u32,
     spill: Option<Box<[u8]>>,
 }
 
@@ -232,8 +238,8 @@ impl HeldPool {
         let stored = spill.is_none();
         let held = Held {
             meta,
-            header_len,
-            len: datagram.len(),
+            header_len: u32::try_from(header_len).unwrap_or(u32::MAX),
+            len: u32::try_from(datagram.len()).unwrap_or(u32::MAX),
             spill,
         };
         let i = if let Some(i) = self.free.pop() {
@@ -258,7 +264,7 @@ impl HeldPool {
         let held = &self.entries[i];
         let bytes = match &held.spill {
             Some(spill) => spill,
-            None => &self.blocks[i * BLOCK..i * BLOCK + held.len],
+            None => &self.blocks[i * BLOCK..i * BLOCK + held.len as usize],
         };
         (held, bytes)
     }
@@ -847,7 +853,8 @@ impl Stream {
         self.out.release();
     }
 
-    /// Takes one UDP payload from this source.
+    /// Takes one UDP payload from this source (one longer than `u32::MAX` bytes, which no
+    /// network delivers, is counted malformed).
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
         self.handle(now, datagram, None);
     }
@@ -892,6 +899,11 @@ impl Stream {
         mut direct: Option<&mut dyn FnMut(Event<'_>)>,
     ) -> bool {
         self.advance_time(now);
+        if u32::try_from(datagram.len()).is_err() {
+            // Never a UDP payload (at most 64 KiB); lengths held are kept within `u32`.
+            self.stats.malformed += 1;
+            return false;
+        }
         // Extended records first, without the classification's layers: a response (`ncrx`)
         // is never taken for a record, whatever follows its prefix.
         if !datagram.starts_with(b"ncrx") {
@@ -2035,7 +2047,9 @@ impl Stream {
         self.out.drain(&mut *f);
         let (held, datagram) = self.pool.get(entry);
         self.held_bytes -= datagram.len() + core::mem::size_of::<Held>();
-        f(Event::Record(held.meta.view(datagram, held.header_len)));
+        f(Event::Record(
+            held.meta.view(datagram, held.header_len as usize),
+        ));
         self.pool.remove(entry);
         self.slot_mut(seq).state = SlotState::Delivered;
         self.stats.delivered += 1;
@@ -2052,7 +2066,8 @@ impl Stream {
             SlotState::Whole(entry) => {
                 let (held, datagram) = self.pool.get(entry);
                 self.held_bytes -= datagram.len() + core::mem::size_of::<Held>();
-                self.out.record(held.meta, datagram, held.header_len, false);
+                self.out
+                    .record(held.meta, datagram, held.header_len as usize, false);
                 self.pool.remove(entry);
             }
             SlotState::Assembled(assembled) => {
