@@ -43,6 +43,7 @@
 //! assert_eq!(&out[..len], b"[    6.498885] one\n[    6.498885] two\n");
 //! ```
 
+use crate::format::Decimal;
 use crate::header::Caller;
 
 /// The console buffer of Linux 5.10 to 6.2 (`CONSOLE_LOG_MAX`).
@@ -131,27 +132,13 @@ pub const fn printed_on_console(level: u8, console_loglevel: u8) -> bool {
 }
 
 /// Writes decimal `value` at `out[at..]`, left-padded with `pad` to `width`; returns the end.
-fn put_decimal(out: &mut [u8], at: usize, mut value: u64, width: usize, pad: u8) -> usize {
-    let mut digits = [0u8; 20];
-    let mut count = 0;
-    loop {
-        digits[count] = b'0' + (value % 10) as u8;
-        count += 1;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    let mut end = at;
-    for _ in count..width {
-        out[end] = pad;
-        end += 1;
-    }
-    for &digit in digits[..count].iter().rev() {
-        out[end] = digit;
-        end += 1;
-    }
-    end
+fn put_decimal(out: &mut [u8], at: usize, value: u64, width: usize, pad: u8) -> usize {
+    let digits = Decimal::new(value);
+    let digits = digits.as_bytes();
+    let start = at + width.saturating_sub(digits.len());
+    out[at..start].fill(pad);
+    out[start..start + digits.len()].copy_from_slice(digits);
+    start + digits.len()
 }
 
 /// The prefix the kernel puts in front of every line of `record` (`info_print_prefix`).

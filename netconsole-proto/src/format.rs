@@ -136,7 +136,19 @@ impl KernelCursor<'_> {
     }
 }
 
-/// Decimal digits of `n` into a small stack buffer.
+/// `00` to `99`, two bytes each.
+const PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
+/// Decimal digits of `n` into a small stack buffer, written two digits a step.
 pub(crate) struct Decimal {
     digits: [u8; 20],
     start: usize,
@@ -146,14 +158,21 @@ impl Decimal {
     pub(crate) fn new(mut n: u64) -> Self {
         let mut digits = [0u8; 20];
         let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return Decimal { digits, start };
-            }
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            start -= 2;
+            digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
         }
+        if n >= 10 {
+            let pair = n as usize * 2;
+            start -= 2;
+            digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        } else {
+            start -= 1;
+            digits[start] = b'0' + n as u8;
+        }
+        Decimal { digits, start }
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
@@ -551,6 +570,18 @@ pub fn plain_chunks(console_text: &[u8]) -> core::slice::Chunks<'_, u8> {
 mod tests {
     use super::*;
     use crate::CONSOLE_EXT_LOG_MAX;
+
+    #[test]
+    fn decimal_writes_what_display_writes() {
+        // Around every power of ten, and the largest values.
+        let powers = (0..20)
+            .map(|p| 10u64.pow(p))
+            .flat_map(|v| [v - 1, v, v + 1]);
+        for value in powers.chain([u64::MAX - 1, u64::MAX]) {
+            let text = value.to_string();
+            assert_eq!(Decimal::new(value).as_bytes(), text.as_bytes());
+        }
+    }
 
     fn all(frags: &mut ExtFragments<'_>) -> Vec<Vec<u8>> {
         let mut out = [0u8; MAX_PRINT_CHUNK];

@@ -500,9 +500,10 @@ impl<'a> Header<'a> {
     }
 
     /// The fast path: one pass over `[<release>,]<prefix>,<seq>,<ts_usec>,<flag>` with
-    /// numbers of 1 to 19 digits, up to the `;`, leaving the extra fields to
-    /// [`Header::apply_fields`]. `None` when the datagram is not of that shape (the general
-    /// parser then decides, error included); otherwise what the general parser finds.
+    /// numbers of 1 to 19 digits, then the `caller=`, `ncfrag=` and `ncemg=` fields
+    /// ([`KnownField`]), up to the `;`. `None` when the datagram is not of that shape (any
+    /// other field included: the general parser then decides, error included); otherwise
+    /// what the general parser finds.
     #[allow(
         clippy::inline_always,
         reason = "measured with callgrind: see Header::parse"

@@ -26,7 +26,9 @@
 //! # Ok::<(), netconsole_proto::ResponseError>(())
 //! ```
 
+use crate::format::Decimal;
 use crate::header::{Field, HeaderError, digits_at, parse_decimal};
+use crate::scan::find;
 
 /// Largest response packet (netconsole's `MAX_PRINT_CHUNK`).
 pub const MAX_RESPONSE: usize = 1000;
@@ -93,7 +95,7 @@ fn number_at(packet: &[u8], pos: usize) -> Result<(u64, usize), ResponseError> {
         }
     }
     let rest = packet.get(pos..).unwrap_or_default();
-    let len = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    let len = find(b' ', rest).unwrap_or(rest.len());
     Ok((parse_canonical(&rest[..len])?, pos + len))
 }
 
@@ -150,38 +152,6 @@ impl Iterator for Missing<'_> {
     }
 }
 
-/// `00` to `99`, two bytes each.
-const PAIRS: [u8; 200] = {
-    let mut pairs = [0u8; 200];
-    let mut i = 0;
-    while i < 100 {
-        pairs[2 * i] = b'0' + (i / 10) as u8;
-        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
-        i += 1;
-    }
-    pairs
-};
-
-/// `n` in decimal, two digits a step, at the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        i -= 2;
-        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        i -= 2;
-        buf[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    } else {
-        i -= 1;
-        buf[i] = b'0' + n as u8;
-    }
-    &buf[i..]
-}
-
 /// Encodes `ncrx<ack>[ <seq>]*` into `out`, using at most `min(out.len(), 1000)` bytes.
 ///
 /// Returns the bytes written and how many of `missing` went in; the rest
@@ -190,8 +160,8 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// `ncrx<ack>` fits.
 pub fn encode_response(ack: u64, missing: &[u64], out: &mut [u8]) -> Option<(usize, usize)> {
     let limit = out.len().min(MAX_RESPONSE);
-    let mut digits = [0u8; 20];
-    let ack_text = decimal(ack, &mut digits);
+    let ack_text = Decimal::new(ack);
+    let ack_text = ack_text.as_bytes();
     let mut len = 4 + ack_text.len();
     if len > limit {
         return None;
@@ -200,7 +170,8 @@ pub fn encode_response(ack: u64, missing: &[u64], out: &mut [u8]) -> Option<(usi
     out[4..len].copy_from_slice(ack_text);
     let mut count = 0;
     for &seq in missing {
-        let text = decimal(seq, &mut digits);
+        let text = Decimal::new(seq);
+        let text = text.as_bytes();
         if len + 1 + text.len() > limit {
             break;
         }
