@@ -65,6 +65,16 @@ struct Source<S> {
     queued_transmit: bool,
 }
 
+impl<S> Source<S> {
+    /// When the source next needs [`Receiver::handle_timeout`]: its stream's deadline or its
+    /// idle check, whichever comes first.
+    fn next_deadline(&self) -> Instant {
+        self.stream
+            .poll_timeout()
+            .map_or(self.idle_check, |d| d.min(self.idle_check))
+    }
+}
+
 /// The receiver for many sources (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct Receiver<S: Ord + Clone = SocketAddr> {
@@ -456,8 +466,7 @@ impl<S: Ord + Clone> Receiver<S> {
             self.held_total = self.held_total - entry.indexed_held + held;
             entry.indexed_held = held;
         }
-        let idle = entry.idle_check;
-        let deadline = Some(entry.stream.poll_timeout().map_or(idle, |d| d.min(idle)));
+        let deadline = Some(entry.next_deadline());
         if deadline != entry.deadline {
             if let Some(old) = entry.deadline {
                 self.timers.remove(&(old, i));
@@ -485,10 +494,7 @@ impl<S: Ord + Clone> Receiver<S> {
     fn assert_refreshed(&self, i: usize) {
         if let Some(entry) = self.get(i) {
             let stream = &entry.stream;
-            let deadline = stream
-                .poll_timeout()
-                .map_or(entry.idle_check, |d| d.min(entry.idle_check));
-            debug_assert_eq!(entry.deadline, Some(deadline));
+            debug_assert_eq!(entry.deadline, Some(entry.next_deadline()));
             debug_assert_eq!(entry.indexed_held, stream.held_bytes());
             debug_assert!(!stream.has_event());
             debug_assert!(entry.queued_transmit || !stream.has_transmit());

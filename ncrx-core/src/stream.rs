@@ -364,9 +364,17 @@ enum Release {
     Shed,
 }
 
-/// Offset (below `len`) from position `from` of the first set bit at or after it, going up
-/// through `len` positions of a ring of `nbits` bits.
-fn scan_up(bits: &[u64], nbits: usize, from: usize, len: usize) -> Option<usize> {
+/// Calls `visit` with the offset (below `len`) from position `from` of each set bit at or
+/// after it, in order, going up through `len` positions of a ring of `nbits` bits, until it
+/// returns false.
+#[inline]
+fn each_set_up(
+    bits: &[u64],
+    nbits: usize,
+    from: usize,
+    len: usize,
+    mut visit: impl FnMut(usize) -> bool,
+) {
     let (mut pos, mut done) = (from, 0);
     while done < len {
         let b = pos % 64;
@@ -375,8 +383,11 @@ fn scan_up(bits: &[u64], nbits: usize, from: usize, len: usize) -> Option<usize>
         if chunk < 64 {
             word &= (1 << chunk) - 1;
         }
-        if word != 0 {
-            return Some(done + word.trailing_zeros() as usize);
+        while word != 0 {
+            if !visit(done + word.trailing_zeros() as usize) {
+                return;
+            }
+            word &= word - 1;
         }
         done += chunk;
         pos += chunk;
@@ -384,7 +395,17 @@ fn scan_up(bits: &[u64], nbits: usize, from: usize, len: usize) -> Option<usize>
             pos = 0;
         }
     }
-    None
+}
+
+/// Offset (below `len`) from position `from` of the first set bit at or after it, going up
+/// through `len` positions of a ring of `nbits` bits.
+fn scan_up(bits: &[u64], nbits: usize, from: usize, len: usize) -> Option<usize> {
+    let mut first = None;
+    each_set_up(bits, nbits, from, len, |offset| {
+        first = Some(offset);
+        false
+    });
+    first
 }
 
 /// Offset (below `len`) back from position `from` of the first set bit at or before it,
@@ -501,28 +522,16 @@ impl Runs {
             return;
         }
         let len = usize::try_from(to - from).map_or(self.slots, |n| n.min(self.slots));
-        let (mut pos, mut done) = (slot_of(self.slots, from), 0);
-        while done < len {
-            let b = pos % 64;
-            let chunk = (64 - b).min(self.slots - pos).min(len - done);
-            let mut word = self.used[pos / 64] >> b;
-            if chunk < 64 {
-                word &= (1 << chunk) - 1;
-            }
-            while word != 0 {
-                let bit = word.trailing_zeros() as usize;
-                let (start, run) = &self.entries[pos + bit];
-                if !visit(*start, run) {
-                    return;
-                }
-                word &= word - 1;
-            }
-            done += chunk;
-            pos += chunk;
-            if pos == self.slots {
-                pos = 0;
-            }
-        }
+        each_set_up(
+            &self.used,
+            self.slots,
+            slot_of(self.slots, from),
+            len,
+            |offset| {
+                let (start, run) = &self.entries[slot_of(self.slots, from + offset as u64)];
+                visit(*start, run)
+            },
+        );
     }
 
     /// The run with the highest start in `[from, to)`.
@@ -1969,10 +1978,7 @@ impl Stream {
     fn retire_due(&mut self, direct: &mut Option<&mut dyn FnMut(Event<'_>)>) {
         while self.tail < self.head {
             if self.tagged(self.tail) && self.slot(self.tail).is_complete() {
-                match direct {
-                    Some(f) => self.retire_one_complete_into(f),
-                    None => self.retire_one_complete(),
-                }
+                self.retire_one_complete(reborrow(direct));
                 continue;
             }
             match self.runs.first(self.tail, self.head) {
@@ -1990,7 +1996,7 @@ impl Stream {
         let target = target.min(self.head);
         while self.tail < target {
             if self.tagged(self.tail) && self.slot(self.tail).is_complete() {
-                self.retire_one_complete();
+                self.retire_one_complete(None);
                 continue;
             }
             let Some((start, run)) = self.runs.first(self.tail, self.head) else {
@@ -2036,29 +2042,9 @@ impl Stream {
         self.note_retired();
     }
 
-    /// [`Stream::retire_one_complete`] handing a whole record to `f` from the pool, after
-    /// the events queued before it.
-    fn retire_one_complete_into(&mut self, f: &mut dyn FnMut(Event<'_>)) {
-        let seq = self.tail;
-        let SlotState::Whole(entry) = self.slot(seq).state else {
-            self.retire_one_complete();
-            return;
-        };
-        self.out.drain(&mut *f);
-        let (held, datagram) = self.pool.get(entry);
-        self.held_bytes -= datagram.len() + core::mem::size_of::<Held>();
-        f(Event::Record(
-            held.meta.view(datagram, held.header_len as usize),
-        ));
-        self.pool.remove(entry);
-        self.slot_mut(seq).state = SlotState::Delivered;
-        self.stats.delivered += 1;
-        self.mark_delivered(seq);
-        self.tail = seq + 1;
-        self.note_retired();
-    }
-
-    fn retire_one_complete(&mut self) {
+    /// Delivers the complete record at the tail. With `direct`, a whole record held in the
+    /// pool goes to it from the pool, after the events queued before it.
+    fn retire_one_complete(&mut self, direct: Option<&mut dyn FnMut(Event<'_>)>) {
         let seq = self.tail;
         let slot = self.slot_mut(seq);
         let state = core::mem::replace(&mut slot.state, SlotState::Delivered);
@@ -2066,8 +2052,14 @@ impl Stream {
             SlotState::Whole(entry) => {
                 let (held, datagram) = self.pool.get(entry);
                 self.held_bytes -= datagram.len() + core::mem::size_of::<Held>();
-                self.out
-                    .record(held.meta, datagram, held.header_len as usize, false);
+                let header_len = held.header_len as usize;
+                match direct {
+                    Some(f) => {
+                        self.out.drain(&mut *f);
+                        f(Event::Record(held.meta.view(datagram, header_len)));
+                    }
+                    None => self.out.record(held.meta, datagram, header_len, false),
+                }
                 self.pool.remove(entry);
             }
             SlotState::Assembled(assembled) => {
