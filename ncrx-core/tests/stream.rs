@@ -493,3 +493,58 @@ fn records_overtaken_at_the_start_come_out_late_once() {
     assert_eq!(s.stats().duplicates, 1);
     assert_eq!(s.stats().out_of_order, 0);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Every response asks for numbers that are missing, ascending and once each; at each
+    /// interval the responses together ask for every hole exactly once, however many (more
+    /// than one response holds, and more than the stream gathers for one).
+    #[test]
+    fn responses_ask_for_every_open_hole_once_in_order(
+        seed in proptest::prelude::any::<u64>(),
+        keep_percent in 5u64..95,
+        records in 2u64..4000,
+    ) {
+        use std::collections::BTreeSet;
+        use testkit::SplitMix64;
+
+        let mut rng = SplitMix64::new(seed);
+        let mut s = Stream::new(StreamConfig::default());
+        let mut missing = BTreeSet::new();
+        let mut asked_early = BTreeSet::new();
+        for seq in 0..records {
+            // The first and the last arrive, so that every hole is inside the window.
+            if seq == 0 || seq == records - 1 || rng.percent(keep_percent) {
+                s.handle_datagram(t0(), &rec(seq, seq));
+            } else {
+                missing.insert(seq);
+            }
+            // Stride requests, as the head moves.
+            for response in transmits(&mut s) {
+                let parsed = netconsole_proto::Response::parse(response.as_bytes()).unwrap();
+                for seq in parsed.missing() {
+                    proptest::prop_assert!(missing.contains(&seq), "{seq} asked, not missing");
+                    asked_early.insert(seq);
+                }
+            }
+        }
+        drain(&mut s);
+        for interval in 1..=2 {
+            s.handle_timeout(t0() + interval * 1000 * MS);
+            let mut asked = BTreeSet::new();
+            for response in transmits(&mut s) {
+                proptest::prop_assert!(response.len() <= 1000);
+                // Strictly ascending and above the ack, or it would not parse.
+                let parsed = netconsole_proto::Response::parse(response.as_bytes()).unwrap();
+                // Everything before the first hole is retired.
+                proptest::prop_assert_eq!(Some(parsed.ack() + 1), missing.first().copied());
+                for seq in parsed.missing() {
+                    proptest::prop_assert!(asked.insert(seq), "{seq} asked twice");
+                }
+            }
+            proptest::prop_assert_eq!(&asked, &missing);
+        }
+        proptest::prop_assert!(asked_early.is_subset(&missing));
+    }
+}

@@ -148,35 +148,83 @@ const PAIRS: [u8; 200] = {
     pairs
 };
 
-/// Decimal digits of `n` into a small stack buffer, written two digits a step.
+/// How many decimal digits `n` has.
+#[inline]
+pub(crate) fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+/// Writes the decimal digits of `n` into `out`, right-aligned, two digits a step from the
+/// end: with `out.len() == decimal_len(n)`, exactly the digits.
+#[inline]
+fn write_decimal(mut n: u64, out: &mut [u8]) {
+    let mut end = out.len();
+    while n >= 100 && end >= 2 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        out[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+        end -= 2;
+    }
+    if n >= 10 && end >= 2 {
+        let pair = n as usize * 2;
+        out[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else if let Some(last) = end.checked_sub(1) {
+        out[last] = b'0' + (n % 10) as u8;
+    }
+}
+
+/// The eight decimal digits of `n < 100_000_000` (leading zeros included), one per byte,
+/// the most significant in the lowest byte, as values 0 to 9: all lanes at once
+/// (halves of four digits, then pairs, then digits, each split by a multiply and a shift).
+#[inline]
+fn eight_digits(n: u64) -> u64 {
+    // Four-digit halves in 32-bit lanes, the high half first (lowest).
+    let x = (n / 10_000) | ((n % 10_000) << 32);
+    // x / 100 per lane: 10486 / 2^20 is 1/100 closely enough below 43,699.
+    let hundreds = ((x * 10_486) >> 20) & 0x0000_007f_0000_007f;
+    let x = hundreds | ((x - hundreds * 100) << 16);
+    // x / 10 per 16-bit lane: 103 / 2^10 is 1/10 closely enough below 179.
+    let tens = ((x * 103) >> 10) & 0x000f_000f_000f_000f;
+    tens | ((x - tens * 10) << 8)
+}
+
+/// Writes the decimal digits of `n` at the start of `out` and returns how many, or `None`
+/// when they do not fit (nothing is written then). Bytes of `out` past the digits may be
+/// overwritten (up to eight from its start). The one decimal writer of the crate: headers,
+/// the console prefix and responses.
+#[inline]
+pub(crate) fn put_decimal(n: u64, out: &mut [u8]) -> Option<usize> {
+    if n < 100_000_000 {
+        if let Some(lanes) = out.first_chunk_mut::<8>() {
+            let digits = eight_digits(n);
+            // Leading zero digits are the low zero bytes (all but the last for 0).
+            let zeros = ((digits | 1 << 56).trailing_zeros() / 8) as usize;
+            let ascii = (digits + 0x3030_3030_3030_3030) >> (8 * zeros);
+            *lanes = ascii.to_le_bytes();
+            return Some(8 - zeros);
+        }
+    }
+    let len = decimal_len(n);
+    write_decimal(n, out.get_mut(..len)?);
+    Some(len)
+}
+
+/// Decimal digits of `n` in a small stack buffer.
 pub(crate) struct Decimal {
     digits: [u8; 20],
-    start: usize,
+    len: usize,
 }
 
 impl Decimal {
-    pub(crate) fn new(mut n: u64) -> Self {
+    pub(crate) fn new(n: u64) -> Self {
         let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        while n >= 100 {
-            let pair = (n % 100) as usize * 2;
-            n /= 100;
-            start -= 2;
-            digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-        }
-        if n >= 10 {
-            let pair = n as usize * 2;
-            start -= 2;
-            digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-        } else {
-            start -= 1;
-            digits[start] = b'0' + n as u8;
-        }
-        Decimal { digits, start }
+        // `u64::MAX` has 20 digits: they always fit.
+        let len = put_decimal(n, &mut digits).unwrap_or(0);
+        Decimal { digits, len }
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.digits[self.start..]
+        &self.digits[..self.len]
     }
 }
 
@@ -555,9 +603,7 @@ impl KernelCursor<'_> {
 
 /// Length of `,ncfrag=<offset>/<total>;`.
 fn ncfrag_len(offset: usize, total: usize) -> usize {
-    b",ncfrag=/;".len()
-        + Decimal::new(offset as u64).as_bytes().len()
-        + Decimal::new(total as u64).as_bytes().len()
+    b",ncfrag=/;".len() + decimal_len(offset as u64) + decimal_len(total as u64)
 }
 
 /// Plain (non-extended) consoles: the console text cut into datagrams of at most 1000
@@ -571,6 +617,28 @@ mod tests {
     use super::*;
     use crate::CONSOLE_EXT_LOG_MAX;
 
+    proptest::proptest! {
+        #[test]
+        fn put_decimal_writes_what_display_writes(
+            value in proptest::prelude::any::<u64>(),
+            shift in 0u32..64,
+            room in 0usize..24,
+        ) {
+            // Every length of number, into buffers from too short to roomy.
+            let value = value >> shift;
+            let text = value.to_string();
+            let mut out = [b'#'; 24];
+            if let Some(len) = put_decimal(value, &mut out[..room]) {
+                proptest::prop_assert_eq!(&out[..len], text.as_bytes());
+                proptest::prop_assert!(len <= room);
+                proptest::prop_assert!(out[room..].iter().all(|&b| b == b'#'));
+            } else {
+                proptest::prop_assert!(text.len() > room);
+                proptest::prop_assert_eq!(out, [b'#'; 24]);
+            }
+        }
+    }
+
     #[test]
     fn decimal_writes_what_display_writes() {
         // Around every power of ten, and the largest values.
@@ -580,6 +648,16 @@ mod tests {
         for value in powers.chain([u64::MAX - 1, u64::MAX]) {
             let text = value.to_string();
             assert_eq!(Decimal::new(value).as_bytes(), text.as_bytes());
+            assert_eq!(decimal_len(value), text.len(), "{value}");
+            // Into a buffer of exactly the digits' length, and one byte too short.
+            let mut exact = [b'#'; 21];
+            let len = text.len();
+            assert_eq!(put_decimal(value, &mut exact[..len]), Some(len), "{value}");
+            assert_eq!(&exact[..len], text.as_bytes());
+            assert_eq!(exact[len], b'#', "{value}");
+            let mut short = [b'#'; 21];
+            assert_eq!(put_decimal(value, &mut short[..len - 1]), None, "{value}");
+            assert_eq!(short, [b'#'; 21], "{value}");
         }
     }
 

@@ -26,7 +26,7 @@
 //! # Ok::<(), netconsole_proto::ResponseError>(())
 //! ```
 
-use crate::format::Decimal;
+use crate::format::{Decimal, put_decimal};
 use crate::header::{Field, HeaderError, digits_at, parse_decimal};
 use crate::scan::find;
 
@@ -157,7 +157,8 @@ impl Iterator for Missing<'_> {
 /// Returns the bytes written and how many of `missing` went in; the rest
 /// (`&missing[count..]`) did not fit and should go in the next response. `missing` should be
 /// strictly ascending and above `ack` for the receiver to accept it. `None` when not even
-/// `ncrx<ack>` fits.
+/// `ncrx<ack>` fits. Bytes of `out` past the returned length (within its first 1000) may be
+/// overwritten.
 pub fn encode_response(ack: u64, missing: &[u64], out: &mut [u8]) -> Option<(usize, usize)> {
     let limit = out.len().min(MAX_RESPONSE);
     let ack_text = Decimal::new(ack);
@@ -170,14 +171,16 @@ pub fn encode_response(ack: u64, missing: &[u64], out: &mut [u8]) -> Option<(usi
     out[4..len].copy_from_slice(ack_text);
     let mut count = 0;
     for &seq in missing {
-        let text = Decimal::new(seq);
-        let text = text.as_bytes();
-        if len + 1 + text.len() > limit {
+        // Straight into `out` (which may get digits past the end written so far, never past
+        // `limit`); a number that does not fit leaves `len` where it was.
+        let Some(room) = out.get_mut(len + 1..limit) else {
             break;
-        }
+        };
+        let Some(digits) = put_decimal(seq, room) else {
+            break;
+        };
         out[len] = b' ';
-        out[len + 1..len + 1 + text.len()].copy_from_slice(text);
-        len += 1 + text.len();
+        len += 1 + digits;
         count += 1;
     }
     Some((len, count))
