@@ -10,8 +10,10 @@
 //! - the good records sent in between all come out, each once, with their bytes;
 //! - each bad datagram lands in the counter its kind belongs to ([`ReceiverStats`]).
 //!
-//! The allocator's counters are global, so the whole file is one test (no other test thread
-//! allocates while a scenario measures).
+//! The allocator's counters are global to the process, so this binary runs without libtest
+//! (`harness = false` in Cargo.toml): its `main` hands the tests to `testkit::run_tests`,
+//! which runs them one after another on the main thread, the only thread in the process, so
+//! no other code allocates between a test's readings.
 
 use std::alloc::System;
 use std::io::Write as _;
@@ -602,13 +604,6 @@ fn a_million_sources(count: u32) {
     assert!(stats.refused > 0 && stats.sources_evicted > 0);
 }
 
-/// The allocator's counters are global: tests of this file run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Sources in [`a_million_sources`]: `HOSTILE_SOURCES`, a million by default.
 fn source_count() -> u32 {
     std::env::var("HOSTILE_SOURCES").map_or(1_000_000, |v| v.parse().expect("a number"))
@@ -644,9 +639,28 @@ fn one_far_record_among_a_minute_of_good_ones() {
     assert_eq!((bench.seen.lost, stats.forgotten), (0, 0));
 }
 
-#[test]
+fn main() {
+    testkit::run_tests(&[
+        (
+            "hostile_peers_stay_within_bounds",
+            hostile_peers_stay_within_bounds,
+        ),
+        (
+            "good_records_survive_a_peer_jumping_2_63_ahead",
+            good_records_survive_a_peer_jumping_2_63_ahead,
+        ),
+        (
+            "a_sender_jumping_far_ahead_is_followed",
+            a_sender_jumping_far_ahead_is_followed,
+        ),
+        (
+            "one_record_after_a_jump_is_followed_at_its_timeout",
+            one_record_after_a_jump_is_followed_at_its_timeout,
+        ),
+    ]);
+}
+
 fn hostile_peers_stay_within_bounds() {
-    let _serial = serial();
     jumps_by_2_63_are_bounded_and_counted();
     sequence_wraps_at_u64_max();
     alternating_far_apart();
@@ -664,10 +678,8 @@ fn hostile_peers_stay_within_bounds() {
 /// followed 2^63 ahead (which would leave every later good record behind the tail). Once
 /// the good records stop, the last three far records (three against two: 96 >= 19 * 5) are
 /// followed at their timeout and come out, the numbers between given up on.
-#[test]
 fn good_records_survive_a_peer_jumping_2_63_ahead() {
     const N: u64 = 2000;
-    let _serial = serial();
     let mut bench = Bench::new(config(), N as usize);
     sequence_jumps_by_2_63(&mut bench, N);
     assert_eq!(bench.good_from(1), in_order(1000..1000 + N));
@@ -685,11 +697,9 @@ fn good_records_survive_a_peer_jumping_2_63_ahead() {
 /// rising (no restart sign in the packets): the stream it left is silent, so the far records
 /// are 19 of the last 32 after 19 of them, and the stream restarts from the lowest: every
 /// record comes out in order, none dropped.
-#[test]
 fn a_sender_jumping_far_ahead_is_followed() {
     const BEFORE: u64 = 100;
     const AFTER: u64 = 100;
-    let _serial = serial();
     let jump = 1000 + (1u64 << 40);
     let mut bench = Bench::new(config(), (BEFORE + AFTER) as usize);
     let mut ts = 5_000_000;
@@ -713,9 +723,7 @@ fn a_sender_jumping_far_ahead_is_followed() {
 /// The same sender sending one record after the jump and then nothing: the stream it left
 /// stays silent, so the far record is followed when its out-of-order timeout passes (the
 /// numbers between given up on) and comes out; the sender's next records follow in order.
-#[test]
 fn one_record_after_a_jump_is_followed_at_its_timeout() {
-    let _serial = serial();
     let jump = 1000 + (1u64 << 40);
     let mut bench = Bench::new(config(), 200);
     let mut ts = 5_000_000;

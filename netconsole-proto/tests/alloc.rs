@@ -7,7 +7,10 @@
 //! sysdata, fragmenting, encoding and parsing responses, and the reliable sender once its
 //! buffers have reached their steady size.
 //!
-//! The allocator's counters are global, so this binary holds one test.
+//! The allocator's counters are global to the process, so this binary runs without libtest
+//! (`harness = false` in Cargo.toml): its `main` hands the tests to `testkit::run_tests`,
+//! which runs them one after another on the main thread, the only thread in the process, so
+//! no other code allocates between a test's readings.
 
 use std::alloc::System;
 use std::path::PathBuf;
@@ -174,7 +177,10 @@ fn sender_msgs(first: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[test]
+fn main() {
+    testkit::run_tests(&[("hot_paths_allocate_nothing", hot_paths_allocate_nothing)]);
+}
+
 fn hot_paths_allocate_nothing() {
     // Inputs and buffers, allocated before measuring.
     let payloads = sample_payloads();

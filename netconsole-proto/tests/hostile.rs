@@ -10,7 +10,10 @@
 //!   after the first responses, not one allocation, and the heap stays at what the held
 //!   records take.
 //!
-//! The allocator's counters are global: the whole file is one test.
+//! The allocator's counters are global to the process, so this binary runs without libtest
+//! (`harness = false` in Cargo.toml): its `main` hands the tests to `testkit::run_tests`,
+//! which runs them one after another on the main thread, the only thread in the process, so
+//! no other code allocates between a test's readings.
 
 use std::alloc::System;
 use std::time::Duration;
@@ -315,7 +318,13 @@ fn a_flood_of_responses_at_the_sender() {
     assert_eq!(sender.stats().acked, WINDOW);
 }
 
-#[test]
+fn main() {
+    testkit::run_tests(&[(
+        "hostile_peers_at_the_parsers_and_the_sender",
+        hostile_peers_at_the_parsers_and_the_sender,
+    )]);
+}
+
 fn hostile_peers_at_the_parsers_and_the_sender() {
     parsers_take_every_byte_value();
     empty_and_64_kib_datagrams();

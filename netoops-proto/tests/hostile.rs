@@ -13,7 +13,10 @@
 //! - every datagram is counted as what it was (`CollectorStats` against the results);
 //! - the good dump comes out complete, once, with its log byte for byte.
 //!
-//! The allocator's counters are global: the whole file is one test.
+//! The allocator's counters are global to the process, so this binary runs without libtest
+//! (`harness = false` in Cargo.toml): its `main` hands the tests to `testkit::run_tests`,
+//! which runs them one after another on the main thread, the only thread in the process, so
+//! no other code allocates between a test's readings.
 
 use std::alloc::System;
 use std::time::Duration;
@@ -134,7 +137,13 @@ impl Tally {
     }
 }
 
-#[test]
+fn main() {
+    testkit::run_tests(&[(
+        "a_flood_of_dumps_stays_bounded_and_counted",
+        a_flood_of_dumps_stays_bounded_and_counted,
+    )]);
+}
+
 fn a_flood_of_dumps_stays_bounded_and_counted() {
     const FLOOD: u64 = 200_000;
     const GOOD_SOURCE: u32 = u32::MAX;

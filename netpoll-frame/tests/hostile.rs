@@ -8,6 +8,11 @@
 //! (read here by an independent reader of the untagged layouts); the fields the parser
 //! judges give the exact error named for them. Not one parse allocates. Frames of 0 bytes and
 //! 64 KiB likewise.
+//!
+//! The allocator's counters are global to the process, so this binary runs without libtest
+//! (`harness = false` in Cargo.toml): its `main` hands the tests to `testkit::run_tests`,
+//! which runs them one after another on the main thread, the only thread in the process, so
+//! no other code allocates between a test's readings.
 
 use std::alloc::System;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -257,7 +262,10 @@ fn every_byte_in_every_header(frame: &[u8]) -> (u32, u32) {
     (ok, errors)
 }
 
-#[test]
+fn main() {
+    testkit::run_tests(&[("hostile_frames", hostile_frames)]);
+}
+
 fn hostile_frames() {
     for (name, text) in [("IPv4", IPV4_FRAME), ("IPv6", IPV6_FRAME)] {
         let frame = hex(text);

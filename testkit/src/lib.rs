@@ -10,6 +10,8 @@
 //! - [`SplitMix64`]: a small seeded generator for losses, shuffles and bulk bytes.
 //! - [`heap`]: what a counting global allocator (stats_alloc) says, for the tests that bound
 //!   memory and allocations.
+//! - [`run_tests`]: the runner of the test binaries declared `harness = false` (those that
+//!   read [`heap`]): each test on the main thread, one after another, printed as libtest does.
 //!
 //! ```
 //! let mut rng = testkit::SplitMix64::new(7);
@@ -218,7 +220,13 @@ pub fn workload_texts() -> Vec<Vec<u8>> {
 /// # drop(v);
 /// ```
 ///
-/// The counters are global to the process: tests that read them run one at a time.
+/// The counters are global to the process: they count every thread's allocations. Running the
+/// tests one at a time is not enough under libtest, whose main thread spawns each test on a
+/// thread of its own and goes on with its own bookkeeping (allocating) while the test runs, so
+/// an allocation it makes can land between a test's two readings (seen once in CI, under
+/// load). The binaries that read these counters therefore run without libtest: their
+/// `[[test]]` entry says `harness = false` and their `main` hands the tests to
+/// [`run_tests`], which runs them on the main thread, the only thread in the process.
 pub mod heap {
     use std::alloc::System;
 
@@ -239,6 +247,156 @@ pub mod heap {
     pub fn allocations(alloc: &StatsAlloc<System>) -> u64 {
         let s = alloc.stats();
         (s.allocations + s.reallocations) as u64
+    }
+}
+
+/// Runs `tests` (name, function) one after another on the calling thread and prints them as
+/// libtest does (`test <name> ... ok`, then a `test result:` line), for a test binary declared
+/// `harness = false` whose `main` calls this. Those are the binaries that read the [`heap`]
+/// counters: no thread but the caller's exists while a test runs, so nothing else allocates
+/// between its readings.
+///
+/// The command line is what `cargo test --test <binary> -- <arguments>` passes:
+///
+/// - every argument that is not a flag is a filter: only the tests whose name contains one
+///   of them run (all when there is none); with `--exact`, whose name is one of them;
+/// - `--skip <text>` leaves out the tests whose name contains `text`;
+/// - `--list` prints the names (`<name>: test`) and runs nothing; `--ignored` runs nothing
+///   (none of these tests is ignored);
+/// - every other flag (`--nocapture`, `-q`, `--test-threads 1`, ...) is accepted and ignored:
+///   output is never captured and the tests always run one at a time. The value of a libtest
+///   flag that takes one as the next argument (`--test-threads`, `--color`, `--format`,
+///   `--logfile`, `--shuffle-seed`, `-Z`) is not taken for a filter.
+///
+/// A test fails by panicking. Its panic is caught (the panic hook has printed the message),
+/// the test is reported `FAILED`, the tests after it still run, and then the process exits
+/// with status 101, as libtest's does; when every test passed, this returns.
+///
+/// ```no_run
+/// fn main() {
+///     testkit::run_tests(&[("sums", sums), ("sorts", sorts)]);
+/// }
+///
+/// fn sums() {
+///     assert_eq!((1..=4).sum::<u32>(), 10);
+/// }
+///
+/// fn sorts() {
+///     let mut v = vec![3, 1, 2];
+///     v.sort_unstable();
+///     assert_eq!(v, [1, 2, 3]);
+/// }
+/// ```
+pub fn run_tests(tests: &[(&str, fn())]) {
+    let args = Args::parse(std::env::args().skip(1));
+    let chosen: Vec<&(&str, fn())> = tests
+        .iter()
+        .filter(|(name, _)| !args.ignored && args.selects(name))
+        .collect();
+    if args.list {
+        for (name, _) in &chosen {
+            println!("{name}: test");
+        }
+        return;
+    }
+
+    let start = std::time::Instant::now();
+    println!("\nrunning {} test{}", chosen.len(), plural(chosen.len()));
+    let mut failed = Vec::new();
+    for (name, test) in &chosen {
+        print!("test {name} ... ");
+        // The name is on the terminal before the test's own output or its panic message.
+        std::io::Write::flush(&mut std::io::stdout()).ok();
+        if std::panic::catch_unwind(test).is_ok() {
+            println!("ok");
+        } else {
+            println!("FAILED");
+            failed.push(*name);
+        }
+    }
+    if !failed.is_empty() {
+        println!("\nfailures:");
+        for name in &failed {
+            println!("    {name}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        chosen.len() - failed.len(),
+        failed.len(),
+        tests.len() - chosen.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// What [`run_tests`] reads of its command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Args {
+    filters: Vec<String>,
+    skip: Vec<String>,
+    exact: bool,
+    list: bool,
+    ignored: bool,
+}
+
+impl Args {
+    /// libtest's flags whose value may come as the next argument.
+    const TAKE_VALUE: [&'static str; 7] = [
+        "--test-threads",
+        "--skip",
+        "--color",
+        "--format",
+        "--logfile",
+        "--shuffle-seed",
+        "-Z",
+    ];
+
+    fn parse(args: impl IntoIterator<Item = String>) -> Self {
+        let mut parsed = Self::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            if !arg.starts_with('-') {
+                parsed.filters.push(arg);
+                continue;
+            }
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag, Some(value.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            let value = if Self::TAKE_VALUE.contains(&flag) && inline.is_none() {
+                args.next()
+            } else {
+                inline
+            };
+            match flag {
+                "--skip" => parsed.skip.extend(value),
+                "--exact" => parsed.exact = true,
+                "--list" => parsed.list = true,
+                "--ignored" => parsed.ignored = true,
+                _ => {}
+            }
+        }
+        parsed
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        let matches = |filter: &String| {
+            if self.exact {
+                name == filter
+            } else {
+                name.contains(filter.as_str())
+            }
+        };
+        (self.filters.is_empty() || self.filters.iter().any(matches))
+            && !self.skip.iter().any(|skip| name.contains(skip.as_str()))
     }
 }
 
@@ -340,6 +498,39 @@ mod tests {
         assert_ne!(a, (0..100).collect::<Vec<_>>());
         a.sort_unstable();
         assert_eq!(a, (0..100).collect::<Vec<_>>());
+    }
+
+    fn args(line: &str) -> Args {
+        Args::parse(line.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn run_tests_reads_cargo_test_command_lines() {
+        let names = ["parsers_take_bytes", "sender_floods", "empty_datagrams"];
+        let chosen = |line: &str| -> Vec<&str> {
+            let args = args(line);
+            names.into_iter().filter(|n| args.selects(n)).collect()
+        };
+        assert_eq!(chosen(""), names);
+        assert_eq!(chosen("--nocapture -q"), names);
+        assert_eq!(chosen("flood"), ["sender_floods"]);
+        assert_eq!(chosen("--nocapture flood -q"), ["sender_floods"]);
+        // The value of --test-threads is no filter; the filter after it is.
+        assert_eq!(chosen("--test-threads 1 empty"), ["empty_datagrams"]);
+        assert_eq!(chosen("--test-threads=1"), names);
+        assert_eq!(chosen("--color never"), names);
+        assert_eq!(chosen("flood empty"), ["sender_floods", "empty_datagrams"]);
+        assert_eq!(chosen("--exact flood"), Vec::<&str>::new());
+        assert_eq!(chosen("--exact sender_floods"), ["sender_floods"]);
+        assert_eq!(
+            chosen("--skip flood"),
+            ["parsers_take_bytes", "empty_datagrams"]
+        );
+        assert_eq!(chosen("s --skip=empty --skip pars"), ["sender_floods"]);
+        assert_eq!(chosen("nothing_like_it"), Vec::<&str>::new());
+        let listing = args("--list --format terse");
+        assert!(listing.list && !listing.ignored && listing.filters.is_empty());
+        assert!(args("--ignored").ignored);
     }
 
     #[test]
