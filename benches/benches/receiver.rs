@@ -2,8 +2,9 @@
 //! time advancing 1 µs per record, libncrx's default parameters: no loss; 10% loss (requests
 //! sent but never answered, so holes leave as loss events when the window overflows); 50%
 //! loss with retransmission on (every request answered after 100 µs, each re-sent record
-//! lost again with probability 1/2; retransmit interval 1 ms). Each iteration builds a receiver, feeds the whole
-//! trace, drains every event and response, and lets every hole time out.
+//! lost again with probability 1/2; retransmit interval 1 ms). Each iteration builds a
+//! receiver, feeds the whole trace, drains every event and response, goes on answering (with
+//! retransmission) until every hole is filled or given up on, and lets the rest time out.
 //!
 //! `cargo bench -p benches --bench receiver`
 //!
@@ -100,7 +101,7 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
         // millisecond, not every second, or the window overflows before the second request.
         config.stream.retransmit_interval = Duration::from_millis(1);
     }
-    let mut rx: Receiver = Receiver::new(config);
+    let mut rx: Receiver = Receiver::new(config.clone());
     let mut rng = Rng::new(loss);
     let mut counts = Counts::default();
     let mut answers: VecDeque<(Instant, u64)> = VecDeque::new();
@@ -137,14 +138,37 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
             }
         }
     }
-    // Let the last answers in and every hole time out.
-    while let Some((at, again)) = answers.pop_front() {
-        feed(&mut rx, &mut counts, at, &source, trace.get(again));
+    // The sender stays up after its last record: answers keep coming (each lost with the
+    // same probability) and the receiver keeps asking, until every hole is filled or its
+    // record given up on. Then what is left times out.
+    let interval = config.stream.retransmit_interval;
+    loop {
+        let timer = rx.poll_timeout();
+        let next = match (answers.front(), timer) {
+            (Some(&(at, _)), Some(t)) => at.min(t),
+            (Some(&(at, _)), None) => at,
+            // Nothing asked for: no hole is open (an open hole is asked for again within
+            // the interval).
+            (None, Some(t)) if retransmit && t <= now + interval => t,
+            _ => break,
+        };
+        now = now.max(next);
+        while let Some(&(at, again)) = answers.front() {
+            if at > now {
+                break;
+            }
+            answers.pop_front();
+            feed(&mut rx, &mut counts, at, &source, trace.get(again));
+        }
+        if rx.poll_timeout().is_some_and(|t| t <= now) {
+            rx.handle_timeout(now);
+            drain(&mut rx, &mut counts);
+        }
         while let Some((_, n)) = rx.poll_transmit(&mut buf) {
-            if let Ok(response) = Response::parse(&buf[..n]) {
+            if let (true, Ok(response)) = (retransmit, Response::parse(&buf[..n])) {
                 for missing in response.missing() {
                     if !rng.percent(loss) {
-                        answers.push_back((at + answer_delay, missing));
+                        answers.push_back((now + answer_delay, missing));
                     }
                 }
             }
