@@ -16,11 +16,16 @@ use core::time::Duration;
 /// Most out-of-order records one stream buffers (libncrx tracks the last 32 packets).
 pub const OUT_OF_ORDER_MAX: usize = 32;
 
+/// Most [`StreamConfig::slots`]: sixteen million sequence numbers (a ring of about 640 MiB
+/// for one source); more is taken as this.
+pub const MAX_SLOTS: usize = 1 << 24;
+
 /// Parameters of one source's stream (see the module table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamConfig {
-    /// Reorder window in sequence numbers (at least `retransmit_stride + 1`, at least 2).
+    /// Reorder window in sequence numbers (at least `retransmit_stride + 1`, at least 2, at
+    /// most [`MAX_SLOTS`]; the ring is allocated at the next power of two).
     /// The stream keeps at most `slots - retransmit_stride` sequence numbers open; the rest of
     /// the ring remembers what was retired, to tell duplicates from late records.
     pub slots: usize,
@@ -94,7 +99,7 @@ impl StreamConfig {
     /// non-zero intervals, a threshold within 1..=32.
     pub(crate) fn normalized(mut self) -> Self {
         let tick = Duration::from_nanos(1);
-        self.slots = self.slots.max(2);
+        self.slots = self.slots.clamp(2, MAX_SLOTS);
         let max_stride = (self.slots as u64 - 1).max(1);
         self.retransmit_stride = self.retransmit_stride.clamp(1, max_stride);
         self.retransmit_interval = self.retransmit_interval.max(tick);

@@ -45,7 +45,7 @@ pub mod receiver;
 pub mod sim;
 pub mod stream;
 
-pub use config::{ReceiverConfig, StreamConfig};
+pub use config::{MAX_SLOTS, ReceiverConfig, StreamConfig};
 pub use event::{Event, IncompleteRecord, Record, Restart, RestartReason};
 pub use receiver::{Receiver, ReceiverStats};
 pub use stream::{Stream, StreamStats};

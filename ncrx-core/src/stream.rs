@@ -448,7 +448,7 @@ impl Runs {
         Runs {
             entries: Vec::new(),
             used: Vec::new(),
-            slots,
+            slots: ring_len(slots),
             len: 0,
         }
     }
@@ -538,6 +538,11 @@ impl Runs {
     fn last(&self, from: u64, to: u64) -> Option<(u64, Run)> {
         if self.len == 0 || from >= to {
             return None;
+        }
+        // Often a run starts at `to - 1` (a hole of one number being filled).
+        let i = slot_of(self.slots, to - 1);
+        if self.bit(i) && self.entries[i].0 == to - 1 {
+            return Some(self.entries[i]);
         }
         let len = usize::try_from(to - from).map_or(self.slots, |n| n.min(self.slots));
         let offset = scan_down(&self.used, self.slots, slot_of(self.slots, to - 1), len)?;
@@ -634,18 +639,19 @@ pub struct Stream {
 /// How many times the ring's span the delivered bitmap covers.
 const DELIVERED_SPAN: usize = 8;
 
-/// `seq % len` (a mask when `len` is a power of two, as with both presets).
+/// The ring position of `seq`: `seq % len`, a mask, every ring (records, runs, delivered
+/// bits) being allocated at a power of two.
 #[inline]
 fn slot_of(len: usize, seq: u64) -> usize {
-    let len = len as u64;
-    // A power of two (or 0, not used as a length).
-    let i = if len & len.wrapping_sub(1) == 0 {
-        seq & (len - 1)
-    } else {
-        seq % len
-    };
+    debug_assert!(len.is_power_of_two(), "ring of {len}");
     // At most `len - 1`, so it fits.
-    i as usize
+    (seq & (len as u64).wrapping_sub(1)) as usize
+}
+
+/// The ring length for a window of `slots`: the power of two at or above it (a few more
+/// entries than the window needs, so that a position is a mask and not a division).
+fn ring_len(slots: usize) -> usize {
+    slots.next_power_of_two()
 }
 
 /// A shorter borrow of an optional event sink, leaving it usable afterwards.
@@ -663,8 +669,8 @@ impl Stream {
     pub fn new(config: StreamConfig) -> Self {
         let config = config.normalized();
         let ts_back = u64::try_from(config.restart_ts_back.as_micros()).unwrap_or(u64::MAX);
-        let delivered = alloc::vec![0; (config.slots * DELIVERED_SPAN).div_ceil(64)];
-        let ring = config.slots;
+        let ring = ring_len(config.slots);
+        let delivered = alloc::vec![0; (ring * DELIVERED_SPAN).div_ceil(64)];
         let mut slots = Vec::new();
         slots.resize_with(ring, Slot::default);
         Stream {
@@ -762,7 +768,7 @@ impl Stream {
     pub(crate) fn fixed_bound(config: &StreamConfig) -> usize {
         use core::mem::size_of;
         let config = config.clone().normalized();
-        let slots = config.slots;
+        let slots = ring_len(config.slots);
         let per_slot = size_of::<Slot>()
             + size_of::<(u64, Run)>()
             + 2 * size_of::<(Instant, u64, u64)>()
@@ -828,14 +834,20 @@ impl Stream {
             self.delivered.fill(0);
             return;
         }
+        // Fewer than `bits` numbers: one or more whole words between partial ones at the ends.
         let bits = self.delivered.len() * 64;
-        for seq in from..to {
-            let bit = slot_of(bits, seq);
-            if bit % 64 == 0 && to - seq >= 64 {
-                // A whole word at once.
-                self.delivered[bit / 64] = 0;
-            } else {
-                self.delivered[bit / 64] &= !(1 << (bit % 64));
+        let mut pos = slot_of(bits, from);
+        let mut left = (to - from) as usize;
+        while left > 0 {
+            let low = pos % 64;
+            let n = left.min(64 - low);
+            if let Some(word) = self.delivered.get_mut(pos / 64) {
+                *word &= !((u64::MAX >> (64 - n)) << low);
+            }
+            left -= n;
+            pos += n;
+            if pos == bits {
+                pos = 0;
             }
         }
     }
@@ -2087,6 +2099,39 @@ mod tests {
             end,
             give_up_at: Instant::from_millis(end),
             partial: false,
+        }
+    }
+
+    proptest! {
+        /// Clearing the delivered bits of a range clears exactly those, bit by bit as a
+        /// plain loop would, across word and ring boundaries.
+        #[test]
+        fn clear_delivered_clears_exactly_the_range(
+            slots in prop::sample::select(vec![2usize, 5, 16, 100, 1000]),
+            words in prop::collection::vec(any::<u64>(), 1..200),
+            from in 0u64..100_000,
+            len in 0u64..9000,
+        ) {
+            let mut stream = Stream::new(StreamConfig {
+                slots,
+                ..StreamConfig::default()
+            });
+            for (i, word) in stream.delivered.iter_mut().enumerate() {
+                *word = words[i % words.len()];
+            }
+            let mut expected = stream.delivered.clone();
+            let bits = expected.len() * 64;
+            let to = from + len;
+            if len >= bits as u64 {
+                expected.fill(0);
+            } else {
+                for seq in from..to {
+                    let bit = (seq % bits as u64) as usize;
+                    expected[bit / 64] &= !(1 << (bit % 64));
+                }
+            }
+            stream.clear_delivered(from, to);
+            prop_assert_eq!(stream.delivered, expected);
         }
     }
 
