@@ -33,7 +33,8 @@ fn scenario(seed: u64) -> SimConfig {
     let stream = &mut c.receiver.stream;
     match pick(3, 11) {
         0 => {
-            stream.slots = 64;
+            // A window that is not a power of two has a larger ring.
+            stream.slots = [64, 100][pick(2, 13) as usize];
             stream.retransmit_stride = 16;
             stream.message_timeout = Duration::from_millis(300);
         }
