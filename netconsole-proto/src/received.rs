@@ -207,9 +207,65 @@ pub fn format_received(
 /// again byte for byte.
 #[cfg(feature = "alloc")]
 pub fn decode_exact(wire: &[u8]) -> Option<alloc::borrow::Cow<'_, [u8]>> {
-    let (bytes, malformed) = crate::body::unescape(wire);
-    (malformed == 0 && escaped_len(&bytes) == wire.len() && crate::body::escape(&bytes) == wire)
-        .then_some(bytes)
+    if !wire.contains(&b'\\') {
+        // No escape: the bytes stand for themselves when printk would leave them as they are.
+        return wire
+            .iter()
+            .all(|&b| !needs_printk_escape(b))
+            .then_some(alloc::borrow::Cow::Borrowed(wire));
+    }
+    let mut bytes = alloc::vec::Vec::with_capacity(wire.len());
+    decode_exact_into(wire, &mut bytes).then_some(alloc::borrow::Cow::Owned(bytes))
+}
+
+/// Whether printk writes byte `b` of a text or dictionary as `\xNN`: below 0x20, from 0x7f,
+/// and the backslash (`msg_add_ext_text` in `kernel/printk/printk.c`).
+const fn needs_printk_escape(b: u8) -> bool {
+    b < 0x20 || b >= 0x7f || b == b'\\'
+}
+
+/// [`decode_exact`] into a caller's buffer, for a receiver that decodes every record without
+/// allocating: `out` is cleared, then holds the decoded bytes when the function returns
+/// `true`. It returns `false` (and `out` holds a partial decoding) exactly when
+/// [`decode_exact`] gives `None`: an escape that is not `\x` and two lowercase hex digits, an
+/// escape of a byte printk leaves as it is, or a byte printk would have escaped.
+#[cfg(feature = "alloc")]
+pub fn decode_exact_into(wire: &[u8], out: &mut alloc::vec::Vec<u8>) -> bool {
+    fn lower_hex(d: u8) -> Option<u8> {
+        match d {
+            b'0'..=b'9' => Some(d - b'0'),
+            b'a'..=b'f' => Some(d - b'a' + 10),
+            _ => None,
+        }
+    }
+    out.clear();
+    let mut i = 0;
+    while i < wire.len() {
+        // Runs of bytes printk leaves as they are, copied at once.
+        let run = wire[i..]
+            .iter()
+            .position(|&b| needs_printk_escape(b))
+            .unwrap_or(wire.len() - i);
+        out.extend_from_slice(&wire[i..i + run]);
+        i += run;
+        if i == wire.len() {
+            break;
+        }
+        let (Some(b'x'), Some(hi), Some(lo)) = (
+            wire.get(i + 1).filter(|_| wire[i] == b'\\'),
+            wire.get(i + 2).copied().and_then(lower_hex),
+            wire.get(i + 3).copied().and_then(lower_hex),
+        ) else {
+            return false;
+        };
+        let byte = hi << 4 | lo;
+        if !needs_printk_escape(byte) {
+            return false;
+        }
+        out.push(byte);
+        i += 4;
+    }
+    true
 }
 
 /// Writes the lines netconsole appended to a received record (userdata, sysdata) as they

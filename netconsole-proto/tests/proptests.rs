@@ -437,3 +437,42 @@ fn reference_response(packet: &[u8]) -> Result<(u64, Vec<u64>), ResponseError> {
     let ack = numbers.remove(0);
     Ok((ack, numbers))
 }
+
+/// Bytes that are mostly escapes and the bytes around them, so that the decoder meets every
+/// kind of escape (whole, cut, uppercase, needless) and raw byte.
+fn escape_heavy() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            Just(b'\\'),
+            Just(b'x'),
+            Just(b'0'),
+            Just(b'9'),
+            Just(b'a'),
+            Just(b'f'),
+            Just(b'A'),
+            Just(b'F'),
+            Just(b'g'),
+            any::<u8>(),
+        ],
+        0..40,
+    )
+}
+
+proptest! {
+    /// `decode_exact` (and `decode_exact_into` behind it) keeps its definition: the decoded
+    /// bytes exactly when unescaping finds no malformed escape and escaping them again gives
+    /// the wire bytes back.
+    #[test]
+    fn decode_exact_is_unescape_when_escape_gives_the_wire_back(wire in escape_heavy()) {
+        let (bytes, malformed) = unescape(&wire);
+        let expected = (malformed == 0 && escape(&bytes) == wire).then(|| bytes.into_owned());
+        let got = netconsole_proto::received::decode_exact(&wire).map(|b| b.into_owned());
+        prop_assert_eq!(&got, &expected);
+        let mut out = vec![0xee; 3];
+        let ok = netconsole_proto::received::decode_exact_into(&wire, &mut out);
+        prop_assert_eq!(ok, expected.is_some());
+        if let Some(expected) = expected {
+            prop_assert_eq!(out, expected);
+        }
+    }
+}
