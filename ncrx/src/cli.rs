@@ -33,6 +33,9 @@ pub(crate) enum Command {
         "  ncrx listen --bind 0.0.0.0:6666 --format json --preset netconsd\n",
         "  ncrx listen --dir /var/log/netconsole        # one file per sender\n",
         "  ncrx listen --threads 4                      # 4 receivers, senders sharded by the kernel\n\n",
+        "Datagrams are read in batches (recvmmsg) and lines written in batches: when the sockets\n",
+        "have nothing more, and at least every 100 ms. The kernel's drops for the sockets (their\n",
+        "receive buffer was full) are counted and reported; so are senders refused.\n",
         "Records come out in sequence order as the receiver releases them; retransmission\n",
         "requests and acks go back to each sender's address and port. On SIGINT/SIGTERM\n",
         "everything held is flushed (holes as 'lost'), counts go to stderr, exit code 0."
@@ -118,37 +121,50 @@ pub(crate) enum Preset {
 }
 
 /// `ncrx listen`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct ListenArgs {
     /// Address and port to receive on (repeatable; default `[::]:6666`, IPv4 and IPv6).
+    /// Example: `--bind 0.0.0.0:6666 --bind [::1]:6666`.
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) bind: Vec<SocketAddr>,
-    /// Output format.
+    /// Output format. Example: `--format json`.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
-    /// Write one file per source into this directory (DIR/<source>.log, appended).
+    /// Write one file per source into this directory, appended: DIR/<source>.log (text) or
+    /// DIR/<source>.jsonl (JSON). Checked at start. Example: `--dir /var/log/netconsole`.
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
-    /// Receiver parameters.
+    /// Receiver parameters. Example: `--preset netconsd`.
     #[arg(long, value_enum, default_value_t = Preset::Libncrx)]
     pub(crate) preset: Preset,
     /// Acknowledge retired records (`ncrx<seq>` to the sender) this many milliseconds after
     /// they are retired, so reliable senders can drop them (200 when given without a value;
-    /// the netconsd preset acks every 200 ms already).
+    /// the netconsd preset acks every 200 ms already). Example: `--ack 100`.
     #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "200",
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub(crate) ack: Option<u64>,
     /// The senders' printk format limit in bytes (default: found per record; see
-    /// `ncrx decode --help`).
+    /// `ncrx decode --help`). Example: `--format-limit 1024`.
     #[arg(long, value_name = "BYTES")]
     pub(crate) format_limit: Option<usize>,
-    /// Show each datagram the receiver counts as malformed on stderr.
+    /// Show each datagram the receiver counts as malformed, each sender refused, and the
+    /// counts of every source at stop, on stderr.
     #[arg(short, long)]
     pub(crate) verbose: bool,
-    /// Receiver threads: each binds the addresses with SO_REUSEPORT and the kernel shards
-    /// senders over them by a hash of their address; each runs its own receiver.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub(crate) threads: u16,
+    /// Receiver threads: each binds the addresses with SO_REUSEPORT, the kernel shards
+    /// senders over them by a hash of their address and port, each runs its own receiver
+    /// (default: one per CPU this process may run on, at most 16). Example: `--threads 2`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) threads: Option<u16>,
+    /// Receive buffer asked for each socket, in bytes (the kernel may grant less: see the
+    /// start-up message). Example: `--recv-buffer 33554432`.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub(crate) recv_buffer: usize,
+    /// Most senders tracked at once, over all threads; a sender past it is refused (counted,
+    /// shown with -v) unless one quiet for 10 s can be evicted. Example: `--max-sources 5000`.
+    #[arg(long, value_name = "N", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 26)))]
+    pub(crate) max_sources: u64,
 }
 
 /// `ncrx decode`.

@@ -1,93 +1,95 @@
 //! `ncrx listen`: the UDP receiver, `ncrx_core::Receiver` driven with real time.
 //!
-//! One thread per bound socket receives datagrams and hands them, with their arrival time, to
-//! the main loop, which feeds the receiver, runs its timers at the deadlines it asks for,
-//! writes the events out, and sends the receiver's response packets (retransmission requests,
-//! acks) back to each sender from the socket its datagrams came to. SIGINT or SIGTERM stops
-//! it: everything held is flushed (holes come out as `lost`), counts go to stderr, exit 0.
+//! Each thread owns its sockets (one per bound address, `SO_REUSEPORT` when there are several
+//! threads, so that the kernel shards senders over them), its receiver and its output. It
+//! reads a batch of datagrams per system call, feeds them to the receiver, writes the events
+//! into a buffer, sends the receiver's responses from the socket the sender's datagrams came
+//! to, and writes the buffer when the sockets have nothing more to give, when it is full, and
+//! at least every [`FLUSH_INTERVAL`]. Nothing is allocated or handed to another thread per
+//! datagram.
+//!
+//! SIGINT or SIGTERM stops it: each thread reads what its sockets still hold, flushes what
+//! its receiver holds (holes come out as `lost`), writes it out and reports; the totals go to
+//! stderr. When an output is stalled (a reader that does not read), the listener does not
+//! wait for it beyond [`STOP_GRACE`]: it says how many bytes could not be written and exits
+//! with the file-error code.
 
-use std::collections::HashMap;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant as StdInstant};
 
 use ncrx_core::{Receiver, ReceiverConfig};
+use netconsole_proto::param::DEFAULT_REMOTE_PORT as DEFAULT_PORT;
 use netpoll_frame::Instant;
 
 use crate::cli::{ListenArgs, Preset};
-use crate::decode::{Output, feed};
-use crate::error::{Failure, Outcome};
-use crate::oops::{bind_udp, receive_until_stopped};
+use crate::error::{EXIT_IO, Failure, Outcome};
+use crate::net::{self, Batch, Listening, canonical};
+use crate::sink::{Counts, Sink};
 
-/// How often blocked receivers look at the stop flag.
+/// Output is written at least this often while datagrams keep coming.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest a thread waits for its sockets before looking at the stop flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// The largest datagram read from a socket.
-const MAX_DATAGRAM: usize = 65_536;
-/// Senders remembered for replies; past this the table starts again (a sender then gets
-/// its replies from the first socket of its address family until it sends again).
-const MAX_REPLY_ROUTES: usize = 65_536;
-/// Datagrams handed from the socket threads to the receiver and not yet taken. When the
-/// receiver falls behind, the socket threads wait, the sockets' kernel buffers fill and the
-/// kernel drops (and counts) what does not fit: memory stays bounded (at most this many
-/// datagrams of up to 64 KiB) whatever the senders do.
-const ARRIVALS_QUEUED: usize = 1024;
-/// The default port of netconsole receivers.
-const DEFAULT_PORT: u16 = 6666;
+/// After a stop, how long the threads may take to write what they hold.
+const STOP_GRACE: Duration = Duration::from_millis(900);
+/// After a stop, how long a thread goes on reading what its sockets had queued.
+const DRAIN_LIMIT: Duration = Duration::from_millis(300);
+/// How often each thread looks at the kernel's drop counter of its sockets.
+const DROPS_CHECK: Duration = Duration::from_secs(60);
+/// Per-source counts are printed at stop up to this many sources (all of them with -v).
+const PER_SOURCE_SHOWN: usize = 64;
+/// Threads by default at most.
+const MAX_DEFAULT_THREADS: usize = 16;
+/// The largest response packet (`netconsole_proto::MAX_RESPONSE` fits).
+const RESPONSE_BUFFER: usize = 2048;
 
-/// A sender as the receiver keys it: IPv4 senders seen on a dual-stack socket are shown and
-/// keyed as IPv4, not as `::ffff:a.b.c.d`.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+/// What the threads share: the stop flag, and what the main thread needs to know about a
+/// thread that does not finish.
+struct Shared {
+    stop: Arc<AtomicBool>,
+    /// Bytes handed to a write that has not returned yet.
+    writing: AtomicUsize,
+    /// Threads that finished.
+    finished: AtomicUsize,
 }
 
-/// Binds the sockets: the `--bind` addresses, or `[::]:6666` (IPv4 too), falling back to
-/// `0.0.0.0:6666` on a machine without IPv6.
-fn bind_all(
-    binds: &[SocketAddr],
-    reuse_port: bool,
-) -> Result<Vec<(SocketAddr, UdpSocket)>, Failure> {
-    let mut sockets = Vec::new();
-    if binds.is_empty() {
-        let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), DEFAULT_PORT);
-        match bind_udp(any6, reuse_port) {
-            Ok(socket) => sockets.push((any6, socket)),
-            Err(Failure::Socket { source, .. })
-                if matches!(
-                    source.kind(),
-                    io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
-                ) || source.raw_os_error() == Some(97) =>
-            {
-                let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT);
-                sockets.push((any4, bind_udp(any4, reuse_port)?));
-            }
-            Err(other) => return Err(other),
-        }
-    }
-    for &addr in binds {
-        sockets.push((addr, bind_udp(addr, reuse_port)?));
-    }
-    for (addr, socket) in &sockets {
-        socket
-            .set_read_timeout(Some(POLL_INTERVAL))
-            .map_err(|source| Failure::Socket {
-                what: "cannot set a timeout on",
-                addr: *addr,
-                source,
-            })?;
-    }
-    Ok(sockets)
+/// What a thread reports when it ends.
+#[derive(Debug, Default)]
+struct Report {
+    counts: Counts,
+    per_source: Vec<(SocketAddr, Counts)>,
+    sources: usize,
+    sources_created: u64,
+    sources_evicted: u64,
+    refused: u64,
+    malformed: u64,
+    oversized: u64,
+    responses_sent: u64,
+    responses_failed: u64,
+    port_unreachable: u64,
+    kernel_drops: u64,
+    lines_not_written: u64,
 }
 
-/// A datagram as a worker hands it over.
-struct Arrival {
-    socket: usize,
-    from: SocketAddr,
-    payload: Vec<u8>,
-    at: Instant,
+impl Report {
+    fn add(&mut self, other: Report) {
+        self.counts += other.counts;
+        self.per_source.extend(other.per_source);
+        self.sources += other.sources;
+        self.sources_created += other.sources_created;
+        self.sources_evicted += other.sources_evicted;
+        self.refused += other.refused;
+        self.malformed += other.malformed;
+        self.oversized += other.oversized;
+        self.responses_sent += other.responses_sent;
+        self.responses_failed += other.responses_failed;
+        self.port_unreachable += other.port_unreachable;
+        self.kernel_drops += other.kernel_drops;
+        self.lines_not_written += other.lines_not_written;
+    }
 }
 
 /// A flag that SIGINT and SIGTERM set (the listeners then flush and stop).
@@ -104,195 +106,445 @@ pub(crate) fn stop_on_signals() -> Result<Arc<AtomicBool>, Failure> {
     Ok(stop)
 }
 
+/// The default thread count: one per CPU this process may run on (its affinity mask and
+/// cgroup quota, as the standard library reads them), at most [`MAX_DEFAULT_THREADS`].
+fn default_threads() -> usize {
+    thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_DEFAULT_THREADS)
+}
+
+/// Binds every thread's sockets. The default is `[::]:6666` (IPv4 too), or `0.0.0.0:6666`
+/// on a machine without IPv6. With several threads the addresses are first checked to be
+/// free, so that the listener never joins another program's `SO_REUSEPORT` group.
+fn bind_shards(args: &ListenArgs, threads: usize) -> Result<Vec<Vec<Listening>>, Failure> {
+    let mut addrs = args.bind.clone();
+    if addrs.is_empty() {
+        let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), DEFAULT_PORT);
+        let any4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT);
+        let ipv6 =
+            std::net::UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0)).is_ok();
+        addrs.push(if ipv6 { any6 } else { any4 });
+    }
+    if threads > 1 {
+        for &addr in &addrs {
+            if let Some(source) = net::in_use(addr) {
+                return Err(Failure::Socket {
+                    what: "another program already receives on",
+                    addr,
+                    source,
+                });
+            }
+        }
+    }
+    let mut shards = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let mut sockets = Vec::with_capacity(addrs.len());
+        for &addr in &addrs {
+            sockets.push(net::bind_listener(addr, threads > 1, args.recv_buffer)?);
+        }
+        shards.push(sockets);
+    }
+    Ok(shards)
+}
+
 /// `ncrx listen`.
 pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
-    let threads = args.threads.max(1);
-    let mut shards = Vec::new();
-    for _ in 0..threads {
-        shards.push(bind_all(&args.bind, threads > 1)?);
-    }
+    let threads = args
+        .threads
+        .map_or_else(default_threads, usize::from)
+        .max(1);
+    // Checked before any socket is bound, so that a bad directory fails fast.
+    Sink::new(args.format, args.format_limit, args.dir.as_deref())?;
+    let shards = bind_shards(args, threads)?;
     let stop = stop_on_signals()?;
-    for (addr, _) in &shards[0] {
+    for socket in &shards[0] {
         if threads > 1 {
-            eprintln!("ncrx: receiving netconsole on {addr} ({threads} threads, SO_REUSEPORT)");
+            eprintln!(
+                "ncrx: receiving netconsole on {} ({threads} threads, SO_REUSEPORT)",
+                socket.addr
+            );
         } else {
-            eprintln!("ncrx: receiving netconsole on {addr}");
+            eprintln!("ncrx: receiving netconsole on {}", socket.addr);
         }
     }
-    let start = std::time::Instant::now();
-    if threads == 1 {
-        shard(args, shards.remove(0), &stop, start)?;
-        return Ok(Outcome::default());
+    // Linux reports twice what it grants (the other half is its own bookkeeping).
+    let granted = shards[0][0].granted_buffer / 2;
+    if granted < args.recv_buffer {
+        eprintln!(
+            "ncrx: the kernel granted a receive buffer of {granted} bytes of the {} asked for; \
+             bursts may be dropped: raise it with `sysctl -w net.core.rmem_max={}` (or run with \
+             CAP_NET_ADMIN)",
+            args.recv_buffer, args.recv_buffer
+        );
     }
-    thread::scope(|scope| {
-        let running: Vec<_> = shards
-            .into_iter()
-            .map(|sockets| scope.spawn(|| shard(args, sockets, &stop, start)))
-            .collect();
-        let mut result = Ok(());
-        for handle in running {
-            let outcome = handle
-                .join()
-                .unwrap_or_else(|_| Err(Failure::Usage("a listener thread failed".into())));
-            if outcome.is_err() {
-                // One shard failing (e.g. stdout closed) stops the others too.
-                stop.store(true, Ordering::Relaxed);
-                if result.is_ok() {
-                    result = outcome;
-                }
+    let shared = Arc::new(Shared {
+        stop,
+        writing: AtomicUsize::new(0),
+        finished: AtomicUsize::new(0),
+    });
+    let epoch = StdInstant::now();
+    let max_sources = usize::try_from(args.max_sources)
+        .unwrap_or(usize::MAX)
+        .div_ceil(threads);
+    let mut handles = Vec::with_capacity(threads);
+    for sockets in shards {
+        let shared = Arc::clone(&shared);
+        let args = args.clone();
+        handles.push(thread::spawn(move || {
+            let result =
+                Shard::new(&args, sockets, max_sources, epoch).and_then(|shard| shard.run(&shared));
+            if result.is_err() {
+                // One thread failing (standard output closed) stops the others too.
+                shared.stop.store(true, Ordering::Relaxed);
             }
-        }
-        result
-    })?;
-    Ok(Outcome::default())
-}
-
-/// One receiver with its sockets, until `stop`.
-fn shard(
-    args: &ListenArgs,
-    sockets: Vec<(SocketAddr, UdpSocket)>,
-    stop: &Arc<AtomicBool>,
-    start: std::time::Instant,
-) -> Result<(), Failure> {
-    let now =
-        move || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
-
-    let (sender, arrivals) = mpsc::sync_channel::<Arrival>(ARRIVALS_QUEUED);
-    let mut workers = Vec::new();
-    let mut reply_sockets = Vec::new();
-    for (index, (addr, socket)) in sockets.into_iter().enumerate() {
-        let receiving = socket.try_clone().map_err(|source| Failure::Socket {
-            what: "cannot share",
-            addr,
-            source,
-        })?;
-        reply_sockets.push((addr, socket));
-        let sender = sender.clone();
-        let stop = Arc::clone(stop);
-        workers.push(thread::spawn(move || {
-            let mut buf = vec![0u8; MAX_DATAGRAM];
-            receive_until_stopped(&receiving, addr, &stop, &mut buf, |from, payload| {
-                let arrival = Arrival {
-                    socket: index,
-                    from,
-                    payload: payload.to_vec(),
-                    at: now(),
-                };
-                sender.send(arrival).is_ok()
-            });
+            shared.finished.fetch_add(1, Ordering::Release);
+            result
         }));
     }
-    drop(sender);
+    // Waits for a stop or for every thread to end, then gives them STOP_GRACE.
+    while !shared.stop.load(Ordering::Relaxed) && shared.finished.load(Ordering::Acquire) < threads
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = StdInstant::now() + STOP_GRACE;
+    while shared.finished.load(Ordering::Acquire) < threads && StdInstant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    if shared.finished.load(Ordering::Acquire) < threads {
+        eprintln!(
+            "ncrx: stopped: the output is stalled (nobody reads it): {} bytes could not be \
+             written; {} of {threads} threads could not finish",
+            shared.writing.load(Ordering::Acquire),
+            threads - shared.finished.load(Ordering::Acquire)
+        );
+        std::process::exit(i32::from(EXIT_IO));
+    }
+    let mut total = Report::default();
+    let mut failure = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(report)) => total.add(report),
+            Ok(Err(error)) => failure = failure.or(Some(error)),
+            Err(_) => {
+                failure = failure.or(Some(Failure::Usage("a listener thread failed".into())));
+            }
+        }
+    }
+    print_report(&mut total, args.verbose);
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(Outcome::default()),
+    }
+}
 
-    let mut config = match args.preset {
-        Preset::Libncrx => ReceiverConfig::default(),
-        Preset::Netconsd => ReceiverConfig::daemon(),
-    };
-    if let Some(ms) = args.ack {
-        config.stream.ack_interval = Some(Duration::from_millis(ms));
-    }
-    let mut rx: Receiver<SocketAddr> = Receiver::new(config);
-    let mut output = Output::new(args.format, args.format_limit, args.dir.clone())?;
-    let mut replies = Replies {
-        sockets: reply_sockets,
-        routes: HashMap::new(),
-        buf: vec![0u8; 2048],
-        sent: 0,
-        failed: 0,
-    };
-    while !stop.load(Ordering::Relaxed) {
-        let wait = rx.poll_timeout().map_or(POLL_INTERVAL, |deadline| {
-            deadline.saturating_duration_since(now()).min(POLL_INTERVAL)
-        });
-        match arrivals.recv_timeout(wait) {
-            Ok(arrival) => replies.take(&mut rx, &mut output, &arrival, args.verbose),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if rx.poll_timeout().is_some_and(|deadline| deadline <= now()) {
-            rx.handle_timeout(now());
-        }
-        step(&mut rx, &mut output, &mut replies)?;
-    }
-    for worker in workers {
-        let _ = worker.join();
-    }
-    // What arrived before the workers stopped, then everything held.
-    while let Ok(arrival) = arrivals.try_recv() {
-        replies.take(&mut rx, &mut output, &arrival, args.verbose);
-    }
-    step(&mut rx, &mut output, &mut replies)?;
-    let malformed = rx.stats().streams.malformed;
-    rx.handle_timeout(Instant::MAX);
-    step(&mut rx, &mut output, &mut replies)?;
+fn print_report(total: &mut Report, verbose: bool) {
     eprintln!(
-        "ncrx: stopped: {} sources, {malformed} malformed datagrams, {} responses sent, {} failed",
-        rx.stats().sources_created,
-        replies.sent,
-        replies.failed
+        "ncrx: stopped: {} sources, {} malformed datagrams, {} responses sent, {} failed, \
+         {} refused datagrams, {} oversized, {} kernel drops, {} port unreachable",
+        total.sources_created,
+        total.malformed,
+        total.responses_sent,
+        total.responses_failed,
+        total.refused,
+        total.oversized,
+        total.kernel_drops,
+        total.port_unreachable
     );
-    output.report_counts();
-    Ok(())
-}
-
-/// The sockets and where each sender's replies go.
-struct Replies {
-    sockets: Vec<(SocketAddr, UdpSocket)>,
-    /// Sender (canonical) → (socket index, the address as that socket saw it).
-    routes: HashMap<SocketAddr, (usize, SocketAddr)>,
-    buf: Vec<u8>,
-    sent: u64,
-    failed: u64,
-}
-
-impl Replies {
-    /// Feeds one arrival to the receiver and remembers how to answer its sender.
-    fn take(
-        &mut self,
-        rx: &mut Receiver<SocketAddr>,
-        output: &mut Output,
-        arrival: &Arrival,
-        verbose: bool,
-    ) {
-        let source = canonical(arrival.from);
-        if self.routes.len() >= MAX_REPLY_ROUTES && !self.routes.contains_key(&source) {
-            self.routes.clear();
+    eprintln!(
+        "ncrx: all sources: {} ({} tracked at stop, {} evicted)",
+        total.counts, total.sources, total.sources_evicted
+    );
+    if total.lines_not_written > 0 {
+        eprintln!(
+            "ncrx: {} lines could not be written (see the write errors above)",
+            total.lines_not_written
+        );
+    }
+    if verbose || total.per_source.len() <= PER_SOURCE_SHOWN {
+        total.per_source.sort_by_key(|(source, _)| *source);
+        for (source, counts) in &total.per_source {
+            eprintln!("ncrx: {source}: {counts}");
         }
-        self.routes.insert(source, (arrival.socket, arrival.from));
-        feed(rx, output, arrival.at, source, &arrival.payload, verbose);
+    } else {
+        eprintln!(
+            "ncrx: ({} sources: per-source counts with -v)",
+            total.per_source.len()
+        );
+    }
+}
+
+/// One thread's sockets, receiver and output.
+struct Shard {
+    sockets: Vec<Listening>,
+    rx: Receiver<SocketAddr>,
+    sink: Sink,
+    batch: Batch,
+    response: Vec<u8>,
+    errors: Vec<bool>,
+    epoch: StdInstant,
+    verbose: bool,
+    report: Report,
+    drops_checked: StdInstant,
+    drops_seen: u64,
+}
+
+impl Shard {
+    fn new(
+        args: &ListenArgs,
+        sockets: Vec<Listening>,
+        max_sources: usize,
+        epoch: StdInstant,
+    ) -> Result<Self, Failure> {
+        let mut config = match args.preset {
+            Preset::Libncrx => ReceiverConfig::default(),
+            Preset::Netconsd => ReceiverConfig::daemon(),
+        };
+        if let Some(ms) = args.ack {
+            config.stream.ack_interval = Some(Duration::from_millis(ms));
+        }
+        config.max_sources = max_sources;
+        let errors = vec![false; sockets.len()];
+        Ok(Shard {
+            sockets,
+            rx: Receiver::new(config),
+            sink: Sink::new(args.format, args.format_limit, args.dir.as_deref())?,
+            batch: Batch::new(),
+            response: vec![0; RESPONSE_BUFFER],
+            errors,
+            epoch,
+            verbose: args.verbose,
+            report: Report::default(),
+            drops_checked: StdInstant::now(),
+            drops_seen: 0,
+        })
     }
 
-    /// Sends every response packet the receiver has.
-    fn send_all(&mut self, rx: &mut Receiver<SocketAddr>) {
-        while let Some((destination, len)) = rx.poll_transmit(&mut self.buf) {
-            let (index, to) = self.routes.get(&destination).copied().unwrap_or_else(|| {
-                let index = self
-                    .sockets
-                    .iter()
-                    .position(|(addr, _)| addr.is_ipv4() == destination.is_ipv4())
-                    .unwrap_or(0);
-                (index, destination)
-            });
-            match self.sockets[index].1.send_to(&self.buf[..len], to) {
-                Ok(_) => self.sent += 1,
+    fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Receives until the stop, then drains, flushes and reports.
+    fn run(mut self, shared: &Shared) -> Result<Report, Failure> {
+        let mut last_flush = StdInstant::now();
+        let mut stopped_at: Option<StdInstant> = None;
+        loop {
+            if stopped_at.is_none() && shared.stop.load(Ordering::Relaxed) {
+                stopped_at = Some(StdInstant::now());
+            }
+            let got = self.receive_all();
+            self.run_timers();
+            self.send_responses();
+            let idle = got == 0;
+            if idle || self.sink.full() || last_flush.elapsed() >= FLUSH_INTERVAL {
+                self.flush(shared)?;
+                last_flush = StdInstant::now();
+                self.sink.report_write_errors(last_flush);
+                self.check_drops(false);
+            }
+            if let Some(at) = stopped_at {
+                if idle || at.elapsed() >= DRAIN_LIMIT {
+                    break;
+                }
+                continue;
+            }
+            if idle {
+                let wait = self.rx.poll_timeout().map_or(POLL_INTERVAL, |deadline| {
+                    deadline
+                        .saturating_duration_since(self.now())
+                        .min(POLL_INTERVAL)
+                });
+                if net::wait(&self.sockets, wait, &mut self.errors).is_err() {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                self.take_errors();
+            }
+        }
+        // Everything held comes out: holes as lost, sources flushed.
+        let malformed = self.rx.stats().streams.malformed;
+        self.collect_malformed();
+        let sources = self.rx.sources();
+        self.sink.closing();
+        self.rx.handle_timeout(Instant::MAX);
+        let sink = &mut self.sink;
+        self.rx
+            .drain_events(|source, event| sink.event(*source, &event));
+        self.send_responses();
+        self.flush(shared)?;
+        self.check_drops(true);
+        let stats = self.rx.stats();
+        let mut report = std::mem::take(&mut self.report);
+        report.counts = self.sink.totals();
+        report.counts.malformed = malformed;
+        report.per_source = self.sink.per_source().map(|(s, c)| (*s, *c)).collect();
+        report.sources = sources;
+        report.sources_created = stats.sources_created;
+        report.sources_evicted = stats.sources_evicted;
+        report.refused = stats.refused;
+        report.malformed = malformed;
+        report.lines_not_written = self.sink.write_errors.lines_lost;
+        Ok(report)
+    }
+
+    /// Per-source malformed counts, taken from the receiver's streams before they are
+    /// flushed (a source's stream counts what it could not parse).
+    fn collect_malformed(&mut self) {
+        let sources: Vec<SocketAddr> = self.sink.per_source().map(|(s, _)| *s).collect();
+        for source in sources {
+            if let Some(stream) = self.rx.stream(&source) {
+                self.sink.set_malformed(source, stream.stats().malformed);
+            }
+        }
+    }
+
+    /// One batch from each socket; returns how many datagrams were read.
+    fn receive_all(&mut self) -> usize {
+        let mut got = 0;
+        for index in 0..self.sockets.len() {
+            match self.batch.receive(&self.sockets[index].socket) {
+                Ok(n) => got += n,
                 Err(error) => {
-                    self.failed += 1;
-                    eprintln!("ncrx: cannot send a response to {destination}: {error}");
+                    // An ICMP error queued for the socket is reported by the next receive.
+                    if error.kind() != std::io::ErrorKind::ConnectionRefused {
+                        eprintln!(
+                            "ncrx: receive error on {}: {error}",
+                            self.sockets[index].addr
+                        );
+                    }
+                    self.errors[index] = true;
+                    continue;
+                }
+            }
+            let now = self.now();
+            let sink = &mut self.sink;
+            for (received, bytes) in self.batch.datagrams() {
+                let source = canonical(received.from);
+                if received.cut {
+                    self.report.oversized += 1;
+                }
+                if self.verbose {
+                    feed_verbose(&mut self.rx, sink, now, source, bytes);
+                } else {
+                    self.rx
+                        .handle_datagram_and_drain(now, &source, bytes, |source, event| {
+                            sink.event(*source, &event);
+                        });
+                }
+            }
+        }
+        if self.errors.iter().any(|&e| e) {
+            self.take_errors();
+        }
+        got
+    }
+
+    /// Reads the sockets' ICMP errors: a sender whose port is closed.
+    fn take_errors(&mut self) {
+        for index in 0..self.sockets.len() {
+            if !std::mem::take(&mut self.errors[index]) {
+                continue;
+            }
+            let (unreachable, _other) = net::take_errors(&self.sockets[index].socket, |_source| {});
+            self.report.port_unreachable += unreachable;
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.now();
+        if self
+            .rx
+            .poll_timeout()
+            .is_some_and(|deadline| deadline <= now)
+        {
+            self.rx.handle_timeout(now);
+            let sink = &mut self.sink;
+            self.rx
+                .drain_events(|source, event| sink.event(*source, &event));
+        }
+    }
+
+    /// Sends every response the receiver has, from the socket of the sender's address
+    /// family (the first one that has it).
+    fn send_responses(&mut self) {
+        while let Some((destination, len)) = self.rx.poll_transmit(&mut self.response) {
+            let socket = self
+                .sockets
+                .iter()
+                .find(|s| {
+                    s.addr.is_ipv6() && s.addr.ip().is_unspecified()
+                        || s.addr.is_ipv4() == destination.is_ipv4()
+                })
+                .unwrap_or(&self.sockets[0]);
+            match net::send_from(socket, &self.response[..len], destination) {
+                Ok(_) => self.report.responses_sent += 1,
+                Err(error) => {
+                    self.report.responses_failed += 1;
+                    if self.verbose {
+                        eprintln!("ncrx: cannot send a response to {destination}: {error}");
+                    }
                 }
             }
         }
     }
+
+    fn flush(&mut self, shared: &Shared) -> Result<(), Failure> {
+        let pending = self.sink.pending();
+        shared.writing.fetch_add(pending, Ordering::AcqRel);
+        let result = self.sink.flush();
+        shared.writing.fetch_sub(pending, Ordering::AcqRel);
+        result
+    }
+
+    /// Reports new kernel drops at most once a minute (and at stop).
+    fn check_drops(&mut self, at_stop: bool) {
+        if !at_stop && self.drops_checked.elapsed() < DROPS_CHECK {
+            return;
+        }
+        self.drops_checked = StdInstant::now();
+        let drops: u64 = self
+            .sockets
+            .iter()
+            .filter_map(Listening::kernel_drops)
+            .sum();
+        if drops > self.drops_seen && !at_stop {
+            eprintln!(
+                "ncrx: the kernel dropped {} datagrams for this listener in the last minute \
+                 (its receive buffer was full)",
+                drops - self.drops_seen
+            );
+        }
+        self.drops_seen = drops;
+        self.report.kernel_drops = drops;
+    }
 }
 
-/// Writes out the events, sends the responses, flushes.
-fn step(
+/// Datagrams shown at most by `-v`, in bytes.
+const SHOWN_BYTES: usize = 120;
+
+/// [`Receiver::handle_datagram_and_drain`], showing on stderr a datagram the receiver found
+/// malformed, or a sender it refused.
+fn feed_verbose(
     rx: &mut Receiver<SocketAddr>,
-    output: &mut Output,
-    replies: &mut Replies,
-) -> Result<(), Failure> {
-    while let Some((source, event)) = rx.poll_event() {
-        output.event(source, &event)?;
+    sink: &mut Sink,
+    now: Instant,
+    source: SocketAddr,
+    payload: &[u8],
+) {
+    let malformed = |rx: &Receiver<SocketAddr>| rx.stream(&source).map(|s| s.stats().malformed);
+    let before = malformed(rx);
+    rx.handle_datagram_and_drain(now, &source, payload, |source, event| {
+        sink.event(*source, &event);
+    });
+    match (before, malformed(rx)) {
+        (_, None) => eprintln!(
+            "ncrx: refused a datagram from {source}: {} senders are tracked already",
+            rx.sources()
+        ),
+        (before, Some(after)) if after > before.unwrap_or(0) => eprintln!(
+            "ncrx: malformed datagram from {source} ({} bytes): {}",
+            payload.len(),
+            payload[..payload.len().min(SHOWN_BYTES)].escape_ascii()
+        ),
+        _ => {}
     }
-    replies.send_all(rx);
-    output.flush()
 }

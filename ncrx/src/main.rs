@@ -12,9 +12,11 @@ mod error;
 mod input;
 mod json;
 mod listen;
+mod net;
 mod oops;
 mod send;
 mod sim;
+mod sink;
 
 use std::process::ExitCode;
 

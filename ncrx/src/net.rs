@@ -1,0 +1,303 @@
+//! The listener's sockets: bound with a large receive buffer and ICMP errors turned on, read a
+//! batch of datagrams per system call (`recvmmsg`), their error queues and their kernel drop
+//! counters. Nothing here knows the protocol: bytes and addresses in, bytes and addresses out.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, recvmsg, setsockopt,
+    sockopt,
+};
+
+use crate::error::Failure;
+
+/// Datagrams read by one `recvmmsg` call at most.
+pub(crate) const BATCH: usize = 64;
+/// Bytes kept for each datagram of a batch. A kernel's netconsole datagram is at most
+/// `MAX_PRINT_CHUNK` (1000) bytes of payload plus a header; a longer one is cut to this and
+/// counted as oversized.
+pub(crate) const SLOT: usize = 16 * 1024;
+
+/// A socket the listener receives on.
+pub(crate) struct Listening {
+    /// The address it is bound to.
+    pub(crate) addr: SocketAddr,
+    pub(crate) socket: UdpSocket,
+    /// The receive buffer the kernel granted, in bytes (what `SO_RCVBUF` reads back).
+    pub(crate) granted_buffer: usize,
+    /// The socket's inode, to find its drop counter in `/proc/net/udp{,6}`.
+    inode: Option<u64>,
+}
+
+/// Binds `addr` for the listener: `SO_REUSEPORT` when several threads share it, a receive
+/// buffer of `buffer` bytes (with `SO_RCVBUFFORCE` when the process may, so that
+/// `net.core.rmem_max` does not cap it), IPv4 too on `[::]`, ICMP errors queued
+/// (`IP_RECVERR`/`IPV6_RECVERR`), non-blocking.
+pub(crate) fn bind_listener(
+    addr: SocketAddr,
+    reuse_port: bool,
+    buffer: usize,
+) -> Result<Listening, Failure> {
+    let fail = |what, source| Failure::Socket { what, addr, source };
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .map_err(|e| fail("cannot open a socket for", e))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| fail("cannot share (SO_REUSEPORT)", e))?;
+    }
+    let wanted = buffer.min(i32::MAX as usize);
+    // The privileged option first; without CAP_NET_ADMIN the ordinary one, capped by
+    // net.core.rmem_max. Either way the granted size is read back and reported.
+    if setsockopt(&socket, sockopt::RcvBufForce, &wanted).is_err() {
+        let _ = socket.set_recv_buffer_size(buffer);
+    }
+    let granted_buffer = socket.recv_buffer_size().unwrap_or(0);
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket
+            .set_only_v6(false)
+            .map_err(|e| fail("cannot accept IPv4 on", e))?;
+    }
+    // ICMP errors (port unreachable from a sender that does not listen for requests) are
+    // queued instead of being lost. On a dual-stack socket IPv4 senders' errors come
+    // through IP_RECVERR, so both are asked for; failing only loses that information.
+    if addr.is_ipv6() {
+        let _ = setsockopt(&socket, sockopt::Ipv6RecvErr, &true);
+    }
+    let _ = setsockopt(&socket, sockopt::Ipv4RecvErr, &true);
+    socket
+        .bind(&addr.into())
+        .map_err(|e| fail("cannot bind", e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| fail("cannot make non-blocking", e))?;
+    let socket: UdpSocket = socket.into();
+    let inode = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd()))
+        .ok()
+        .and_then(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        });
+    Ok(Listening {
+        addr,
+        socket,
+        granted_buffer,
+        inode,
+    })
+}
+
+/// Whether some other socket already receives on `addr` (bound without `SO_REUSEPORT`, or
+/// with it: a plain bind fails either way). Checked before a group of `SO_REUSEPORT`
+/// sockets is bound, so that the listener never silently shares another program's traffic.
+pub(crate) fn in_use(addr: SocketAddr) -> Option<io::Error> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket =
+        socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).ok()?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket
+        .bind(&addr.into())
+        .err()
+        .filter(|e| e.kind() == io::ErrorKind::AddrInUse)
+}
+
+/// A sender as the receiver keys it: IPv4 senders seen on a dual-stack socket are shown and
+/// keyed as IPv4, not as `::ffff:a.b.c.d`.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+fn std_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        Some(SocketAddr::V4(SocketAddrV4::from(*v4)))
+    } else {
+        addr.as_sockaddr_in6()
+            .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+    }
+}
+
+/// One datagram of a batch: where it came from and how long it was.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    pub(crate) from: SocketAddr,
+    pub(crate) len: usize,
+    /// The datagram was longer than [`SLOT`] and was cut.
+    pub(crate) cut: bool,
+}
+
+/// Buffers for one batch, reused for every call (nothing is allocated per datagram).
+pub(crate) struct Batch {
+    headers: MultiHeaders<SockaddrStorage>,
+    buffers: Vec<u8>,
+    received: Vec<Received>,
+}
+
+impl Batch {
+    pub(crate) fn new() -> Self {
+        Batch {
+            headers: MultiHeaders::preallocate(BATCH, None),
+            buffers: vec![0; BATCH * SLOT],
+            received: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Reads what `socket` has queued, up to [`BATCH`] datagrams, without waiting. `Ok(0)`
+    /// when nothing was there.
+    pub(crate) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.received.clear();
+        let mut chunks = self.buffers.chunks_exact_mut(SLOT);
+        let mut slices: [[io::IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+            [io::IoSliceMut::new(
+                chunks.next().expect("BATCH chunks of SLOT bytes"),
+            )]
+        });
+        let results = match recvmmsg(
+            socket.as_raw_fd(),
+            &mut self.headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(results) => results,
+            Err(Errno::EAGAIN) => return Ok(0),
+            Err(errno) => return Err(io::Error::from(errno)),
+        };
+        for message in results {
+            let Some(from) = message.address.as_ref().and_then(std_addr) else {
+                continue;
+            };
+            self.received.push(Received {
+                from,
+                len: message.bytes.min(SLOT),
+                cut: message.flags.contains(MsgFlags::MSG_TRUNC),
+            });
+        }
+        Ok(self.received.len())
+    }
+
+    /// The datagrams of the last [`Batch::receive`], with their bytes.
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = (Received, &[u8])> {
+        self.received
+            .iter()
+            .zip(self.buffers.chunks_exact(SLOT))
+            .map(|(r, slot)| (*r, &slot[..r.len]))
+    }
+}
+
+/// Waits until one of `sockets` is readable (or has an error queued) or `timeout` passes.
+/// Returns, per socket, whether it has an error queued.
+pub(crate) fn wait(
+    sockets: &[Listening],
+    timeout: Duration,
+    errors: &mut [bool],
+) -> io::Result<()> {
+    let millis = u32::try_from(timeout.as_millis().clamp(1, 60_000)).unwrap_or(60_000);
+    let mut fds: Vec<PollFd<'_>> = sockets
+        .iter()
+        .map(|s| PollFd::new(s.socket.as_fd(), PollFlags::POLLIN))
+        .collect();
+    match poll(
+        &mut fds,
+        PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
+    ) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(errno) => return Err(io::Error::from(errno)),
+    }
+    for (fd, error) in fds.iter().zip(errors.iter_mut()) {
+        *error = fd.revents().is_some_and(|r| r.contains(PollFlags::POLLERR));
+    }
+    Ok(())
+}
+
+/// Takes the ICMP errors queued on `socket` and calls `unreachable` with each destination
+/// that answered "port unreachable" (the address a response was sent to). Other errors are
+/// counted in the return value's second part.
+pub(crate) fn take_errors(
+    socket: &UdpSocket,
+    mut unreachable: impl FnMut(SocketAddr),
+) -> (u64, u64) {
+    let mut control = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+    let mut payload = [0u8; 64];
+    let (mut port_unreachable, mut other) = (0, 0);
+    // A bound on the work per call: the queue is itself bounded by the receive buffer.
+    for _ in 0..1024 {
+        let mut iov = [io::IoSliceMut::new(&mut payload)];
+        let Ok(message) = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+        ) else {
+            break;
+        };
+        let destination = message.address.as_ref().and_then(std_addr);
+        let Ok(cmsgs) = message.cmsgs() else {
+            other += 1;
+            continue;
+        };
+        for cmsg in cmsgs {
+            let closed = match cmsg {
+                ControlMessageOwned::Ipv4RecvErr(err, _) => {
+                    err.ee_origin == libc::SO_EE_ORIGIN_ICMP && err.ee_type == 3 && err.ee_code == 3
+                }
+                ControlMessageOwned::Ipv6RecvErr(err, _) => {
+                    err.ee_origin == libc::SO_EE_ORIGIN_ICMP6
+                        && err.ee_type == 1
+                        && err.ee_code == 4
+                }
+                _ => continue,
+            };
+            match destination {
+                Some(to) if closed => {
+                    port_unreachable += 1;
+                    unreachable(canonical(to));
+                }
+                _ => other += 1,
+            }
+        }
+    }
+    (port_unreachable, other)
+}
+
+impl Listening {
+    /// The kernel's count of datagrams it dropped for this socket (its receive buffer was
+    /// full): the counter `SO_RXQ_OVFL` reports, read from `/proc/net/udp` or `udp6` by the
+    /// socket's inode, so that it is known even when no datagram follows the drops.
+    pub(crate) fn kernel_drops(&self) -> Option<u64> {
+        let inode = self.inode?.to_string();
+        let table = if self.addr.is_ipv6() {
+            "/proc/net/udp6"
+        } else {
+            "/proc/net/udp"
+        };
+        let text = std::fs::read_to_string(table).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(9) == Some(&inode.as_str()))
+                .then(|| fields.get(12)?.parse().ok())
+                .flatten()
+        })
+    }
+}
+
+/// Sends `bytes` to `to` from `socket`, writing a v4-mapped address when `socket` is IPv6.
+pub(crate) fn send_from(socket: &Listening, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+    let to = match (socket.addr, to.ip()) {
+        (SocketAddr::V6(_), IpAddr::V4(ip)) => {
+            SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), to.port())
+        }
+        _ => to,
+    };
+    socket.socket.send_to(bytes, to)
+}

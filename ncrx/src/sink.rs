@@ -1,0 +1,892 @@
+//! Where the listener's events go: JSON or text lines, to standard output or one file per
+//! source, gathered in memory and written a batch at a time.
+//!
+//! Lines are written straight into reused buffers (no allocation per record): the JSON is the
+//! schema of [`crate::json`], byte for byte what `serde_json` writes for it (a test checks
+//! that), and the text lines are `ncrx decode`'s.
+//!
+//! Writing to standard output can fail only once (the reader went away): the listener stops.
+//! Writing a source's file can fail at any time (disk full, no permission, too many open
+//! files): the lines are counted as not written, the error is reported at most once a
+//! minute, and the listener goes on.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ncrx_core::{Event, IncompleteRecord, Record, RestartReason};
+use netconsole_proto::{Body, Flag, received};
+
+use crate::cli::Format;
+use crate::error::Failure;
+
+/// Bytes of lines gathered for standard output before they are written.
+const STDOUT_BATCH: usize = 256 * 1024;
+/// Bytes of lines gathered for one source's file before they are written.
+const FILE_BATCH: usize = 64 * 1024;
+/// Files kept open at most with `--dir`; past it the least recently written is closed.
+pub(crate) const MAX_OPEN_FILES: usize = 256;
+/// Write errors are reported on stderr at most this often.
+const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What one source sent, for the closing counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) records: u64,
+    pub(crate) lost: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) incomplete: u64,
+    pub(crate) restarts: u64,
+    pub(crate) plain: u64,
+    pub(crate) malformed: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.records += o.records;
+        self.lost += o.lost;
+        self.out_of_order += o.out_of_order;
+        self.incomplete += o.incomplete;
+        self.restarts += o.restarts;
+        self.plain += o.plain;
+        self.malformed += o.malformed;
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} records, {} lost, {} out of order, {} incomplete, {} restarts, {} plain, {} bad datagrams",
+            self.records,
+            self.lost,
+            self.out_of_order,
+            self.incomplete,
+            self.restarts,
+            self.plain,
+            self.malformed
+        )
+    }
+}
+
+/// Files of `--dir`: lines gathered per source, written at each flush.
+struct Files {
+    dir: PathBuf,
+    extension: &'static str,
+    pending: HashMap<SocketAddr, Vec<u8>>,
+    /// Open files and when each was last written (a flush count).
+    open: HashMap<SocketAddr, (File, u64)>,
+    flushes: u64,
+}
+
+/// Failures to write a file, gathered between two reports.
+#[derive(Debug, Default)]
+pub(crate) struct WriteErrors {
+    /// Lines that could not be written since the listener started.
+    pub(crate) lines_lost: u64,
+    /// Write errors since the listener started.
+    pub(crate) errors: u64,
+    since_report: u64,
+    last_error: Option<String>,
+    last_report: Option<Instant>,
+}
+
+enum Destination {
+    Stdout(Vec<u8>),
+    Dir(Files),
+}
+
+/// The event writer of one listener thread.
+pub(crate) struct Sink {
+    format: Format,
+    format_limit: Option<usize>,
+    destination: Destination,
+    /// The line being written.
+    line: Vec<u8>,
+    /// Decoded strings of the current record, and where each one ends in `decoded`.
+    decoded: Vec<u8>,
+    ends: Vec<usize>,
+    scratch: Vec<u8>,
+    per_source: HashMap<SocketAddr, Counts>,
+    /// Counts of sources no longer tracked (evicted).
+    gone: Counts,
+    /// Evicted sources keep their own counts (at stop, when every source is flushed).
+    closing: bool,
+    pub(crate) write_errors: WriteErrors,
+}
+
+impl Sink {
+    /// Lines to standard output, or to one file per source under `dir` (checked to be a
+    /// writable directory first).
+    pub(crate) fn new(
+        format: Format,
+        format_limit: Option<usize>,
+        dir: Option<&Path>,
+    ) -> Result<Self, Failure> {
+        let destination = match dir {
+            Some(dir) => {
+                check_dir(dir)?;
+                Destination::Dir(Files {
+                    dir: dir.to_path_buf(),
+                    extension: match format {
+                        Format::Json => "jsonl",
+                        Format::Text => "log",
+                    },
+                    pending: HashMap::new(),
+                    open: HashMap::new(),
+                    flushes: 0,
+                })
+            }
+            None => Destination::Stdout(Vec::with_capacity(STDOUT_BATCH)),
+        };
+        Ok(Sink {
+            format,
+            format_limit,
+            destination,
+            line: Vec::with_capacity(4096),
+            decoded: Vec::with_capacity(4096),
+            ends: Vec::with_capacity(16),
+            scratch: Vec::with_capacity(4096),
+            per_source: HashMap::new(),
+            gone: Counts::default(),
+            closing: false,
+            write_errors: WriteErrors::default(),
+        })
+    }
+
+    /// Bytes gathered and not yet written.
+    pub(crate) fn pending(&self) -> usize {
+        match &self.destination {
+            Destination::Stdout(batch) => batch.len(),
+            Destination::Dir(files) => files.pending.values().map(Vec::len).sum(),
+        }
+    }
+
+    /// Whether enough is gathered that it should be written now.
+    pub(crate) fn full(&self) -> bool {
+        match &self.destination {
+            Destination::Stdout(batch) => batch.len() >= STDOUT_BATCH,
+            Destination::Dir(files) => files.pending.len() >= MAX_OPEN_FILES,
+        }
+    }
+
+    /// Writes out everything gathered. Only a failure of standard output is returned; file
+    /// errors are counted (see [`Sink::report_write_errors`]).
+    pub(crate) fn flush(&mut self) -> Result<(), Failure> {
+        match &mut self.destination {
+            Destination::Stdout(batch) => {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let mut stdout = io::stdout().lock();
+                let written = stdout.write_all(batch).and_then(|()| stdout.flush());
+                batch.clear();
+                written.map_err(|source| Failure::Stream {
+                    what: "cannot write to standard output",
+                    source,
+                })
+            }
+            Destination::Dir(files) => {
+                files.flush(&mut self.write_errors);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reports file write errors on stderr, at most once a minute (and at once the first
+    /// time), so that a full disk is seen without flooding the log.
+    pub(crate) fn report_write_errors(&mut self, now: Instant) {
+        let errors = &mut self.write_errors;
+        if errors.since_report == 0 {
+            return;
+        }
+        if errors
+            .last_report
+            .is_some_and(|last| now.duration_since(last) < ERROR_REPORT_INTERVAL)
+        {
+            return;
+        }
+        eprintln!(
+            "ncrx: {} write errors, {} lines not written so far; last: {}",
+            errors.errors,
+            errors.lines_lost,
+            errors.last_error.as_deref().unwrap_or("?")
+        );
+        errors.since_report = 0;
+        errors.last_report = Some(now);
+    }
+
+    /// From now on evicted sources keep their counts: the listener is stopping and flushes
+    /// every source, whose counts it reports.
+    pub(crate) fn closing(&mut self) {
+        self.closing = true;
+    }
+
+    /// The counts of every source seen, tracked or gone, summed.
+    pub(crate) fn totals(&self) -> Counts {
+        let mut total = self.gone;
+        for counts in self.per_source.values() {
+            total += *counts;
+        }
+        total
+    }
+
+    /// The counts of the sources still tracked.
+    pub(crate) fn per_source(&self) -> impl Iterator<Item = (&SocketAddr, &Counts)> {
+        self.per_source.iter()
+    }
+
+    /// Counts a datagram from `source` that the receiver found malformed.
+    pub(crate) fn malformed(&mut self, source: SocketAddr) {
+        self.per_source.entry(source).or_default().malformed += 1;
+    }
+
+    /// Sets how many datagrams from `source` the receiver found malformed (its stream
+    /// counts them; taken before the stream is flushed).
+    pub(crate) fn set_malformed(&mut self, source: SocketAddr, malformed: u64) {
+        self.per_source.entry(source).or_default().malformed = malformed;
+    }
+
+    /// Writes one event of `source`.
+    pub(crate) fn event(&mut self, source: SocketAddr, event: &Event<'_>) {
+        self.line.clear();
+        match event {
+            Event::Record(record) => self.record(source, record, false),
+            Event::Late(record) => self.record(source, record, true),
+            Event::Incomplete(incomplete) => self.incomplete(source, incomplete),
+            Event::Lost { seqs } => {
+                self.counts(source).lost += seqs.end - seqs.start;
+                let (first, last) = (seqs.start, seqs.end.saturating_sub(1));
+                match self.format {
+                    Format::Json => {
+                        let _ = write!(
+                            Line(&mut self.line),
+                            "{{\"type\":\"lost\",\"source\":\"{source}\",\"first_seq\":{first},\"last_seq\":{last}}}"
+                        );
+                    }
+                    Format::Text => {
+                        let _ = write!(Line(&mut self.line), "{source} lost #{first}..#{last}");
+                    }
+                }
+            }
+            Event::Restart(restart) => {
+                self.counts(source).restarts += 1;
+                let reason = match restart.reason {
+                    RestartReason::Release => "release",
+                    RestartReason::Timestamp => "timestamp",
+                    RestartReason::FarBack => "far_back",
+                    RestartReason::OutOfOrder => "out_of_order",
+                    _ => "other",
+                };
+                let seq = restart.seq;
+                match self.format {
+                    Format::Json => {
+                        let _ = write!(
+                            Line(&mut self.line),
+                            "{{\"type\":\"restart\",\"source\":\"{source}\",\"reason\":\"{reason}\",\"seq\":{seq}}}"
+                        );
+                    }
+                    Format::Text => {
+                        let _ = write!(
+                            Line(&mut self.line),
+                            "{source} restart ({reason}) at #{seq}"
+                        );
+                    }
+                }
+            }
+            Event::Plain(text) => {
+                self.counts(source).plain += 1;
+                match self.format {
+                    Format::Json => {
+                        let _ = write!(
+                            Line(&mut self.line),
+                            "{{\"type\":\"plain\",\"source\":\"{source}\",\"text\":"
+                        );
+                        let escaped = if let Ok(text) = std::str::from_utf8(text) {
+                            json_string(&mut self.line, text.as_bytes());
+                            false
+                        } else {
+                            self.scratch.clear();
+                            self.scratch
+                                .extend_from_slice(&netconsole_proto::escape(text));
+                            json_lossy(&mut self.line, &self.scratch);
+                            true
+                        };
+                        let _ = write!(Line(&mut self.line), ",\"escaped\":{escaped}}}");
+                    }
+                    Format::Text => {
+                        let _ = write!(
+                            Line(&mut self.line),
+                            "{source} {}",
+                            text.strip_suffix(b"\n").unwrap_or(text).escape_ascii()
+                        );
+                    }
+                }
+            }
+            Event::SourceEvicted => {
+                if self.closing {
+                    return;
+                }
+                if let Some(counts) = self.per_source.remove(&source) {
+                    self.gone += counts;
+                }
+                return;
+            }
+            // Kinds added later say nothing about the log itself.
+            _ => return,
+        }
+        self.line.push(b'\n');
+        self.emit(source);
+    }
+
+    fn counts(&mut self, source: SocketAddr) -> &mut Counts {
+        self.per_source.entry(source).or_default()
+    }
+
+    /// Hands the finished line to its destination.
+    fn emit(&mut self, source: SocketAddr) {
+        match &mut self.destination {
+            Destination::Stdout(batch) => batch.extend_from_slice(&self.line),
+            Destination::Dir(files) => {
+                let pending = files.pending.entry(source).or_default();
+                pending.extend_from_slice(&self.line);
+                if pending.len() >= FILE_BATCH {
+                    let pending = files.pending.remove(&source).unwrap_or_default();
+                    files.write(source, &pending, &mut self.write_errors);
+                }
+            }
+        }
+    }
+
+    fn body<'b>(&self, record: &Record<'_>, body: &'b [u8]) -> Body<'b> {
+        match (self.format_limit, record.parse_header()) {
+            (Some(limit), Ok(header)) => Body::parse_limited(body, header.kernel_len(), limit),
+            // The sender's limit is not known: a Linux 6.3+ cut is recognised by what follows it.
+            (None, Ok(header)) => received::split_body(body, header.kernel_len()),
+            (_, Err(_)) => Body::parse(body),
+        }
+    }
+
+    /// Decodes the text and every dictionary key and value of `split` into `decoded`
+    /// (`ends` marks each string's end). `false` when one of them cannot be decoded
+    /// without loss: then every string is written in wire form.
+    fn decode_all(&mut self, split: &Body<'_>) -> bool {
+        self.decoded.clear();
+        self.ends.clear();
+        let pieces =
+            std::iter::once(split.text()).chain(split.lines().flat_map(|l| [l.key(), l.value()]));
+        for wire in pieces {
+            if !received::decode_exact_into(wire, &mut self.scratch)
+                || std::str::from_utf8(&self.scratch).is_err()
+            {
+                return false;
+            }
+            self.decoded.extend_from_slice(&self.scratch);
+            self.ends.push(self.decoded.len());
+        }
+        true
+    }
+
+    /// Writes `"text":...,"dict":[...]` (with `dict`) or just `"text":...`, decoded or in
+    /// wire form; returns whether the wire form was written.
+    fn json_strings(&mut self, split: &Body<'_>, with_dict: bool) -> bool {
+        let decoded = self.decode_all(split);
+        self.line.extend_from_slice(b"\"text\":");
+        if decoded {
+            let mut start = 0;
+            let mut strings = self.ends.iter().map(|&end| {
+                let s = &self.decoded[start..end];
+                start = end;
+                s
+            });
+            json_string(&mut self.line, strings.next().unwrap_or_default());
+            if with_dict {
+                self.line.extend_from_slice(b",\"dict\":[");
+                let mut first = true;
+                while let (Some(key), Some(value)) = (strings.next(), strings.next()) {
+                    if !first {
+                        self.line.push(b',');
+                    }
+                    first = false;
+                    self.line.push(b'[');
+                    json_string(&mut self.line, key);
+                    self.line.push(b',');
+                    json_string(&mut self.line, value);
+                    self.line.push(b']');
+                }
+                self.line.push(b']');
+            }
+        } else {
+            json_lossy(&mut self.line, split.text());
+            if with_dict {
+                self.line.extend_from_slice(b",\"dict\":[");
+                for (n, line) in split.lines().enumerate() {
+                    if n > 0 {
+                        self.line.push(b',');
+                    }
+                    self.line.push(b'[');
+                    json_lossy(&mut self.line, line.key());
+                    self.line.push(b',');
+                    json_lossy(&mut self.line, line.value());
+                    self.line.push(b']');
+                }
+                self.line.push(b']');
+            }
+        }
+        !decoded
+    }
+
+    /// `"type":"<kind>","source":...,"release":...` of a record or incomplete line.
+    fn json_meta(&mut self, kind: &str, source: SocketAddr, record: &Record<'_>) {
+        let line = &mut self.line;
+        let _ = write!(
+            Line(line),
+            "{{\"type\":\"{kind}\",\"source\":\"{source}\",\"seq\":{},\"facility\":{},\"level\":{},\"ts_usec\":{},\"flag\":\"{}\",\"caller\":",
+            record.seq,
+            record.facility,
+            record.level,
+            record.ts_usec,
+            flag_str(record.flag)
+        );
+        match record.caller {
+            Some(caller) => {
+                let _ = write!(Line(line), "\"{caller}\"");
+            }
+            None => line.extend_from_slice(b"null"),
+        }
+        line.extend_from_slice(b",\"release\":");
+        match record.release {
+            Some(release) => json_lossy(line, release),
+            None => line.extend_from_slice(b"null"),
+        }
+        line.push(b',');
+    }
+
+    fn record(&mut self, source: SocketAddr, record: &Record<'_>, out_of_order: bool) {
+        let counts = self.counts(source);
+        counts.records += 1;
+        if out_of_order {
+            counts.out_of_order += 1;
+        }
+        let split = self.body(record, record.body);
+        let truncated = split.text_cut();
+        match self.format {
+            Format::Json => {
+                self.json_meta("record", source, record);
+                let escaped = self.json_strings(&split, true);
+                let _ = write!(
+                    Line(&mut self.line),
+                    ",\"emergency\":{},\"out_of_order\":{out_of_order},\"truncated\":{truncated},\"escaped\":{escaped}}}",
+                    record.ncemg
+                );
+            }
+            Format::Text => {
+                let _ = write!(
+                    Line(&mut self.line),
+                    "{source} #{} [{}] <{}> ",
+                    record.seq,
+                    Timestamp(record.ts_usec),
+                    record.level,
+                );
+                self.line
+                    .extend_from_slice(String::from_utf8_lossy(split.text()).as_bytes());
+                for (mark, on) in [
+                    (" [cut]", truncated),
+                    (" [out of order]", out_of_order),
+                    (" [emergency]", record.ncemg),
+                ] {
+                    if on {
+                        self.line.extend_from_slice(mark.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    fn incomplete(&mut self, source: SocketAddr, incomplete: &IncompleteRecord<'_>) {
+        self.counts(source).incomplete += 1;
+        let record = &incomplete.record;
+        // The text is known only when the first bytes of the body arrived.
+        let first = incomplete
+            .received()
+            .next()
+            .filter(|(offset, _)| *offset == 0)
+            .map(|(_, bytes)| bytes);
+        match self.format {
+            Format::Json => {
+                self.json_meta("incomplete", source, record);
+                let escaped = if let Some(bytes) = first {
+                    let split = self.body(record, bytes);
+                    self.json_strings(&split, false)
+                } else {
+                    self.line.extend_from_slice(b"\"text\":null");
+                    false
+                };
+                let _ = write!(
+                    Line(&mut self.line),
+                    ",\"escaped\":{escaped},\"total\":{},\"missing\":[",
+                    incomplete.total
+                );
+                for (n, range) in incomplete.missing.iter().enumerate() {
+                    let comma = if n > 0 { "," } else { "" };
+                    let _ = write!(
+                        Line(&mut self.line),
+                        "{comma}[{},{}]",
+                        range.start,
+                        range.end - range.start
+                    );
+                }
+                self.line.extend_from_slice(b"]}");
+            }
+            Format::Text => {
+                let _ = write!(
+                    Line(&mut self.line),
+                    "{source} #{} [{}] <{}> ",
+                    record.seq,
+                    Timestamp(record.ts_usec),
+                    record.level,
+                );
+                if let Some(bytes) = first {
+                    let split = self.body(record, bytes);
+                    if self.decode_all(&split) {
+                        let end = self.ends.first().copied().unwrap_or(0);
+                        self.line.extend_from_slice(&self.decoded[..end]);
+                    } else {
+                        self.line
+                            .extend_from_slice(String::from_utf8_lossy(split.text()).as_bytes());
+                    }
+                }
+                let _ = write!(
+                    Line(&mut self.line),
+                    " [incomplete: {} of {} bytes]",
+                    incomplete.received_len(),
+                    incomplete.total
+                );
+            }
+        }
+    }
+}
+
+impl Files {
+    fn flush(&mut self, errors: &mut WriteErrors) {
+        self.flushes += 1;
+        let pending = std::mem::take(&mut self.pending);
+        for (source, lines) in pending {
+            self.write(source, &lines, errors);
+        }
+    }
+
+    fn path(&self, source: SocketAddr) -> PathBuf {
+        self.dir.join(format!("{source}.{}", self.extension))
+    }
+
+    /// Appends `lines` to `source`'s file, opening it (and closing the least recently
+    /// written one when [`MAX_OPEN_FILES`] are open) if needed.
+    fn write(&mut self, source: SocketAddr, lines: &[u8], errors: &mut WriteErrors) {
+        if lines.is_empty() {
+            return;
+        }
+        let flushes = self.flushes;
+        if !self.open.contains_key(&source) {
+            if self.open.len() >= MAX_OPEN_FILES {
+                let oldest = self
+                    .open
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(addr, _)| *addr);
+                if let Some(oldest) = oldest {
+                    self.open.remove(&oldest);
+                }
+            }
+            let path = self.path(source);
+            match OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(file) => {
+                    self.open.insert(source, (file, flushes));
+                }
+                Err(error) => {
+                    errors.failed(lines, &path, &error);
+                    return;
+                }
+            }
+        }
+        let Some((file, used)) = self.open.get_mut(&source) else {
+            return;
+        };
+        *used = flushes;
+        if let Err(error) = file.write_all(lines) {
+            let path = self.path(source);
+            errors.failed(lines, &path, &error);
+            // Opened again next time (the disk may have room by then).
+            self.open.remove(&source);
+        }
+    }
+
+    /// Closes every file: the next write opens them again (for logrotate's SIGHUP).
+    #[allow(dead_code, reason = "used by the SIGHUP handling")]
+    fn reopen(&mut self) {
+        self.open.clear();
+    }
+}
+
+impl WriteErrors {
+    /// The last error, with the file it happened to.
+    pub(crate) fn last(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    fn failed(&mut self, lines: &[u8], path: &Path, error: &io::Error) {
+        let count = lines.split(|&b| b == b'\n').count() as u64 - 1;
+        self.lines_lost += count;
+        self.errors += 1;
+        self.since_report += 1;
+        self.last_error = Some(format!("{}: {error}", path.display()));
+    }
+}
+
+/// Checks that `dir` is (or can be made) a directory this process can create files in.
+fn check_dir(dir: &Path) -> Result<(), Failure> {
+    let fail = |what, source| Failure::File {
+        what,
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("cannot create directory", e))?;
+    let probe = dir.join(format!(".ncrx-write-test-{}", std::process::id()));
+    File::create(&probe).map_err(|e| fail("cannot create files in directory", e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// A `fmt::Write` over a byte buffer, for `write!` of numbers and addresses.
+struct Line<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Line<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// `ts_usec` as dmesg shows it: seconds, 5 wide, and microseconds.
+struct Timestamp(u64);
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:5}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+}
+
+pub(crate) fn flag_str(flag: Flag) -> &'static str {
+    match flag.as_byte() {
+        b'c' => "c",
+        b'+' => "+",
+        _ => "-",
+    }
+}
+
+/// Writes UTF-8 `s` as a JSON string, escaped as `serde_json` escapes: `"`, `\`, and the
+/// bytes below 0x20 (`\b \t \n \f \r` by name, the others as `\u00XX`).
+fn json_string(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            out.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+/// Writes bytes as a JSON string, invalid UTF-8 replaced by U+FFFD as
+/// `String::from_utf8_lossy` does.
+fn json_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        json_string(out, s.as_bytes());
+        return;
+    }
+    let mut whole = Vec::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        whole.extend_from_slice(chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            whole.extend_from_slice("\u{fffd}".as_bytes());
+        }
+    }
+    json_string(out, &whole);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::JsonLine;
+    use ncrx_core::{Receiver, ReceiverConfig};
+    use netpoll_frame::Instant;
+
+    /// Datagrams that reach every shape of line: dictionaries, escapes (decodable or not),
+    /// invalid UTF-8, quotes and control bytes that JSON must escape, a caller, a release, a
+    /// cut record, fragments (one of them never completed), plain text, a hole, a restart.
+    fn datagrams() -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = vec![
+            b"6,1,1000,-;plain \"quoted\" text\n SUBSYSTEM=net\n DEVICE=n2\n".to_vec(),
+            b"3,2,2000,c,caller=T123;tab\\x09 backslash\\x5c e\\xc3\\xa9\n".to_vec(),
+            b"4,3,3000,+;bad utf8 \\xff\\xfe\n key=\\x01\n".to_vec(),
+            b"6.1.0-rc1,6,4,4000,-;with release\n".to_vec(),
+            b"6,5,5000,-,caller=C7;not the kernel's escaping a\\x41\n".to_vec(),
+            b"6,6,6000,-;dangling \\".to_vec(),
+            b"6,7,7000,-;raw control \x01\x1f\x7f and \xe2\x82\xac\n".to_vec(),
+            b"6,8,8000,-,ncfrag=0/20;first half".to_vec(),
+            b"6,8,8000,-,ncfrag=10/20;second hal".to_vec(),
+            b"6,9,9000,-,ncfrag=5/30;middle only".to_vec(),
+            b"6,11,11000,-;after a hole\n".to_vec(),
+            b"link up \"eth0\" \x02\n".to_vec(),
+            b"bad \xff plain\n".to_vec(),
+            b"6,3,1,-;restarted\n".to_vec(),
+        ];
+        let long = format!("6,12,12000,-;{}\n", "y\\x0a".repeat(600));
+        all.push(long.into_bytes());
+        all
+    }
+
+    /// Every line is the exact bytes serde_json writes for the same values: each JSON line
+    /// is parsed into the schema's types and written again by serde_json.
+    #[test]
+    fn json_lines_are_what_serde_json_writes() {
+        let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
+        let mut sink = Sink::new(Format::Json, None, None).unwrap();
+        let kernel: SocketAddr = "192.0.2.1:6665".parse().unwrap();
+        let console: SocketAddr = "[2001:db8::1]:6665".parse().unwrap();
+        let mut lines = Vec::new();
+        for (n, datagram) in datagrams().iter().enumerate() {
+            let source = if datagram[0].is_ascii_digit() {
+                kernel
+            } else {
+                console
+            };
+            let now = Instant::from_millis(n as u64);
+            rx.handle_datagram(now, &source, datagram);
+            while let Some((source, event)) = rx.poll_event() {
+                sink.line.clear();
+                sink.event(source, &event);
+                if !sink.line.is_empty() {
+                    lines.push(String::from_utf8(sink.line.clone()).unwrap());
+                }
+            }
+        }
+        rx.handle_timeout(Instant::MAX);
+        while let Some((source, event)) = rx.poll_event() {
+            sink.line.clear();
+            sink.event(source, &event);
+            if !sink.line.is_empty() {
+                lines.push(String::from_utf8(sink.line.clone()).unwrap());
+            }
+        }
+        let mut kinds = std::collections::BTreeSet::new();
+        for line in &lines {
+            let line = line.strip_suffix('\n').expect("a whole line");
+            let parsed: JsonLine = serde_json::from_str(line).expect(line);
+            assert_eq!(serde_json::to_string(&parsed).unwrap(), line);
+            kinds.insert(line.split('"').nth(3).unwrap().to_owned());
+        }
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            ["incomplete", "lost", "plain", "record", "restart"],
+            "{lines:#?}"
+        );
+        let values: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let record = |seq: u64| {
+            values
+                .iter()
+                .find(|v| v["type"] == "record" && v["seq"] == seq)
+                .unwrap_or_else(|| panic!("record {seq} in {lines:#?}"))
+        };
+        assert_eq!(record(1)["text"], "plain \"quoted\" text");
+        assert_eq!(
+            record(1)["dict"],
+            serde_json::json!([["SUBSYSTEM", "net"], ["DEVICE", "n2"]])
+        );
+        assert_eq!(record(2)["text"], "tab\t backslash\\ e\u{e9}");
+        assert_eq!(record(2)["caller"], "T123");
+        assert_eq!(record(2)["flag"], "c");
+        // Not UTF-8 once decoded: every string in wire form.
+        assert_eq!(record(3)["text"], "bad utf8 \\xff\\xfe");
+        assert_eq!(record(3)["dict"], serde_json::json!([["key", "\\x01"]]));
+        assert_eq!(record(3)["escaped"], true);
+        assert_eq!(record(4)["release"], "6.1.0-rc1");
+        assert_eq!(record(5)["text"], "not the kernel's escaping a\\x41");
+        assert_eq!(record(5)["escaped"], true);
+        assert_eq!(record(6)["truncated"], true);
+        assert_eq!(
+            record(7)["text"],
+            "raw control \u{1}\u{1f}\u{7f} and \u{20ac}"
+        );
+        assert_eq!(record(7)["escaped"], true);
+        assert_eq!(record(8)["text"], "first halfsecond hal");
+        assert_eq!(record(12)["text"], "y\n".repeat(600));
+    }
+
+    #[test]
+    fn text_lines_and_timestamps() {
+        let mut sink = Sink::new(Format::Text, None, None).unwrap();
+        let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
+        let source: SocketAddr = "192.0.2.1:6665".parse().unwrap();
+        rx.handle_datagram(
+            Instant::from_millis(1),
+            &source,
+            b"3,7,12345678,-;disk \\x5c error\n",
+        );
+        let (source, event) = rx.poll_event().unwrap();
+        sink.event(source, &event);
+        assert_eq!(
+            String::from_utf8_lossy(&sink.line),
+            "192.0.2.1:6665 #7 [   12.345678] <3> disk \\x5c error\n"
+        );
+        assert_eq!(Timestamp(5_123_456).to_string(), "    5.123456");
+        assert_eq!(
+            Timestamp(123_456_789_000_000).to_string(),
+            "123456789.000000"
+        );
+    }
+
+    #[test]
+    fn json_strings_escape_as_serde_json() {
+        let all: Vec<u8> = (0u8..0x80).collect();
+        let mut out = Vec::new();
+        json_string(&mut out, &all);
+        let expected = serde_json::to_string(std::str::from_utf8(&all).unwrap()).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        let mut out = Vec::new();
+        json_lossy(&mut out, b"a\xffb\xe2\x82");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&String::from_utf8_lossy(b"a\xffb\xe2\x82")).unwrap()
+        );
+    }
+}
