@@ -364,6 +364,7 @@ impl Shard {
         let malformed = self.rx.stats().streams.malformed;
         self.collect_malformed();
         let sources = self.rx.sources();
+        let evicted = self.rx.stats().sources_evicted;
         self.sink.closing();
         self.rx.handle_timeout(Instant::MAX);
         let sink = &mut self.sink;
@@ -379,7 +380,7 @@ impl Shard {
         report.per_source = self.sink.per_source().map(|(s, c)| (*s, *c)).collect();
         report.sources = sources;
         report.sources_created = stats.sources_created;
-        report.sources_evicted = stats.sources_evicted;
+        report.sources_evicted = evicted;
         report.refused = stats.refused;
         report.malformed = malformed;
         report.lines_not_written = self.sink.write_errors.lines_lost;

@@ -269,4 +269,6 @@ fn a_burst_of_good_and_garbage_loses_nothing() {
         )),
         "{report}"
     );
+    // The listener read its socket's drop counter too.
+    assert!(report.contains(", 0 kernel drops,"), "{report}");
 }

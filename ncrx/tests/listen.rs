@@ -257,3 +257,143 @@ fn without_ack_the_libncrx_preset_stays_silent() {
     assert!(kernel.recv_from(&mut buf).is_err(), "no ack without --ack");
     assert_eq!(terminate(&mut child), 0);
 }
+
+/// Waits for `child` to exit, for at most `limit` (a hang detector, not a timing check):
+/// its exit code, or `None` when it was still running (it is then killed).
+fn exit_within(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
+    // Nobody reads the listener's stdout: once the pipe is full its writes block.
+    let (mut child, target, mut stderr) = listener(&["--format", "json", "--threads", "1"]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let text = "y".repeat(400);
+    for seq in 1..=2000u64 {
+        let record = format!("6,{seq},{seq},-;{text}\n");
+        kernel.send_to(record.as_bytes(), target).unwrap();
+        if seq % 200 == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // Let the listener take them and block on the full pipe.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = exit_within(&mut child, Duration::from_secs(20));
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert_eq!(code, Some(3), "{report}");
+    let stalled = report
+        .lines()
+        .find(|l| l.contains("the output is stalled"))
+        .unwrap_or_else(|| panic!("{report}"));
+    let bytes: u64 = stalled
+        .split(": ")
+        .nth(3)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stalled}"));
+    // The pipe holds 64 KiB of the 2000 records' 900 KB of lines; the batch whose write
+    // blocked is what the listener holds and reports (the rest waits in the socket).
+    assert!(bytes > 1000, "{stalled}");
+}
+
+#[test]
+fn senders_past_max_sources_are_refused_counted_and_shown() {
+    let (mut child, target, mut stderr) = listener(&["--max-sources", "2", "--threads", "1", "-v"]);
+    let senders: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (index, sender) in senders.iter().enumerate() {
+        let record = format!("6,1,1000,-;sender {index}\n");
+        sender.send_to(record.as_bytes(), target).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    while lines.len() < 2 {
+        let mut line = String::new();
+        assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "{lines:?}");
+        lines.push(line);
+    }
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    let refused = senders[2].local_addr().unwrap();
+    assert!(
+        report.contains(&format!("ncrx: refused a datagram from {refused}")),
+        "{report}"
+    );
+    assert!(report.contains(" 1 refused datagrams,"), "{report}");
+    assert!(lines[0].ends_with("sender 0\n") && lines[1].ends_with("sender 1\n"));
+}
+
+#[test]
+fn threads_refuse_to_share_a_port_another_program_receives_on() {
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap().to_string();
+    let output = common::run(&["listen", "--bind", &addr, "--threads", "2"], b"");
+    let (code, _, stderr) = common::parts(&output);
+    assert_eq!(code, 6, "{stderr}");
+    assert!(
+        stderr.contains(&format!("another program already receives on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_file_per_source_and_format_never_mixes_text_and_json() {
+    let dir = scratch("listen-formats");
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let source = kernel.local_addr().unwrap();
+    for (format, seq) in [("text", 1), ("json", 2)] {
+        let (mut child, target, _stderr) =
+            listener(&["--dir", dir.to_str().unwrap(), "--format", format]);
+        let record = format!("6,{seq},1000,-;record {seq}\n");
+        kernel.send_to(record.as_bytes(), target).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(terminate(&mut child), 0);
+    }
+    let text = std::fs::read_to_string(dir.join(format!("{source}.log"))).unwrap();
+    let json = std::fs::read_to_string(dir.join(format!("{source}.jsonl"))).unwrap();
+    assert_eq!(text, format!("{source} #1 [    0.001000] <6> record 1\n"));
+    let line: Value = serde_json::from_str(json.trim_end()).unwrap();
+    assert_eq!(
+        (line["seq"].as_u64(), line["text"].as_str()),
+        (Some(2), Some("record 2"))
+    );
+}
+
+#[test]
+fn an_unwritable_dir_fails_at_start_with_a_clear_message() {
+    let dir = scratch("listen-not-a-dir");
+    let file = dir.join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let output = common::run(
+        &[
+            "listen",
+            "--bind",
+            "127.0.0.1:0",
+            "--dir",
+            file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let (code, _, stderr) = common::parts(&output);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("cannot create directory"), "{stderr}");
+}
