@@ -111,6 +111,17 @@ pub(crate) enum Format {
     Json,
 }
 
+/// The times text lines show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TimeShown {
+    /// The kernel's `[seconds.micro]` since the sender's boot.
+    Kernel,
+    /// When ncrx received it (RFC 3339 UTC, microseconds), first on the line.
+    Received,
+    /// Both.
+    Both,
+}
+
 /// Receiver parameter presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Preset {
@@ -130,10 +141,24 @@ pub(crate) struct ListenArgs {
     /// Output format. Example: `--format json`.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
-    /// Write one file per source into this directory, appended: DIR/<source>.log (text) or
-    /// DIR/<source>.jsonl (JSON). Checked at start. Example: `--dir /var/log/netconsole`.
+    /// The times text lines show: the receive time first, the kernel's `[seconds]` after
+    /// the sequence number, or both (JSON lines always carry `received` and `ts_usec`).
+    /// Example: `--time kernel`.
+    #[arg(long, value_enum, default_value_t = TimeShown::Both)]
+    pub(crate) time: TimeShown,
+    /// Write one file per sender into this directory, appended: DIR/<host>.log (text) or
+    /// DIR/<host>.jsonl (JSON), <host> its name or its address. Checked at start; SIGHUP
+    /// reopens every file (for logrotate). Example: `--dir /var/log/netconsole`.
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
+    /// Names of senders, in /etc/hosts syntax (`ADDRESS NAME`), shown as `host` in JSON,
+    /// in text lines and in --dir file names. Example: `--hosts /etc/ncrx/hosts`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) hosts: Option<PathBuf>,
+    /// Look senders' names up in reverse DNS (off the receive path, cached; until a name
+    /// comes, the address is shown). Example: `--resolve`.
+    #[arg(long)]
+    pub(crate) resolve: bool,
     /// Receiver parameters. Example: `--preset netconsd`.
     #[arg(long, value_enum, default_value_t = Preset::Libncrx)]
     pub(crate) preset: Preset,

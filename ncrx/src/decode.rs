@@ -7,9 +7,10 @@ use ncrx_core::{Receiver, ReceiverConfig};
 use netpoll_frame::Instant;
 
 use crate::capture;
-use crate::cli::DecodeArgs;
+use crate::cli::{DecodeArgs, TimeShown};
 use crate::error::{Failure, Outcome};
-use crate::sink::Sink;
+use crate::names::Names;
+use crate::sink::{Sink, SinkOptions};
 
 /// Takes every event and response out of the receiver (a capture cannot answer).
 fn drain(
@@ -70,7 +71,14 @@ fn feed(
 
 /// `ncrx decode`.
 pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
-    let mut output = Sink::new(args.format, args.format_limit, args.dir.as_deref())?;
+    let mut output = Sink::new(&SinkOptions {
+        format: args.format,
+        format_limit: args.format_limit,
+        dir: args.dir.clone(),
+        time: TimeShown::Kernel,
+        stamp: false,
+        names: Names::default(),
+    })?;
     let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
     let mut scratch = vec![0u8; 2048];
     let summary = capture::read_capture(&args.file, &args.port, |datagram| {

@@ -34,6 +34,13 @@ pub(crate) struct JsonMeta {
     /// Sender as "IP:PORT" (empty when unknown).
     #[serde(default)]
     pub(crate) source: String,
+    /// The sender's name (`--hosts`, `--resolve`) or address; `ncrx listen` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) host: Option<String>,
+    /// When `ncrx listen` received the datagram that completed this line (RFC 3339 UTC,
+    /// microseconds); `ncrx listen` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) received: Option<String>,
     /// printk sequence number.
     pub(crate) seq: u64,
     /// Syslog facility.
@@ -93,6 +100,13 @@ pub(crate) struct JsonPlain {
     /// Sender as "IP:PORT" (empty when unknown).
     #[serde(default)]
     pub(crate) source: String,
+    /// The sender's name (`--hosts`, `--resolve`) or address; `ncrx listen` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) host: Option<String>,
+    /// When `ncrx listen` received the datagram that completed this line (RFC 3339 UTC,
+    /// microseconds); `ncrx listen` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) received: Option<String>,
     /// The console text as it came (console text is not escaped on the wire), or, when it
     /// is not valid UTF-8, in printk's escaping (`\xNN`) with `escaped` set.
     pub(crate) text: String,
@@ -106,6 +120,13 @@ pub(crate) struct JsonPlain {
 pub(crate) struct JsonLost {
     /// Sender as "IP:PORT".
     pub(crate) source: String,
+    /// The sender's name (`--hosts`, `--resolve`) or address; `ncrx listen` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) host: Option<String>,
+    /// When `ncrx listen` received the datagram that completed this line (RFC 3339 UTC,
+    /// microseconds); `ncrx listen` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) received: Option<String>,
     /// First sequence number lost.
     pub(crate) first_seq: u64,
     /// Last sequence number lost (inclusive).
@@ -133,6 +154,13 @@ pub(crate) struct JsonIncomplete {
 pub(crate) struct JsonRestart {
     /// Sender as "IP:PORT".
     pub(crate) source: String,
+    /// The sender's name (`--hosts`, `--resolve`) or address; `ncrx listen` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) host: Option<String>,
+    /// When `ncrx listen` received the datagram that completed this line (RFC 3339 UTC,
+    /// microseconds); `ncrx listen` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) received: Option<String>,
     /// "release", "timestamp", "far_back" or "out_of_order".
     pub(crate) reason: String,
     /// The first sequence number of the new epoch.
@@ -182,6 +210,8 @@ mod tests {
     fn type_comes_first_and_round_trips() {
         let record = JsonLine::Record(JsonRecord {
             meta: JsonMeta {
+                host: None,
+                received: None,
                 source: "192.0.2.1:6665".into(),
                 seq: 7,
                 facility: 0,
@@ -230,6 +260,8 @@ mod tests {
         assert_eq!(
             lost,
             JsonLine::Lost(JsonLost {
+                host: None,
+                received: None,
                 source: "a".into(),
                 first_seq: 1,
                 last_seq: 2

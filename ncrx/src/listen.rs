@@ -26,8 +26,9 @@ use netpoll_frame::Instant;
 
 use crate::cli::{ListenArgs, Preset};
 use crate::error::{EXIT_IO, Failure, Outcome};
+use crate::names::{Names, read_hosts};
 use crate::net::{self, Batch, Listening, canonical};
-use crate::sink::{Counts, Sink};
+use crate::sink::{Counts, Sink, SinkOptions};
 
 /// Output is written at least this often while datagrams keep coming.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -50,6 +51,10 @@ const RESPONSE_BUFFER: usize = 2048;
 /// thread that does not finish.
 struct Shared {
     stop: Arc<AtomicBool>,
+    /// Set by SIGHUP, taken by the main thread.
+    hangup: Arc<AtomicBool>,
+    /// Counts the SIGHUPs taken: a thread that sees it change reopens its files.
+    reopen: AtomicUsize,
     /// Bytes handed to a write that has not returned yet.
     writing: AtomicUsize,
     /// Threads that finished.
@@ -148,16 +153,24 @@ fn bind_shards(args: &ListenArgs, threads: usize) -> Result<Vec<Vec<Listening>>,
     Ok(shards)
 }
 
-/// `ncrx listen`.
-pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
-    let threads = args
-        .threads
-        .map_or_else(default_threads, usize::from)
-        .max(1);
-    // Checked before any socket is bound, so that a bad directory fails fast.
-    Sink::new(args.format, args.format_limit, args.dir.as_deref())?;
-    let shards = bind_shards(args, threads)?;
-    let stop = stop_on_signals()?;
+/// The sinks' options: format, files, times, names (the hosts file read now).
+fn sink_options(args: &ListenArgs) -> Result<SinkOptions, Failure> {
+    let hosts = match &args.hosts {
+        Some(path) => read_hosts(path)?,
+        None => std::collections::HashMap::new(),
+    };
+    Ok(SinkOptions {
+        format: args.format,
+        format_limit: args.format_limit,
+        dir: args.dir.clone(),
+        time: args.time,
+        stamp: true,
+        names: Names::new(hosts, args.resolve),
+    })
+}
+
+/// Says where the listener receives, and whether the kernel granted the buffer asked for.
+fn announce(shards: &[Vec<Listening>], threads: usize, asked: usize) {
     for socket in &shards[0] {
         if threads > 1 {
             eprintln!(
@@ -170,16 +183,38 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
     }
     // Linux reports twice what it grants (the other half is its own bookkeeping).
     let granted = shards[0][0].granted_buffer / 2;
-    if granted < args.recv_buffer {
+    if granted < asked {
         eprintln!(
-            "ncrx: the kernel granted a receive buffer of {granted} bytes of the {} asked for; \
-             bursts may be dropped: raise it with `sysctl -w net.core.rmem_max={}` (or run with \
-             CAP_NET_ADMIN)",
-            args.recv_buffer, args.recv_buffer
+            "ncrx: the kernel granted a receive buffer of {granted} bytes of the {asked} asked \
+             for; bursts may be dropped: raise it with `sysctl -w net.core.rmem_max={asked}` \
+             (or run with CAP_NET_ADMIN)"
         );
     }
+}
+
+/// `ncrx listen`.
+pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
+    let threads = args
+        .threads
+        .map_or_else(default_threads, usize::from)
+        .max(1);
+    let sink_options = sink_options(args)?;
+    // Checked before any socket is bound, so that a bad directory fails fast.
+    Sink::new(&sink_options)?;
+    let shards = bind_shards(args, threads)?;
+    let stop = stop_on_signals()?;
+    announce(&shards, threads, args.recv_buffer);
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup)).map_err(
+        |source| Failure::Stream {
+            what: "cannot install a signal handler",
+            source,
+        },
+    )?;
     let shared = Arc::new(Shared {
         stop,
+        hangup,
+        reopen: AtomicUsize::new(0),
         writing: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
     });
@@ -191,9 +226,10 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
     for sockets in shards {
         let shared = Arc::clone(&shared);
         let args = args.clone();
+        let sink_options = sink_options.clone();
         handles.push(thread::spawn(move || {
-            let result =
-                Shard::new(&args, sockets, max_sources, epoch).and_then(|shard| shard.run(&shared));
+            let result = Shard::new(&args, &sink_options, sockets, max_sources, epoch)
+                .and_then(|shard| shard.run(&shared));
             if result.is_err() {
                 // One thread failing (standard output closed) stops the others too.
                 shared.stop.store(true, Ordering::Relaxed);
@@ -202,24 +238,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
             result
         }));
     }
-    // Waits for a stop or for every thread to end, then gives them STOP_GRACE.
-    while !shared.stop.load(Ordering::Relaxed) && shared.finished.load(Ordering::Acquire) < threads
-    {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let deadline = StdInstant::now() + STOP_GRACE;
-    while shared.finished.load(Ordering::Acquire) < threads && StdInstant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    if shared.finished.load(Ordering::Acquire) < threads {
-        eprintln!(
-            "ncrx: stopped: the output is stalled (nobody reads it): {} bytes could not be \
-             written; {} of {threads} threads could not finish",
-            shared.writing.load(Ordering::Acquire),
-            threads - shared.finished.load(Ordering::Acquire)
-        );
-        std::process::exit(i32::from(EXIT_IO));
-    }
+    supervise(&shared, threads, args.dir.is_some());
     let mut total = Report::default();
     let mut failure = None;
     for handle in handles {
@@ -235,6 +254,34 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
     match failure {
         Some(error) => Err(error),
         None => Ok(Outcome::default()),
+    }
+}
+
+/// Passes SIGHUP on to the threads until a stop or until every thread ended, then gives them
+/// [`STOP_GRACE`] to finish; when one cannot (its output is stalled), says so and exits.
+fn supervise(shared: &Shared, threads: usize, files: bool) {
+    while !shared.stop.load(Ordering::Relaxed) && shared.finished.load(Ordering::Acquire) < threads
+    {
+        if shared.hangup.swap(false, Ordering::AcqRel) {
+            shared.reopen.fetch_add(1, Ordering::AcqRel);
+            if files {
+                eprintln!("ncrx: SIGHUP: reopening the files");
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = StdInstant::now() + STOP_GRACE;
+    while shared.finished.load(Ordering::Acquire) < threads && StdInstant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    if shared.finished.load(Ordering::Acquire) < threads {
+        eprintln!(
+            "ncrx: stopped: the output is stalled (nobody reads it): {} bytes could not be \
+             written; {} of {threads} threads could not finish",
+            shared.writing.load(Ordering::Acquire),
+            threads - shared.finished.load(Ordering::Acquire)
+        );
+        std::process::exit(i32::from(EXIT_IO));
     }
 }
 
@@ -292,6 +339,7 @@ struct Shard {
 impl Shard {
     fn new(
         args: &ListenArgs,
+        sink_options: &SinkOptions,
         sockets: Vec<Listening>,
         max_sources: usize,
         epoch: StdInstant,
@@ -308,7 +356,7 @@ impl Shard {
         Ok(Shard {
             sockets,
             rx: Receiver::new(config),
-            sink: Sink::new(args.format, args.format_limit, args.dir.as_deref())?,
+            sink: Sink::new(sink_options)?,
             batch: Batch::new(),
             response: vec![0; RESPONSE_BUFFER],
             errors,
@@ -328,7 +376,14 @@ impl Shard {
     fn run(mut self, shared: &Shared) -> Result<Report, Failure> {
         let mut last_flush = StdInstant::now();
         let mut stopped_at: Option<StdInstant> = None;
+        let mut reopened = shared.reopen.load(Ordering::Acquire);
         loop {
+            let reopen = shared.reopen.load(Ordering::Acquire);
+            if reopen != reopened {
+                reopened = reopen;
+                self.flush(shared)?;
+                self.sink.reopen();
+            }
             if stopped_at.is_none() && shared.stop.load(Ordering::Relaxed) {
                 stopped_at = Some(StdInstant::now());
             }
@@ -364,6 +419,7 @@ impl Shard {
         let malformed = self.rx.stats().streams.malformed;
         self.collect_malformed();
         let sources = self.rx.sources();
+        self.sink.set_received(std::time::SystemTime::now());
         let evicted = self.rx.stats().sources_evicted;
         self.sink.closing();
         self.rx.handle_timeout(Instant::MAX);
@@ -417,6 +473,7 @@ impl Shard {
                 }
             }
             let now = self.now();
+            self.sink.set_received(std::time::SystemTime::now());
             let sink = &mut self.sink;
             for (received, bytes) in self.batch.datagrams() {
                 let source = canonical(received.from);

@@ -16,13 +16,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use ncrx_core::{Event, IncompleteRecord, Record, RestartReason};
 use netconsole_proto::{Body, Flag, received};
 
-use crate::cli::Format;
+use crate::cli::{Format, TimeShown};
 use crate::error::Failure;
+use crate::names::Names;
 
 /// Bytes of lines gathered for standard output before they are written.
 const STDOUT_BATCH: usize = 256 * 1024;
@@ -77,9 +79,10 @@ impl std::fmt::Display for Counts {
 struct Files {
     dir: PathBuf,
     extension: &'static str,
-    pending: HashMap<SocketAddr, Vec<u8>>,
+    /// Lines waiting, by file stem (the sender's name, or its address).
+    pending: HashMap<Arc<str>, Vec<u8>>,
     /// Open files and when each was last written (a flush count).
-    open: HashMap<SocketAddr, (File, u64)>,
+    open: HashMap<Arc<str>, (File, u64)>,
     flushes: u64,
 }
 
@@ -100,10 +103,40 @@ enum Destination {
     Dir(Files),
 }
 
+/// How a [`Sink`] writes.
+#[derive(Clone)]
+pub(crate) struct SinkOptions {
+    pub(crate) format: Format,
+    pub(crate) format_limit: Option<usize>,
+    /// One file per sender in this directory, instead of standard output.
+    pub(crate) dir: Option<PathBuf>,
+    /// The times text lines show.
+    pub(crate) time: TimeShown,
+    /// JSON lines carry `host` and `received` (a listener's lines; a capture's do not).
+    pub(crate) stamp: bool,
+    /// Senders' names.
+    pub(crate) names: Names,
+}
+
+/// A sender as the sink knows it.
+struct SourceInfo {
+    counts: Counts,
+    /// Its name, or its address (without the port) when it has none.
+    host: Arc<str>,
+    named: bool,
+    /// [`Names::generation`] when the name was last looked for.
+    generation: u64,
+}
+
 /// The event writer of one listener thread.
 pub(crate) struct Sink {
     format: Format,
     format_limit: Option<usize>,
+    time: TimeShown,
+    stamp: bool,
+    names: Names,
+    /// The receive time of the datagrams being handled, as RFC 3339 UTC with microseconds.
+    received: String,
     destination: Destination,
     /// The line being written.
     line: Vec<u8>,
@@ -111,7 +144,7 @@ pub(crate) struct Sink {
     decoded: Vec<u8>,
     ends: Vec<usize>,
     scratch: Vec<u8>,
-    per_source: HashMap<SocketAddr, Counts>,
+    per_source: HashMap<SocketAddr, SourceInfo>,
     /// Counts of sources no longer tracked (evicted).
     gone: Counts,
     /// Evicted sources keep their own counts (at stop, when every source is flushed).
@@ -122,16 +155,13 @@ pub(crate) struct Sink {
 impl Sink {
     /// Lines to standard output, or to one file per source under `dir` (checked to be a
     /// writable directory first).
-    pub(crate) fn new(
-        format: Format,
-        format_limit: Option<usize>,
-        dir: Option<&Path>,
-    ) -> Result<Self, Failure> {
-        let destination = match dir {
+    pub(crate) fn new(options: &SinkOptions) -> Result<Self, Failure> {
+        let format = options.format;
+        let destination = match &options.dir {
             Some(dir) => {
                 check_dir(dir)?;
                 Destination::Dir(Files {
-                    dir: dir.to_path_buf(),
+                    dir: dir.clone(),
                     extension: match format {
                         Format::Json => "jsonl",
                         Format::Text => "log",
@@ -143,9 +173,13 @@ impl Sink {
             }
             None => Destination::Stdout(Vec::with_capacity(STDOUT_BATCH)),
         };
-        Ok(Sink {
+        let mut sink = Sink {
             format,
-            format_limit,
+            format_limit: options.format_limit,
+            time: options.time,
+            stamp: options.stamp,
+            names: options.names.clone(),
+            received: String::with_capacity(32),
             destination,
             line: Vec::with_capacity(4096),
             decoded: Vec::with_capacity(4096),
@@ -155,7 +189,24 @@ impl Sink {
             gone: Counts::default(),
             closing: false,
             write_errors: WriteErrors::default(),
-        })
+        };
+        sink.set_received(SystemTime::now());
+        Ok(sink)
+    }
+
+    /// Sets the receive time of the datagrams handled next (the events they release carry
+    /// it).
+    pub(crate) fn set_received(&mut self, at: SystemTime) {
+        self.received.clear();
+        let at = jiff::Timestamp::try_from(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let _ = write!(self.received, "{at:.6}");
+    }
+
+    /// Closes every file (the next line opens it again): after logrotate moved them.
+    pub(crate) fn reopen(&mut self) {
+        if let Destination::Dir(files) = &mut self.destination {
+            files.open.clear();
+        }
     }
 
     /// Bytes gathered and not yet written.
@@ -229,26 +280,28 @@ impl Sink {
     /// The counts of every source seen, tracked or gone, summed.
     pub(crate) fn totals(&self) -> Counts {
         let mut total = self.gone;
-        for counts in self.per_source.values() {
-            total += *counts;
+        for info in self.per_source.values() {
+            total += info.counts;
         }
         total
     }
 
     /// The counts of the sources still tracked.
     pub(crate) fn per_source(&self) -> impl Iterator<Item = (&SocketAddr, &Counts)> {
-        self.per_source.iter()
+        self.per_source
+            .iter()
+            .map(|(source, info)| (source, &info.counts))
     }
 
     /// Counts a datagram from `source` that the receiver found malformed.
     pub(crate) fn malformed(&mut self, source: SocketAddr) {
-        self.per_source.entry(source).or_default().malformed += 1;
+        self.info(source).counts.malformed += 1;
     }
 
     /// Sets how many datagrams from `source` the receiver found malformed (its stream
     /// counts them; taken before the stream is flushed).
     pub(crate) fn set_malformed(&mut self, source: SocketAddr, malformed: u64) {
-        self.per_source.entry(source).or_default().malformed = malformed;
+        self.info(source).counts.malformed = malformed;
     }
 
     /// Writes one event of `source`.
@@ -263,13 +316,15 @@ impl Sink {
                 let (first, last) = (seqs.start, seqs.end.saturating_sub(1));
                 match self.format {
                     Format::Json => {
+                        self.json_start("lost", source);
                         let _ = write!(
                             Line(&mut self.line),
-                            "{{\"type\":\"lost\",\"source\":\"{source}\",\"first_seq\":{first},\"last_seq\":{last}}}"
+                            ",\"first_seq\":{first},\"last_seq\":{last}}}"
                         );
                     }
                     Format::Text => {
-                        let _ = write!(Line(&mut self.line), "{source} lost #{first}..#{last}");
+                        self.text_start(source);
+                        let _ = write!(Line(&mut self.line), " lost #{first}..#{last}");
                     }
                 }
             }
@@ -285,16 +340,15 @@ impl Sink {
                 let seq = restart.seq;
                 match self.format {
                     Format::Json => {
+                        self.json_start("restart", source);
                         let _ = write!(
                             Line(&mut self.line),
-                            "{{\"type\":\"restart\",\"source\":\"{source}\",\"reason\":\"{reason}\",\"seq\":{seq}}}"
+                            ",\"reason\":\"{reason}\",\"seq\":{seq}}}"
                         );
                     }
                     Format::Text => {
-                        let _ = write!(
-                            Line(&mut self.line),
-                            "{source} restart ({reason}) at #{seq}"
-                        );
+                        self.text_start(source);
+                        let _ = write!(Line(&mut self.line), " restart ({reason}) at #{seq}");
                     }
                 }
             }
@@ -302,10 +356,8 @@ impl Sink {
                 self.counts(source).plain += 1;
                 match self.format {
                     Format::Json => {
-                        let _ = write!(
-                            Line(&mut self.line),
-                            "{{\"type\":\"plain\",\"source\":\"{source}\",\"text\":"
-                        );
+                        self.json_start("plain", source);
+                        self.line.extend_from_slice(b",\"text\":");
                         let escaped = if let Ok(text) = std::str::from_utf8(text) {
                             json_string(&mut self.line, text.as_bytes());
                             false
@@ -319,9 +371,10 @@ impl Sink {
                         let _ = write!(Line(&mut self.line), ",\"escaped\":{escaped}}}");
                     }
                     Format::Text => {
+                        self.text_start(source);
                         let _ = write!(
                             Line(&mut self.line),
-                            "{source} {}",
+                            " {}",
                             text.strip_suffix(b"\n").unwrap_or(text).escape_ascii()
                         );
                     }
@@ -331,8 +384,8 @@ impl Sink {
                 if self.closing {
                     return;
                 }
-                if let Some(counts) = self.per_source.remove(&source) {
-                    self.gone += counts;
+                if let Some(info) = self.per_source.remove(&source) {
+                    self.gone += info.counts;
                 }
                 return;
             }
@@ -344,19 +397,88 @@ impl Sink {
     }
 
     fn counts(&mut self, source: SocketAddr) -> &mut Counts {
-        self.per_source.entry(source).or_default()
+        &mut self.info(source).counts
+    }
+
+    /// What the sink knows of `source`, its name looked for when new (and again when new
+    /// names arrived since).
+    fn info(&mut self, source: SocketAddr) -> &mut SourceInfo {
+        let names = &self.names;
+        let info = self.per_source.entry(source).or_insert_with(|| {
+            let generation = names.generation();
+            let (host, named) = match names.lookup(source.ip()) {
+                Some(name) => (name, true),
+                None => (Arc::from(source.ip().to_canonical().to_string()), false),
+            };
+            SourceInfo {
+                counts: Counts::default(),
+                host,
+                named,
+                generation,
+            }
+        });
+        if !info.named && info.generation != names.generation() {
+            info.generation = names.generation();
+            if let Some(name) = names.lookup(source.ip()) {
+                info.host = name;
+                info.named = true;
+            }
+        }
+        info
+    }
+
+    /// The start of a JSON line: `{"type":"<kind>","source":"<source>"` and, for a
+    /// listener, `,"host":...,"received":...`.
+    fn json_start(&mut self, kind: &str, source: SocketAddr) {
+        let _ = write!(
+            Line(&mut self.line),
+            "{{\"type\":\"{kind}\",\"source\":\"{source}\""
+        );
+        if self.stamp {
+            let host = Arc::clone(&self.info(source).host);
+            self.line.extend_from_slice(b",\"host\":");
+            json_string(&mut self.line, host.as_bytes());
+            let _ = write!(Line(&mut self.line), ",\"received\":\"{}\"", self.received);
+        }
+    }
+
+    /// The start of a text line: the receive time (unless only the kernel's is shown) and
+    /// the sender's name, or its address and port.
+    fn text_start(&mut self, source: SocketAddr) {
+        if self.time != TimeShown::Kernel {
+            self.line.extend_from_slice(self.received.as_bytes());
+            self.line.push(b' ');
+        }
+        let info = self.info(source);
+        if info.named {
+            let host = Arc::clone(&info.host);
+            self.line.extend_from_slice(host.as_bytes());
+        } else {
+            let _ = write!(Line(&mut self.line), "{source}");
+        }
+    }
+
+    /// ` [<kernel time>]` when text lines show it.
+    fn text_kernel_time(&mut self, ts_usec: u64) {
+        if self.time != TimeShown::Received {
+            let _ = write!(Line(&mut self.line), " [{}]", Timestamp(ts_usec));
+        }
     }
 
     /// Hands the finished line to its destination.
     fn emit(&mut self, source: SocketAddr) {
         match &mut self.destination {
             Destination::Stdout(batch) => batch.extend_from_slice(&self.line),
-            Destination::Dir(files) => {
-                let pending = files.pending.entry(source).or_default();
+            Destination::Dir(_) => {
+                let host = Arc::clone(&self.info(source).host);
+                let Destination::Dir(files) = &mut self.destination else {
+                    return;
+                };
+                let pending = files.pending.entry(Arc::clone(&host)).or_default();
                 pending.extend_from_slice(&self.line);
                 if pending.len() >= FILE_BATCH {
-                    let pending = files.pending.remove(&source).unwrap_or_default();
-                    files.write(source, &pending, &mut self.write_errors);
+                    let pending = files.pending.remove(&host).unwrap_or_default();
+                    files.write(&host, &pending, &mut self.write_errors);
                 }
             }
         }
@@ -442,10 +564,11 @@ impl Sink {
 
     /// `"type":"<kind>","source":...,"release":...` of a record or incomplete line.
     fn json_meta(&mut self, kind: &str, source: SocketAddr, record: &Record<'_>) {
+        self.json_start(kind, source);
         let line = &mut self.line;
         let _ = write!(
             Line(line),
-            "{{\"type\":\"{kind}\",\"source\":\"{source}\",\"seq\":{},\"facility\":{},\"level\":{},\"ts_usec\":{},\"flag\":\"{}\",\"caller\":",
+            ",\"seq\":{},\"facility\":{},\"level\":{},\"ts_usec\":{},\"flag\":\"{}\",\"caller\":",
             record.seq,
             record.facility,
             record.level,
@@ -485,13 +608,10 @@ impl Sink {
                 );
             }
             Format::Text => {
-                let _ = write!(
-                    Line(&mut self.line),
-                    "{source} #{} [{}] <{}> ",
-                    record.seq,
-                    Timestamp(record.ts_usec),
-                    record.level,
-                );
+                self.text_start(source);
+                let _ = write!(Line(&mut self.line), " #{}", record.seq);
+                self.text_kernel_time(record.ts_usec);
+                let _ = write!(Line(&mut self.line), " <{}> ", record.level);
                 self.line
                     .extend_from_slice(String::from_utf8_lossy(split.text()).as_bytes());
                 for (mark, on) in [
@@ -543,13 +663,10 @@ impl Sink {
                 self.line.extend_from_slice(b"]}");
             }
             Format::Text => {
-                let _ = write!(
-                    Line(&mut self.line),
-                    "{source} #{} [{}] <{}> ",
-                    record.seq,
-                    Timestamp(record.ts_usec),
-                    record.level,
-                );
+                self.text_start(source);
+                let _ = write!(Line(&mut self.line), " #{}", record.seq);
+                self.text_kernel_time(record.ts_usec);
+                let _ = write!(Line(&mut self.line), " <{}> ", record.level);
                 if let Some(bytes) = first {
                     let split = self.body(record, bytes);
                     if self.decode_all(&split) {
@@ -575,37 +692,39 @@ impl Files {
     fn flush(&mut self, errors: &mut WriteErrors) {
         self.flushes += 1;
         let pending = std::mem::take(&mut self.pending);
-        for (source, lines) in pending {
-            self.write(source, &lines, errors);
+        for (host, lines) in pending {
+            self.write(&host, &lines, errors);
         }
     }
 
-    fn path(&self, source: SocketAddr) -> PathBuf {
-        self.dir.join(format!("{source}.{}", self.extension))
+    /// `DIR/<host>.<extension>`, with any `/` of a name from a hosts file made `_`.
+    fn path(&self, host: &str) -> PathBuf {
+        let stem = host.replace(['/', '\0'], "_");
+        self.dir.join(format!("{stem}.{}", self.extension))
     }
 
     /// Appends `lines` to `source`'s file, opening it (and closing the least recently
     /// written one when [`MAX_OPEN_FILES`] are open) if needed.
-    fn write(&mut self, source: SocketAddr, lines: &[u8], errors: &mut WriteErrors) {
+    fn write(&mut self, host: &Arc<str>, lines: &[u8], errors: &mut WriteErrors) {
         if lines.is_empty() {
             return;
         }
         let flushes = self.flushes;
-        if !self.open.contains_key(&source) {
+        if !self.open.contains_key(host) {
             if self.open.len() >= MAX_OPEN_FILES {
                 let oldest = self
                     .open
                     .iter()
                     .min_by_key(|(_, (_, used))| *used)
-                    .map(|(addr, _)| *addr);
+                    .map(|(host, _)| Arc::clone(host));
                 if let Some(oldest) = oldest {
                     self.open.remove(&oldest);
                 }
             }
-            let path = self.path(source);
+            let path = self.path(host);
             match OpenOptions::new().create(true).append(true).open(&path) {
                 Ok(file) => {
-                    self.open.insert(source, (file, flushes));
+                    self.open.insert(Arc::clone(host), (file, flushes));
                 }
                 Err(error) => {
                     errors.failed(lines, &path, &error);
@@ -613,22 +732,16 @@ impl Files {
                 }
             }
         }
-        let Some((file, used)) = self.open.get_mut(&source) else {
+        let Some((file, used)) = self.open.get_mut(host) else {
             return;
         };
         *used = flushes;
         if let Err(error) = file.write_all(lines) {
-            let path = self.path(source);
+            let path = self.path(host);
             errors.failed(lines, &path, &error);
             // Opened again next time (the disk may have room by then).
-            self.open.remove(&source);
+            self.open.remove(host);
         }
-    }
-
-    /// Closes every file: the next write opens them again (for logrotate's SIGHUP).
-    #[allow(dead_code, reason = "used by the SIGHUP handling")]
-    fn reopen(&mut self) {
-        self.open.clear();
     }
 }
 
@@ -747,6 +860,17 @@ mod tests {
     use ncrx_core::{Receiver, ReceiverConfig};
     use netpoll_frame::Instant;
 
+    fn options(format: Format) -> SinkOptions {
+        SinkOptions {
+            format,
+            format_limit: None,
+            dir: None,
+            time: TimeShown::Kernel,
+            stamp: false,
+            names: Names::default(),
+        }
+    }
+
     /// Datagrams that reach every shape of line: dictionaries, escapes (decodable or not),
     /// invalid UTF-8, quotes and control bytes that JSON must escape, a caller, a release, a
     /// cut record, fragments (one of them never completed), plain text, a hole, a restart.
@@ -776,8 +900,17 @@ mod tests {
     /// is parsed into the schema's types and written again by serde_json.
     #[test]
     fn json_lines_are_what_serde_json_writes() {
+        json_lines_as_serde_json(false);
+        json_lines_as_serde_json(true);
+    }
+
+    fn json_lines_as_serde_json(stamp: bool) {
         let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
-        let mut sink = Sink::new(Format::Json, None, None).unwrap();
+        let mut sink = Sink::new(&SinkOptions {
+            stamp,
+            ..options(Format::Json)
+        })
+        .unwrap();
         let kernel: SocketAddr = "192.0.2.1:6665".parse().unwrap();
         let console: SocketAddr = "[2001:db8::1]:6665".parse().unwrap();
         let mut lines = Vec::new();
@@ -850,11 +983,26 @@ mod tests {
         assert_eq!(record(7)["escaped"], true);
         assert_eq!(record(8)["text"], "first halfsecond hal");
         assert_eq!(record(12)["text"], "y\n".repeat(600));
+        for value in &values {
+            if stamp {
+                let host = if value["source"] == "192.0.2.1:6665" {
+                    "192.0.2.1"
+                } else {
+                    "2001:db8::1"
+                };
+                assert_eq!(value["host"], host, "{value}");
+                let received = value["received"].as_str().unwrap();
+                assert_eq!(received.len(), 27, "{received}");
+                assert!(received.parse::<jiff::Timestamp>().is_ok(), "{received}");
+            } else {
+                assert!(value.get("host").is_none() && value.get("received").is_none());
+            }
+        }
     }
 
     #[test]
     fn text_lines_and_timestamps() {
-        let mut sink = Sink::new(Format::Text, None, None).unwrap();
+        let mut sink = Sink::new(&options(Format::Text)).unwrap();
         let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
         let source: SocketAddr = "192.0.2.1:6665".parse().unwrap();
         rx.handle_datagram(

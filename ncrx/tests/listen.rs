@@ -154,27 +154,134 @@ fn records_fragments_plain_and_a_retransmitted_hole() {
     assert!(report.contains("responses sent"), "{report}");
 }
 
+/// Waits until `path` holds at least `lines` whole lines and returns them.
+fn lines_of(path: &std::path::Path, lines: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.ends_with('\n') && text.lines().count() >= lines {
+            return text.lines().map(str::to_owned).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {lines} lines in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads an RFC 3339 receive time.
+fn time_of(received: &str) -> jiff::Timestamp {
+    assert_eq!(received.len(), 27, "{received}: UTC with microseconds");
+    assert!(received.ends_with('Z'), "{received}");
+    received.parse().unwrap()
+}
+
 #[test]
 fn one_file_per_source() {
     let dir = scratch("listen-dir");
     let (mut child, target, _stderr) = listener(&["--dir", dir.to_str().unwrap()]);
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = jiff::Timestamp::now();
     kernel
         .send_to(b"3,7,12345678,-;disk error\n", target)
         .unwrap();
-    let file = dir.join(format!("{}.log", kernel.local_addr().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&file).is_ok_and(|s| s.ends_with('\n')) {
-        assert!(Instant::now() < deadline, "no file {}", file.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Files are named by host: the address without its port when there is no name.
+    let file = dir.join("127.0.0.1.log");
+    let lines = lines_of(&file, 1);
+    let after = jiff::Timestamp::now();
     assert_eq!(terminate(&mut child), 0);
+    let (received, rest) = lines[0].split_once(' ').unwrap();
+    let received = time_of(received);
+    assert!(before <= received && received <= after, "{received}");
     assert_eq!(
-        std::fs::read_to_string(&file).unwrap(),
+        rest,
         format!(
-            "{} #7 [   12.345678] <3> disk error\n",
+            "{} #7 [   12.345678] <3> disk error",
             kernel.local_addr().unwrap()
         )
+    );
+}
+
+#[test]
+fn json_lines_carry_host_and_receive_time_and_hosts_name_senders() {
+    let dir = scratch("listen-hosts");
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "# test fleet\n127.0.0.1 web1 web1.example\n").unwrap();
+    let (mut child, target, _stderr) = listener(&[
+        "--format",
+        "json",
+        "--hosts",
+        hosts.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = jiff::Timestamp::now();
+    kernel.send_to(b"6,1,1000,-;one\n", target).unwrap();
+    kernel.send_to(b"6,3,3000,-;three\n", target).unwrap();
+    lines_of(&dir.join("web1.jsonl"), 1);
+    let after = jiff::Timestamp::now();
+    assert_eq!(terminate(&mut child), 0);
+    let lines = lines_of(&dir.join("web1.jsonl"), 3);
+    let values: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let source = kernel.local_addr().unwrap().to_string();
+    let kinds: Vec<(&str, &str, &str)> = values
+        .iter()
+        .map(|v| {
+            (
+                v["type"].as_str().unwrap(),
+                v["source"].as_str().unwrap(),
+                v["host"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("record", source.as_str(), "web1"),
+            ("lost", source.as_str(), "web1"),
+            ("record", source.as_str(), "web1")
+        ]
+    );
+    let first = time_of(values[0]["received"].as_str().unwrap());
+    assert!(before <= first && first <= after, "{first}");
+    // The hole and the record behind it came out at SIGTERM, later.
+    assert!(time_of(values[2]["received"].as_str().unwrap()) >= first);
+}
+
+#[test]
+fn sighup_reopens_the_files_for_logrotate() {
+    let dir = scratch("listen-hup");
+    let (mut child, target, _stderr) =
+        listener(&["--dir", dir.to_str().unwrap(), "--time", "kernel"]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let source = kernel.local_addr().unwrap();
+    let file = dir.join("127.0.0.1.log");
+    kernel.send_to(b"6,1,1000000,-;before\n", target).unwrap();
+    lines_of(&file, 1);
+    // What logrotate does: move the file, then SIGHUP.
+    let rotated = dir.join("127.0.0.1.log.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The signal is taken within a few milliseconds; a record sent before that would still
+    // go to the moved file, so wait until the listener says it reopened.
+    std::thread::sleep(Duration::from_millis(300));
+    kernel.send_to(b"6,2,2000000,-;after\n", target).unwrap();
+    let after = lines_of(&file, 1);
+    assert_eq!(terminate(&mut child), 0);
+    assert_eq!(after, [format!("{source} #2 [    2.000000] <6> after")]);
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap(),
+        format!("{source} #1 [    1.000000] <6> before\n")
     );
 }
 
@@ -368,9 +475,12 @@ fn a_file_per_source_and_format_never_mixes_text_and_json() {
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(terminate(&mut child), 0);
     }
-    let text = std::fs::read_to_string(dir.join(format!("{source}.log"))).unwrap();
-    let json = std::fs::read_to_string(dir.join(format!("{source}.jsonl"))).unwrap();
-    assert_eq!(text, format!("{source} #1 [    0.001000] <6> record 1\n"));
+    let text = std::fs::read_to_string(dir.join("127.0.0.1.log")).unwrap();
+    let json = std::fs::read_to_string(dir.join("127.0.0.1.jsonl")).unwrap();
+    assert_eq!(
+        text.split_once(' ').unwrap().1,
+        format!("{source} #1 [    0.001000] <6> record 1\n")
+    );
     let line: Value = serde_json::from_str(json.trim_end()).unwrap();
     assert_eq!(
         (line["seq"].as_u64(), line["text"].as_str()),
