@@ -190,6 +190,14 @@ pub(crate) struct ListenArgs {
     #[arg(long, value_name = "N", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 26)))]
     pub(crate) max_sources: u64,
+    /// Serve live counters for Prometheus at http://ADDR:PORT/metrics (OpenMetrics text).
+    /// Example: `--metrics 127.0.0.1:9466`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) metrics: Option<SocketAddr>,
+    /// Per-sender series in the metrics for at most this many senders (those with the most
+    /// records); 0 turns them off. Example: `--metrics-sources 0`.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub(crate) metrics_sources: usize,
 }
 
 /// `ncrx decode`.

@@ -26,6 +26,7 @@ use netpoll_frame::Instant;
 
 use crate::cli::{ListenArgs, Preset};
 use crate::error::{EXIT_IO, Failure, Outcome};
+use crate::metrics::{self, Board, PUBLISH_INTERVAL, Snapshot};
 use crate::names::{Names, read_hosts};
 use crate::net::{self, Batch, Listening, canonical};
 use crate::sink::{Counts, Sink, SinkOptions};
@@ -218,18 +219,28 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         writing: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
     });
+    let board = match args.metrics {
+        Some(addr) => {
+            let board = Board::new(threads, args.metrics_sources);
+            let bound = metrics::serve(addr, board.clone())?;
+            eprintln!("ncrx: metrics on http://{bound}/metrics");
+            Some(board)
+        }
+        None => None,
+    };
     let epoch = StdInstant::now();
     let max_sources = usize::try_from(args.max_sources)
         .unwrap_or(usize::MAX)
         .div_ceil(threads);
     let mut handles = Vec::with_capacity(threads);
-    for sockets in shards {
+    for (index, sockets) in shards.into_iter().enumerate() {
         let shared = Arc::clone(&shared);
         let args = args.clone();
         let sink_options = sink_options.clone();
+        let board = board.clone().map(|board| (index, board));
         handles.push(thread::spawn(move || {
             let result = Shard::new(&args, &sink_options, sockets, max_sources, epoch)
-                .and_then(|shard| shard.run(&shared));
+                .and_then(|shard| shard.run(&shared, board.as_ref()));
             if result.is_err() {
                 // One thread failing (standard output closed) stops the others too.
                 shared.stop.store(true, Ordering::Relaxed);
@@ -373,8 +384,9 @@ impl Shard {
     }
 
     /// Receives until the stop, then drains, flushes and reports.
-    fn run(mut self, shared: &Shared) -> Result<Report, Failure> {
+    fn run(mut self, shared: &Shared, board: Option<&(usize, Board)>) -> Result<Report, Failure> {
         let mut last_flush = StdInstant::now();
+        let mut last_publish = StdInstant::now();
         let mut stopped_at: Option<StdInstant> = None;
         let mut reopened = shared.reopen.load(Ordering::Acquire);
         loop {
@@ -396,6 +408,13 @@ impl Shard {
                 last_flush = StdInstant::now();
                 self.sink.report_write_errors(last_flush);
                 self.check_drops(false);
+                if let Some((index, board)) = board {
+                    if last_publish.elapsed() >= PUBLISH_INTERVAL {
+                        last_publish = StdInstant::now();
+                        self.report.kernel_drops = self.drops_now();
+                        board.publish(*index, self.snapshot(board.per_source));
+                    }
+                }
             }
             if let Some(at) = stopped_at {
                 if idle || at.elapsed() >= DRAIN_LIMIT {
@@ -441,6 +460,48 @@ impl Shard {
         report.malformed = malformed;
         report.lines_not_written = self.sink.write_errors.lines_lost;
         Ok(report)
+    }
+
+    /// The counters as the metrics show them.
+    fn snapshot(&self, per_source: usize) -> Snapshot {
+        let stats = self.rx.stats();
+        let mut counts = self.sink.totals();
+        counts.malformed = stats.streams.malformed;
+        let mut busiest = if per_source > 0 {
+            self.sink.busiest(per_source)
+        } else {
+            Vec::new()
+        };
+        for (_, source, counts) in &mut busiest {
+            if let Some(stream) = self.rx.stream(source) {
+                counts.malformed = stream.stats().malformed;
+            }
+        }
+        Snapshot {
+            counts,
+            datagrams: stats.streams.datagrams + stats.streams.plain + stats.streams.malformed,
+            refused: stats.refused,
+            oversized: self.report.oversized,
+            responses: self.report.responses_sent,
+            responses_failed: self.report.responses_failed,
+            requested: stats.streams.requested,
+            port_unreachable: self.report.port_unreachable,
+            kernel_drops: self.report.kernel_drops,
+            write_errors: self.sink.write_errors.errors,
+            lines_not_written: self.sink.write_errors.lines_lost,
+            sources: self.rx.sources() as u64,
+            sources_evicted: stats.sources_evicted,
+            held_bytes: self.rx.held_bytes() as u64,
+            per_source: busiest,
+        }
+    }
+
+    /// The kernel's drop counters of this thread's sockets, summed.
+    fn drops_now(&self) -> u64 {
+        self.sockets
+            .iter()
+            .filter_map(Listening::kernel_drops)
+            .sum()
     }
 
     /// Per-source malformed counts, taken from the receiver's streams before they are
@@ -559,11 +620,7 @@ impl Shard {
             return;
         }
         self.drops_checked = StdInstant::now();
-        let drops: u64 = self
-            .sockets
-            .iter()
-            .filter_map(Listening::kernel_drops)
-            .sum();
+        let drops = self.drops_now();
         if drops > self.drops_seen && !at_stop {
             eprintln!(
                 "ncrx: the kernel dropped {} datagrams for this listener in the last minute \

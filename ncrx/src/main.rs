@@ -12,6 +12,7 @@ mod error;
 mod input;
 mod json;
 mod listen;
+mod metrics;
 mod names;
 mod net;
 mod oops;

@@ -293,6 +293,18 @@ impl Sink {
             .map(|(source, info)| (source, &info.counts))
     }
 
+    /// The `n` senders with the most records: host, address, counts.
+    pub(crate) fn busiest(&self, n: usize) -> Vec<(String, SocketAddr, Counts)> {
+        let mut all: Vec<(&SocketAddr, &SourceInfo)> = self.per_source.iter().collect();
+        if all.len() > n {
+            all.select_nth_unstable_by(n, |a, b| b.1.counts.records.cmp(&a.1.counts.records));
+            all.truncate(n);
+        }
+        all.into_iter()
+            .map(|(source, info)| (info.host.to_string(), *source, info.counts))
+            .collect()
+    }
+
     /// Counts a datagram from `source` that the receiver found malformed.
     pub(crate) fn malformed(&mut self, source: SocketAddr) {
         self.info(source).counts.malformed += 1;

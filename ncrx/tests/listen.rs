@@ -507,3 +507,112 @@ fn an_unwritable_dir_fails_at_start_with_a_clear_message() {
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("cannot create directory"), "{stderr}");
 }
+
+/// `GET path` from the HTTP server at `addr`, with an `Accept` header: status line and body.
+fn http_get(addr: &str, path: &str, accept: &str) -> (String, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+#[test]
+fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
+    let (mut child, target, mut stderr) = listener(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+        "--metrics-sources",
+        "1",
+    ]);
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim_end()
+        .strip_prefix("ncrx: metrics on http://")
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in [1, 2, 3, 5] {
+        let record = format!("6,{seq},{seq}000,-;record {seq}\n");
+        kernel.send_to(record.as_bytes(), target).unwrap();
+    }
+    kernel
+        .send_to(b"6,99999999999999999999999,1,-;seq over u64\n", target)
+        .unwrap();
+    other.send_to(b"6,1,1000,-;other\n", target).unwrap();
+    // The threads publish once a second; wait until the counts are all in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (status, body) = http_get(&addr, "/metrics", "text/plain");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        if body.contains("\nncrx_records_total 4\n")
+            && body.contains("\nncrx_malformed_datagrams_total 1\n")
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        text.contains("# TYPE ncrx_records_total counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nncrx_sources 2\n"), "{text}");
+    assert!(text.contains("\nncrx_datagrams_total 6\n"), "{text}");
+    // One sender with series at most: the one with the most records.
+    let source = kernel.local_addr().unwrap();
+    assert!(
+        text.contains(&format!(
+            "ncrx_source_records_total{{host=\"127.0.0.1\",source=\"{source}\"}} 3\n"
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("ncrx_source_records_total{").count(),
+        1,
+        "{text}"
+    );
+    let (_, open) = http_get(
+        &addr,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0",
+    );
+    assert!(open.ends_with("# EOF\n") && open.contains("# TYPE ncrx_records counter\n"));
+    assert_eq!(http_get(&addr, "/other", "*/*").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(terminate(&mut child), 0);
+
+    if let Some(promtool) = common::tool("promtool") {
+        use std::io::Write;
+        let mut check = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let output = check.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "promtool: {}{}\n{text}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -159,3 +159,21 @@ pub(crate) fn spawn_bound(
     }
     panic!("no free port in 5 tries");
 }
+
+/// The path of the program `name` on PATH. Absent, the test is skipped with a message, but
+/// under CI (`CI=true`), where `.ci/run` installs it, a missing tool fails the test.
+pub(crate) fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is not installed (.ci/run installs it)"
+        );
+        eprintln!("skipped: {name} is not installed");
+    }
+    found
+}
