@@ -60,6 +60,8 @@ struct Shared {
     writing: AtomicUsize,
     /// Threads that finished.
     finished: AtomicUsize,
+    /// Each thread's loop count: the watchdog is fed only while every thread goes round.
+    beats: Vec<AtomicUsize>,
 }
 
 /// What a thread reports when it ends.
@@ -193,6 +195,31 @@ fn announce(shards: &[Vec<Listening>], threads: usize, asked: usize) {
     }
 }
 
+/// The sockets systemd passed (`LISTEN_FDS`, socket activation), set up as the listener
+/// sets up its own; `None` when it passed none.
+fn activated_sockets(args: &ListenArgs) -> Result<Option<Vec<Listening>>, Failure> {
+    let mut passed = listenfd::ListenFd::from_env();
+    if passed.len() == 0 {
+        return Ok(None);
+    }
+    let mut sockets = Vec::with_capacity(passed.len());
+    for index in 0..passed.len() {
+        let socket = passed
+            .take_udp_socket(index)
+            .map_err(|source| Failure::Stream {
+                what: "LISTEN_FDS: a socket passed is not a UDP socket",
+                source,
+            })?;
+        if let Some(socket) = socket {
+            sockets.push(net::adopt(socket, args.recv_buffer)?);
+        }
+    }
+    if sockets.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(sockets))
+}
+
 /// `ncrx listen`.
 pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
     let threads = args
@@ -202,7 +229,18 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
     let sink_options = sink_options(args)?;
     // Checked before any socket is bound, so that a bad directory fails fast.
     Sink::new(&sink_options)?;
-    let shards = bind_shards(args, threads)?;
+    let (threads, shards) = match activated_sockets(args)? {
+        Some(sockets) => {
+            if threads > 1 && args.threads.is_some() {
+                eprintln!(
+                    "ncrx: socket activation: one thread receives on the {} sockets passed",
+                    sockets.len()
+                );
+            }
+            (1, vec![sockets])
+        }
+        None => (threads, bind_shards(args, threads)?),
+    };
     let stop = stop_on_signals()?;
     announce(&shards, threads, args.recv_buffer);
     let hangup = Arc::new(AtomicBool::new(false));
@@ -218,6 +256,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         reopen: AtomicUsize::new(0),
         writing: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
+        beats: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
     });
     let board = match args.metrics {
         Some(addr) => {
@@ -240,7 +279,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         let board = board.clone().map(|board| (index, board));
         handles.push(thread::spawn(move || {
             let result = Shard::new(&args, &sink_options, sockets, max_sources, epoch)
-                .and_then(|shard| shard.run(&shared, board.as_ref()));
+                .and_then(|shard| shard.run(index, &shared, board.as_ref()));
             if result.is_err() {
                 // One thread failing (standard output closed) stops the others too.
                 shared.stop.store(true, Ordering::Relaxed);
@@ -249,7 +288,10 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
             result
         }));
     }
+    // systemd (Type=notify): ready once every socket is bound and the threads run.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     supervise(&shared, threads, args.dir.is_some());
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let mut total = Report::default();
     let mut failure = None;
     for handle in handles {
@@ -271,8 +313,30 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
 /// Passes SIGHUP on to the threads until a stop or until every thread ended, then gives them
 /// [`STOP_GRACE`] to finish; when one cannot (its output is stalled), says so and exits.
 fn supervise(shared: &Shared, threads: usize, files: bool) {
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+        .then(|| Duration::from_micros(watchdog_usec / 2));
+    let mut fed = StdInstant::now();
+    let mut beats: Vec<usize> = vec![0; threads];
     while !shared.stop.load(Ordering::Relaxed) && shared.finished.load(Ordering::Acquire) < threads
     {
+        if let Some(interval) = watchdog {
+            // Fed at half its timeout, and only when every thread went round its loop
+            // since the last time (a thread stuck on a stalled output stops the feeding,
+            // and systemd restarts the service).
+            if fed.elapsed() >= interval {
+                let now: Vec<usize> = shared
+                    .beats
+                    .iter()
+                    .map(|b| b.load(Ordering::Acquire))
+                    .collect();
+                if now.iter().zip(&beats).all(|(now, before)| now != before) {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    fed = StdInstant::now();
+                    beats = now;
+                }
+            }
+        }
         if shared.hangup.swap(false, Ordering::AcqRel) {
             shared.reopen.fetch_add(1, Ordering::AcqRel);
             if files {
@@ -384,12 +448,18 @@ impl Shard {
     }
 
     /// Receives until the stop, then drains, flushes and reports.
-    fn run(mut self, shared: &Shared, board: Option<&(usize, Board)>) -> Result<Report, Failure> {
+    fn run(
+        mut self,
+        index: usize,
+        shared: &Shared,
+        board: Option<&(usize, Board)>,
+    ) -> Result<Report, Failure> {
         let mut last_flush = StdInstant::now();
         let mut last_publish = StdInstant::now();
         let mut stopped_at: Option<StdInstant> = None;
         let mut reopened = shared.reopen.load(Ordering::Acquire);
         loop {
+            shared.beats[index].fetch_add(1, Ordering::Release);
             let reopen = shared.reopen.load(Ordering::Acquire);
             if reopen != reopened {
                 reopened = reopen;
@@ -575,6 +645,7 @@ impl Shard {
             .poll_timeout()
             .is_some_and(|deadline| deadline <= now)
         {
+            self.sink.set_received(std::time::SystemTime::now());
             self.rx.handle_timeout(now);
             let sink = &mut self.sink;
             self.rx

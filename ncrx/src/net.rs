@@ -35,10 +35,8 @@ pub(crate) struct Listening {
     inode: Option<u64>,
 }
 
-/// Binds `addr` for the listener: `SO_REUSEPORT` when several threads share it, a receive
-/// buffer of `buffer` bytes (with `SO_RCVBUFFORCE` when the process may, so that
-/// `net.core.rmem_max` does not cap it), IPv4 too on `[::]`, ICMP errors queued
-/// (`IP_RECVERR`/`IPV6_RECVERR`), non-blocking.
+/// Binds `addr` for the listener: `SO_REUSEPORT` when several threads share it, IPv4 too on
+/// `[::]`, then [`prepare`]d.
 pub(crate) fn bind_listener(
     addr: SocketAddr,
     reuse_port: bool,
@@ -53,6 +51,34 @@ pub(crate) fn bind_listener(
             .set_reuse_port(true)
             .map_err(|e| fail("cannot share (SO_REUSEPORT)", e))?;
     }
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket
+            .set_only_v6(false)
+            .map_err(|e| fail("cannot accept IPv4 on", e))?;
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| fail("cannot bind", e))?;
+    prepare(socket.into(), addr, buffer)
+}
+
+/// Takes a socket bound by someone else (systemd's socket activation): the options that can
+/// be set after binding are set as [`bind_listener`] sets them.
+pub(crate) fn adopt(socket: UdpSocket, buffer: usize) -> Result<Listening, Failure> {
+    let addr = socket.local_addr().map_err(|source| Failure::Socket {
+        what: "cannot read the address of a passed socket,",
+        addr: SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+        source,
+    })?;
+    prepare(socket, addr, buffer)
+}
+
+/// A receive buffer of `buffer` bytes (with `SO_RCVBUFFORCE` when the process may, so that
+/// `net.core.rmem_max` does not cap it), ICMP errors queued (`IP_RECVERR`/`IPV6_RECVERR`),
+/// non-blocking.
+fn prepare(socket: UdpSocket, addr: SocketAddr, buffer: usize) -> Result<Listening, Failure> {
+    let fail = |what, source| Failure::Socket { what, addr, source };
+    let socket = socket2::Socket::from(socket);
     let wanted = buffer.min(i32::MAX as usize);
     // The privileged option first; without CAP_NET_ADMIN the ordinary one, capped by
     // net.core.rmem_max. Either way the granted size is read back and reported.
@@ -60,11 +86,6 @@ pub(crate) fn bind_listener(
         let _ = socket.set_recv_buffer_size(buffer);
     }
     let granted_buffer = socket.recv_buffer_size().unwrap_or(0);
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        socket
-            .set_only_v6(false)
-            .map_err(|e| fail("cannot accept IPv4 on", e))?;
-    }
     // ICMP errors (port unreachable from a sender that does not listen for requests) are
     // queued instead of being lost. On a dual-stack socket IPv4 senders' errors come
     // through IP_RECVERR, so both are asked for; failing only loses that information.
@@ -72,9 +93,6 @@ pub(crate) fn bind_listener(
         let _ = setsockopt(&socket, sockopt::Ipv6RecvErr, &true);
     }
     let _ = setsockopt(&socket, sockopt::Ipv4RecvErr, &true);
-    socket
-        .bind(&addr.into())
-        .map_err(|e| fail("cannot bind", e))?;
     socket
         .set_nonblocking(true)
         .map_err(|e| fail("cannot make non-blocking", e))?;

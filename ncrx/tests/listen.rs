@@ -616,3 +616,81 @@ fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
         );
     }
 }
+
+#[test]
+fn systemd_socket_activation_and_notifications() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = scratch("listen-systemd");
+    let notify_path = dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The socket systemd would bind (ncrx.socket), passed as fd 3 with LISTEN_FDS=1: the
+    // shell puts it there and execs ncrx, so LISTEN_PID and WATCHDOG_PID are ncrx's pid.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = socket.local_addr().unwrap();
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "export LISTEN_PID=$$ WATCHDOG_PID=$$; exec \"$0\" listen --format json 3<&0 0</dev/null",
+            env!("CARGO_BIN_EXE_ncrx"),
+        ])
+        .env("LISTEN_FDS", "1")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            socket,
+        )))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let mut next_message = || match notify.recv(&mut buf) {
+        Ok(len) => String::from_utf8_lossy(&buf[..len]).into_owned(),
+        Err(error) => {
+            let _ = child.kill();
+            let mut report = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut report);
+            panic!("no notification ({error}); ncrx said: {report}");
+        }
+    };
+    assert_eq!(next_message(), "READY=1\n");
+    // Fed at half the 200 ms timeout while the thread goes round.
+    assert_eq!(next_message(), "WATCHDOG=1\n");
+    assert_eq!(next_message(), "WATCHDOG=1\n");
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    kernel.send_to(b"6,1,1000,-;activated\n", target).unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let record: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["text"], "activated");
+    assert_eq!(terminate(&mut child), 0);
+    let mut rest = Vec::new();
+    while let Ok(len) = notify.recv(&mut buf) {
+        let message = String::from_utf8_lossy(&buf[..len]).into_owned();
+        let last = message == "STOPPING=1\n";
+        rest.push(message);
+        if last {
+            break;
+        }
+    }
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("STOPPING=1\n"),
+        "{rest:?}"
+    );
+    let mut report = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut report)
+        .unwrap();
+    assert!(
+        report.starts_with(&format!("ncrx: receiving netconsole on {target}\n")),
+        "{report}"
+    );
+}
