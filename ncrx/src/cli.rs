@@ -190,6 +190,16 @@ pub(crate) struct ListenArgs {
     #[arg(long, value_name = "N", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 26)))]
     pub(crate) max_sources: u64,
+    /// Forward every record (and loss, restart, plain text) as RFC 5424 syslog to a
+    /// collector: TCP with octet counting (RFC 6587), or UDP. HOSTNAME is the sender's
+    /// name, APP-NAME `kernel`, TIMESTAMP the receive time; seq, ts_usec and the dictionary
+    /// go in structured data. Example: `--syslog tcp://127.0.0.1:514`.
+    #[arg(long, value_name = "URL", value_parser = clap::value_parser!(crate::syslog::Target))]
+    pub(crate) syslog: Option<crate::syslog::Target>,
+    /// Bytes of syslog messages kept while the collector is away; past it the oldest are
+    /// dropped and counted. Example: `--syslog-buffer 67108864`.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub(crate) syslog_buffer: usize,
     /// Serve live counters for Prometheus at http://ADDR:PORT/metrics (OpenMetrics text).
     /// Example: `--metrics 127.0.0.1:9466`.
     #[arg(long, value_name = "ADDR:PORT")]

@@ -78,6 +78,7 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
         time: TimeShown::Kernel,
         stamp: false,
         names: Names::default(),
+        syslog: false,
     })?;
     let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
     let mut scratch = vec![0u8; 2048];

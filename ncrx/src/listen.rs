@@ -30,6 +30,7 @@ use crate::metrics::{self, Board, PUBLISH_INTERVAL, Snapshot};
 use crate::names::{Names, read_hosts};
 use crate::net::{self, Batch, Listening, canonical};
 use crate::sink::{Counts, Sink, SinkOptions};
+use crate::syslog::{self, Forwarder};
 
 /// Output is written at least this often while datagrams keep coming.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -43,6 +44,8 @@ const DRAIN_LIMIT: Duration = Duration::from_millis(300);
 const DROPS_CHECK: Duration = Duration::from_secs(60);
 /// Per-source counts are printed at stop up to this many sources (all of them with -v).
 const PER_SOURCE_SHOWN: usize = 64;
+/// At the stop, how long syslog messages still held may take to reach the collector.
+const SYSLOG_LINGER: Duration = Duration::from_secs(2);
 /// Threads by default at most.
 const MAX_DEFAULT_THREADS: usize = 16;
 /// The largest response packet (`netconsole_proto::MAX_RESPONSE` fits).
@@ -169,6 +172,7 @@ fn sink_options(args: &ListenArgs) -> Result<SinkOptions, Failure> {
         time: args.time,
         stamp: true,
         names: Names::new(hosts, args.resolve),
+        syslog: args.syslog.is_some(),
     })
 }
 
@@ -267,6 +271,19 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         }
         None => None,
     };
+    let forwarding = args.syslog.clone().map(|target| {
+        eprintln!(
+            "ncrx: forwarding to syslog at {} ({})",
+            target.address,
+            if target.tcp {
+                "TCP, octet counting"
+            } else {
+                "UDP"
+            }
+        );
+        syslog::start(target, args.syslog_buffer, SYSLOG_LINGER)
+    });
+    let forwarder = forwarding.as_ref().map(|(f, _)| f.clone());
     let epoch = StdInstant::now();
     let max_sources = usize::try_from(args.max_sources)
         .unwrap_or(usize::MAX)
@@ -277,8 +294,9 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         let args = args.clone();
         let sink_options = sink_options.clone();
         let board = board.clone().map(|board| (index, board));
+        let forwarder = forwarder.clone();
         handles.push(thread::spawn(move || {
-            let result = Shard::new(&args, &sink_options, sockets, max_sources, epoch)
+            let result = Shard::new(&args, &sink_options, sockets, max_sources, epoch, forwarder)
                 .and_then(|shard| shard.run(index, &shared, board.as_ref()));
             if result.is_err() {
                 // One thread failing (standard output closed) stops the others too.
@@ -303,11 +321,32 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
             }
         }
     }
+    drop(forwarder);
+    finish_forwarding(forwarding);
     print_report(&mut total, args.verbose);
     match failure {
         Some(error) => Err(error),
         None => Ok(Outcome::default()),
     }
+}
+
+/// Lets the syslog forwarder send what it holds (for at most [`SYSLOG_LINGER`]), and says
+/// what it did.
+fn finish_forwarding(forwarding: Option<(Forwarder, thread::JoinHandle<()>)>) {
+    let Some((forwarder, thread)) = forwarding else {
+        return;
+    };
+    let stats = Arc::clone(&forwarder.stats);
+    drop(forwarder);
+    let _ = thread.join();
+    eprintln!(
+        "ncrx: syslog: {} messages sent ({} sent again after a reconnect), {} dropped \
+         (buffer full or collector away at stop), {} connections",
+        stats.sent.load(Ordering::Relaxed),
+        stats.resent.load(Ordering::Relaxed),
+        stats.dropped.load(Ordering::Relaxed),
+        stats.connections.load(Ordering::Relaxed)
+    );
 }
 
 /// Passes SIGHUP on to the threads until a stop or until every thread ended, then gives them
@@ -409,6 +448,7 @@ struct Shard {
     report: Report,
     drops_checked: StdInstant,
     drops_seen: u64,
+    forwarder: Option<Forwarder>,
 }
 
 impl Shard {
@@ -418,6 +458,7 @@ impl Shard {
         sockets: Vec<Listening>,
         max_sources: usize,
         epoch: StdInstant,
+        forwarder: Option<Forwarder>,
     ) -> Result<Self, Failure> {
         let mut config = match args.preset {
             Preset::Libncrx => ReceiverConfig::default(),
@@ -440,6 +481,7 @@ impl Shard {
             report: Report::default(),
             drops_checked: StdInstant::now(),
             drops_seen: 0,
+            forwarder,
         })
     }
 
@@ -678,6 +720,9 @@ impl Shard {
     }
 
     fn flush(&mut self, shared: &Shared) -> Result<(), Failure> {
+        if let (Some(forwarder), Some(batch)) = (&self.forwarder, self.sink.take_syslog()) {
+            forwarder.send(batch);
+        }
         let pending = self.sink.pending();
         shared.writing.fetch_add(pending, Ordering::AcqRel);
         let result = self.sink.flush();

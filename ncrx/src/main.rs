@@ -19,6 +19,7 @@ mod oops;
 mod send;
 mod sim;
 mod sink;
+mod syslog;
 
 use std::process::ExitCode;
 

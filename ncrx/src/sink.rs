@@ -116,6 +116,8 @@ pub(crate) struct SinkOptions {
     pub(crate) stamp: bool,
     /// Senders' names.
     pub(crate) names: Names,
+    /// Every line is also forwarded as an RFC 5424 message (`--syslog`).
+    pub(crate) syslog: bool,
 }
 
 /// A sender as the sink knows it.
@@ -137,6 +139,9 @@ pub(crate) struct Sink {
     names: Names,
     /// The receive time of the datagrams being handled, as RFC 3339 UTC with microseconds.
     received: String,
+    /// RFC 5424 messages gathered for `--syslog`, and the one being written.
+    syslog: Option<crate::syslog::Batch>,
+    message: Vec<u8>,
     destination: Destination,
     /// The line being written.
     line: Vec<u8>,
@@ -180,6 +185,8 @@ impl Sink {
             stamp: options.stamp,
             names: options.names.clone(),
             received: String::with_capacity(32),
+            syslog: options.syslog.then(crate::syslog::Batch::default),
+            message: Vec::with_capacity(1024),
             destination,
             line: Vec::with_capacity(4096),
             decoded: Vec::with_capacity(4096),
@@ -406,6 +413,181 @@ impl Sink {
         }
         self.line.push(b'\n');
         self.emit(source);
+        if self.syslog.is_some() {
+            self.forward(source, event);
+        }
+    }
+
+    /// The `--syslog` messages gathered since the last call.
+    pub(crate) fn take_syslog(&mut self) -> Option<crate::syslog::Batch> {
+        self.syslog.as_mut().map(std::mem::take)
+    }
+
+    /// Writes `event` as an RFC 5424 message (see [`crate::syslog`]).
+    fn forward(&mut self, source: SocketAddr, event: &Event<'_>) {
+        self.message.clear();
+        match event {
+            Event::Record(record) | Event::Late(record) => {
+                let split = self.body(record, record.body);
+                self.syslog_head(
+                    u32::from(record.facility) * 8 + u32::from(record.level & 7),
+                    if matches!(event, Event::Late(_)) {
+                        "late"
+                    } else {
+                        "-"
+                    },
+                    source,
+                );
+                self.syslog_record_sd(record);
+                let decoded = self.decode_all(&split);
+                self.syslog_dict(&split, decoded);
+                self.message.push(b' ');
+                self.syslog_text(&split, decoded);
+            }
+            Event::Incomplete(incomplete) => {
+                let record = &incomplete.record;
+                self.syslog_head(
+                    u32::from(record.facility) * 8 + u32::from(record.level & 7),
+                    "incomplete",
+                    source,
+                );
+                self.syslog_record_sd(record);
+                self.message.push(b' ');
+                let first = incomplete
+                    .received()
+                    .next()
+                    .filter(|(offset, _)| *offset == 0)
+                    .map(|(_, bytes)| bytes);
+                if let Some(bytes) = first {
+                    let split = self.body(record, bytes);
+                    let decoded = self.decode_all(&split);
+                    self.syslog_text(&split, decoded);
+                }
+                let _ = write!(
+                    Line(&mut self.message),
+                    " [incomplete: {} of {} bytes]",
+                    incomplete.received_len(),
+                    incomplete.total
+                );
+            }
+            Event::Lost { seqs } => {
+                let (first, last) = (seqs.start, seqs.end.saturating_sub(1));
+                // kern.warning
+                self.syslog_head(4, "lost", source);
+                let _ = write!(
+                    Line(&mut self.message),
+                    "[{} source=\"{source}\" first_seq=\"{first}\" last_seq=\"{last}\"] lost records #{first}..#{last}",
+                    crate::syslog::SD_ID
+                );
+            }
+            Event::Restart(restart) => {
+                // kern.notice
+                self.syslog_head(5, "restart", source);
+                let _ = write!(
+                    Line(&mut self.message),
+                    "[{} source=\"{source}\" seq=\"{}\"] the sender restarted at #{}",
+                    crate::syslog::SD_ID,
+                    restart.seq,
+                    restart.seq
+                );
+            }
+            Event::Plain(text) => {
+                // kern.info: plain console text carries no level.
+                self.syslog_head(6, "plain", source);
+                let _ = write!(
+                    Line(&mut self.message),
+                    "[{} source=\"{source}\"] ",
+                    crate::syslog::SD_ID
+                );
+                let text = text.strip_suffix(b"\n").unwrap_or(text);
+                self.message
+                    .extend_from_slice(String::from_utf8_lossy(text).as_bytes());
+            }
+            _ => return,
+        }
+        if let Some(batch) = &mut self.syslog {
+            let _ = write!(Line(&mut batch.frames), "{} ", self.message.len());
+            batch.frames.extend_from_slice(&self.message);
+            batch.messages += 1;
+        }
+    }
+
+    /// `<PRI>1 TIMESTAMP HOSTNAME kernel - MSGID `.
+    fn syslog_head(&mut self, pri: u32, msgid: &str, source: SocketAddr) {
+        let host = Arc::clone(&self.info(source).host);
+        let _ = write!(Line(&mut self.message), "<{pri}>1 {} ", self.received);
+        // HOSTNAME: printable US-ASCII, at most 255.
+        for &b in host.as_bytes().iter().take(255) {
+            self.message
+                .push(if (33..=126).contains(&b) { b } else { b'_' });
+        }
+        let _ = write!(Line(&mut self.message), " kernel - {msgid} ");
+    }
+
+    /// `[ncrx@32473 source=.. seq=.. ts_usec=.. flag=.. caller=..]`.
+    fn syslog_record_sd(&mut self, record: &Record<'_>) {
+        let _ = write!(
+            Line(&mut self.message),
+            "[{} seq=\"{}\" ts_usec=\"{}\" flag=\"{}\"",
+            crate::syslog::SD_ID,
+            record.seq,
+            record.ts_usec,
+            flag_str(record.flag)
+        );
+        if let Some(caller) = record.caller {
+            let _ = write!(Line(&mut self.message), " caller=\"{caller}\"");
+        }
+        if let Some(release) = record.release {
+            self.message.extend_from_slice(b" release=");
+            sd_value(&mut self.message, &String::from_utf8_lossy(release));
+        }
+        self.message.push(b']');
+    }
+
+    /// `[dict@32473 KEY="VALUE"...]` when the record has dictionary, userdata or sysdata lines.
+    fn syslog_dict(&mut self, split: &Body<'_>, decoded: bool) {
+        if split.lines().next().is_none() {
+            return;
+        }
+        let _ = write!(Line(&mut self.message), "[{}", crate::syslog::SD_DICT);
+        if decoded {
+            let mut start = self.ends.first().copied().unwrap_or(0);
+            let mut pieces = self.ends.iter().skip(1).map(|&end| {
+                let piece = start..end;
+                start = end;
+                piece
+            });
+            let mut pairs = Vec::new();
+            while let (Some(key), Some(value)) = (pieces.next(), pieces.next()) {
+                pairs.push((key, value));
+            }
+            for (key, value) in pairs {
+                self.message.push(b' ');
+                sd_name(&mut self.message, &self.decoded[key]);
+                self.message.push(b'=');
+                let value = String::from_utf8_lossy(&self.decoded[value]).into_owned();
+                sd_value(&mut self.message, &value);
+            }
+        } else {
+            for line in split.lines() {
+                self.message.push(b' ');
+                sd_name(&mut self.message, line.key());
+                self.message.push(b'=');
+                sd_value(&mut self.message, &String::from_utf8_lossy(line.value()));
+            }
+        }
+        self.message.push(b']');
+    }
+
+    /// The record's text: decoded, or in wire form when it cannot be decoded exactly.
+    fn syslog_text(&mut self, split: &Body<'_>, decoded: bool) {
+        if decoded {
+            let end = self.ends.first().copied().unwrap_or(0);
+            self.message.extend_from_slice(&self.decoded[..end]);
+        } else {
+            self.message
+                .extend_from_slice(String::from_utf8_lossy(split.text()).as_bytes());
+        }
     }
 
     fn counts(&mut self, source: SocketAddr) -> &mut Counts {
@@ -786,6 +968,30 @@ fn check_dir(dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// An RFC 5424 SD-NAME: printable US-ASCII but `=`, space, `]` and `"`, at most 32
+/// (others become `_`).
+fn sd_name(out: &mut Vec<u8>, name: &[u8]) {
+    if name.is_empty() {
+        out.push(b'_');
+    }
+    for &b in name.iter().take(32) {
+        let ok = (33..=126).contains(&b) && !matches!(b, b'=' | b']' | b'"');
+        out.push(if ok { b } else { b'_' });
+    }
+}
+
+/// An RFC 5424 PARAM-VALUE in quotes, with `"`, `\` and `]` escaped.
+fn sd_value(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
+    for &b in value.as_bytes() {
+        if matches!(b, b'"' | b'\\' | b']') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
 /// A `fmt::Write` over a byte buffer, for `write!` of numbers and addresses.
 struct Line<'a>(&'a mut Vec<u8>);
 
@@ -880,6 +1086,7 @@ mod tests {
             time: TimeShown::Kernel,
             stamp: false,
             names: Names::default(),
+            syslog: false,
         }
     }
 
