@@ -83,8 +83,10 @@ pub(crate) enum Command {
         "Virtual time jumps from deadline to deadline, so runs are fast and the same seed gives\n",
         "the same report. Every record must be delivered once in order or reported lost; broken\n",
         "invariants are listed and make the exit code 1. A progress bar is drawn on stderr when\n",
-        "it is a terminal (not with --json or --quiet). The delivery delay is virtual time from\n",
-        "a record's first transmission to its release by the receiver (link delay 5 ms)."
+        "it is a terminal (not with --json or --quiet); otherwise a run longer than 5 s writes\n",
+        "a progress line with the time left every 5 s (not with --quiet). The delivery delay is\n",
+        "virtual time from a record's first transmission to its release by the receiver (link\n",
+        "delay 5 ms). A closed or full standard output is a file error (exit code 3)."
     ))]
     Sim(SimArgs),
     /// Collect netoops crash dumps (live, or from a capture).
@@ -192,7 +194,8 @@ pub(crate) struct SimArgs {
     /// Records each source sends.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) records: u64,
-    /// Sources (senders), interleaved.
+    /// Sources (senders), interleaved; at least 1. Many sources make a long run: progress
+    /// and the time left are shown on stderr (see below).
     #[arg(long, default_value_t = 1)]
     pub(crate) sources: u32,
     /// Probability that a datagram to the receiver is lost.
@@ -210,7 +213,9 @@ pub(crate) struct SimArgs {
     /// The first source reboots after this many records.
     #[arg(long, value_name = "K")]
     pub(crate) reboot_at: Option<u64>,
-    /// Every N-th record is long enough to be fragmented (0: never).
+    /// Every N-th record of each source is long enough (1200 to 3600 bytes) to be sent in
+    /// ncfrag fragments: the records whose seq + 1 is a multiple of N, so 1 fragments every
+    /// record, 2 every second one (0: never). Example: --fragment-every 10.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) fragment_every: u64,
     /// Turn retransmission off (responses never reach the senders).

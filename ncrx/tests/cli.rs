@@ -396,3 +396,75 @@ fn bad_kmsg_records_are_skipped_with_exit_1() {
     );
     assert_eq!(common::read_pcap(&out).len(), 2);
 }
+
+#[test]
+fn sim_closed_or_full_stdout_is_a_file_error_not_a_panic() {
+    // `ncrx sim | head -0`: the reader is gone before the report is written.
+    let mut child = common::ncrx()
+        .args(["sim", "--records", "2000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let (code, _, stderr) = parts(&child.wait_with_output().unwrap());
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output: Broken pipe"),
+        "{stderr}"
+    );
+    assert_no_panic(&stderr);
+    // `ncrx sim > /dev/full`.
+    if let Ok(full) = File::options().write(true).open("/dev/full") {
+        let output = common::ncrx()
+            .args(["sim", "--records", "100"])
+            .stdout(full)
+            .output()
+            .unwrap();
+        let (code, _, stderr) = parts(&output);
+        assert_eq!(code, 3, "{stderr}");
+        assert!(stderr.contains("No space left on device"), "{stderr}");
+        assert_no_panic(&stderr);
+    }
+}
+
+#[test]
+fn sim_fragment_every_small_values_fragment() {
+    // Without loss every record is one datagram, plus one more per extra fragment of a long
+    // record (1200 to 3600 bytes: 2 to 4 fragments).
+    let datagrams = |every: &str| -> u64 {
+        let (code, stdout, stderr) = parts(&run(
+            &[
+                "sim",
+                "--records",
+                "60",
+                "--fragment-every",
+                every,
+                "--json",
+            ],
+            b"",
+        ));
+        assert_eq!(code, 0, "{stderr}");
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(report["delivered"], 60, "{report}");
+        assert_eq!(report["violations"], serde_json::json!([]));
+        report["to_receiver"].as_u64().unwrap()
+    };
+    assert_eq!(datagrams("0"), 60);
+    for (every, long) in [("1", 60), ("2", 30), ("3", 20), ("60", 1)] {
+        let sent = datagrams(every);
+        assert!(
+            (60 + long..=60 + 3 * long).contains(&sent),
+            "--fragment-every {every}: {sent} datagrams for {long} long records"
+        );
+    }
+    // 61 > 60 records: none is the 61st.
+    assert_eq!(datagrams("61"), 60);
+}
+
+#[test]
+fn sim_zero_sources_is_refused() {
+    let (code, stdout, stderr) = parts(&run(&["sim", "--sources", "0"], b""));
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(stderr.contains("--sources must be at least 1"), "{stderr}");
+}
