@@ -406,7 +406,9 @@ pub(crate) enum OopsCommand {
 /// Output options shared by both `oops` subcommands.
 #[derive(Debug, Args)]
 pub(crate) struct OopsOutput {
-    /// Write each dump into DIR/<source>-<dump_id>.log.
+    /// Write each dump into DIR/<source>-<dump_id>.log; a file is never overwritten: when
+    /// the name exists (the same dump decoded twice, a dump id reused), the next free of
+    /// <source>-<dump_id>.2.log, .3.log, ... is taken. Example: --dir /var/crash/netoops.
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
     /// Output format of the line printed per dump.

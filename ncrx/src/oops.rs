@@ -1,12 +1,11 @@
 //! `ncrx oops decode|listen`: netoops dumps out of a capture or off the network, rebuilt by
 //! `netoops_proto::Collector`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -29,11 +28,44 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Writes dumps: a file each under `--dir`, a line each on stdout.
 struct DumpSink<'a> {
     output: &'a OopsOutput,
-    /// Files written in this run per (source, dump_id): a second dump under the same id gets
-    /// a numbered name instead of overwriting the first.
-    written: BTreeMap<(SocketAddr, u16), u32>,
     complete: u64,
     partial: u64,
+}
+
+/// The most numbered names tried for one dump before giving up.
+const MAX_SUFFIX: u32 = 100_000;
+
+/// Creates a new file for a dump: `DIR/<source>-<dump_id>.log`, or when that exists (a dump
+/// of the same source and id written before, in this run or an earlier one)
+/// `<source>-<dump_id>.2.log`, `.3.log`, ...: a dump file is never overwritten.
+fn create_dump_file(
+    dir: &Path,
+    source: SocketAddr,
+    dump_id: u16,
+) -> Result<(PathBuf, File), Failure> {
+    let mut path = dir.join(format!("{source}-{dump_id}.log"));
+    for n in 2..=MAX_SUFFIX + 1 {
+        match File::options().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                path = dir.join(format!("{source}-{dump_id}.{n}.log"));
+            }
+            Err(source) => {
+                return Err(Failure::File {
+                    what: "cannot create",
+                    path,
+                    source,
+                });
+            }
+        }
+    }
+    Err(Failure::File {
+        what: "cannot create",
+        path,
+        source: io::Error::other(format!(
+            "{MAX_SUFFIX} files of this dump exist already; move them away"
+        )),
+    })
 }
 
 impl<'a> DumpSink<'a> {
@@ -47,7 +79,6 @@ impl<'a> DumpSink<'a> {
         }
         Ok(DumpSink {
             output,
-            written: BTreeMap::new(),
             complete: 0,
             partial: 0,
         })
@@ -68,19 +99,6 @@ impl<'a> DumpSink<'a> {
         Ok(())
     }
 
-    fn file_name(&mut self, dump: &Dump<SocketAddr>) -> Option<PathBuf> {
-        let dir = self.output.dir.as_ref()?;
-        let key = (*dump.source(), dump.meta().dump_id);
-        let count = self.written.entry(key).or_insert(0);
-        *count += 1;
-        let name = if *count == 1 {
-            format!("{}-{}.log", key.0, key.1)
-        } else {
-            format!("{}-{}.{}.log", key.0, key.1, count)
-        };
-        Some(dir.join(name))
-    }
-
     fn write(
         &mut self,
         dump: &Dump<SocketAddr>,
@@ -97,17 +115,23 @@ impl<'a> DumpSink<'a> {
         } else {
             self.partial += 1;
         }
-        let path = self.file_name(dump);
-        if let Some(path) = &path {
-            let mut contents = metadata(dump, status).into_bytes();
-            contents.push(b'\n');
-            contents.extend_from_slice(dump.log());
-            fs::write(path, contents).map_err(|source| Failure::File {
-                what: "cannot write",
-                path: path.clone(),
-                source,
-            })?;
-        }
+        let path = match &self.output.dir {
+            Some(dir) => {
+                let (path, mut file) = create_dump_file(dir, *dump.source(), dump.meta().dump_id)?;
+                let mut contents = metadata(dump, status).into_bytes();
+                contents.push(b'\n');
+                contents.extend_from_slice(dump.log());
+                file.write_all(&contents)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|source| Failure::File {
+                        what: "cannot write",
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some(path)
+            }
+            None => None,
+        };
         let meta = dump.meta();
         let line = match self.output.format {
             Format::Json => json::to_line(&json::JsonLine::Oops(JsonOops {

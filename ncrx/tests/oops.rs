@@ -112,6 +112,35 @@ fn complete_dump_to_file_and_text_line() {
         "{stderr}"
     );
     assert!(stderr.contains("1 dumps complete, 0 partial"), "{stderr}");
+
+    // The same capture decoded again into the same directory, twice: the first file stays
+    // as it was, the others get the next free numbered names.
+    let first = std::fs::read(&file).unwrap();
+    std::fs::write(out_dir.join("192.0.2.1:2004-7.3.log"), b"someone else's").unwrap();
+    for again in ["192.0.2.1:2004-7.2.log", "192.0.2.1:2004-7.4.log"] {
+        let (code, stdout, stderr) = parts(&run(
+            &[
+                "oops",
+                "decode",
+                pcap.to_str().unwrap(),
+                "--dir",
+                out_dir.to_str().unwrap(),
+            ],
+            b"",
+        ));
+        assert_eq!(code, 0, "{stderr}");
+        let again = out_dir.join(again);
+        assert!(
+            stdout.ends_with(&format!("file={}\n", again.display())),
+            "{stdout}"
+        );
+        assert_eq!(std::fs::read(&again).unwrap(), first);
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), first);
+    assert_eq!(
+        std::fs::read(out_dir.join("192.0.2.1:2004-7.3.log")).unwrap(),
+        b"someone else's"
+    );
 }
 
 #[test]
