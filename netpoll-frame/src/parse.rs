@@ -183,6 +183,63 @@ pub struct Frame<'a> {
 impl<'a> Frame<'a> {
     /// Parses and verifies one Ethernet frame carrying a UDP datagram.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        Self::parse_ethernet(bytes)
+    }
+
+    /// Parses and verifies one UDP datagram whose bytes start at the IP header (IPv4 or
+    /// IPv6, told by the version nibble), as captures without a link-layer header hold them
+    /// (pcap LINKTYPE_RAW, LINKTYPE_IPV4/IPV6, or the payload of a Linux cooked capture).
+    /// The frame's MAC addresses are then [`MacAddr::ZERO`] and it has no VLAN tag.
+    ///
+    /// ```
+    /// use netpoll_frame::{Frame, FrameBuilder, FrameConfig};
+    ///
+    /// let mut builder = FrameBuilder::new(&FrameConfig::new("192.0.2.1".parse()?, "192.0.2.2".parse()?))?;
+    /// let mut buf = [0u8; 128];
+    /// let len = builder.build(b"hi\n", &mut buf)?;
+    /// // Without the 14-byte Ethernet header.
+    /// let frame = Frame::parse_ip(&buf[14..len])?;
+    /// assert_eq!(frame.payload(), b"hi\n");
+    /// assert_eq!(frame.source().to_string(), "192.0.2.1:6665");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn parse_ip(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        let network = match bytes.first().map(|b| b >> 4) {
+            Some(4) => parse_ipv4(bytes)?,
+            Some(6) => parse_ipv6(bytes)?,
+            Some(version) => return Err(ParseError::IpVersionMismatch(version)),
+            None => {
+                return Err(ParseError::Truncated {
+                    layer: Layer::Ipv4,
+                    needed: IPV4_HEADER_LEN,
+                    available: 0,
+                });
+            }
+        };
+        Self::from_network(&network, MacAddr::ZERO, MacAddr::ZERO, [None; 2])
+    }
+
+    fn from_network(
+        network: &Network<'a>,
+        destination_mac: MacAddr,
+        source_mac: MacAddr,
+        tags: [Option<VlanTag>; 2],
+    ) -> Result<Self, ParseError> {
+        let (udp_checksum, payload) = parse_udp(network)?;
+        Ok(Self {
+            destination_mac,
+            source_mac,
+            vlan: tags[0],
+            inner_vlan: tags[1],
+            ip: network.info,
+            source: SocketAddr::new(network.source, payload.source_port),
+            destination: SocketAddr::new(network.destination, payload.destination_port),
+            udp_checksum,
+            payload: payload.bytes,
+        })
+    }
+
+    fn parse_ethernet(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let (ethernet, mut rest) =
             EthernetHeader::ref_from_prefix(bytes).map_err(|_| ParseError::Truncated {
                 layer: Layer::Ethernet,
@@ -210,18 +267,12 @@ impl<'a> Frame<'a> {
             ETHERTYPE_IPV6 => parse_ipv6(rest)?,
             other => return Err(ParseError::UnsupportedEthertype(other)),
         };
-        let (udp_checksum, payload) = parse_udp(&network)?;
-        Ok(Self {
-            destination_mac: MacAddr(ethernet.destination),
-            source_mac: MacAddr(ethernet.source),
-            vlan: tags[0],
-            inner_vlan: tags[1],
-            ip: network.info,
-            source: SocketAddr::new(network.source, payload.source_port),
-            destination: SocketAddr::new(network.destination, payload.destination_port),
-            udp_checksum,
-            payload: payload.bytes,
-        })
+        Self::from_network(
+            &network,
+            MacAddr(ethernet.destination),
+            MacAddr(ethernet.source),
+            tags,
+        )
     }
 
     /// The destination MAC address.
@@ -564,6 +615,48 @@ mod tests {
             }
         );
         assert_eq!(frame.ipv4_id(), None);
+    }
+
+    #[test]
+    fn kernel_frames_from_the_ip_header() {
+        for (frame, bytes) in [(KERNEL_IPV4, 14), (KERNEL_IPV6, 14)] {
+            let frame = hex(frame);
+            let whole = Frame::parse(&frame).unwrap();
+            let ip = Frame::parse_ip(&frame[bytes..]).unwrap();
+            assert_eq!(ip.payload(), whole.payload());
+            assert_eq!(ip.source(), whole.source());
+            assert_eq!(ip.destination(), whole.destination());
+            assert_eq!(ip.ip(), whole.ip());
+            assert_eq!(ip.udp_checksum(), whole.udp_checksum());
+            assert_eq!(ip.source_mac(), MacAddr::ZERO);
+            assert_eq!(ip.destination_mac(), MacAddr::ZERO);
+            // Verified as strictly as from Ethernet: a flipped payload bit fails.
+            let mut bad = frame[bytes..].to_vec();
+            *bad.last_mut().unwrap() ^= 1;
+            assert!(matches!(
+                Frame::parse_ip(&bad),
+                Err(ParseError::UdpChecksum { .. })
+            ));
+            for len in 0..frame.len() - bytes {
+                assert!(
+                    Frame::parse_ip(&frame[bytes..bytes + len]).is_err(),
+                    "{len}"
+                );
+            }
+        }
+        // Neither IPv4 nor IPv6 (an ARP body starts 0x00 0x01).
+        assert_eq!(
+            Frame::parse_ip(&[0x00, 0x01, 0x08, 0x00]),
+            Err(ParseError::IpVersionMismatch(0))
+        );
+        assert!(matches!(
+            Frame::parse_ip(&[]),
+            Err(ParseError::Truncated { available: 0, .. })
+        ));
+        assert_eq!(
+            Frame::parse_ip(&hex(KERNEL_MLD)[14..]),
+            Err(ParseError::NotUdp(58))
+        );
     }
 
     #[test]
