@@ -40,7 +40,10 @@ pub(crate) enum Command {
     Listen(ListenArgs),
     /// Decode netconsole records from a pcap/pcapng capture (through the ncrx-core receiver).
     #[command(after_help = concat!(
-        "Example:\n  ncrx decode frames.pcap --port 6666 --format json\n\n",
+        "Examples:\n  ncrx decode frames.pcap --port 6666 --format json\n",
+        "  sudo tcpdump -i any -U -w - udp port 6666 | ncrx decode -   # live\n\n",
+        "Captures: pcap or pcapng, read once as a stream (files, pipes, FIFOs, '-'); link types\n",
+        "Ethernet, Linux cooked (LINUX_SLL, LINUX_SLL2: tcpdump -i any) and raw IP.\n",
         "Frames are verified (checksums) and fed to the receiver with the capture's timestamps\n",
         "as time; records come out in sequence order, holes as 'lost', and at the end of the\n",
         "capture everything still held is flushed. Text lines: SOURCE #SEQ [TIME] <LEVEL> TEXT\n",
@@ -156,7 +159,8 @@ pub(crate) struct ListenArgs {
 /// `ncrx decode`.
 #[derive(Debug, Args)]
 pub(crate) struct DecodeArgs {
-    /// The pcap or pcapng capture.
+    /// The pcap or pcapng capture: a file, a pipe or FIFO, or '-' for standard input
+    /// (`tcpdump -w - | ncrx decode -` decodes live, packet by packet).
     pub(crate) file: PathBuf,
     /// Destination UDP port to decode (repeatable).
     #[arg(long, value_name = "N", default_value = "6666")]
@@ -429,7 +433,7 @@ pub(crate) struct OopsListenArgs {
 /// `ncrx oops decode`.
 #[derive(Debug, Args)]
 pub(crate) struct OopsDecodeArgs {
-    /// The pcap or pcapng capture.
+    /// The pcap or pcapng capture: a file, a pipe or FIFO, or '-' for standard input.
     pub(crate) file: PathBuf,
     /// Destination UDP port of the netoops traffic (repeatable).
     #[arg(long, value_name = "N", default_value = "2004")]

@@ -452,21 +452,30 @@ pub(crate) fn feed(
 
 /// `ncrx decode`.
 pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
-    let mut output = Output::new(args.format, args.format_limit, args.dir.clone())?;
+    let output = Output::new(args.format, args.format_limit, args.dir.clone())?;
     let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
     let mut scratch = vec![0u8; 2048];
-    let summary = capture::read_capture(&args.file, &args.port, |datagram| {
-        run_timers(&mut rx, datagram.time, &mut output, &mut scratch)?;
-        feed(
-            &mut rx,
-            &mut output,
-            datagram.time,
-            datagram.frame.source(),
-            datagram.frame.payload(),
-            args.verbose,
-        );
-        drain(&mut rx, &mut output, &mut scratch)
-    })?;
+    let output = std::cell::RefCell::new(output);
+    let summary = capture::read_capture(
+        &args.file,
+        &args.port,
+        |datagram| {
+            let output = &mut *output.borrow_mut();
+            run_timers(&mut rx, datagram.time, output, &mut scratch)?;
+            feed(
+                &mut rx,
+                output,
+                datagram.time,
+                datagram.frame.source(),
+                datagram.frame.payload(),
+                args.verbose,
+            );
+            drain(&mut rx, output, &mut scratch)
+        },
+        // Before waiting for more of a live capture, what is decoded goes out.
+        || output.borrow_mut().flush(),
+    )?;
+    let mut output = output.into_inner();
     let malformed = rx.stats().streams.malformed;
     // The capture has ended: every timer fires, holes become losses, sources are flushed.
     rx.handle_timeout(Instant::MAX);
@@ -474,7 +483,7 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
     output.flush()?;
     eprintln!(
         "ncrx: {}: {}; {malformed} malformed datagrams",
-        args.file.display(),
+        capture::display_name(&args.file),
         summary.describe(&args.port)
     );
     output.report_counts();

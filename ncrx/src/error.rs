@@ -13,7 +13,7 @@ pub(crate) const EXIT_BAD_DATA: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
 /// A file could not be opened, read or written.
 pub(crate) const EXIT_IO: u8 = 3;
-/// The file is not a pcap/pcapng capture, or its link type is not Ethernet.
+/// The file is not a pcap/pcapng capture, or of a link type that cannot be decoded.
 pub(crate) const EXIT_NOT_A_CAPTURE: u8 = 4;
 /// The capture ends in the middle of a packet (or is damaged there); what came before was
 /// decoded and written.
@@ -28,7 +28,7 @@ Exit codes:
   1  finished, but bad data was seen (bad frames, rejected datagrams, bad input records)
   2  usage error (bad arguments, bad --target)
   3  file error (cannot open, read or write)
-  4  not a pcap/pcapng capture, or a link type other than Ethernet
+  4  not a pcap/pcapng capture, or a link type other than Ethernet, Linux cooked or raw IP
   5  truncated or damaged capture (what came before was decoded)
   6  socket error (address in use, address not available)";
 
@@ -78,26 +78,32 @@ pub(crate) enum Failure {
         /// The cause.
         source: io::Error,
     },
+    /// A capture could not be read (a read error on a file, pipe or device).
+    #[error("cannot read {name}: {source}")]
+    Read {
+        /// The capture (`standard input` for `-`).
+        name: String,
+        /// The cause.
+        source: io::Error,
+    },
     /// Not a capture at all.
-    #[error("{}: not a pcap or pcapng capture ({reason})", path.display())]
+    #[error("{name}: not a pcap or pcapng capture ({reason})")]
     NotACapture {
-        /// The file.
-        path: PathBuf,
+        /// The capture (`standard input` for `-`).
+        name: String,
         /// What was found instead.
         reason: String,
     },
     /// A capture of another link type.
     #[error(
-        "{}: unsupported link type {name} ({number}); only Ethernet (1) captures can be decoded",
-        path.display()
+        "{name}: unsupported link type {link}; captures of Ethernet (1), Linux cooked \
+         LINUX_SLL (113) and LINUX_SLL2 (276), and raw IP (101, 12, 14, 228, 229) can be decoded"
     )]
     UnsupportedLinkType {
-        /// The file.
-        path: PathBuf,
-        /// The link type's name.
+        /// The capture.
         name: String,
-        /// Its LINKTYPE_ number.
-        number: u32,
+        /// The link type: its LINKTYPE_ number, after its name when it has a known one.
+        link: String,
     },
     /// A socket could not be bound or used.
     #[error("{what} {addr}: {source}{}", hint(source))]
@@ -125,7 +131,7 @@ impl Failure {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Failure::Usage(_) => EXIT_USAGE,
-            Failure::File { .. } | Failure::Stream { .. } => EXIT_IO,
+            Failure::File { .. } | Failure::Stream { .. } | Failure::Read { .. } => EXIT_IO,
             Failure::NotACapture { .. } | Failure::UnsupportedLinkType { .. } => EXIT_NOT_A_CAPTURE,
             Failure::Socket { .. } => EXIT_SOCKET,
         }

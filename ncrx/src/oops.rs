@@ -243,23 +243,29 @@ pub(crate) fn decode(args: &OopsDecodeArgs) -> Result<Outcome, Failure> {
     let mut sink = DumpSink::new(&args.output)?;
     let mut collector = Collector::new(CollectorConfig::default());
     let mut rejected = 0;
-    let summary = capture::read_capture(&args.file, &args.port, |datagram| {
-        let frame = &datagram.frame;
-        feed(
-            &mut collector,
-            datagram.time,
-            frame.source(),
-            frame.payload(),
-            &mut rejected,
-        );
-        sink.drain(&mut collector, None)
-    })?;
+    let summary = capture::read_capture(
+        &args.file,
+        &args.port,
+        |datagram| {
+            let frame = &datagram.frame;
+            feed(
+                &mut collector,
+                datagram.time,
+                frame.source(),
+                frame.payload(),
+                &mut rejected,
+            );
+            sink.drain(&mut collector, None)
+        },
+        // Each dump's line is written (and flushed) as it comes out.
+        || Ok(()),
+    )?;
     // The capture has ended: time runs out for every dump still open.
     collector.handle_timeout(Instant::MAX);
     sink.drain(&mut collector, Some("end_of_input"))?;
     eprintln!(
         "ncrx: {}: {}; {} dumps complete, {} partial, {} datagrams refused",
-        args.file.display(),
+        capture::display_name(&args.file),
         summary.describe(&args.port),
         sink.complete,
         sink.partial,

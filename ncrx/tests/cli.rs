@@ -220,21 +220,41 @@ fn not_a_capture_exits_4() {
     let (code, _, stderr) = parts(&run(&["oops", "decode", text.to_str().unwrap()], b""));
     assert_eq!(code, 4);
     assert!(
-        stderr.contains("notes.txt: not a pcap or pcapng capture (it starts with 36 2c 31 2c)"),
+        stderr.contains("notes.txt: not a pcap or pcapng capture (it starts with 36 2c 31 2c, which is neither the pcap nor the pcapng magic number)"),
         "{stderr}"
     );
     let empty = dir.join("empty.pcap");
     std::fs::write(&empty, b"").unwrap();
     let (code, _, stderr) = parts(&run(&["oops", "decode", empty.to_str().unwrap()], b""));
     assert_eq!(code, 4);
-    assert!(stderr.contains("(only 0 bytes)"), "{stderr}");
-    // A pcap magic with the rest of the header missing.
+    assert!(stderr.contains("(it is empty)"), "{stderr}");
+    // A pcap magic with the rest of the header missing: said in words, not "bad header:
+    // Error reading bytes".
     let short = dir.join("short.pcap");
     std::fs::write(&short, [0xd4, 0xc3, 0xb2, 0xa1, 2, 0]).unwrap();
     let (code, _, stderr) = parts(&run(&["oops", "decode", short.to_str().unwrap()], b""));
     assert_eq!(code, 4, "{stderr}");
-    assert!(stderr.contains("bad header"), "{stderr}");
+    assert!(
+        stderr.contains("(it ends inside the 24-byte pcap file header, after 6 of 24 bytes)"),
+        "{stderr}"
+    );
     assert_no_panic(&stderr);
+    // The 20 first bytes of a real capture.
+    let capture = std::fs::read("tests/data/linux-7.3-ext-seq700-715/frames.pcap").unwrap();
+    std::fs::write(&short, &capture[..20]).unwrap();
+    let (code, _, stderr) = parts(&run(&["decode", short.to_str().unwrap()], b""));
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("short.pcap: not a pcap or pcapng capture (it ends inside the 24-byte pcap file header, after 20 of 24 bytes)"),
+        "{stderr}"
+    );
+    // The same from standard input.
+    let (code, _, stderr) = parts(&run(&["decode", "-"], &capture[..20]));
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("standard input: not a pcap or pcapng capture (it ends inside"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -242,14 +262,14 @@ fn unsupported_link_type_exits_4_and_names_it() {
     let dir = scratch("linktype");
     let pcap = dir.join("sll.pcap");
     let header = PcapHeader {
-        datalink: DataLink::LINUX_SLL,
+        datalink: DataLink::IEEE802_11,
         ..PcapHeader::default()
     };
     drop(PcapWriter::with_header(File::create(&pcap).unwrap(), header).unwrap());
     let (code, _, stderr) = parts(&run(&["oops", "decode", pcap.to_str().unwrap()], b""));
     assert_eq!(code, 4);
     assert!(
-        stderr.contains("unsupported link type LINUX_SLL (113); only Ethernet (1)"),
+        stderr.contains("unsupported link type 105; captures of Ethernet (1), Linux cooked LINUX_SLL (113) and LINUX_SLL2 (276), and raw IP"),
         "{stderr}"
     );
 
@@ -257,7 +277,7 @@ fn unsupported_link_type_exits_4_and_names_it() {
     let mut writer = PcapNgWriter::new(File::create(&pcapng).unwrap()).unwrap();
     writer
         .write_pcapng_block(InterfaceDescriptionBlock {
-            linktype: DataLink::RAW,
+            linktype: DataLink::NULL,
             snaplen: 0,
             options: vec![],
         })
@@ -276,7 +296,10 @@ fn unsupported_link_type_exits_4_and_names_it() {
     drop(writer);
     let (code, _, stderr) = parts(&run(&["oops", "decode", pcapng.to_str().unwrap()], b""));
     assert_eq!(code, 4);
-    assert!(stderr.contains("unsupported link type RAW"), "{stderr}");
+    assert!(
+        stderr.contains("unsupported link type NULL (0); captures"),
+        "{stderr}"
+    );
 }
 
 #[test]

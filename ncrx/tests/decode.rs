@@ -550,3 +550,206 @@ fn vlan_frames_and_malformed_datagrams() {
     );
     assert!(stderr.contains("; 1 malformed datagrams"), "{stderr}");
 }
+
+/// The sample capture of `tests/data` (30 Ethernet frames, records 700 to 715).
+fn sample_pcap() -> std::path::PathBuf {
+    common::data("linux-7.3-ext-seq700-715/frames.pcap")
+}
+
+/// Waits for `child` at most a minute (a hang fails the test instead of stalling it).
+fn wait_bounded(child: std::process::Child) -> std::process::Output {
+    let (done, finished) = std::sync::mpsc::channel();
+    let id = child.id();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = done.send(());
+        output
+    });
+    if finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .is_err()
+    {
+        let _ = std::process::Command::new("kill")
+            .arg(id.to_string())
+            .status();
+        panic!("ncrx did not finish");
+    }
+    waiter.join().unwrap().unwrap()
+}
+
+#[test]
+fn captures_from_stdin_pipes_and_fifos() {
+    let pcap = sample_pcap();
+    let bytes = std::fs::read(&pcap).unwrap();
+    let (code, expected, stderr) = parts(&run(&["decode", pcap.to_str().unwrap()], b""));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(expected.lines().count(), 16);
+    // `-` and `/dev/stdin` from a pipe.
+    for name in ["-", "/dev/stdin"] {
+        let (code, stdout, stderr) = parts(&run(&["decode", name], &bytes));
+        assert_eq!(code, 0, "{name}: {stderr}");
+        assert_eq!(stdout, expected, "{name}");
+        assert!(stderr.contains("30 frames: 30 UDP datagrams"), "{stderr}");
+    }
+    // A FIFO, opened once (opened twice, the writer's data went to the first open and the
+    // second waited forever).
+    let dir = scratch("decode-fifo");
+    let fifo = dir.join("frames.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let child = common::ncrx()
+        .args(["decode", fifo.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Opening for writing waits until ncrx has opened it for reading.
+    std::fs::write(&fifo, &bytes).unwrap();
+    let (code, stdout, stderr) = parts(&wait_bounded(child));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, expected);
+    // A process substitution, as bash makes it: a pipe named /dev/fd/N.
+    let script = format!(
+        "{} decode <(cat {})",
+        env!("CARGO_BIN_EXE_ncrx"),
+        pcap.display()
+    );
+    let output = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, expected);
+}
+
+#[test]
+fn a_live_pipe_is_decoded_packet_by_packet() {
+    use std::io::{BufRead, Write};
+    // Three one-datagram records as frames, written into ncrx's stdin one at a time: each
+    // record must come out before the next packet is written (tcpdump -U -w - | ncrx decode -).
+    let dir = scratch("decode-live");
+    let pcap = dir.join("three.pcap");
+    let (code, _, stderr) = common::send_pcap(
+        "+6665@192.0.2.1/,6666@192.0.2.2/",
+        &pcap,
+        &["--input", "text"],
+        b"one\ntwo\nthree\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let bytes = std::fs::read(&pcap).unwrap();
+    // The 24-byte header, then per packet a 16-byte record header and the frame.
+    let mut packets = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        packets.push(&bytes[at..at + 16 + len]);
+        at += 16 + len;
+    }
+    assert_eq!(packets.len(), 3);
+    let mut child = common::ncrx()
+        .args(["decode", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (lines, read) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    stdin.write_all(&bytes[..24]).unwrap();
+    for (packet, text) in packets.iter().zip(["one", "two", "three"]) {
+        stdin.write_all(packet).unwrap();
+        stdin.flush().unwrap();
+        let line = read
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no line for {text:?} while the pipe stays open"));
+        assert!(line.ends_with(&format!("<6> {text}")), "{line}");
+    }
+    drop(stdin);
+    let output = wait_bounded(child);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(read.try_recv().is_err(), "nothing more");
+}
+
+/// The sample's frames rewritten for another link type: pcap with `datalink`, each frame's
+/// Ethernet header replaced by what `link_header` gives for its ethertype.
+fn relinked(
+    dir: &Path,
+    name: &str,
+    datalink: pcap_file::DataLink,
+    link_header: impl Fn(u16) -> Vec<u8>,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let header = pcap_file::pcap::PcapHeader {
+        datalink,
+        ..pcap_file::pcap::PcapHeader::default()
+    };
+    let mut writer =
+        pcap_file::pcap::PcapWriter::with_header(std::fs::File::create(&path).unwrap(), header)
+            .unwrap();
+    for (i, frame) in common::read_pcap(&sample_pcap()).iter().enumerate() {
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        let mut packet = link_header(ethertype);
+        packet.extend_from_slice(&frame[14..]);
+        writer
+            .write_packet(&pcap_file::pcap::PcapPacket::new(
+                std::time::Duration::from_millis(1_000 + i as u64),
+                packet.len() as u32,
+                &packet,
+            ))
+            .unwrap();
+    }
+    path
+}
+
+#[test]
+fn linux_cooked_and_raw_ip_captures() {
+    let (code, expected, stderr) = parts(&run(&["decode", sample_pcap().to_str().unwrap()], b""));
+    assert_eq!(code, 0, "{stderr}");
+    let dir = scratch("decode-links");
+    // LINUX_SLL: packet type, ARPHRD_ETHER, address length 6, address (8), protocol.
+    let sll = |ethertype: u16| {
+        let mut h = vec![0, 0, 0, 1, 0, 6, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0];
+        h.extend_from_slice(&ethertype.to_be_bytes());
+        h
+    };
+    // LINUX_SLL2: protocol, reserved, interface index, ARPHRD_ETHER, packet type, address
+    // length, address (8).
+    let sll2 = |ethertype: u16| {
+        let mut h = ethertype.to_be_bytes().to_vec();
+        h.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 4, 6]);
+        h.extend_from_slice(&[0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0]);
+        h
+    };
+    let cases = [
+        relinked(&dir, "sll.pcap", pcap_file::DataLink::LINUX_SLL, sll),
+        relinked(&dir, "sll2.pcap", pcap_file::DataLink::LINUX_SLL2, sll2),
+        relinked(&dir, "raw.pcap", pcap_file::DataLink::RAW, |_| Vec::new()),
+        relinked(&dir, "ipv4.pcap", pcap_file::DataLink::IPV4, |_| Vec::new()),
+    ];
+    for path in &cases {
+        let (code, stdout, stderr) = parts(&run(&["decode", path.to_str().unwrap()], b""));
+        assert_eq!(code, 0, "{}: {stderr}", path.display());
+        assert_eq!(stdout, expected, "{}", path.display());
+        assert!(stderr.contains("30 frames: 30 UDP datagrams"), "{stderr}");
+    }
+    // A cooked packet that is not IP (ARP, 0x0806) is other traffic, not a bad frame.
+    let arp = relinked(&dir, "arp.pcap", pcap_file::DataLink::LINUX_SLL2, |_| {
+        sll2(0x0806)
+    });
+    let (code, stdout, stderr) = parts(&run(&["decode", arp.to_str().unwrap()], b""));
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert!(
+        stderr.contains("30 frames: 0 UDP datagrams to port 6666, 0 to other ports, 30 other traffic, 0 bad frames"),
+        "{stderr}"
+    );
+}

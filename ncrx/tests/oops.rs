@@ -261,75 +261,97 @@ fn truncated_capture_keeps_what_came_before() {
 
 #[test]
 fn pcapng_timestamps_drive_the_collector_timeout() {
-    // Pass 1 loses packet 2; pass 2 comes 20 s later. With the capture's microsecond
-    // timestamps read right, the first dump times out (10 s) before pass 2, which then
-    // makes a second, complete dump. Read as nanoseconds, pass 2 would come 20 ms later
-    // and complete the first dump instead.
-    let dir = scratch("oops-pcapng");
-    let path = dir.join("dump.pcapng");
+    // Pass 1 loses packet 2; pass 2 comes 20 s later. With the capture's timestamps read
+    // right (in the interface's if_tsresol unit, plus its if_tsoffset), the first dump
+    // times out (10 s) before pass 2, which then makes a second, complete dump. Read in
+    // another unit, pass 2 would come 20 ms (or 20,000 s) later and the dumps would differ.
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
     let log = log(2100, 6);
     let meta = DumpMeta::v2(9, DumpType::PrintkBuffer, b"3.2.0");
     let frames = dump_frames(&meta, &log, "192.0.2.7", "192.0.2.2");
-    let mut writer = PcapNgWriter::new(File::create(&path).unwrap()).unwrap();
-    writer
-        .write_pcapng_block(InterfaceDescriptionBlock {
-            linktype: pcap_file::DataLink::ETHERNET,
-            snaplen: 0,
-            options: vec![],
-        })
-        .unwrap();
-    let start_us: u64 = 1_700_000_000_000_000;
-    for (index, frame) in frames.iter().enumerate().take(6) {
-        if index == 2 {
-            continue; // packet 2 of pass 1
-        }
-        let us = start_us
-            + if index < 3 {
-                index as u64
-            } else {
-                20_000_000 + index as u64
-            };
+    // (options, units per second, offset in seconds)
+    let units: [(Vec<InterfaceDescriptionOption<'static>>, u128, u64); 3] = [
+        (vec![], 1_000_000, 0),
+        (
+            vec![
+                InterfaceDescriptionOption::IfTsResol(9),
+                InterfaceDescriptionOption::IfTsOffset(1_000),
+            ],
+            1_000_000_000,
+            1_000,
+        ),
+        (
+            vec![InterfaceDescriptionOption::IfTsResol(0x80 + 20)],
+            1 << 20,
+            0,
+        ),
+    ];
+    for (options, per_second, offset) in units {
+        let dir = scratch("oops-pcapng");
+        let path = dir.join("dump.pcapng");
+        let mut writer = PcapNgWriter::new(File::create(&path).unwrap()).unwrap();
         writer
-            .write_pcapng_block(EnhancedPacketBlock {
-                interface_id: 0,
-                // pcap-file writes this count as is: in the interface's unit (microseconds).
-                timestamp: Duration::from_nanos(us),
-                original_len: frame.len() as u32,
-                data: frame.as_slice().into(),
-                options: vec![],
+            .write_pcapng_block(InterfaceDescriptionBlock {
+                linktype: pcap_file::DataLink::ETHERNET,
+                snaplen: 0,
+                options,
             })
             .unwrap();
+        let start_us: u128 = 1_700_000_000_000_000 - u128::from(offset) * 1_000_000;
+        for (index, frame) in frames.iter().enumerate().take(6) {
+            if index == 2 {
+                continue; // packet 2 of pass 1
+            }
+            let us = start_us
+                + if index < 3 {
+                    index as u128
+                } else {
+                    20_000_000 + index as u128
+                };
+            let count = us * per_second / 1_000_000;
+            writer
+                .write_pcapng_block(EnhancedPacketBlock {
+                    interface_id: 0,
+                    // pcap-file writes this count as is: in the interface's unit.
+                    timestamp: Duration::from_nanos(u64::try_from(count).unwrap()),
+                    original_len: frame.len() as u32,
+                    data: frame.as_slice().into(),
+                    options: vec![],
+                })
+                .unwrap();
+        }
+        drop(writer);
+        let out_dir = dir.join("dumps");
+        let (code, stdout, stderr) = parts(&run(
+            &[
+                "oops",
+                "decode",
+                path.to_str().unwrap(),
+                "--dir",
+                out_dir.to_str().unwrap(),
+            ],
+            b"",
+        ));
+        assert_eq!(code, 0, "{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{per_second}: {stdout}");
+        assert!(
+            lines[0].contains("dump_id=9 v2 type=1 kernel=3.2.0 timed_out packets=3 missing=2 "),
+            "{stdout}"
+        );
+        assert!(
+            lines[1].contains(
+                "dump_id=9 v2 type=1 kernel=3.2.0 complete packets=3 missing=- bytes=2100"
+            ),
+            "{stdout}"
+        );
+        assert!(out_dir.join("192.0.2.7:2004-9.log").is_file());
+        assert!(
+            std::fs::read(out_dir.join("192.0.2.7:2004-9.2.log"))
+                .unwrap()
+                .ends_with(&log)
+        );
     }
-    drop(writer);
-    let out_dir = dir.join("dumps");
-    let (code, stdout, stderr) = parts(&run(
-        &[
-            "oops",
-            "decode",
-            path.to_str().unwrap(),
-            "--dir",
-            out_dir.to_str().unwrap(),
-        ],
-        b"",
-    ));
-    assert_eq!(code, 0, "{stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(
-        lines[0].contains("dump_id=9 v2 type=1 kernel=3.2.0 timed_out packets=3 missing=2 "),
-        "{stdout}"
-    );
-    assert!(
-        lines[1]
-            .contains("dump_id=9 v2 type=1 kernel=3.2.0 complete packets=3 missing=- bytes=2100"),
-        "{stdout}"
-    );
-    assert!(out_dir.join("192.0.2.7:2004-9.log").is_file());
-    assert!(
-        std::fs::read(out_dir.join("192.0.2.7:2004-9.2.log"))
-            .unwrap()
-            .ends_with(&log)
-    );
 }
 
 #[test]
