@@ -18,16 +18,23 @@
 //! never fatal. A capture that ends inside a packet ends the reading with what came before
 //! delivered.
 //!
+//! Checksums: a capture made on the sending host (`tcpdump -i lo`, or any interface with
+//! checksum offload) shows UDP checksums the kernel left for the NIC to fill in (the
+//! pseudo-header's sum only). By default such datagrams are decoded and counted apart as
+//! "not verified", as Wireshark does (`ChecksumPolicy::AllowUnfilled`, which decides what is
+//! consistent with offload); `--strict-checksums` counts them as bad frames.
+//!
 //! Time: a capture timestamp becomes a [`netpoll_frame::Instant`] counting nanoseconds since
 //! the Unix epoch (pcap microseconds or nanoseconds; pcapng in each interface's `if_tsresol`
 //! units, plus its `if_tsoffset` seconds, both read by `pcap-parser`).
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Cursor, Read};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use netpoll_frame::{Frame, Instant, ParseError};
+use netpoll_frame::{ChecksumPolicy, Frame, Instant, ParseError};
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{LegacyPcapReader, Linktype, PcapBlockOwned, PcapError, PcapNGReader};
@@ -59,6 +66,9 @@ pub(crate) struct CaptureSummary {
     pub(crate) frames: u64,
     /// UDP datagrams handed on (to the ports asked for).
     pub(crate) datagrams: u64,
+    /// Of these, datagrams whose UDP checksum was not verified: left unfilled by checksum
+    /// offload (a capture on the sending host) or absent (0).
+    pub(crate) unverified: u64,
     /// UDP datagrams to other ports.
     pub(crate) other_ports: u64,
     /// Frames that are not UDP over IP.
@@ -82,6 +92,13 @@ impl CaptureSummary {
             self.other_traffic,
             self.bad_frames
         );
+        if self.unverified > 0 {
+            let _ = write!(
+                line,
+                "; {} UDP checksums not verified (left to checksum offload, or absent)",
+                self.unverified
+            );
+        }
         if let Some(reason) = &self.truncated {
             line.push_str("; capture truncated: ");
             line.push_str(reason);
@@ -140,10 +157,10 @@ impl Link {
         })
     }
 
-    fn parse(self, data: &[u8]) -> Result<Frame<'_>, ParseError> {
+    fn parse(self, data: &[u8], policy: ChecksumPolicy) -> Result<Frame<'_>, ParseError> {
         match self {
-            Link::Ethernet => Frame::parse(data),
-            Link::RawIp => Frame::parse_ip(data),
+            Link::Ethernet => Frame::parse_with(data, policy),
+            Link::RawIp => Frame::parse_ip_with(data, policy),
             Link::Cooked {
                 header,
                 protocol_at,
@@ -158,7 +175,7 @@ impl Link {
                     });
                 };
                 match u16::from_be_bytes([hi, lo]) {
-                    0x0800 | 0x86dd => Frame::parse_ip(ip),
+                    0x0800 | 0x86dd => Frame::parse_ip_with(ip, policy),
                     other => Err(ParseError::UnsupportedEthertype(other)),
                 }
             }
@@ -327,6 +344,7 @@ fn read_header(name: &str, reader: &mut impl Read) -> Result<(Format, Vec<u8>), 
 struct Packets<'p, F> {
     name: &'p str,
     ports: &'p [u16],
+    policy: ChecksumPolicy,
     handle: F,
     summary: CaptureSummary,
 }
@@ -335,10 +353,13 @@ impl<F: FnMut(&Datagram<'_>) -> Result<(), Failure>> Packets<'_, F> {
     fn packet(&mut self, link: Link, time: Instant, data: &[u8]) -> Result<(), Failure> {
         let summary = &mut self.summary;
         summary.frames += 1;
-        match link.parse(data) {
+        match link.parse(data, self.policy) {
             Ok(frame) => {
                 if self.ports.is_empty() || self.ports.contains(&frame.destination().port()) {
                     summary.datagrams += 1;
+                    if !frame.udp_checksum_status().is_verified() {
+                        summary.unverified += 1;
+                    }
                     (self.handle)(&Datagram { time, frame })
                 } else {
                     summary.other_ports += 1;
@@ -352,8 +373,16 @@ impl<F: FnMut(&Datagram<'_>) -> Result<(), Failure>> Packets<'_, F> {
             Err(error) => {
                 summary.bad_frames += 1;
                 if summary.bad_frames <= BAD_FRAMES_SHOWN {
+                    // Strict: say when only the checksum offload left stands in the way.
+                    let hint = if self.policy == ChecksumPolicy::Strict
+                        && link.parse(data, ChecksumPolicy::AllowUnfilled).is_ok()
+                    {
+                        " (left unfilled by checksum offload: decoded without --strict-checksums)"
+                    } else {
+                        ""
+                    };
                     eprintln!(
-                        "ncrx: {}: frame {}: bad frame skipped: {error}",
+                        "ncrx: {}: frame {}: bad frame skipped: {error}{hint}",
                         self.name, summary.frames
                     );
                 }
@@ -456,10 +485,12 @@ struct State {
 /// Reads the capture `path` (`-`: standard input), opened once and read as a stream, calling
 /// `handle` with every verified UDP datagram whose destination port is in `ports` (all ports
 /// when empty), and `idle` before each read that may wait for more input. Bad frames are
-/// reported on stderr and counted.
+/// reported on stderr and counted. With `ChecksumPolicy::AllowUnfilled`, datagrams whose UDP
+/// checksum was left to offload are handed on too, and counted as not verified.
 pub(crate) fn read_capture(
     path: &Path,
     ports: &[u16],
+    policy: ChecksumPolicy,
     handle: impl FnMut(&Datagram<'_>) -> Result<(), Failure>,
     mut idle: impl FnMut() -> Result<(), Failure>,
 ) -> Result<CaptureSummary, Failure> {
@@ -493,6 +524,7 @@ pub(crate) fn read_capture(
     let mut packets = Packets {
         name: &name,
         ports,
+        policy,
         handle,
         summary: CaptureSummary::default(),
     };

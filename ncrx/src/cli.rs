@@ -180,6 +180,30 @@ pub(crate) struct DecodeArgs {
     /// Show each datagram the receiver counts as malformed on stderr.
     #[arg(short, long)]
     pub(crate) verbose: bool,
+    #[command(flatten)]
+    pub(crate) checksums: ChecksumArgs,
+}
+
+/// How UDP checksums of a capture are checked (`decode`, `oops decode`).
+#[derive(Debug, Args)]
+pub(crate) struct ChecksumArgs {
+    /// Count datagrams whose UDP checksum was left unfilled by checksum offload as bad
+    /// frames. By default they are decoded and counted apart as "not verified": a capture
+    /// made on the sending host (tcpdump -i lo) shows only the pseudo-header's sum there.
+    /// Example: ncrx decode --strict-checksums frames.pcap
+    #[arg(long)]
+    pub(crate) strict_checksums: bool,
+}
+
+impl ChecksumArgs {
+    /// The policy `netpoll-frame` applies.
+    pub(crate) fn policy(&self) -> netpoll_frame::ChecksumPolicy {
+        if self.strict_checksums {
+            netpoll_frame::ChecksumPolicy::Strict
+        } else {
+            netpoll_frame::ChecksumPolicy::AllowUnfilled
+        }
+    }
 }
 
 /// A probability, 0 to 1.
@@ -440,6 +464,8 @@ pub(crate) struct OopsDecodeArgs {
     pub(crate) port: Vec<u16>,
     #[command(flatten)]
     pub(crate) output: OopsOutput,
+    #[command(flatten)]
+    pub(crate) checksums: ChecksumArgs,
 }
 
 #[cfg(test)]

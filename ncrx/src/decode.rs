@@ -459,6 +459,7 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
     let summary = capture::read_capture(
         &args.file,
         &args.port,
+        args.checksums.policy(),
         |datagram| {
             let output = &mut *output.borrow_mut();
             run_timers(&mut rx, datagram.time, output, &mut scratch)?;

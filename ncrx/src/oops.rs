@@ -246,6 +246,7 @@ pub(crate) fn decode(args: &OopsDecodeArgs) -> Result<Outcome, Failure> {
     let summary = capture::read_capture(
         &args.file,
         &args.port,
+        args.checksums.policy(),
         |datagram| {
             let frame = &datagram.frame;
             feed(

@@ -753,3 +753,103 @@ fn linux_cooked_and_raw_ip_captures() {
         "{stderr}"
     );
 }
+
+#[test]
+fn loopback_checksums_left_to_offload_are_decoded_and_counted_apart() {
+    // Real `tcpdump -i lo` and `-i any` captures (see tests/data/loopback-offload).
+    let lo = common::data("loopback-offload/lo.pcap");
+    let any = common::data("loopback-offload/any-sll2.pcap");
+    let (code, stdout, stderr) = parts(&run(&["decode", lo.to_str().unwrap()], b""));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "127.0.0.1:6665 #0 [    0.000005] <6> hello lo\n\
+         127.0.0.1:6665 #1 [    0.000063] <6> second\n\
+         [::1]:6667 #0 [    0.000003] <6> v6 hello\n\
+         127.0.0.1:6668 #0 [    0.000005] <6> any1\n"
+    );
+    assert!(
+        stderr.contains("4 frames: 4 UDP datagrams to port 6666, 0 to other ports, 0 other traffic, 0 bad frames; 4 UDP checksums not verified (left to checksum offload, or absent); 0 malformed"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = parts(&run(&["decode", any.to_str().unwrap()], b""));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "127.0.0.1:6668 #0 [    0.000005] <6> any1\n[::1]:6669 #0 [    0.000004] <6> any2\n"
+    );
+    assert!(stderr.contains("2 UDP checksums not verified"), "{stderr}");
+    // Strict: bad frames, exit code 1, and the message says why and what to do.
+    let (code, stdout, stderr) = parts(&run(
+        &["decode", "--strict-checksums", lo.to_str().unwrap()],
+        b"",
+    ));
+    assert_eq!((code, stdout.as_str()), (1, ""), "{stderr}");
+    assert!(
+        stderr.contains("frame 1: bad frame skipped: UDP checksum 0xfe2d is wrong (expected 0x7b23) (left unfilled by checksum offload: decoded without --strict-checksums)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("0 other traffic, 4 bad frames; 0 malformed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_wrong_checksum_is_bad_and_a_zero_one_not_verified() {
+    // Frames made by `send` (checksums right), then one checksum zeroed (IPv4: none
+    // computed), one set to the pseudo-header's sum (what offload leaves), one wrong.
+    let dir = scratch("decode-checksums");
+    let pcap = dir.join("four.pcap");
+    let (code, _, stderr) = common::send_pcap(
+        "+6665@192.0.2.1/,6666@192.0.2.2/",
+        &pcap,
+        &["--input", "text"],
+        b"right\nzero\nunfilled\nwrong\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let mut frames = common::read_pcap(&pcap);
+    // The UDP checksum is at bytes 40..42 (Ethernet 14, IPv4 20, UDP 6).
+    frames[1][40..42].copy_from_slice(&[0, 0]);
+    let udp_len = u16::from_be_bytes([frames[2][38], frames[2][39]]);
+    // 192.0.2.1 + 192.0.2.2 + UDP (17) + length, folded, not complemented.
+    let mut sum: u32 = 0xc000 + 0x0201 + 0xc000 + 0x0202 + 17 + u32::from(udp_len);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frames[2][40..42].copy_from_slice(&(sum as u16).to_be_bytes());
+    frames[3][41] ^= 0x01;
+    let timed: Vec<_> = frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| (std::time::Duration::from_millis(i as u64), f))
+        .collect();
+    write_pcap(&pcap, &timed);
+    let (code, stdout, stderr) = parts(&run(&["decode", pcap.to_str().unwrap()], b""));
+    assert_eq!(code, 1, "the wrong checksum is bad data: {stderr}");
+    let texts: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.rsplit("<6> ").next().unwrap())
+        .collect();
+    assert_eq!(texts, ["right", "zero", "unfilled"], "{stdout}");
+    assert!(
+        stderr.contains("frame 4: bad frame skipped: UDP checksum"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("4 frames: 3 UDP datagrams to port 6666, 0 to other ports, 0 other traffic, 1 bad frames; 2 UDP checksums not verified"),
+        "{stderr}"
+    );
+    // Strict: the unfilled one is bad too; a zero IPv4 checksum is allowed (RFC 768) but
+    // still not verified.
+    let (code, stdout, stderr) = parts(&run(
+        &["decode", "--strict-checksums", pcap.to_str().unwrap()],
+        b"",
+    ));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        stderr.contains("2 UDP datagrams to port 6666, 0 to other ports, 0 other traffic, 2 bad frames; 1 UDP checksums not verified"),
+        "{stderr}"
+    );
+}
