@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ncrx_core::{Event, IncompleteRecord, Receiver, ReceiverConfig, Record, RestartReason};
-use netconsole_proto::{Body, Flag, escape, received};
+use netconsole_proto::{Body, Flag, PRINTK_MESSAGE_MAX, escape, plain_chunk_continues, received};
 use netpoll_frame::Instant;
 
 use crate::capture;
@@ -394,14 +394,73 @@ fn timestamp(ts_usec: u64) -> String {
     format!("{:5}.{:06}", ts_usec / 1_000_000, ts_usec % 1_000_000)
 }
 
+/// The longest plain item put together from chunks: a plain console's text of one record is
+/// at most its buffer (`PRINTK_MESSAGE_MAX`, 2048 bytes), so this bounds what a sender that
+/// never ends its line can make `decode` hold.
+const PLAIN_JOINED_MAX: usize = 4 * PRINTK_MESSAGE_MAX;
+
+/// Plain datagrams that a line continues into the next (a console message longer than
+/// `MAX_PRINT_CHUNK` is sent in several, see `netconsole_proto::plain_chunk_continues`),
+/// held per source until the chunk that ends the line, then written as one `plain` item.
+#[derive(Default)]
+struct PlainLines {
+    held: BTreeMap<SocketAddr, Vec<u8>>,
+}
+
+impl PlainLines {
+    /// Writes `event`, joining a plain chunk with those before it from the same source.
+    fn event(
+        &mut self,
+        output: &mut Output,
+        source: SocketAddr,
+        event: &Event<'_>,
+    ) -> Result<(), Failure> {
+        let Event::Plain(text) = event else {
+            // Anything else from the source ends a line it left open.
+            self.flush_source(output, source)?;
+            return output.event(source, event);
+        };
+        let continues = plain_chunk_continues(text);
+        match self.held.remove(&source) {
+            None if !continues => output.event(source, event),
+            held => {
+                let mut line = held.unwrap_or_default();
+                line.extend_from_slice(text);
+                if continues && line.len() < PLAIN_JOINED_MAX {
+                    self.held.insert(source, line);
+                    Ok(())
+                } else {
+                    output.event(source, &Event::Plain(&line))
+                }
+            }
+        }
+    }
+
+    fn flush_source(&mut self, output: &mut Output, source: SocketAddr) -> Result<(), Failure> {
+        match self.held.remove(&source) {
+            Some(line) => output.event(source, &Event::Plain(&line)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes every line still held (the capture ended).
+    fn flush(&mut self, output: &mut Output) -> Result<(), Failure> {
+        for (source, line) in std::mem::take(&mut self.held) {
+            output.event(source, &Event::Plain(&line))?;
+        }
+        Ok(())
+    }
+}
+
 /// Takes every event and response out of the receiver (a capture cannot answer).
 fn drain(
     rx: &mut Receiver<SocketAddr>,
     output: &mut Output,
+    plain: &mut PlainLines,
     scratch: &mut [u8],
 ) -> Result<(), Failure> {
     while let Some((source, event)) = rx.poll_event() {
-        output.event(source, &event)?;
+        plain.event(output, source, &event)?;
     }
     while rx.poll_transmit(scratch).is_some() {}
     Ok(())
@@ -412,11 +471,12 @@ fn run_timers(
     rx: &mut Receiver<SocketAddr>,
     now: Instant,
     output: &mut Output,
+    plain: &mut PlainLines,
     scratch: &mut [u8],
 ) -> Result<(), Failure> {
     while let Some(deadline) = rx.poll_timeout().filter(|&d| d <= now) {
         rx.handle_timeout(deadline);
-        drain(rx, output, scratch)?;
+        drain(rx, output, plain, scratch)?;
     }
     Ok(())
 }
@@ -455,6 +515,7 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
     let output = Output::new(args.format, args.format_limit, args.dir.clone())?;
     let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
     let mut scratch = vec![0u8; 2048];
+    let mut plain = PlainLines::default();
     let output = std::cell::RefCell::new(output);
     let summary = capture::read_capture(
         &args.file,
@@ -462,7 +523,7 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
         args.checksums.policy(),
         |datagram| {
             let output = &mut *output.borrow_mut();
-            run_timers(&mut rx, datagram.time, output, &mut scratch)?;
+            run_timers(&mut rx, datagram.time, output, &mut plain, &mut scratch)?;
             feed(
                 &mut rx,
                 output,
@@ -471,7 +532,7 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
                 datagram.frame.payload(),
                 args.verbose,
             );
-            drain(&mut rx, output, &mut scratch)
+            drain(&mut rx, output, &mut plain, &mut scratch)
         },
         // Before waiting for more of a live capture, what is decoded goes out.
         || output.borrow_mut().flush(),
@@ -480,7 +541,8 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
     let malformed = rx.stats().streams.malformed;
     // The capture has ended: every timer fires, holes become losses, sources are flushed.
     rx.handle_timeout(Instant::MAX);
-    drain(&mut rx, &mut output, &mut scratch)?;
+    drain(&mut rx, &mut output, &mut plain, &mut scratch)?;
+    plain.flush(&mut output)?;
     output.flush()?;
     eprintln!(
         "ncrx: {}: {}; {malformed} malformed datagrams",

@@ -853,3 +853,58 @@ fn a_wrong_checksum_is_bad_and_a_zero_one_not_verified() {
         "{stderr}"
     );
 }
+
+#[test]
+fn long_plain_messages_come_out_as_one_item() {
+    // Linux sends a console message longer than 1000 bytes in several datagrams, the second
+    // without a timestamp: they come out as one `plain` item per record, the datagrams'
+    // bytes joined in order, nothing lost, nothing merged across records.
+    for (kernel, records, long) in [("linux-6.1", 25, 4), ("linux-7.3", 30, 9)] {
+        let sample = common::data(&format!("{kernel}-plain-sample"));
+        let pcap = sample.join("frames.pcap");
+        let frames = common::read_pcap(&pcap);
+        // Ethernet, IPv4 without options, UDP: the payload starts at byte 42.
+        let sent: Vec<u8> = frames.iter().flat_map(|f| f[42..].to_vec()).collect();
+        let kmsg = std::fs::read(sample.join("kmsg.raw")).unwrap();
+        assert_eq!(
+            kmsg.split(|&b| b == 0x1e).filter(|r| !r.is_empty()).count(),
+            records,
+            "{kernel}"
+        );
+        let (code, json, stderr) = parts(&run(
+            &["decode", "--format", "json", pcap.to_str().unwrap()],
+            b"",
+        ));
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "0 records, 0 lost, 0 out of order, 0 incomplete, 0 restarts, {records} plain"
+            )),
+            "{stderr}"
+        );
+        let texts: Vec<Vec<u8>> = json
+            .lines()
+            .map(|line| {
+                let item: Value = serde_json::from_str(line).unwrap();
+                assert_eq!(item["type"], "plain");
+                let text = item["text"].as_str().unwrap().as_bytes();
+                if item["escaped"].as_bool().unwrap() {
+                    netconsole_proto::unescape(text).0.into_owned()
+                } else {
+                    text.to_vec()
+                }
+            })
+            .collect();
+        assert_eq!(texts.len(), records, "{kernel}: one item per record");
+        assert_eq!(texts.concat(), sent, "{kernel}: the datagrams, in order");
+        for text in &texts {
+            assert!(text.starts_with(b"["), "{}", text.escape_ascii());
+            assert!(text.ends_with(b"\n"), "{}", text.escape_ascii());
+        }
+        assert_eq!(
+            texts.iter().filter(|t| t.len() > 1000).count(),
+            long,
+            "{kernel}: records sent in more than one datagram"
+        );
+    }
+}
