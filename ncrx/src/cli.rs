@@ -67,7 +67,8 @@ pub(crate) enum Command {
         "      --sysdata cpu,taskname,release,msgid < /dev/kmsg\n",
         "  # reliable: answer retransmission requests of an ncrx/netconsd receiver\n",
         "  sudo ncrx send --reliable --target +@/,@10.0.0.2/ < /dev/kmsg\n\n",
-        "SPEC is the kernel's netconsole= syntax:\n",
+        "SPEC is the kernel's netconsole= syntax (IP addresses, not host names; IPv4 and IPv6\n",
+        "targets may share the source port, broadcast targets are allowed):\n",
         "  [+][r][src-port]@[src-ip]/[dev],[tgt-port]@<tgt-ip>/[tgt-mac][;more targets]\n",
         "  + extended records, r release prepend (needs +), dev containing ':' is the source MAC;\n",
         "  defaults: source port 6665, target port 6666, target MAC broadcast.\n\n",
@@ -308,6 +309,7 @@ pub(crate) struct SendArgs {
     pub(crate) seq: u64,
     /// Reliable netconsole: keep what is not acknowledged, answer the receiver's
     /// retransmission requests, re-send on its own when acks stop (extended targets, UDP).
+    /// Records still unacknowledged --linger-ms after the input ends make the exit code 7.
     #[arg(long, conflicts_with_all = ["pcap", "userdata", "sysdata"])]
     pub(crate) reliable: bool,
     /// How plain targets' consoles print records.

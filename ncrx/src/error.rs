@@ -20,6 +20,8 @@ pub(crate) const EXIT_NOT_A_CAPTURE: u8 = 4;
 pub(crate) const EXIT_TRUNCATED: u8 = 5;
 /// A socket could not be bound (address in use, not available) or used.
 pub(crate) const EXIT_SOCKET: u8 = 6;
+/// `send --reliable`: records were still unacknowledged when the linger time ran out.
+pub(crate) const EXIT_UNACKNOWLEDGED: u8 = 7;
 
 /// The exit codes as `--help` shows them.
 pub(crate) const EXIT_CODES_HELP: &str = "\
@@ -30,7 +32,8 @@ Exit codes:
   3  file error (cannot open, read or write)
   4  not a pcap/pcapng capture, or a link type other than Ethernet, Linux cooked or raw IP
   5  truncated or damaged capture (what came before was decoded)
-  6  socket error (address in use, address not available)";
+  6  socket error (address in use, address not available)
+  7  send --reliable: records never acknowledged by the receiver";
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -105,8 +108,19 @@ pub(crate) enum Failure {
         /// The link type: its LINKTYPE_ number, after its name when it has a known one.
         link: String,
     },
+    /// `send --reliable` ended with records the receiver never acknowledged.
+    #[error(
+        "{records} records never acknowledged within --linger-ms {linger_ms} after the input \
+         ended (is a receiver with acks listening? `ncrx listen --ack`, netconsd)"
+    )]
+    Unacknowledged {
+        /// Records unacknowledged, summed over the targets.
+        records: usize,
+        /// The linger time waited.
+        linger_ms: u64,
+    },
     /// A socket could not be bound or used.
-    #[error("{what} {addr}: {source}{}", hint(source))]
+    #[error("{what} {addr}: {source}{}", hint(what, source))]
     Socket {
         /// What was being done.
         what: &'static str,
@@ -117,11 +131,16 @@ pub(crate) enum Failure {
     },
 }
 
-fn hint(error: &io::Error) -> &'static str {
+fn hint(what: &str, error: &io::Error) -> &'static str {
     match error.kind() {
         io::ErrorKind::AddrInUse => " (another program is bound to this address and port)",
         io::ErrorKind::AddrNotAvailable => " (no local interface has this address)",
-        io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        io::ErrorKind::PermissionDenied if what == "cannot bind" => {
+            " (ports below 1024 need privileges)"
+        }
+        io::ErrorKind::PermissionDenied => {
+            " (refused by the kernel: a broadcast address without SO_BROADCAST, or a firewall rule)"
+        }
         _ => "",
     }
 }
@@ -134,6 +153,7 @@ impl Failure {
             Failure::File { .. } | Failure::Stream { .. } | Failure::Read { .. } => EXIT_IO,
             Failure::NotACapture { .. } | Failure::UnsupportedLinkType { .. } => EXIT_NOT_A_CAPTURE,
             Failure::Socket { .. } => EXIT_SOCKET,
+            Failure::Unacknowledged { .. } => EXIT_UNACKNOWLEDGED,
         }
     }
 }
@@ -152,6 +172,7 @@ mod tests {
             EXIT_NOT_A_CAPTURE,
             EXIT_TRUNCATED,
             EXIT_SOCKET,
+            EXIT_UNACKNOWLEDGED,
         ];
         for (i, code) in codes.iter().enumerate() {
             assert!(!codes[..i].contains(code), "exit code {code} used twice");
