@@ -93,11 +93,12 @@ pub(crate) enum Command {
         "delay 5 ms). A closed or full standard output is a file error (exit code 3)."
     ))]
     Sim(SimArgs),
-    /// Collect netoops crash dumps (live, or from a capture).
+    /// Collect netoops crash dumps (live, or from a capture), or send one as a kernel does.
     #[command(after_help = concat!(
         "Examples:\n",
         "  ncrx oops listen --dir /var/crash/netoops      # UDP port 2004, IPv4 and IPv6\n",
-        "  ncrx oops decode crash.pcap --format json"
+        "  ncrx oops decode crash.pcap --format json\n",
+        "  ncrx oops send --target 127.0.0.1 dmesg.txt"
     ))]
     Oops {
         #[command(subcommand)]
@@ -431,6 +432,115 @@ pub(crate) enum OopsCommand {
         "of the capture come out as partial."
     ))]
     Decode(OopsDecodeArgs),
+    /// Send a crash dump as a kernel's netoops does (UDP, or frames into a pcap).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  # the log read from a file, to a collector on 10.0.0.2 (port 2004)\n",
+        "  ncrx oops send --target 10.0.0.2 dmesg.txt\n",
+        "  # a version 3 dump into a capture, packet 1 lost and the machine dead after pass 1\n",
+        "  ncrx oops send --source 2001:db8::1 --target 2001:db8::2 --pcap crash.pcap --v3 \\\n",
+        "      --dump-id 300 --lose 1 --passes 1 log.txt\n\n",
+        "The dump is encoded by netoops-proto as the kernel encodes it: the log cut in 1024-byte\n",
+        "packets sent newest first, three passes, UDP port 2004 both ways and no UDP checksum on\n",
+        "IPv4. The log is the input's bytes (the newer of the kernel's two log segments)."
+    ))]
+    Send(OopsSendArgs),
+}
+
+/// The type of a dump (`ncrx oops send --dump-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OopsDumpType {
+    /// 1: an oops or a panic.
+    Oops,
+    /// 3: a "soft" dump, taken without a crash.
+    Soft,
+}
+
+/// An address with an optional port: `10.0.0.2`, `10.0.0.2:2004`, `2001:db8::2`,
+/// `[2001:db8::2]:2004`; the port is 2004 (netoops's) when not given.
+pub(crate) fn netoops_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, netoops_proto::NETOOPS_PORT));
+    }
+    text.parse().map_err(|_| {
+        format!(
+            "{text:?} is not an IP address or ADDR:PORT (10.0.0.2, 10.0.0.2:2004, 2001:db8::2, \
+             [2001:db8::2]:2004); host names are not resolved"
+        )
+    })
+}
+
+/// `VENDOR,FAMILY,MODEL,STEPPING`, four numbers 0 to 255.
+fn cpu_identity(text: &str) -> Result<[u8; 4], String> {
+    let numbers: Vec<u8> = text
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{text:?}: four numbers 0 to 255 expected (VENDOR,FAMILY,MODEL,STEPPING)"))?;
+    numbers.try_into().map_err(|_| {
+        format!("{text:?}: four numbers expected (VENDOR,FAMILY,MODEL,STEPPING), e.g. 0,6,85,7")
+    })
+}
+
+/// A MAC address `aa:bb:cc:dd:ee:ff`.
+fn mac_address(text: &str) -> Result<netpoll_frame::MacAddr, String> {
+    text.parse()
+        .map_err(|e| format!("{text:?} is not a MAC address (aa:bb:cc:dd:ee:ff): {e}"))
+}
+
+/// `ncrx oops send`.
+#[derive(Debug, Args)]
+pub(crate) struct OopsSendArgs {
+    /// The collector: an IP address, with a port when not 2004.
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = netoops_address)]
+    pub(crate) target: SocketAddr,
+    /// The address (and port, default 2004) the dump comes from; required with --pcap. Over
+    /// UDP the socket is bound to it (port 0: any free port).
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = netoops_address)]
+    pub(crate) source: Option<SocketAddr>,
+    /// The log to send (default: standard input; '-' is standard input too).
+    #[arg(value_name = "LOG")]
+    pub(crate) file: Option<PathBuf>,
+    /// Write the frames into this pcap file instead of sending them.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) pcap: Option<PathBuf>,
+    /// With --pcap: the source MAC address of the frames.
+    #[arg(long, value_name = "MAC", value_parser = mac_address, default_value = "52:54:00:12:34:56", requires = "pcap")]
+    pub(crate) source_mac: netpoll_frame::MacAddr,
+    /// With --pcap: the destination MAC address (the kernel's default is broadcast).
+    #[arg(long, value_name = "MAC", value_parser = mac_address, default_value = "ff:ff:ff:ff:ff:ff", requires = "pcap")]
+    pub(crate) target_mac: netpoll_frame::MacAddr,
+    /// With --pcap: the time of the first frame, in seconds since the Unix epoch (default:
+    /// now); frames follow 1 ms apart. A fixed time makes the capture reproducible.
+    #[arg(long, value_name = "SECONDS", requires = "pcap")]
+    pub(crate) time: Option<u64>,
+    /// The dump id (the kernel's `(jiffies / HZ) & 0xffff` when the dump began).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) dump_id: u16,
+    /// Why the dump was taken.
+    #[arg(long, value_enum, default_value_t = OopsDumpType::Oops)]
+    pub(crate) dump_type: OopsDumpType,
+    /// The kernel release in the header (default: this machine's).
+    #[arg(long, value_name = "RELEASE")]
+    pub(crate) release: Option<String>,
+    /// A version 3 dump (boot id, user blob, x86 arch data) instead of version 2.
+    #[arg(long)]
+    pub(crate) v3: bool,
+    /// Version 3: the boot id (sysfs `netoops_boot_id`).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "v3")]
+    pub(crate) boot_id: u32,
+    /// Version 3: the user blob (sysfs), at most 128 bytes.
+    #[arg(long, value_name = "TEXT", default_value = "", requires = "v3")]
+    pub(crate) user_blob: String,
+    /// Version 3: the crashing CPU as VENDOR,FAMILY,MODEL,STEPPING (x86 numbers).
+    #[arg(long, value_name = "V,F,M,S", value_parser = cpu_identity, default_value = "0,0,0,0", requires = "v3")]
+    pub(crate) cpu: [u8; 4],
+    /// How many of the kernel's three passes are sent (fewer: the machine died before).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub(crate) passes: u8,
+    /// A packet number not sent in the first pass (repeatable), as if the network lost it.
+    #[arg(long, value_name = "PACKET_NO")]
+    pub(crate) lose: Vec<u32>,
 }
 
 /// Output options shared by both `oops` subcommands.

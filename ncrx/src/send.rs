@@ -296,7 +296,7 @@ pub(crate) fn bind_targets(
     Ok((bound, sockets))
 }
 
-fn pcap_failure(path: &Path, error: PcapError) -> Failure {
+pub(crate) fn pcap_failure(path: &Path, error: PcapError) -> Failure {
     let source = match error {
         PcapError::IoError(e) => e,
         other => io::Error::other(other.to_string()),

@@ -32,13 +32,14 @@ fn every_subcommand_has_help_with_an_example() {
     ] {
         assert!(stdout.contains(word), "{word} missing from:\n{stdout}");
     }
-    let subcommands: [&[&str]; 7] = [
+    let subcommands: [&[&str]; 8] = [
         &["listen"],
         &["decode"],
         &["send"],
         &["sim"],
         &["oops", "listen"],
         &["oops", "decode"],
+        &["oops", "send"],
         &["oops"],
     ];
     for subcommand in subcommands {

@@ -7,6 +7,7 @@ mod common;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{parts, run, scratch, write_pcap};
@@ -453,4 +454,150 @@ fn live_listener_writes_dumps_and_flushes_on_sigterm() {
     assert!(rest.contains("stopped: 8 datagrams, 0 refused"), "{rest}");
     assert!(dir.join(format!("{source}-11.log")).is_file());
     assert!(dir.join(format!("{source}-12.log")).is_file());
+}
+
+/// The command that made `tests/data/netoops-sample/crash.pcap` (the README's sample), with
+/// the capture written to `out`.
+fn sample_command(out: &Path) -> Vec<String> {
+    let data = common::data("netoops-sample");
+    [
+        "oops",
+        "send",
+        "--source",
+        "2001:db8::1",
+        "--target",
+        "2001:db8::2",
+        "--pcap",
+        out.to_str().unwrap(),
+        "--time",
+        "1700000000",
+        "--v3",
+        "--dump-id",
+        "300",
+        "--dump-type",
+        "soft",
+        "--release",
+        "6.1.0-56-amd64",
+        "--boot-id",
+        "99",
+        "--user-blob",
+        "rack-42",
+        "--cpu",
+        "0,6,85,7",
+        "--passes",
+        "1",
+        "--lose",
+        "1",
+        data.join("log.txt").to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[test]
+fn oops_send_remakes_the_sample_capture_byte_for_byte() {
+    let dir = scratch("oops-send-sample");
+    let out = dir.join("crash.pcap");
+    let args = sample_command(&out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = parts(&run(&args, b""));
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert!(
+        stderr.contains("dump 300 of 5000 log bytes: 5 packets, 1 passes, 4 datagrams written to"),
+        "{stderr}"
+    );
+    let sample = common::data("netoops-sample/crash.pcap");
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&sample).unwrap(),
+        "the sample differs from what the command writes"
+    );
+    // What the README shows for it.
+    let (code, stdout, stderr) = parts(&run(
+        &["oops", "decode", sample.to_str().unwrap(), "--format", "json"],
+        b"",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "{\"type\":\"oops\",\"source\":\"[2001:db8::1]:2004\",\"dump_id\":300,\"version\":3,\"dump_type\":3,\"kernel_version\":\"6.1.0-56-amd64\",\"complete\":false,\"status\":\"end_of_input\",\"packets\":5,\"missing\":[1],\"bytes\":3976}\n"
+    );
+}
+
+#[test]
+fn oops_send_over_udp_sends_three_passes() {
+    use netoops_proto::Packet;
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let target = collector.local_addr().unwrap().to_string();
+    let text = log(2500, 4);
+    let (code, _, stderr) = parts(&run(
+        &[
+            "oops",
+            "send",
+            "--source",
+            "127.0.0.1:0",
+            "--target",
+            &target,
+            "--release",
+            "6.6.0",
+            "--dump-id",
+            "77",
+        ],
+        &text,
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("dump 77 of 2500 log bytes: 3 packets, 3 passes, 9 datagrams sent to"),
+        "{stderr}"
+    );
+    let mut buf = [0u8; 2048];
+    let mut numbers = Vec::new();
+    let mut source = None;
+    for _ in 0..9 {
+        let (len, from) = collector.recv_from(&mut buf).unwrap();
+        assert!(source.is_none_or(|s| s == from), "one socket");
+        source = Some(from);
+        let packet = Packet::parse(&buf[..len]).unwrap();
+        assert_eq!(packet.meta().dump_id, 77);
+        assert_eq!(packet.meta().kernel_release(), b"6.6.0");
+        numbers.push(packet.packet_no());
+    }
+    assert_eq!(numbers, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn oops_send_errors_say_what_is_wrong() {
+    let dir = scratch("oops-send-errors");
+    let out = dir.join("x.pcap");
+    for (args, stdin, message) in [
+        (
+            vec!["--target", "192.0.2.2", "--pcap", out.to_str().unwrap()],
+            &b"log\n"[..],
+            "--pcap needs --source",
+        ),
+        (
+            vec!["--target", "192.0.2.2", "--lose", "1"],
+            &b"log\n"[..],
+            "--lose 1: the dump has packets 0 to 0 only",
+        ),
+        (vec!["--target", "192.0.2.2"], &b""[..], "the log is empty"),
+        (
+            vec!["--target", "crash.example.com"],
+            &b"log\n"[..],
+            "host names are not resolved",
+        ),
+        (
+            vec!["--target", "::1", "--source", "127.0.0.1:0"],
+            &b"log\n"[..],
+            "not of the same IP version",
+        ),
+    ] {
+        let mut full = vec!["oops", "send"];
+        full.extend(args);
+        let (code, _, stderr) = parts(&run(&full, stdin));
+        assert_eq!(code, 2, "{full:?}: {stderr}");
+        assert!(stderr.contains(message), "{full:?}: {stderr}");
+    }
 }
