@@ -476,7 +476,9 @@ fn cpu_identity(text: &str) -> Result<[u8; 4], String> {
         .split(',')
         .map(str::parse)
         .collect::<Result<_, _>>()
-        .map_err(|_| format!("{text:?}: four numbers 0 to 255 expected (VENDOR,FAMILY,MODEL,STEPPING)"))?;
+        .map_err(|_| {
+            format!("{text:?}: four numbers 0 to 255 expected (VENDOR,FAMILY,MODEL,STEPPING)")
+        })?;
     numbers.try_into().map_err(|_| {
         format!("{text:?}: four numbers expected (VENDOR,FAMILY,MODEL,STEPPING), e.g. 0,6,85,7")
     })

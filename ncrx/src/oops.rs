@@ -563,9 +563,8 @@ impl OopsSink {
             config.destination_port = to.port();
             config.source_mac = args.source_mac;
             config.destination_mac = args.target_mac;
-            let builder = FrameBuilder::new(&config).map_err(|e| {
-                Failure::Usage(format!("--source {source} and --target {to}: {e}"))
-            })?;
+            let builder = FrameBuilder::new(&config)
+                .map_err(|e| Failure::Usage(format!("--source {source} and --target {to}: {e}")))?;
             let file = File::create(path).map_err(|source| Failure::File {
                 what: "cannot create",
                 path: path.clone(),

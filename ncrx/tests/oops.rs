@@ -513,7 +513,13 @@ fn oops_send_remakes_the_sample_capture_byte_for_byte() {
     );
     // What the README shows for it.
     let (code, stdout, stderr) = parts(&run(
-        &["oops", "decode", sample.to_str().unwrap(), "--format", "json"],
+        &[
+            "oops",
+            "decode",
+            sample.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
         b"",
     ));
     assert_eq!(code, 0, "{stderr}");

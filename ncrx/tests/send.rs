@@ -59,6 +59,21 @@ fn sample_in_the_repository_reproduces_byte_for_byte() {
 }
 
 #[test]
+fn plain_sample_reproduces_byte_for_byte() {
+    // The README's plain example: the Linux 6.1 plain sample (console buffer 1024 bytes),
+    // whose frames' IPv4 ids run from 675; four records take two datagrams each.
+    let data = common::data("linux-6.1-plain-sample");
+    let frames = reproduce(
+        &data.join("kmsg.raw"),
+        &data.join("frames.pcap"),
+        "6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57",
+        &["--console-buffer", "1024", "--ip-id", "675"],
+        6666,
+    );
+    assert_eq!(frames, 29);
+}
+
+#[test]
 fn sample_from_standard_input() {
     let data = common::data("linux-7.3-ext-seq700-715");
     let dir = scratch("stdin");
