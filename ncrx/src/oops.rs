@@ -429,7 +429,7 @@ pub(crate) fn send(args: &OopsSendArgs) -> Result<Outcome, Failure> {
     let mut encoder = DumpEncoder::new(&meta, b"", &log)
         .map_err(|e| Failure::Usage(format!("cannot encode the dump: {e}")))?;
     let count = encoder.packet_count();
-    if let Some(&bad) = args.lose.iter().find(|&&n| n >= count) {
+    if let Some(&bad) = args.lose.iter().find(|n| **n >= count) {
         return Err(Failure::Usage(format!(
             "--lose {bad}: the dump has packets 0 to {} only",
             count - 1
