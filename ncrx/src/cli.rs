@@ -87,8 +87,8 @@ pub(crate) enum Command {
         "Virtual time jumps from deadline to deadline, so runs are fast and the same seed gives\n",
         "the same report. Every record must be delivered once in order or reported lost; broken\n",
         "invariants are listed and make the exit code 1. A progress bar is drawn on stderr when\n",
-        "it is a terminal (not with --json or --quiet); otherwise a run longer than 5 s writes\n",
-        "a progress line with the time left every 5 s (not with --quiet). The delivery delay is\n",
+        "it is a terminal (not with --json or --quiet); otherwise a progress line with the time\n",
+        "left every --progress-interval seconds, 5 by default (not with --quiet). The delivery delay is\n",
         "virtual time from a record's first transmission to its release by the receiver (link\n",
         "delay 5 ms). A closed or full standard output is a file error (exit code 3)."
     ))]
@@ -218,6 +218,18 @@ fn probability(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Seconds between progress lines: above 0, at most a day.
+fn progress_interval(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if seconds > 0.0 && seconds <= 86_400.0 {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "{text} is not a number of seconds above 0 and at most 86400"
+        ))
+    }
+}
+
 /// `ncrx sim`.
 #[derive(Debug, Args)]
 pub(crate) struct SimArgs {
@@ -257,6 +269,10 @@ pub(crate) struct SimArgs {
     /// Print the report as one JSON object (no progress bar).
     #[arg(long)]
     pub(crate) json: bool,
+    /// When stderr is not a terminal: seconds between progress lines (records pushed, time
+    /// left). Example: --progress-interval 60 for a log file.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = progress_interval)]
+    pub(crate) progress_interval: f64,
     /// No progress bar (it is drawn on stderr only when stderr is a terminal).
     #[arg(short, long)]
     pub(crate) quiet: bool,

@@ -2,9 +2,9 @@
 //!
 //! A progress bar (indicatif) is drawn on stderr while the senders push their records when
 //! stderr is a terminal and neither `--json` nor `--quiet` is given. When stderr is not a
-//! terminal (a log, a pipe), a run that lasts longer than [`PROGRESS_LINE_EVERY`] says how
-//! far it is and how long it has left in one line each [`PROGRESS_LINE_EVERY`] (not with
-//! `--quiet`), so a large run is never silent for minutes.
+//! terminal (a log, a pipe), a run says how far it is and how long it has left in one line
+//! every `--progress-interval` seconds (5 by default; not with `--quiet`), so a large run is
+//! never silent for minutes.
 //!
 //! The report goes to standard output; a closed or full standard output ends the command
 //! with exit code 3 and a message, as for `decode`.
@@ -134,9 +134,6 @@ fn millis(duration: Duration) -> String {
 /// How many progress steps the bar gets over a whole run.
 const PROGRESS_STEPS: u64 = 500;
 
-/// How often a progress line is written when stderr is not a terminal.
-pub(crate) const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
-
 /// One progress line for a stderr that is not a terminal: records pushed, elapsed wall time,
 /// and the time left at the rate so far.
 #[allow(
@@ -145,23 +142,23 @@ pub(crate) const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
 )]
 fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
     let mut line = format!(
-        "ncrx: sim: {done} of {total} records pushed ({:.1}%) after {} s",
+        "ncrx: sim: {done} of {total} records pushed ({:.1}%) after {:.1} s",
         percent(done, total),
-        elapsed.as_secs()
+        elapsed.as_secs_f64()
     );
     if done > 0 && done < total {
         let left = elapsed.as_secs_f64() * (total - done) as f64 / done as f64;
-        let _ = write!(line, ", about {left:.0} s left");
+        let _ = write!(line, ", about {left:.1} s left");
     } else if done == 0 {
         line.push_str(", no estimate yet");
     }
     line
 }
 
-/// Writes [`progress_line`]s every [`PROGRESS_LINE_EVERY`] until `stop` says the run ended.
-fn progress_lines(done: &AtomicU64, total: u64, stop: &mpsc::Receiver<()>) {
+/// Writes [`progress_line`]s every `every` until `stop` says the run ended.
+fn progress_lines(done: &AtomicU64, total: u64, every: Duration, stop: &mpsc::Receiver<()>) {
     let start = std::time::Instant::now();
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(PROGRESS_LINE_EVERY) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
         eprintln!(
             "{}",
             progress_line(done.load(Ordering::Relaxed), total, start.elapsed())
@@ -202,7 +199,8 @@ pub(crate) fn run(args: &SimArgs) -> Result<Outcome, Failure> {
         let (stop, stopped) = mpsc::channel::<()>();
         if !terminal && !args.quiet {
             let done = &done;
-            scope.spawn(move || progress_lines(done, total, &stopped));
+            let every = Duration::from_secs_f64(args.progress_interval);
+            scope.spawn(move || progress_lines(done, total, every, &stopped));
         }
         let report = sim::run_with_progress(&config, (total / PROGRESS_STEPS).max(1), |progress| {
             bar.set_position(progress.done);
@@ -263,11 +261,11 @@ mod tests {
     fn progress_lines_say_how_long_is_left() {
         assert_eq!(
             progress_line(250, 1000, Duration::from_secs(10)),
-            "ncrx: sim: 250 of 1000 records pushed (25.0%) after 10 s, about 30 s left"
+            "ncrx: sim: 250 of 1000 records pushed (25.0%) after 10.0 s, about 30.0 s left"
         );
         assert_eq!(
             progress_line(0, 1000, Duration::from_secs(5)),
-            "ncrx: sim: 0 of 1000 records pushed (0.0%) after 5 s, no estimate yet"
+            "ncrx: sim: 0 of 1000 records pushed (0.0%) after 5.0 s, no estimate yet"
         );
     }
 }
