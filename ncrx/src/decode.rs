@@ -560,6 +560,58 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
 mod tests {
     use super::*;
 
+    /// The lines `output` holds for standard output.
+    fn batched(output: &Output) -> Vec<String> {
+        let Destination::Stdout(batch) = &output.destination else {
+            panic!("not stdout");
+        };
+        String::from_utf8_lossy(batch)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn plain_chunks_join_per_source_and_stay_bounded() {
+        let mut output = Output::new(Format::Text, None, None).unwrap();
+        let mut plain = PlainLines::default();
+        let a: SocketAddr = "192.0.2.1:6665".parse().unwrap();
+        let b: SocketAddr = "192.0.2.9:6665".parse().unwrap();
+        let mut first = b"[    1.000000] ".to_vec();
+        first.resize(1000, b'x');
+        plain.event(&mut output, a, &Event::Plain(&first)).unwrap();
+        // Another source's message in between comes out at once.
+        plain
+            .event(&mut output, b, &Event::Plain(b"[    2.000000] short\n"))
+            .unwrap();
+        assert_eq!(batched(&output), ["192.0.2.9:6665 [    2.000000] short"]);
+        plain
+            .event(&mut output, a, &Event::Plain(b"yz end\n"))
+            .unwrap();
+        let lines = batched(&output);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1].len(), "192.0.2.1:6665 ".len() + 1000 + 6);
+        assert!(lines[1].ends_with("xxyz end"), "{}", lines[1]);
+        // A line left open ends at the source's next other event, or at the end.
+        plain.event(&mut output, a, &Event::Plain(&first)).unwrap();
+        plain.flush(&mut output).unwrap();
+        assert_eq!(batched(&output).len(), 3);
+        // A sender that never ends its line: held at most PLAIN_JOINED_MAX bytes at a time.
+        let chunk = vec![b'x'; 1000];
+        for _ in 0..20 {
+            plain.event(&mut output, a, &Event::Plain(&chunk)).unwrap();
+            assert!(plain.held.get(&a).map_or(0, Vec::len) < PLAIN_JOINED_MAX);
+        }
+        plain.flush(&mut output).unwrap();
+        let long: Vec<usize> = batched(&output)[3..].iter().map(String::len).collect();
+        assert_eq!(
+            long.iter()
+                .map(|l| l - "192.0.2.1:6665 ".len())
+                .sum::<usize>(),
+            20_000
+        );
+    }
+
     #[test]
     fn decoded_only_when_nothing_is_lost() {
         assert_eq!(
