@@ -70,7 +70,9 @@ pub struct SimConfig {
     pub delay: Duration,
     /// Extra delay of a reordered packet (at most).
     pub reorder_delay: Duration,
-    /// Every this many records is long enough to be fragmented (0: never).
+    /// Every this many records is long enough to be fragmented (0: never): with N, the
+    /// records whose `seq + 1` is a multiple of N (the N-th, 2N-th, ... of each boot), so 1
+    /// fragments every record.
     pub fragment_every: u64,
     /// The first source reboots after this many records (`None`: never).
     pub reboot_after: Option<u64>,
@@ -688,7 +690,7 @@ pub fn run_with_progress(
                 }
                 let seq = state.next_seq;
                 let ts_usec = state.ts_base + seq * 1000;
-                let long = config.fragment_every > 0 && seq % config.fragment_every == 3;
+                let long = config.fragment_every > 0 && (seq + 1) % config.fragment_every == 0;
                 let msg = make_record(&mut rng, seq, ts_usec, long);
                 let header_len = msg.iter().position(|&b| b == b';').map_or(0, |p| p + 1);
                 if state.sender.push(now, &msg).is_err() {

@@ -1,31 +1,55 @@
-//! Reading pcap and pcapng captures: UDP datagrams out of Ethernet frames, with the
-//! capture's timestamps.
+//! Reading pcap and pcapng captures as a stream: UDP datagrams out of the captured packets,
+//! with the capture's timestamps.
 //!
-//! The file format is `pcap-file`'s business; each frame is parsed and its checksums verified
-//! by `netpoll_frame::Frame::parse`. Frames that are not UDP over IP (IPv6 neighbour
-//! discovery, ARP, ...) are skipped and counted as other traffic; frames that fail
-//! verification (bad checksum, truncated by the snap length, inconsistent lengths) are counted
-//! as bad and reported, never fatal. A capture that ends inside a packet ends the reading
-//! with what came before delivered.
+//! The input is opened once and read front to back (`pcap-parser`'s streaming reader), so a
+//! pipe (`tcpdump -w - | ncrx decode -`), `/dev/stdin`, a process substitution `<(...)` or a
+//! FIFO works like a file, and a live capture is decoded packet by packet as it arrives:
+//! before every read that may wait for more input the caller's `idle` hook runs (`decode`
+//! writes out what it holds there).
+//!
+//! Link types: Ethernet (1); Linux cooked captures LINUX_SLL (113, `tcpdump -i any` before
+//! libpcap 1.10) and LINUX_SLL2 (276, `tcpdump -i any` since), whose link-layer header is
+//! skipped here to the IP packet when its protocol is IPv4 or IPv6; raw IP (101, and the
+//! BSDs' 12 and 14, and LINKTYPE_IPV4/IPV6 228/229). Each packet is parsed and its
+//! checksums verified by `netpoll_frame::Frame` (`parse` from Ethernet, `parse_ip` from the
+//! IP header). Packets that are not UDP over IP (ARP, IPv6 neighbour discovery, ...) are
+//! skipped and counted as other traffic; packets that fail verification (bad checksum,
+//! truncated by the snap length, inconsistent lengths) are counted as bad and reported,
+//! never fatal. A capture that ends inside a packet ends the reading with what came before
+//! delivered.
+//!
+//! Checksums: a capture made on the sending host (`tcpdump -i lo`, or any interface with
+//! checksum offload) shows UDP checksums the kernel left for the NIC to fill in (the
+//! pseudo-header's sum only). By default such datagrams are decoded and counted apart as
+//! "not verified", as Wireshark does (`ChecksumPolicy::AllowUnfilled`, which decides what is
+//! consistent with offload); `--strict-checksums` counts them as bad frames.
 //!
 //! Time: a capture timestamp becomes a [`netpoll_frame::Instant`] counting nanoseconds since
-//! the Unix epoch.
+//! the Unix epoch (pcap microseconds or nanoseconds; pcapng in each interface's `if_tsresol`
+//! units, plus its `if_tsoffset` seconds, both read by `pcap-parser`).
 
+use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Cursor, Read};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use netpoll_frame::{Frame, Instant, ParseError};
-use pcap_file::pcap::PcapReader;
-use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::{DataLink, PcapError};
+use netpoll_frame::{ChecksumPolicy, Frame, Instant, ParseError};
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
+use pcap_parser::{LegacyPcapReader, Linktype, PcapBlockOwned, PcapError, PcapNGReader};
 
 use crate::error::Failure;
 
 /// Bad frames described one by one on stderr before only counting them.
 const BAD_FRAMES_SHOWN: u64 = 10;
+/// The reader's first buffer; it grows for larger packets up to [`MAX_BUFFER`].
+const BUFFER: usize = 256 * 1024;
+/// The largest block read (pcap's snap length is at most 256 KiB; pcapng blocks may carry
+/// options besides).
+const MAX_BUFFER: usize = 16 << 20;
+/// The longest pcapng section header block accepted (its options are a few strings).
+const MAX_SECTION_HEADER: usize = 1 << 20;
 
 /// One verified UDP datagram of the capture.
 pub(crate) struct Datagram<'a> {
@@ -42,6 +66,9 @@ pub(crate) struct CaptureSummary {
     pub(crate) frames: u64,
     /// UDP datagrams handed on (to the ports asked for).
     pub(crate) datagrams: u64,
+    /// Of these, datagrams whose UDP checksum was not verified: left unfilled by checksum
+    /// offload (a capture on the sending host) or absent (0).
+    pub(crate) unverified: u64,
     /// UDP datagrams to other ports.
     pub(crate) other_ports: u64,
     /// Frames that are not UDP over IP.
@@ -65,11 +92,27 @@ impl CaptureSummary {
             self.other_traffic,
             self.bad_frames
         );
+        if self.unverified > 0 {
+            let _ = write!(
+                line,
+                "; {} UDP checksums not verified (left to checksum offload, or absent)",
+                self.unverified
+            );
+        }
         if let Some(reason) = &self.truncated {
             line.push_str("; capture truncated: ");
             line.push_str(reason);
         }
         line
+    }
+}
+
+/// The name of a capture argument in messages: `-` is standard input.
+pub(crate) fn display_name(path: &Path) -> String {
+    if path.as_os_str() == "-" {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
     }
 }
 
@@ -85,123 +128,238 @@ fn is_other_traffic(error: &ParseError) -> bool {
     )
 }
 
-/// Tells pcap from pcapng by the magic number.
-fn sniff(path: &Path) -> Result<bool, Failure> {
-    let mut file = File::open(path).map_err(|source| Failure::File {
-        what: "cannot open",
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut magic = [0u8; 4];
+/// How the packets of one link type reach the IP header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// An Ethernet II header (`Frame::parse`).
+    Ethernet,
+    /// The IP header first (`Frame::parse_ip`).
+    RawIp,
+    /// A Linux cooked header of this many bytes, with the protocol (an ethertype) at this
+    /// offset.
+    Cooked { header: usize, protocol_at: usize },
+}
+
+impl Link {
+    fn of(linktype: Linktype) -> Option<Self> {
+        Some(match linktype.0 {
+            1 => Link::Ethernet,
+            12 | 14 | 101 | 228 | 229 => Link::RawIp,
+            113 => Link::Cooked {
+                header: 16,
+                protocol_at: 14,
+            },
+            276 => Link::Cooked {
+                header: 20,
+                protocol_at: 0,
+            },
+            _ => return None,
+        })
+    }
+
+    fn parse(self, data: &[u8], policy: ChecksumPolicy) -> Result<Frame<'_>, ParseError> {
+        match self {
+            Link::Ethernet => Frame::parse_with(data, policy),
+            Link::RawIp => Frame::parse_ip_with(data, policy),
+            Link::Cooked {
+                header,
+                protocol_at,
+            } => {
+                let (Some(&[hi, lo]), Some(ip)) =
+                    (data.get(protocol_at..protocol_at + 2), data.get(header..))
+                else {
+                    return Err(ParseError::Truncated {
+                        layer: netpoll_frame::Layer::Ethernet,
+                        needed: header,
+                        available: data.len(),
+                    });
+                };
+                match u16::from_be_bytes([hi, lo]) {
+                    0x0800 | 0x86dd => Frame::parse_ip_with(ip, policy),
+                    other => Err(ParseError::UnsupportedEthertype(other)),
+                }
+            }
+        }
+    }
+}
+
+fn unsupported_link(name: &str, linktype: Linktype) -> Failure {
+    // `pcap-parser` names a few link types; the others show as a number.
+    let known = format!("{linktype}");
+    let link = if known.starts_with(|c: char| c.is_ascii_uppercase()) && !known.contains('(') {
+        format!("{known} ({})", linktype.0)
+    } else {
+        linktype.0.to_string()
+    };
+    Failure::UnsupportedLinkType {
+        name: name.to_owned(),
+        link,
+    }
+}
+
+/// The units per second of a pcapng `if_tsresol` (`pcap-parser` reads the option; its own
+/// `ts_resolution` 0.17 refuses every binary resolution, the top bit set, as too large): a
+/// power of ten, or of two when the top bit is set; `None` when it does not fit in 64 bits.
+fn units_per_second(if_tsresol: u8) -> Option<u64> {
+    let exponent = u32::from(if_tsresol & 0x7f);
+    if if_tsresol & 0x80 == 0 {
+        10u64.checked_pow(exponent)
+    } else {
+        1u64.checked_shl(exponent).filter(|_| exponent < 64)
+    }
+}
+
+/// Nanoseconds since the epoch of a pcapng timestamp: `ts` units of `1 / units_per_second`
+/// seconds, plus `offset_secs` (`if_tsoffset`, signed).
+fn pcapng_instant(ts: u64, units_per_second: u64, offset_secs: i64) -> Instant {
+    let units = u128::from(units_per_second.max(1));
+    let nanos = i128::try_from(u128::from(ts) * 1_000_000_000 / units).unwrap_or(i128::MAX)
+        + i128::from(offset_secs) * 1_000_000_000;
+    Instant::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
+}
+
+/// A reader that keeps the last error it met (`pcap-parser` only says "read error"),
+/// retrying reads interrupted by a signal.
+struct KeepError<R> {
+    inner: R,
+    error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl<R: Read> Read for KeepError<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    let kept = io::Error::new(error.kind(), error.to_string());
+                    *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(kept);
+                    return Err(error);
+                }
+                Ok(n) => return Ok(n),
+            }
+        }
+    }
+}
+
+/// Reads until `buf` is full or the input ends; the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
-    while got < magic.len() {
-        match file.read(&mut magic[got..]) {
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(Failure::File {
-                    what: "cannot read",
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+            Err(error) => return Err(error),
         }
     }
-    if got < magic.len() {
-        return Err(Failure::NotACapture {
-            path: path.to_owned(),
-            reason: format!("only {got} bytes"),
-        });
+    Ok(got)
+}
+
+/// The capture formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Pcap,
+    PcapNg,
+}
+
+/// The file header, read whole (so that the streaming reader never starts on a part of it,
+/// whatever a pipe delivers first): its format and bytes.
+fn read_header(name: &str, reader: &mut impl Read) -> Result<(Format, Vec<u8>), Failure> {
+    let not_capture = |reason: String| Failure::NotACapture {
+        name: name.to_owned(),
+        reason,
+    };
+    let read_failure = |source| Failure::Read {
+        name: name.to_owned(),
+        source,
+    };
+    let mut header = vec![0u8; 12];
+    let got = read_full(reader, &mut header[..4]).map_err(read_failure)?;
+    match got {
+        0 => return Err(not_capture("it is empty".to_owned())),
+        1..=3 => {
+            return Err(not_capture(format!(
+                "only {got} bytes; a capture starts with a 24-byte pcap or a pcapng header"
+            )));
+        }
+        _ => {}
     }
-    match magic {
+    let format = match header[..4] {
         [0xa1, 0xb2, 0xc3, 0xd4]
         | [0xd4, 0xc3, 0xb2, 0xa1]
         | [0xa1, 0xb2, 0x3c, 0x4d]
-        | [0x4d, 0x3c, 0xb2, 0xa1] => Ok(false),
-        [0x0a, 0x0d, 0x0d, 0x0a] => Ok(true),
-        other => Err(Failure::NotACapture {
-            path: path.to_owned(),
-            reason: format!(
-                "it starts with {:02x} {:02x} {:02x} {:02x}",
-                other[0], other[1], other[2], other[3]
-            ),
-        }),
-    }
-}
-
-fn unsupported_link(path: &Path, link: DataLink) -> Failure {
-    Failure::UnsupportedLinkType {
-        path: path.to_owned(),
-        name: format!("{link:?}"),
-        number: u32::from(link),
-    }
-}
-
-/// A pcapng interface's timestamp unit, from `if_tsresol` (default microseconds), and its
-/// `if_tsoffset` in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TsUnit {
-    resolution: u8,
-    offset_secs: u64,
-}
-
-impl TsUnit {
-    fn of(options: &[InterfaceDescriptionOption<'_>]) -> Self {
-        let mut unit = TsUnit {
-            resolution: 6,
-            offset_secs: 0,
-        };
-        for option in options {
-            match option {
-                InterfaceDescriptionOption::IfTsResol(r) => unit.resolution = *r,
-                InterfaceDescriptionOption::IfTsOffset(o) => unit.offset_secs = *o,
-                _ => {}
-            }
+        | [0x4d, 0x3c, 0xb2, 0xa1] => Format::Pcap,
+        [0x0a, 0x0d, 0x0d, 0x0a] => Format::PcapNg,
+        [a, b, c, d] => {
+            return Err(not_capture(format!(
+                "it starts with {a:02x} {b:02x} {c:02x} {d:02x}, which is neither the pcap nor the pcapng magic number"
+            )));
         }
-        unit
-    }
-
-    /// `pcap-file` hands the raw 64-bit count as nanoseconds; scale it by the interface's
-    /// resolution (a power of ten, or of two when the top bit is set).
-    fn to_instant(self, raw: u64) -> Instant {
-        let raw = u128::from(raw);
-        let nanos = if self.resolution & 0x80 == 0 {
-            let exponent = u32::from(self.resolution);
-            if exponent <= 9 {
-                raw * 10u128.pow(9 - exponent)
-            } else {
-                raw / 10u128.saturating_pow(exponent - 9)
+        _ => unreachable!("four bytes"),
+    };
+    let (len, what) = match format {
+        Format::Pcap => (24, "the 24-byte pcap file header"),
+        Format::PcapNg => {
+            let got = 4 + read_full(reader, &mut header[4..12]).map_err(read_failure)?;
+            if got < 12 {
+                return Err(not_capture(format!(
+                    "it ends inside the pcapng section header, after {got} bytes"
+                )));
             }
-        } else {
-            let exponent = u32::from(self.resolution & 0x7f);
-            (raw * 1_000_000_000) >> exponent.min(127)
-        };
-        let nanos = nanos + u128::from(self.offset_secs) * 1_000_000_000;
-        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            let length = match header[8..12] {
+                [0x1a, 0x2b, 0x3c, 0x4d] => {
+                    u32::from_be_bytes([header[4], header[5], header[6], header[7]])
+                }
+                [0x4d, 0x3c, 0x2b, 0x1a] => {
+                    u32::from_le_bytes([header[4], header[5], header[6], header[7]])
+                }
+                [a, b, c, d] => {
+                    return Err(not_capture(format!(
+                        "its pcapng section header has the byte-order magic {a:02x} {b:02x} {c:02x} {d:02x}, not 1a 2b 3c 4d"
+                    )));
+                }
+                _ => unreachable!("four bytes"),
+            };
+            let length = length as usize;
+            if !(28..=MAX_SECTION_HEADER).contains(&length) || length % 4 != 0 {
+                return Err(not_capture(format!(
+                    "its pcapng section header claims {length} bytes (28 to {MAX_SECTION_HEADER}, a multiple of 4)"
+                )));
+            }
+            (length, "the pcapng section header")
+        }
+    };
+    let start = if format == Format::Pcap { 4 } else { 12 };
+    header.resize(len, 0);
+    let got = start + read_full(reader, &mut header[start..]).map_err(read_failure)?;
+    if got < len {
+        return Err(not_capture(format!(
+            "it ends inside {what}, after {got} of {len} bytes"
+        )));
     }
+    Ok((format, header))
 }
 
-fn instant_of(timestamp: Duration) -> Instant {
-    Instant::from_nanos(u64::try_from(timestamp.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// Turns frames into datagrams for the caller, counting what is skipped.
-struct Frames<'p, F> {
-    path: &'p Path,
+/// Turns packets into datagrams for the caller, counting what is skipped.
+struct Packets<'p, F> {
+    name: &'p str,
     ports: &'p [u16],
+    policy: ChecksumPolicy,
     handle: F,
     summary: CaptureSummary,
 }
 
-impl<F: FnMut(&Datagram<'_>) -> Result<(), Failure>> Frames<'_, F> {
-    fn frame(&mut self, time: Instant, data: &[u8]) -> Result<(), Failure> {
+impl<F: FnMut(&Datagram<'_>) -> Result<(), Failure>> Packets<'_, F> {
+    fn packet(&mut self, link: Link, time: Instant, data: &[u8]) -> Result<(), Failure> {
         let summary = &mut self.summary;
         summary.frames += 1;
-        match Frame::parse(data) {
+        match link.parse(data, self.policy) {
             Ok(frame) => {
                 if self.ports.is_empty() || self.ports.contains(&frame.destination().port()) {
                     summary.datagrams += 1;
+                    if !frame.udp_checksum_status().is_verified() {
+                        summary.unverified += 1;
+                    }
                     (self.handle)(&Datagram { time, frame })
                 } else {
                     summary.other_ports += 1;
@@ -215,10 +373,17 @@ impl<F: FnMut(&Datagram<'_>) -> Result<(), Failure>> Frames<'_, F> {
             Err(error) => {
                 summary.bad_frames += 1;
                 if summary.bad_frames <= BAD_FRAMES_SHOWN {
+                    // Strict: say when only the checksum offload left stands in the way.
+                    let hint = if self.policy == ChecksumPolicy::Strict
+                        && link.parse(data, ChecksumPolicy::AllowUnfilled).is_ok()
+                    {
+                        " (left unfilled by checksum offload: decoded without --strict-checksums)"
+                    } else {
+                        ""
+                    };
                     eprintln!(
-                        "ncrx: {}: frame {}: bad frame skipped: {error}",
-                        self.path.display(),
-                        summary.frames
+                        "ncrx: {}: frame {}: bad frame skipped: {error}{hint}",
+                        self.name, summary.frames
                     );
                 }
                 Ok(())
@@ -226,121 +391,198 @@ impl<F: FnMut(&Datagram<'_>) -> Result<(), Failure>> Frames<'_, F> {
         }
     }
 
-    /// Records why the file ended early; fails only on a real read error.
-    fn damaged(&mut self, error: PcapError) -> Result<(), Failure> {
-        let after = self.summary.frames;
-        let reason = match &error {
-            PcapError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                format!("the file ends inside the packet after frame {after}")
+    /// Handles one block; `false` when the capture is damaged there (reading stops).
+    fn block(&mut self, state: &mut State, block: PcapBlockOwned<'_>) -> Result<bool, Failure> {
+        match block {
+            PcapBlockOwned::LegacyHeader(header) => {
+                state.nanosecond_pcap = header.is_nanosecond_precision();
+                state.link = Some(
+                    Link::of(header.network)
+                        .ok_or_else(|| unsupported_link(self.name, header.network))?,
+                );
             }
-            PcapError::IncompleteBuffer => {
-                format!("the file ends inside the packet after frame {after}")
+            PcapBlockOwned::Legacy(packet) => {
+                let Some(link) = state.link else {
+                    self.damaged("damaged: a packet before the file header");
+                    return Ok(false);
+                };
+                let fraction = if state.nanosecond_pcap {
+                    u64::from(packet.ts_usec)
+                } else {
+                    u64::from(packet.ts_usec) * 1000
+                };
+                let time = Instant::from_nanos(u64::from(packet.ts_sec) * 1_000_000_000 + fraction);
+                self.packet(link, time, packet.data)?;
             }
-            other => format!("damaged after frame {after}: {other}"),
-        };
-        self.summary.truncated = Some(reason);
-        match error {
-            PcapError::IoError(e) if e.kind() != io::ErrorKind::UnexpectedEof => {
-                Err(Failure::File {
-                    what: "cannot read",
-                    path: self.path.to_owned(),
-                    source: e,
-                })
+            PcapBlockOwned::NG(block) => {
+                let (interface, ts, data) = match &block {
+                    Block::SectionHeader(_) => {
+                        *state = State::default();
+                        return Ok(true);
+                    }
+                    Block::InterfaceDescription(interface) => {
+                        state.interfaces.push((
+                            interface.linktype,
+                            units_per_second(interface.if_tsresol),
+                            interface.ts_offset(),
+                        ));
+                        return Ok(true);
+                    }
+                    Block::EnhancedPacket(packet) => (
+                        packet.if_id,
+                        Some((u64::from(packet.ts_high) << 32) | u64::from(packet.ts_low)),
+                        packet.packet_data(),
+                    ),
+                    Block::SimplePacket(packet) => (0, None, packet.packet_data()),
+                    _ => return Ok(true),
+                };
+                let Some(&(linktype, units, offset_secs)) =
+                    state.interfaces.get(interface as usize)
+                else {
+                    self.damaged(&format!(
+                        "damaged: a packet on undeclared interface {interface}"
+                    ));
+                    return Ok(false);
+                };
+                let link =
+                    Link::of(linktype).ok_or_else(|| unsupported_link(self.name, linktype))?;
+                let time = match (ts, units) {
+                    (Some(ts), Some(units)) => pcapng_instant(ts, units, offset_secs),
+                    (Some(_), None) => {
+                        self.damaged(&format!(
+                            "damaged: interface {interface} has an invalid timestamp resolution"
+                        ));
+                        return Ok(false);
+                    }
+                    (None, _) => state.last.unwrap_or(Instant::ZERO),
+                };
+                state.last = Some(time);
+                self.packet(link, time, data)?;
             }
-            _ => Ok(()),
         }
+        Ok(true)
     }
 
-    fn pcap(&mut self, mut reader: PcapReader<BufReader<File>>) -> Result<(), Failure> {
-        while let Some(packet) = reader.next_packet() {
-            match packet {
-                Ok(packet) => self.frame(instant_of(packet.timestamp), &packet.data)?,
-                Err(error) => return self.damaged(error),
-            }
-        }
-        Ok(())
-    }
-
-    fn pcapng(&mut self, mut reader: PcapNgReader<BufReader<File>>) -> Result<(), Failure> {
-        // (link type, timestamp unit) of each interface of the current section.
-        let mut interfaces: Vec<(DataLink, TsUnit)> = Vec::new();
-        let mut last = Instant::ZERO;
-        while let Some(block) = reader.next_block() {
-            let block = match block {
-                Ok(block) => block,
-                Err(error) => return self.damaged(error),
-            };
-            let (interface_id, raw, data) = match block {
-                Block::SectionHeader(_) => {
-                    interfaces.clear();
-                    continue;
-                }
-                Block::InterfaceDescription(interface) => {
-                    interfaces.push((interface.linktype, TsUnit::of(&interface.options)));
-                    continue;
-                }
-                Block::EnhancedPacket(packet) => (
-                    packet.interface_id,
-                    Some(u64::try_from(packet.timestamp.as_nanos()).unwrap_or(u64::MAX)),
-                    packet.data,
-                ),
-                // No timestamp: the previous packet's time.
-                Block::SimplePacket(packet) => (0, None, packet.data),
-                _ => continue,
-            };
-            let Some(&(link, unit)) = interfaces.get(interface_id as usize) else {
-                self.summary.truncated = Some(format!(
-                    "damaged after frame {}: packet on undeclared interface {interface_id}",
-                    self.summary.frames
-                ));
-                return Ok(());
-            };
-            if link != DataLink::ETHERNET {
-                return Err(unsupported_link(self.path, link));
-            }
-            let time = raw.map_or(last, |raw| unit.to_instant(raw));
-            last = time;
-            self.frame(time, &data)?;
-        }
-        Ok(())
+    fn damaged(&mut self, reason: &str) {
+        self.summary.truncated = Some(format!("{reason} after frame {}", self.summary.frames));
     }
 }
 
-/// Reads `path`, calling `handle` with every verified UDP datagram whose destination port is
-/// in `ports` (all ports when empty). Bad frames are reported on stderr and counted.
+/// What the blocks read so far say about the next ones.
+#[derive(Default)]
+struct State {
+    /// pcap: the file's link, once its header is read.
+    link: Option<Link>,
+    /// pcap: timestamps in nanoseconds rather than microseconds.
+    nanosecond_pcap: bool,
+    /// pcapng: (link type, units per second, offset in seconds) per interface of the
+    /// current section.
+    interfaces: Vec<(Linktype, Option<u64>, i64)>,
+    /// pcapng: the time of the last packet (a simple packet block has none).
+    last: Option<Instant>,
+}
+
+/// Reads the capture `path` (`-`: standard input), opened once and read as a stream, calling
+/// `handle` with every verified UDP datagram whose destination port is in `ports` (all ports
+/// when empty), and `idle` before each read that may wait for more input. Bad frames are
+/// reported on stderr and counted. With `ChecksumPolicy::AllowUnfilled`, datagrams whose UDP
+/// checksum was left to offload are handed on too, and counted as not verified.
 pub(crate) fn read_capture(
     path: &Path,
     ports: &[u16],
+    policy: ChecksumPolicy,
     handle: impl FnMut(&Datagram<'_>) -> Result<(), Failure>,
+    mut idle: impl FnMut() -> Result<(), Failure>,
 ) -> Result<CaptureSummary, Failure> {
-    let ng = sniff(path)?;
-    let file = File::open(path).map_err(|source| Failure::File {
-        what: "cannot open",
-        path: path.to_owned(),
-        source,
-    })?;
-    let file = BufReader::new(file);
-    let not_capture = |error: PcapError| Failure::NotACapture {
-        path: path.to_owned(),
-        reason: format!("bad header: {error}"),
+    let name = display_name(path);
+    let input: Box<dyn Read + Send> = if path.as_os_str() == "-" {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(path).map_err(|source| Failure::File {
+            what: "cannot open",
+            path: path.to_owned(),
+            source,
+        })?)
     };
-    let mut frames = Frames {
-        path,
+    let error = Arc::new(Mutex::new(None));
+    let mut input = KeepError {
+        inner: input,
+        error: Arc::clone(&error),
+    };
+    let (format, header) = read_header(&name, &mut input)?;
+    let header_len = header.len();
+    let stream = Cursor::new(header).chain(input);
+    let damaged_header = |e: PcapError<&[u8]>| Failure::NotACapture {
+        name: name.clone(),
+        reason: format!("its header is damaged ({e})"),
+    };
+    let capacity = BUFFER.max(header_len * 2);
+    let mut reader: Box<dyn PcapReaderIterator> = match format {
+        Format::Pcap => Box::new(LegacyPcapReader::new(capacity, stream).map_err(damaged_header)?),
+        Format::PcapNg => Box::new(PcapNGReader::new(capacity, stream).map_err(damaged_header)?),
+    };
+    let mut packets = Packets {
+        name: &name,
         ports,
+        policy,
         handle,
         summary: CaptureSummary::default(),
     };
-    if ng {
-        frames.pcapng(PcapNgReader::new(file).map_err(not_capture)?)?;
-    } else {
-        let reader = PcapReader::new(file).map_err(not_capture)?;
-        let link = reader.header().datalink;
-        if link != DataLink::ETHERNET {
-            return Err(unsupported_link(path, link));
-        }
-        frames.pcap(reader)?;
+    let mut state = State::default();
+    let mut capacity = capacity;
+    loop {
+        let offset = match reader.next() {
+            Ok((offset, block)) => {
+                if !packets.block(&mut state, block)? {
+                    return Ok(packets.summary);
+                }
+                offset
+            }
+            Err(PcapError::Eof) => break,
+            Err(PcapError::Incomplete(_)) => {
+                idle()?;
+                if reader.refill().is_err() {
+                    return Err(read_failure(&name, &error));
+                }
+                continue;
+            }
+            Err(PcapError::BufferTooSmall) => {
+                if capacity < MAX_BUFFER && reader.grow(capacity * 2) {
+                    capacity *= 2;
+                    continue;
+                }
+                packets.damaged(&format!(
+                    "damaged: a block larger than {} MiB",
+                    MAX_BUFFER >> 20
+                ));
+                return Ok(packets.summary);
+            }
+            Err(PcapError::UnexpectedEof) => {
+                packets.damaged("the file ends inside the packet");
+                return Ok(packets.summary);
+            }
+            Err(PcapError::ReadError) => return Err(read_failure(&name, &error)),
+            Err(other) => {
+                packets.damaged(&format!("damaged ({other})"));
+                return Ok(packets.summary);
+            }
+        };
+        reader.consume(offset);
     }
-    Ok(frames.summary)
+    Ok(packets.summary)
+}
+
+/// The read error `KeepError` kept.
+fn read_failure(name: &str, error: &Mutex<Option<io::Error>>) -> Failure {
+    let source = error
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .unwrap_or_else(|| io::Error::other("read error"));
+    Failure::Read {
+        name: name.to_owned(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -349,30 +591,32 @@ mod tests {
 
     #[test]
     fn pcapng_timestamp_units() {
-        let micro = TsUnit {
-            resolution: 6,
-            offset_secs: 0,
-        };
-        assert_eq!(micro.to_instant(1_500_000), Instant::from_millis(1_500));
-        let nano = TsUnit {
-            resolution: 9,
-            offset_secs: 10,
-        };
-        assert_eq!(nano.to_instant(7), Instant::from_nanos(10_000_000_007));
-        let pico = TsUnit {
-            resolution: 12,
-            offset_secs: 0,
-        };
-        assert_eq!(pico.to_instant(5_000), Instant::from_nanos(5));
-        let binary = TsUnit {
-            resolution: 0x80 | 0x0a,
-            offset_secs: 0,
-        };
-        assert_eq!(binary.to_instant(1024), Instant::from_millis(1_000));
-        assert_eq!(TsUnit::of(&[]), micro);
+        assert_eq!(units_per_second(6), Some(1_000_000));
+        assert_eq!(units_per_second(9), Some(1_000_000_000));
+        assert_eq!(units_per_second(19), Some(10_000_000_000_000_000_000));
+        assert_eq!(units_per_second(20), None);
+        assert_eq!(units_per_second(0x80 + 10), Some(1024));
+        assert_eq!(units_per_second(0x80 + 63), Some(1 << 63));
+        assert_eq!(units_per_second(0x80 + 64), None);
+        // if_tsresol 6 (the default), 9, 12, and 2^-10.
         assert_eq!(
-            TsUnit::of(&[InterfaceDescriptionOption::IfTsResol(9)]).resolution,
-            9
+            pcapng_instant(1_500_000, 1_000_000, 0),
+            Instant::from_millis(1_500)
+        );
+        assert_eq!(
+            pcapng_instant(7, 1_000_000_000, 10),
+            Instant::from_nanos(10_000_000_007)
+        );
+        assert_eq!(
+            pcapng_instant(5_000, 1_000_000_000_000, 0),
+            Instant::from_nanos(5)
+        );
+        assert_eq!(pcapng_instant(1024, 1024, 0), Instant::from_millis(1_000));
+        // A negative if_tsoffset before the epoch stops at 0.
+        assert_eq!(pcapng_instant(1_000_000, 1_000_000, -2), Instant::ZERO);
+        assert_eq!(
+            pcapng_instant(3_000_000, 1_000_000, -2),
+            Instant::from_millis(1_000)
         );
     }
 
@@ -384,5 +628,30 @@ mod tests {
             found: 1,
             expected: 2
         }));
+    }
+
+    #[test]
+    fn headers_in_words() {
+        let reason = |bytes: &[u8]| match read_header("x", &mut &bytes[..]) {
+            Err(Failure::NotACapture { reason, .. }) => reason,
+            Err(other) => panic!("{other}"),
+            Ok((format, _)) => panic!("{format:?}"),
+        };
+        assert_eq!(reason(b""), "it is empty");
+        assert!(reason(b"\xd4\xc3").starts_with("only 2 bytes"));
+        assert_eq!(
+            reason(&[
+                0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            ]),
+            "it ends inside the 24-byte pcap file header, after 20 of 24 bytes"
+        );
+        assert!(reason(b"hello, world").contains("starts with 68 65 6c 6c, which is neither"));
+        let mut ng = vec![0x0a, 0x0d, 0x0d, 0x0a, 8, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a];
+        assert!(reason(&ng).contains("claims 8 bytes"), "{}", reason(&ng));
+        ng[4] = 28;
+        assert_eq!(
+            reason(&ng),
+            "it ends inside the pcapng section header, after 12 of 28 bytes"
+        );
     }
 }

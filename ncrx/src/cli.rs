@@ -43,7 +43,10 @@ pub(crate) enum Command {
     Listen(ListenArgs),
     /// Decode netconsole records from a pcap/pcapng capture (through the ncrx-core receiver).
     #[command(after_help = concat!(
-        "Example:\n  ncrx decode frames.pcap --port 6666 --format json\n\n",
+        "Examples:\n  ncrx decode frames.pcap --port 6666 --format json\n",
+        "  sudo tcpdump -i any -U -w - udp port 6666 | ncrx decode -   # live\n\n",
+        "Captures: pcap or pcapng, read once as a stream (files, pipes, FIFOs, '-'); link types\n",
+        "Ethernet, Linux cooked (LINUX_SLL, LINUX_SLL2: tcpdump -i any) and raw IP.\n",
         "Frames are verified (checksums) and fed to the receiver with the capture's timestamps\n",
         "as time; records come out in sequence order, holes as 'lost', and at the end of the\n",
         "capture everything still held is flushed. Text lines: SOURCE #SEQ [TIME] <LEVEL> TEXT\n",
@@ -67,7 +70,8 @@ pub(crate) enum Command {
         "      --sysdata cpu,taskname,release,msgid < /dev/kmsg\n",
         "  # reliable: answer retransmission requests of an ncrx/netconsd receiver\n",
         "  sudo ncrx send --reliable --target +@/,@10.0.0.2/ < /dev/kmsg\n\n",
-        "SPEC is the kernel's netconsole= syntax:\n",
+        "SPEC is the kernel's netconsole= syntax (IP addresses, not host names; IPv4 and IPv6\n",
+        "targets may share the source port, broadcast targets are allowed):\n",
         "  [+][r][src-port]@[src-ip]/[dev],[tgt-port]@<tgt-ip>/[tgt-mac][;more targets]\n",
         "  + extended records, r release prepend (needs +), dev containing ':' is the source MAC;\n",
         "  defaults: source port 6665, target port 6666, target MAC broadcast.\n\n",
@@ -86,15 +90,18 @@ pub(crate) enum Command {
         "Virtual time jumps from deadline to deadline, so runs are fast and the same seed gives\n",
         "the same report. Every record must be delivered once in order or reported lost; broken\n",
         "invariants are listed and make the exit code 1. A progress bar is drawn on stderr when\n",
-        "it is a terminal (not with --json or --quiet). The delivery delay is virtual time from\n",
-        "a record's first transmission to its release by the receiver (link delay 5 ms)."
+        "it is a terminal (not with --json or --quiet); otherwise a progress line with the time\n",
+        "left every --progress-interval seconds, 5 by default (not with --quiet). The delivery delay is\n",
+        "virtual time from a record's first transmission to its release by the receiver (link\n",
+        "delay 5 ms). A closed or full standard output is a file error (exit code 3)."
     ))]
     Sim(SimArgs),
-    /// Collect netoops crash dumps (live, or from a capture).
+    /// Collect netoops crash dumps (live, or from a capture), or send one as a kernel does.
     #[command(after_help = concat!(
         "Examples:\n",
         "  ncrx oops listen --dir /var/crash/netoops      # UDP port 2004, IPv4 and IPv6\n",
-        "  ncrx oops decode crash.pcap --format json"
+        "  ncrx oops decode crash.pcap --format json\n",
+        "  ncrx oops send --target 127.0.0.1 dmesg.txt"
     ))]
     Oops {
         #[command(subcommand)]
@@ -213,7 +220,8 @@ pub(crate) struct ListenArgs {
 /// `ncrx decode`.
 #[derive(Debug, Args)]
 pub(crate) struct DecodeArgs {
-    /// The pcap or pcapng capture.
+    /// The pcap or pcapng capture: a file, a pipe or FIFO, or '-' for standard input
+    /// (`tcpdump -w - | ncrx decode -` decodes live, packet by packet).
     pub(crate) file: PathBuf,
     /// Destination UDP port to decode (repeatable).
     #[arg(long, value_name = "N", default_value = "6666")]
@@ -233,6 +241,30 @@ pub(crate) struct DecodeArgs {
     /// Show each datagram the receiver counts as malformed on stderr.
     #[arg(short, long)]
     pub(crate) verbose: bool,
+    #[command(flatten)]
+    pub(crate) checksums: ChecksumArgs,
+}
+
+/// How UDP checksums of a capture are checked (`decode`, `oops decode`).
+#[derive(Debug, Args)]
+pub(crate) struct ChecksumArgs {
+    /// Count datagrams whose UDP checksum was left unfilled by checksum offload as bad
+    /// frames. By default they are decoded and counted apart as "not verified": a capture
+    /// made on the sending host (tcpdump -i lo) shows only the pseudo-header's sum there.
+    /// Example: ncrx decode --strict-checksums frames.pcap
+    #[arg(long)]
+    pub(crate) strict_checksums: bool,
+}
+
+impl ChecksumArgs {
+    /// The policy `netpoll-frame` applies.
+    pub(crate) fn policy(&self) -> netpoll_frame::ChecksumPolicy {
+        if self.strict_checksums {
+            netpoll_frame::ChecksumPolicy::Strict
+        } else {
+            netpoll_frame::ChecksumPolicy::AllowUnfilled
+        }
+    }
 }
 
 /// A probability, 0 to 1.
@@ -245,13 +277,26 @@ fn probability(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Seconds between progress lines: above 0, at most a day.
+fn progress_interval(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if seconds > 0.0 && seconds <= 86_400.0 {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "{text} is not a number of seconds above 0 and at most 86400"
+        ))
+    }
+}
+
 /// `ncrx sim`.
 #[derive(Debug, Args)]
 pub(crate) struct SimArgs {
     /// Records each source sends.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) records: u64,
-    /// Sources (senders), interleaved.
+    /// Sources (senders), interleaved; at least 1. Many sources make a long run: progress
+    /// and the time left are shown on stderr (see below).
     #[arg(long, default_value_t = 1)]
     pub(crate) sources: u32,
     /// Probability that a datagram to the receiver is lost.
@@ -269,7 +314,9 @@ pub(crate) struct SimArgs {
     /// The first source reboots after this many records.
     #[arg(long, value_name = "K")]
     pub(crate) reboot_at: Option<u64>,
-    /// Every N-th record is long enough to be fragmented (0: never).
+    /// Every N-th record of each source is long enough (1200 to 3600 bytes) to be sent in
+    /// ncfrag fragments: the records whose seq + 1 is a multiple of N, so 1 fragments every
+    /// record, 2 every second one (0: never). Example: --fragment-every 10.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) fragment_every: u64,
     /// Turn retransmission off (responses never reach the senders).
@@ -281,6 +328,10 @@ pub(crate) struct SimArgs {
     /// Print the report as one JSON object (no progress bar).
     #[arg(long)]
     pub(crate) json: bool,
+    /// When stderr is not a terminal: seconds between progress lines (records pushed, time
+    /// left). Example: --progress-interval 60 for a log file.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = progress_interval)]
+    pub(crate) progress_interval: f64,
     /// No progress bar (it is drawn on stderr only when stderr is a terminal).
     #[arg(short, long)]
     pub(crate) quiet: bool,
@@ -334,6 +385,7 @@ pub(crate) struct SendArgs {
     pub(crate) seq: u64,
     /// Reliable netconsole: keep what is not acknowledged, answer the receiver's
     /// retransmission requests, re-send on its own when acks stop (extended targets, UDP).
+    /// Records still unacknowledged --linger-ms after the input ends make the exit code 7.
     #[arg(long, conflicts_with_all = ["pcap", "userdata", "sysdata"])]
     pub(crate) reliable: bool,
     /// How plain targets' consoles print records.
@@ -455,12 +507,125 @@ pub(crate) enum OopsCommand {
         "of the capture come out as partial."
     ))]
     Decode(OopsDecodeArgs),
+    /// Send a crash dump as a kernel's netoops does (UDP, or frames into a pcap).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  # the log read from a file, to a collector on 10.0.0.2 (port 2004)\n",
+        "  ncrx oops send --target 10.0.0.2 dmesg.txt\n",
+        "  # a version 3 dump into a capture, packet 1 lost and the machine dead after pass 1\n",
+        "  ncrx oops send --source 2001:db8::1 --target 2001:db8::2 --pcap crash.pcap --v3 \\\n",
+        "      --dump-id 300 --lose 1 --passes 1 log.txt\n\n",
+        "The dump is encoded by netoops-proto as the kernel encodes it: the log cut in 1024-byte\n",
+        "packets sent newest first, three passes, UDP port 2004 both ways and no UDP checksum on\n",
+        "IPv4. The log is the input's bytes (the newer of the kernel's two log segments)."
+    ))]
+    Send(OopsSendArgs),
+}
+
+/// The type of a dump (`ncrx oops send --dump-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OopsDumpType {
+    /// 1: an oops or a panic.
+    Oops,
+    /// 3: a "soft" dump, taken without a crash.
+    Soft,
+}
+
+/// An address with an optional port: `10.0.0.2`, `10.0.0.2:2004`, `2001:db8::2`,
+/// `[2001:db8::2]:2004`; the port is 2004 (netoops's) when not given.
+pub(crate) fn netoops_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, netoops_proto::NETOOPS_PORT));
+    }
+    text.parse().map_err(|_| {
+        format!(
+            "{text:?} is not an IP address or ADDR:PORT (10.0.0.2, 10.0.0.2:2004, 2001:db8::2, \
+             [2001:db8::2]:2004); host names are not resolved"
+        )
+    })
+}
+
+/// `VENDOR,FAMILY,MODEL,STEPPING`, four numbers 0 to 255.
+fn cpu_identity(text: &str) -> Result<[u8; 4], String> {
+    let numbers: Vec<u8> = text
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            format!("{text:?}: four numbers 0 to 255 expected (VENDOR,FAMILY,MODEL,STEPPING)")
+        })?;
+    numbers.try_into().map_err(|_| {
+        format!("{text:?}: four numbers expected (VENDOR,FAMILY,MODEL,STEPPING), e.g. 0,6,85,7")
+    })
+}
+
+/// A MAC address `aa:bb:cc:dd:ee:ff`.
+fn mac_address(text: &str) -> Result<netpoll_frame::MacAddr, String> {
+    text.parse()
+        .map_err(|e| format!("{text:?} is not a MAC address (aa:bb:cc:dd:ee:ff): {e}"))
+}
+
+/// `ncrx oops send`.
+#[derive(Debug, Args)]
+pub(crate) struct OopsSendArgs {
+    /// The collector: an IP address, with a port when not 2004.
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = netoops_address)]
+    pub(crate) target: SocketAddr,
+    /// The address (and port, default 2004) the dump comes from; required with --pcap. Over
+    /// UDP the socket is bound to it (port 0: any free port).
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = netoops_address)]
+    pub(crate) source: Option<SocketAddr>,
+    /// The log to send (default: standard input; '-' is standard input too).
+    #[arg(value_name = "LOG")]
+    pub(crate) file: Option<PathBuf>,
+    /// Write the frames into this pcap file instead of sending them.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) pcap: Option<PathBuf>,
+    /// With --pcap: the source MAC address of the frames.
+    #[arg(long, value_name = "MAC", value_parser = mac_address, default_value = "52:54:00:12:34:56", requires = "pcap")]
+    pub(crate) source_mac: netpoll_frame::MacAddr,
+    /// With --pcap: the destination MAC address (the kernel's default is broadcast).
+    #[arg(long, value_name = "MAC", value_parser = mac_address, default_value = "ff:ff:ff:ff:ff:ff", requires = "pcap")]
+    pub(crate) target_mac: netpoll_frame::MacAddr,
+    /// With --pcap: the time of the first frame, in seconds since the Unix epoch (default:
+    /// now); frames follow 1 ms apart. A fixed time makes the capture reproducible.
+    #[arg(long, value_name = "SECONDS", requires = "pcap")]
+    pub(crate) time: Option<u64>,
+    /// The dump id (the kernel's `(jiffies / HZ) & 0xffff` when the dump began).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) dump_id: u16,
+    /// Why the dump was taken.
+    #[arg(long, value_enum, default_value_t = OopsDumpType::Oops)]
+    pub(crate) dump_type: OopsDumpType,
+    /// The kernel release in the header (default: this machine's).
+    #[arg(long, value_name = "RELEASE")]
+    pub(crate) release: Option<String>,
+    /// A version 3 dump (boot id, user blob, x86 arch data) instead of version 2.
+    #[arg(long)]
+    pub(crate) v3: bool,
+    /// Version 3: the boot id (sysfs `netoops_boot_id`).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "v3")]
+    pub(crate) boot_id: u32,
+    /// Version 3: the user blob (sysfs), at most 128 bytes.
+    #[arg(long, value_name = "TEXT", default_value = "", requires = "v3")]
+    pub(crate) user_blob: String,
+    /// Version 3: the crashing CPU as VENDOR,FAMILY,MODEL,STEPPING (x86 numbers).
+    #[arg(long, value_name = "V,F,M,S", value_parser = cpu_identity, default_value = "0,0,0,0", requires = "v3")]
+    pub(crate) cpu: [u8; 4],
+    /// How many of the kernel's three passes are sent (fewer: the machine died before).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub(crate) passes: u8,
+    /// A packet number not sent in the first pass (repeatable), as if the network lost it.
+    #[arg(long, value_name = "PACKET_NO")]
+    pub(crate) lose: Vec<u32>,
 }
 
 /// Output options shared by both `oops` subcommands.
 #[derive(Debug, Args)]
 pub(crate) struct OopsOutput {
-    /// Write each dump into DIR/<source>-<dump_id>.log.
+    /// Write each dump into DIR/<source>-<dump_id>.log; a file is never overwritten: when
+    /// the name exists (the same dump decoded twice, a dump id reused), the next free of
+    /// <source>-<dump_id>.2.log, .3.log, ... is taken. Example: --dir /var/crash/netoops.
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
     /// Output format of the line printed per dump.
@@ -481,13 +646,15 @@ pub(crate) struct OopsListenArgs {
 /// `ncrx oops decode`.
 #[derive(Debug, Args)]
 pub(crate) struct OopsDecodeArgs {
-    /// The pcap or pcapng capture.
+    /// The pcap or pcapng capture: a file, a pipe or FIFO, or '-' for standard input.
     pub(crate) file: PathBuf,
     /// Destination UDP port of the netoops traffic (repeatable).
     #[arg(long, value_name = "N", default_value = "2004")]
     pub(crate) port: Vec<u16>,
     #[command(flatten)]
     pub(crate) output: OopsOutput,
+    #[command(flatten)]
+    pub(crate) checksums: ChecksumArgs,
 }
 
 #[cfg(test)]

@@ -13,13 +13,15 @@ pub(crate) const EXIT_BAD_DATA: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
 /// A file could not be opened, read or written.
 pub(crate) const EXIT_IO: u8 = 3;
-/// The file is not a pcap/pcapng capture, or its link type is not Ethernet.
+/// The file is not a pcap/pcapng capture, or of a link type that cannot be decoded.
 pub(crate) const EXIT_NOT_A_CAPTURE: u8 = 4;
 /// The capture ends in the middle of a packet (or is damaged there); what came before was
 /// decoded and written.
 pub(crate) const EXIT_TRUNCATED: u8 = 5;
 /// A socket could not be bound (address in use, not available) or used.
 pub(crate) const EXIT_SOCKET: u8 = 6;
+/// `send --reliable`: records were still unacknowledged when the linger time ran out.
+pub(crate) const EXIT_UNACKNOWLEDGED: u8 = 7;
 
 /// The exit codes as `--help` shows them.
 pub(crate) const EXIT_CODES_HELP: &str = "\
@@ -28,9 +30,10 @@ Exit codes:
   1  finished, but bad data was seen (bad frames, rejected datagrams, bad input records)
   2  usage error (bad arguments, bad --target)
   3  file error (cannot open, read or write)
-  4  not a pcap/pcapng capture, or a link type other than Ethernet
+  4  not a pcap/pcapng capture, or a link type other than Ethernet, Linux cooked or raw IP
   5  truncated or damaged capture (what came before was decoded)
-  6  socket error (address in use, address not available)";
+  6  socket error (address in use, address not available)
+  7  send --reliable: records never acknowledged by the receiver";
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,29 +81,46 @@ pub(crate) enum Failure {
         /// The cause.
         source: io::Error,
     },
+    /// A capture could not be read (a read error on a file, pipe or device).
+    #[error("cannot read {name}: {source}")]
+    Read {
+        /// The capture (`standard input` for `-`).
+        name: String,
+        /// The cause.
+        source: io::Error,
+    },
     /// Not a capture at all.
-    #[error("{}: not a pcap or pcapng capture ({reason})", path.display())]
+    #[error("{name}: not a pcap or pcapng capture ({reason})")]
     NotACapture {
-        /// The file.
-        path: PathBuf,
+        /// The capture (`standard input` for `-`).
+        name: String,
         /// What was found instead.
         reason: String,
     },
     /// A capture of another link type.
     #[error(
-        "{}: unsupported link type {name} ({number}); only Ethernet (1) captures can be decoded",
-        path.display()
+        "{name}: unsupported link type {link}; captures of Ethernet (1), Linux cooked \
+         LINUX_SLL (113) and LINUX_SLL2 (276), and raw IP (101, 12, 14, 228, 229) can be decoded"
     )]
     UnsupportedLinkType {
-        /// The file.
-        path: PathBuf,
-        /// The link type's name.
+        /// The capture.
         name: String,
-        /// Its LINKTYPE_ number.
-        number: u32,
+        /// The link type: its LINKTYPE_ number, after its name when it has a known one.
+        link: String,
+    },
+    /// `send --reliable` ended with records the receiver never acknowledged.
+    #[error(
+        "{records} records never acknowledged within --linger-ms {linger_ms} after the input \
+         ended (is a receiver with acks listening? `ncrx listen --ack`, netconsd)"
+    )]
+    Unacknowledged {
+        /// Records unacknowledged, summed over the targets.
+        records: usize,
+        /// The linger time waited.
+        linger_ms: u64,
     },
     /// A socket could not be bound or used.
-    #[error("{what} {addr}: {source}{}", hint(source))]
+    #[error("{what} {addr}: {source}{}", hint(what, source))]
     Socket {
         /// What was being done.
         what: &'static str,
@@ -111,11 +131,16 @@ pub(crate) enum Failure {
     },
 }
 
-fn hint(error: &io::Error) -> &'static str {
+fn hint(what: &str, error: &io::Error) -> &'static str {
     match error.kind() {
         io::ErrorKind::AddrInUse => " (another program is bound to this address and port)",
         io::ErrorKind::AddrNotAvailable => " (no local interface has this address)",
-        io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        io::ErrorKind::PermissionDenied if what == "cannot bind" => {
+            " (ports below 1024 need privileges)"
+        }
+        io::ErrorKind::PermissionDenied => {
+            " (refused by the kernel: a broadcast address without SO_BROADCAST, or a firewall rule)"
+        }
         _ => "",
     }
 }
@@ -125,9 +150,10 @@ impl Failure {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Failure::Usage(_) => EXIT_USAGE,
-            Failure::File { .. } | Failure::Stream { .. } => EXIT_IO,
+            Failure::File { .. } | Failure::Stream { .. } | Failure::Read { .. } => EXIT_IO,
             Failure::NotACapture { .. } | Failure::UnsupportedLinkType { .. } => EXIT_NOT_A_CAPTURE,
             Failure::Socket { .. } => EXIT_SOCKET,
+            Failure::Unacknowledged { .. } => EXIT_UNACKNOWLEDGED,
         }
     }
 }
@@ -146,6 +172,7 @@ mod tests {
             EXIT_NOT_A_CAPTURE,
             EXIT_TRUNCATED,
             EXIT_SOCKET,
+            EXIT_UNACKNOWLEDGED,
         ];
         for (i, code) in codes.iter().enumerate() {
             assert!(!codes[..i].contains(code), "exit code {code} used twice");

@@ -49,6 +49,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Oops { command } => match command {
             OopsCommand::Decode(args) => oops::decode(&args),
             OopsCommand::Listen(args) => oops::listen(&args),
+            OopsCommand::Send(args) => oops::send(&args),
         },
     }
 }

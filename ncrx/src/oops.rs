@@ -1,23 +1,27 @@
 //! `ncrx oops decode|listen`: netoops dumps out of a capture or off the network, rebuilt by
 //! `netoops_proto::Collector`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Write as _};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use netoops_proto::{Collector, CollectorConfig, Dump, DumpStatus, Event};
-use netpoll_frame::Instant;
+use netoops_proto::meta::USER_BLOB_LEN;
+use netoops_proto::{
+    Collector, CollectorConfig, Dump, DumpEncoder, DumpMeta, DumpStatus, DumpType, Event, PtRegs,
+    V3Fields, X86ArchData, netoops_frame_config,
+};
+use netpoll_frame::{FrameBuilder, Instant};
+use pcap_file::pcap::{PcapPacket, PcapWriter};
 
 use crate::capture;
-use crate::cli::{Format, OopsDecodeArgs, OopsListenArgs, OopsOutput};
+use crate::cli::{Format, OopsDecodeArgs, OopsDumpType, OopsListenArgs, OopsOutput, OopsSendArgs};
 use crate::error::{Failure, Outcome};
 use crate::json::{self, JsonOops};
 
@@ -29,11 +33,44 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Writes dumps: a file each under `--dir`, a line each on stdout.
 struct DumpSink<'a> {
     output: &'a OopsOutput,
-    /// Files written in this run per (source, dump_id): a second dump under the same id gets
-    /// a numbered name instead of overwriting the first.
-    written: BTreeMap<(SocketAddr, u16), u32>,
     complete: u64,
     partial: u64,
+}
+
+/// The most numbered names tried for one dump before giving up.
+const MAX_SUFFIX: u32 = 100_000;
+
+/// Creates a new file for a dump: `DIR/<source>-<dump_id>.log`, or when that exists (a dump
+/// of the same source and id written before, in this run or an earlier one)
+/// `<source>-<dump_id>.2.log`, `.3.log`, ...: a dump file is never overwritten.
+fn create_dump_file(
+    dir: &Path,
+    source: SocketAddr,
+    dump_id: u16,
+) -> Result<(PathBuf, File), Failure> {
+    let mut path = dir.join(format!("{source}-{dump_id}.log"));
+    for n in 2..=MAX_SUFFIX + 1 {
+        match File::options().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                path = dir.join(format!("{source}-{dump_id}.{n}.log"));
+            }
+            Err(source) => {
+                return Err(Failure::File {
+                    what: "cannot create",
+                    path,
+                    source,
+                });
+            }
+        }
+    }
+    Err(Failure::File {
+        what: "cannot create",
+        path,
+        source: io::Error::other(format!(
+            "{MAX_SUFFIX} files of this dump exist already; move them away"
+        )),
+    })
 }
 
 impl<'a> DumpSink<'a> {
@@ -47,7 +84,6 @@ impl<'a> DumpSink<'a> {
         }
         Ok(DumpSink {
             output,
-            written: BTreeMap::new(),
             complete: 0,
             partial: 0,
         })
@@ -68,19 +104,6 @@ impl<'a> DumpSink<'a> {
         Ok(())
     }
 
-    fn file_name(&mut self, dump: &Dump<SocketAddr>) -> Option<PathBuf> {
-        let dir = self.output.dir.as_ref()?;
-        let key = (*dump.source(), dump.meta().dump_id);
-        let count = self.written.entry(key).or_insert(0);
-        *count += 1;
-        let name = if *count == 1 {
-            format!("{}-{}.log", key.0, key.1)
-        } else {
-            format!("{}-{}.{}.log", key.0, key.1, count)
-        };
-        Some(dir.join(name))
-    }
-
     fn write(
         &mut self,
         dump: &Dump<SocketAddr>,
@@ -97,17 +120,23 @@ impl<'a> DumpSink<'a> {
         } else {
             self.partial += 1;
         }
-        let path = self.file_name(dump);
-        if let Some(path) = &path {
-            let mut contents = metadata(dump, status).into_bytes();
-            contents.push(b'\n');
-            contents.extend_from_slice(dump.log());
-            fs::write(path, contents).map_err(|source| Failure::File {
-                what: "cannot write",
-                path: path.clone(),
-                source,
-            })?;
-        }
+        let path = match &self.output.dir {
+            Some(dir) => {
+                let (path, mut file) = create_dump_file(dir, *dump.source(), dump.meta().dump_id)?;
+                let mut contents = metadata(dump, status).into_bytes();
+                contents.push(b'\n');
+                contents.extend_from_slice(dump.log());
+                file.write_all(&contents)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|source| Failure::File {
+                        what: "cannot write",
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some(path)
+            }
+            None => None,
+        };
         let meta = dump.meta();
         let line = match self.output.format {
             Format::Json => json::to_line(&json::JsonLine::Oops(JsonOops {
@@ -219,23 +248,30 @@ pub(crate) fn decode(args: &OopsDecodeArgs) -> Result<Outcome, Failure> {
     let mut sink = DumpSink::new(&args.output)?;
     let mut collector = Collector::new(CollectorConfig::default());
     let mut rejected = 0;
-    let summary = capture::read_capture(&args.file, &args.port, |datagram| {
-        let frame = &datagram.frame;
-        feed(
-            &mut collector,
-            datagram.time,
-            frame.source(),
-            frame.payload(),
-            &mut rejected,
-        );
-        sink.drain(&mut collector, None)
-    })?;
+    let summary = capture::read_capture(
+        &args.file,
+        &args.port,
+        args.checksums.policy(),
+        |datagram| {
+            let frame = &datagram.frame;
+            feed(
+                &mut collector,
+                datagram.time,
+                frame.source(),
+                frame.payload(),
+                &mut rejected,
+            );
+            sink.drain(&mut collector, None)
+        },
+        // Each dump's line is written (and flushed) as it comes out.
+        || Ok(()),
+    )?;
     // The capture has ended: time runs out for every dump still open.
     collector.handle_timeout(Instant::MAX);
     sink.drain(&mut collector, Some("end_of_input"))?;
     eprintln!(
         "ncrx: {}: {}; {} dumps complete, {} partial, {} datagrams refused",
-        args.file.display(),
+        capture::display_name(&args.file),
         summary.describe(&args.port),
         sink.complete,
         sink.partial,
@@ -379,4 +415,239 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
         stats.datagrams, rejected, stats.duplicates, sink.complete, sink.partial
     );
     Ok(Outcome::default())
+}
+
+/// `ncrx oops send`: a dump encoded by `netoops_proto::DumpEncoder`, to UDP or into a pcap.
+pub(crate) fn send(args: &OopsSendArgs) -> Result<Outcome, Failure> {
+    let log = read_log(args.file.as_deref())?;
+    if log.is_empty() {
+        return Err(Failure::Usage(
+            "the log is empty: netoops sends nothing for an empty log".into(),
+        ));
+    }
+    let meta = dump_meta(args)?;
+    let mut encoder = DumpEncoder::new(&meta, b"", &log)
+        .map_err(|e| Failure::Usage(format!("cannot encode the dump: {e}")))?;
+    let count = encoder.packet_count();
+    if let Some(&bad) = args.lose.iter().find(|n| **n >= count) {
+        return Err(Failure::Usage(format!(
+            "--lose {bad}: the dump has packets 0 to {} only",
+            count - 1
+        )));
+    }
+    let passes = u32::from(args.passes);
+    let mut sink = OopsSink::open(args)?;
+    let mut packet = vec![0u8; encoder.packet_len()];
+    let mut sent = 0u64;
+    for index in 0.. {
+        let Some(packet_no) = encoder.packet_no_at(index) else {
+            break;
+        };
+        let pass = index as u32 / count;
+        if pass >= passes {
+            break;
+        }
+        if pass == 0 && args.lose.contains(&packet_no) {
+            continue;
+        }
+        let len = encoder
+            .write_packet(packet_no, &mut packet)
+            .map_err(|e| Failure::Usage(format!("cannot encode packet {packet_no}: {e}")))?;
+        sink.send(&packet[..len])?;
+        sent += 1;
+    }
+    encoder.rewind();
+    let destination = sink.finish()?;
+    eprintln!(
+        "ncrx: dump {} of {} log bytes: {count} packets, {passes} passes, {sent} datagrams {destination}",
+        args.dump_id,
+        log.len()
+    );
+    Ok(Outcome::default())
+}
+
+/// The log bytes: a file, or standard input.
+fn read_log(file: Option<&Path>) -> Result<Vec<u8>, Failure> {
+    match file {
+        Some(path) if path.as_os_str() != "-" => fs::read(path).map_err(|source| Failure::File {
+            what: "cannot read",
+            path: path.to_owned(),
+            source,
+        }),
+        _ => {
+            let mut log = Vec::new();
+            io::Read::read_to_end(&mut io::stdin(), &mut log).map_err(|source| {
+                Failure::Stream {
+                    what: "cannot read standard input",
+                    source,
+                }
+            })?;
+            Ok(log)
+        }
+    }
+}
+
+/// The dump's header fields from the command line.
+fn dump_meta(args: &OopsSendArgs) -> Result<DumpMeta, Failure> {
+    let release = match &args.release {
+        Some(release) => release.clone(),
+        None => fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|r| r.trim_end().to_owned())
+            .map_err(|source| Failure::File {
+                what: "cannot read the kernel release (give --release) from",
+                path: PathBuf::from("/proc/sys/kernel/osrelease"),
+                source,
+            })?,
+    };
+    let dump_type = match args.dump_type {
+        OopsDumpType::Oops => DumpType::PrintkBuffer,
+        OopsDumpType::Soft => DumpType::PrintkBufferSoft,
+    };
+    if !args.v3 {
+        return Ok(DumpMeta::v2(args.dump_id, dump_type, release.as_bytes()));
+    }
+    let mut user_blob = [0u8; USER_BLOB_LEN];
+    let blob = args.user_blob.as_bytes();
+    if blob.len() > USER_BLOB_LEN {
+        return Err(Failure::Usage(format!(
+            "--user-blob is {} bytes; the kernel keeps at most {USER_BLOB_LEN}",
+            blob.len()
+        )));
+    }
+    user_blob[..blob.len()].copy_from_slice(blob);
+    let [vendor, family, model, stepping] = args.cpu;
+    Ok(DumpMeta::v3(
+        args.dump_id,
+        dump_type,
+        release.as_bytes(),
+        V3Fields {
+            boot_id: args.boot_id,
+            user_blob,
+            arch_data: X86ArchData {
+                vendor,
+                family,
+                model,
+                stepping,
+                regs: PtRegs::ZERO_X86_64,
+            },
+        },
+    ))
+}
+
+/// Where `oops send` puts the packets.
+enum OopsSink {
+    Udp {
+        socket: UdpSocket,
+        to: SocketAddr,
+    },
+    Pcap {
+        path: PathBuf,
+        writer: PcapWriter<io::BufWriter<File>>,
+        builder: FrameBuilder,
+        time: Duration,
+        frame: Vec<u8>,
+    },
+}
+
+impl OopsSink {
+    fn open(args: &OopsSendArgs) -> Result<Self, Failure> {
+        let to = args.target;
+        if let Some(path) = &args.pcap {
+            let Some(source) = args.source else {
+                return Err(Failure::Usage(
+                    "--pcap needs --source (the address the frames come from)".into(),
+                ));
+            };
+            let mut config = netoops_frame_config(source.ip(), to.ip());
+            config.source_port = source.port();
+            config.destination_port = to.port();
+            config.source_mac = args.source_mac;
+            config.destination_mac = args.target_mac;
+            let builder = FrameBuilder::new(&config)
+                .map_err(|e| Failure::Usage(format!("--source {source} and --target {to}: {e}")))?;
+            let file = File::create(path).map_err(|source| Failure::File {
+                what: "cannot create",
+                path: path.clone(),
+                source,
+            })?;
+            let writer = PcapWriter::new(io::BufWriter::new(file))
+                .map_err(|e| crate::send::pcap_failure(path, e))?;
+            let time = match args.time {
+                Some(seconds) => Duration::from_secs(seconds),
+                None => SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            };
+            return Ok(OopsSink::Pcap {
+                path: path.clone(),
+                writer,
+                builder,
+                time,
+                frame: vec![0; 2048],
+            });
+        }
+        let source = args.source.unwrap_or_else(|| {
+            let ip = if to.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            };
+            SocketAddr::new(ip, netoops_proto::NETOOPS_PORT)
+        });
+        if source.is_ipv4() != to.is_ipv4() {
+            return Err(Failure::Usage(format!(
+                "--source {source} and --target {to} are not of the same IP version"
+            )));
+        }
+        let socket = crate::send::bind_sender(source)?;
+        Ok(OopsSink::Udp { socket, to })
+    }
+
+    fn send(&mut self, packet: &[u8]) -> Result<(), Failure> {
+        match self {
+            OopsSink::Udp { socket, to } => {
+                socket
+                    .send_to(packet, *to)
+                    .map_err(|source| Failure::Socket {
+                        what: "cannot send to",
+                        addr: *to,
+                        source,
+                    })?;
+            }
+            OopsSink::Pcap {
+                path,
+                writer,
+                builder,
+                time,
+                frame,
+            } => {
+                let len = builder
+                    .build(packet, frame)
+                    .map_err(|e| Failure::Usage(format!("cannot build a frame: {e}")))?;
+                writer
+                    .write_packet(&PcapPacket::new(*time, len as u32, &frame[..len]))
+                    .map_err(|e| crate::send::pcap_failure(path, e))?;
+                *time += Duration::from_millis(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes a pcap; says where the packets went.
+    fn finish(self) -> Result<String, Failure> {
+        match self {
+            OopsSink::Udp { to, .. } => Ok(format!("sent to {to}")),
+            OopsSink::Pcap { path, writer, .. } => {
+                writer
+                    .into_writer()
+                    .flush()
+                    .map_err(|source| Failure::File {
+                        what: "cannot write",
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(format!("written to {}", path.display()))
+            }
+        }
+    }
 }

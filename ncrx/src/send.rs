@@ -1,5 +1,6 @@
 //! `ncrx send`: the kernel's netconsole sender in user space.
 
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -77,15 +78,45 @@ impl TargetSpec {
         let mut owned = Vec::new();
         for (index, target) in targets.enumerate() {
             let target = target.map_err(|e| {
-                format!(
+                let mut message = format!(
                     "{e} in target {} of a netconsole= value ([+][r][src-port]@[src-ip]/[dev],[tgt-port]@<tgt-ip>/[tgt-mac])",
                     index + 1
-                )
+                );
+                if let Some(name) = host_name_in(spec) {
+                    let _ = write!(
+                        message,
+                        "; {name:?} is a host name, and netconsole= takes IP addresses only, as \
+                         the kernel's parameter does: resolve it first, e.g. \
+                         --target \"...@$(getent ahostsv4 {name} | head -n1 | cut -d' ' -f1)/\""
+                    );
+                }
+                message
             })?;
             owned.push(OwnedTarget::from(&target));
         }
         Ok(TargetSpec { targets: owned })
     }
+}
+
+/// The first source or target IP field of a `netconsole=` value that looks like a host name
+/// (letters, digits, '-' and '.', with a letter beyond hexadecimal, not an IP address).
+fn host_name_in(spec: &str) -> Option<&str> {
+    spec.split(';')
+        .flat_map(|target| target.split(','))
+        .filter_map(|half| {
+            let (_, after) = half.split_once('@')?;
+            Some(after.split('/').next().unwrap_or(after))
+        })
+        .find(|field| {
+            !field.is_empty()
+                && field.parse::<IpAddr>().is_err()
+                && field
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                && field
+                    .bytes()
+                    .any(|b| b.is_ascii_alphabetic() && !b.is_ascii_hexdigit())
+        })
 }
 
 /// Where datagrams go: UDP sockets, or frames in a pcap file.
@@ -144,27 +175,7 @@ impl Sink {
                 frame: vec![0; 2048],
             });
         }
-        let mut bound: Vec<(SocketAddr, UdpSocket)> = Vec::new();
-        let mut sockets = Vec::new();
-        for target in targets {
-            let local_ip = target.local_ip.unwrap_or(match target.remote_ip {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            });
-            let local = SocketAddr::new(local_ip, target.local_port);
-            let index = if let Some(index) = bound.iter().position(|(addr, _)| *addr == local) {
-                index
-            } else {
-                let socket = UdpSocket::bind(local).map_err(|source| Failure::Socket {
-                    what: "cannot bind",
-                    addr: local,
-                    source,
-                })?;
-                bound.push((local, socket));
-                bound.len() - 1
-            };
-            sockets.push((index, SocketAddr::new(target.remote_ip, target.remote_port)));
-        }
+        let (bound, sockets) = bind_targets(targets)?;
         Ok(Sink::Udp { sockets, bound })
     }
 
@@ -222,7 +233,70 @@ impl Sink {
     }
 }
 
-fn pcap_failure(path: &Path, error: PcapError) -> Failure {
+/// The local address a target sends from: its source IP, or the wildcard of the target's
+/// address family, and its source port.
+fn local_address(target: &OwnedTarget) -> SocketAddr {
+    let ip = target.local_ip.unwrap_or(match target.remote_ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    SocketAddr::new(ip, target.local_port)
+}
+
+/// A UDP socket to send from, bound to `local`, as netconsole's netpoll sends: an IPv6 socket
+/// is IPv6 only (`IPV6_V6ONLY`), so that an IPv4 target and an IPv6 target can both send from
+/// the same port (the kernel sends both from 6665); an IPv4 socket may send to a broadcast
+/// address (`SO_BROADCAST`; the kernel's default target MAC is broadcast, and
+/// `255.255.255.255` or a subnet's broadcast address are valid targets).
+pub(crate) fn bind_sender(local: SocketAddr) -> Result<UdpSocket, Failure> {
+    let fail = |what, source| Failure::Socket {
+        what,
+        addr: local,
+        source,
+    };
+    let domain = socket2::Domain::for_address(local);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .map_err(|e| fail("cannot open a socket for", e))?;
+    if local.is_ipv6() {
+        socket
+            .set_only_v6(true)
+            .map_err(|e| fail("cannot make IPv6-only (IPV6_V6ONLY)", e))?;
+    } else {
+        socket
+            .set_broadcast(true)
+            .map_err(|e| fail("cannot allow broadcast (SO_BROADCAST) on", e))?;
+    }
+    socket
+        .bind(&local.into())
+        .map_err(|e| fail("cannot bind", e))?;
+    Ok(socket.into())
+}
+
+/// Sockets bound for sending, with their local address.
+pub(crate) type BoundSockets = Vec<(SocketAddr, UdpSocket)>;
+
+/// Binds one socket per distinct local address of `targets` (targets with the same source
+/// address and port share it): the sockets, and per target its socket's index and
+/// destination.
+pub(crate) fn bind_targets(
+    targets: &[OwnedTarget],
+) -> Result<(BoundSockets, Vec<(usize, SocketAddr)>), Failure> {
+    let mut bound: Vec<(SocketAddr, UdpSocket)> = Vec::new();
+    let mut sockets = Vec::new();
+    for target in targets {
+        let local = local_address(target);
+        let index = if let Some(index) = bound.iter().position(|(addr, _)| *addr == local) {
+            index
+        } else {
+            bound.push((local, bind_sender(local)?));
+            bound.len() - 1
+        };
+        sockets.push((index, SocketAddr::new(target.remote_ip, target.remote_port)));
+    }
+    Ok((bound, sockets))
+}
+
+pub(crate) fn pcap_failure(path: &Path, error: PcapError) -> Failure {
     let source = match error {
         PcapError::IoError(e) => e,
         other => io::Error::other(other.to_string()),
@@ -783,7 +857,7 @@ mod reliable {
     //! while a reader thread feeds it the input's messages.
 
     use std::io::{self, BufReader, Read};
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+    use std::net::SocketAddr;
     use std::sync::mpsc;
     use std::thread;
     use std::time::Duration;
@@ -792,7 +866,7 @@ mod reliable {
     use netconsole_proto::{MAX_PRINT_CHUNK, Response};
     use netpoll_frame::Instant;
 
-    use super::{Counts, Extradata, Sender, Sink};
+    use super::{Counts, Extradata, Sender, Sink, bind_targets};
     use crate::cli::SendArgs;
     use crate::error::{Failure, Outcome};
 
@@ -800,7 +874,9 @@ mod reliable {
     const TICK: Duration = Duration::from_millis(20);
 
     struct Target {
-        socket: UdpSocket,
+        /// Index of the socket in the bound sockets (shared by targets with the same
+        /// source address).
+        socket: usize,
         to: SocketAddr,
         sender: ReliableSender,
     }
@@ -809,8 +885,9 @@ mod reliable {
         move |source| Failure::Socket { what, addr, source }
     }
 
-    fn open(args: &SendArgs, release: Option<&str>) -> Result<Vec<Target>, Failure> {
-        let mut targets = Vec::new();
+    type Sockets = super::BoundSockets;
+
+    fn open(args: &SendArgs, release: Option<&str>) -> Result<(Sockets, Vec<Target>), Failure> {
         for (index, target) in args.target.targets.iter().enumerate() {
             if !target.extended {
                 return Err(Failure::Usage(format!(
@@ -818,15 +895,15 @@ mod reliable {
                     index + 1
                 )));
             }
-            let local_ip = target.local_ip.unwrap_or(match target.remote_ip {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            });
-            let local = SocketAddr::new(local_ip, target.local_port);
-            let socket = UdpSocket::bind(local).map_err(socket_failure("cannot bind", local))?;
+        }
+        let (sockets, destinations) = bind_targets(&args.target.targets)?;
+        for (local, socket) in &sockets {
             socket
                 .set_nonblocking(true)
-                .map_err(socket_failure("cannot configure", local))?;
+                .map_err(socket_failure("cannot configure", *local))?;
+        }
+        let mut targets = Vec::new();
+        for (target, (socket, to)) in args.target.targets.iter().zip(destinations) {
             let mut config = SenderConfig::default();
             if target.release {
                 if let Some(release) = release {
@@ -835,11 +912,32 @@ mod reliable {
             }
             targets.push(Target {
                 socket,
-                to: SocketAddr::new(target.remote_ip, target.remote_port),
+                to,
                 sender: ReliableSender::new(config),
             });
         }
-        Ok(targets)
+        Ok((sockets, targets))
+    }
+
+    /// Hands every response waiting on the sockets to the target it comes from.
+    fn receive(sockets: &Sockets, targets: &mut [Target], now: Instant, buf: &mut [u8]) {
+        for (index, (_, socket)) in sockets.iter().enumerate() {
+            // Until nothing more is waiting (WouldBlock), or an error such as the ICMP port
+            // unreachable of a receiver not started yet.
+            while let Ok((len, from)) = socket.recv_from(buf) {
+                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+                let Some(target) = targets
+                    .iter_mut()
+                    .find(|t| t.socket == index && t.to == from)
+                else {
+                    continue;
+                };
+                match Response::parse(&buf[..len]) {
+                    Ok(response) => target.sender.handle_response(now, &response),
+                    Err(error) => eprintln!("ncrx: bad response from {from}: {error}"),
+                }
+            }
+        }
     }
 
     /// Runs `ncrx send --reliable`.
@@ -849,7 +947,7 @@ mod reliable {
         reader: BufReader<Box<dyn Read + Send>>,
         live: bool,
     ) -> Result<Outcome, Failure> {
-        let mut targets = open(args, release.as_deref())?;
+        let (sockets, mut targets) = open(args, release.as_deref())?;
         let start = std::time::Instant::now();
         let now =
             || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -895,33 +993,15 @@ mod reliable {
                 } else {
                     thread::sleep(wait);
                 }
+                receive(&sockets, &mut targets, now(), &mut buf);
                 for target in &mut targets {
-                    loop {
-                        match target.socket.recv_from(&mut buf) {
-                            Ok((len, from)) => {
-                                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-                                if from != target.to {
-                                    continue;
-                                }
-                                match Response::parse(&buf[..len]) {
-                                    Ok(response) => target.sender.handle_response(now(), &response),
-                                    Err(error) => {
-                                        eprintln!("ncrx: bad response from {from}: {error}");
-                                    }
-                                }
-                            }
-                            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                            // ICMP port unreachable from a receiver not started yet, etc.
-                            Err(_) => break,
-                        }
-                    }
                     let now = now();
                     if target.sender.poll_timeout().is_some_and(|d| d <= now) {
                         target.sender.handle_timeout(now);
                     }
                     while let Some(len) = target.sender.poll_transmit(&mut out) {
-                        target
-                            .socket
+                        sockets[target.socket]
+                            .1
                             .send_to(&out[..len], target.to)
                             .map_err(socket_failure("cannot send to", target.to))?;
                         sent += 1;
@@ -947,6 +1027,12 @@ mod reliable {
             counts.bad + refused,
             counts.skipped
         );
+        if unacked > 0 {
+            return Err(Failure::Unacknowledged {
+                records: unacked,
+                linger_ms: args.linger_ms,
+            });
+        }
         Ok(Outcome {
             bad_data: counts.bad + refused > 0,
             truncated: false,
@@ -983,6 +1069,38 @@ mod tests {
             MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x57])
         );
         assert_eq!((target.local_port, target.remote_port), (6665, 6666));
+    }
+
+    #[test]
+    fn host_names_are_named_as_such() {
+        assert_eq!(
+            host_name_in("+@/,@logs.example.com/"),
+            Some("logs.example.com")
+        );
+        assert_eq!(host_name_in("@myhost/,@10.0.0.1/"), Some("myhost"));
+        // Addresses, MACs, interface names and a missing '/' are not host names.
+        assert_eq!(
+            host_name_in("+6665@192.0.2.1/eth0,6666@192.0.2.2/52:54:00:12:34:57"),
+            None
+        );
+        assert_eq!(host_name_in("@/,@2001:db8::2/"), None);
+        assert_eq!(host_name_in("+6665@192.0.2.1,6666@192.0.2.2/"), None);
+        assert_eq!(
+            host_name_in("@/,@cafe/"),
+            None,
+            "hexadecimal only: not said to be a name"
+        );
+        let error = TargetSpec::parse_arg("+@/,@logs.example.com/").unwrap_err();
+        assert!(
+            error.starts_with("bad IP address in target 1")
+                && error.contains(
+                    "\"logs.example.com\" is a host name, and netconsole= takes IP addresses only"
+                )
+                && error.contains("getent ahostsv4 logs.example.com"),
+            "{error}"
+        );
+        let error = TargetSpec::parse_arg("@/,@10.0.0.300/").unwrap_err();
+        assert!(!error.contains("host name"), "{error}");
     }
 
     #[test]

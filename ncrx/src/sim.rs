@@ -1,10 +1,19 @@
 //! `ncrx sim`: runs `ncrx_core::sim` with the command line's parameters and prints its report.
 //!
-//! A progress bar (indicatif) is drawn on stderr while the senders push their records, only
-//! when stderr is a terminal and neither `--json` nor `--quiet` is given.
+//! A progress bar (indicatif) is drawn on stderr while the senders push their records when
+//! stderr is a terminal and neither `--json` nor `--quiet` is given. When stderr is not a
+//! terminal (a log, a pipe), a run says how far it is and how long it has left in one line
+//! every `--progress-interval` seconds (5 by default; not with `--quiet`), so a large run is
+//! never silent for minutes.
+//!
+//! The report goes to standard output; a closed or full standard output ends the command
+//! with exit code 3 and a message, as for `decode`.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -42,7 +51,7 @@ struct JsonSim<'a> {
 fn config(args: &SimArgs) -> SimConfig {
     let mut config = SimConfig::default();
     config.seed = args.seed;
-    config.sources = args.sources.max(1);
+    config.sources = args.sources;
     config.records = args.records;
     config.loss_to_receiver = args.loss;
     config.loss_to_sender = args.reverse_loss;
@@ -69,7 +78,7 @@ fn text(args: &SimArgs, report: &SimReport) -> String {
     let mut out = format!(
         "sim: seed {}, {} source(s) x {} records, loss {} / reverse {}, reorder {}, dup {}{}\n",
         args.seed,
-        args.sources.max(1),
+        args.sources,
         args.records,
         args.loss,
         args.reverse_loss,
@@ -125,14 +134,52 @@ fn millis(duration: Duration) -> String {
 /// How many progress steps the bar gets over a whole run.
 const PROGRESS_STEPS: u64 = 500;
 
+/// One progress line for a stderr that is not a terminal: records pushed, elapsed wall time,
+/// and the time left at the rate so far.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "percentages and estimates for display"
+)]
+fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
+    let mut line = format!(
+        "ncrx: sim: {done} of {total} records pushed ({:.1}%) after {:.1} s",
+        percent(done, total),
+        elapsed.as_secs_f64()
+    );
+    if done > 0 && done < total {
+        let left = elapsed.as_secs_f64() * (total - done) as f64 / done as f64;
+        let _ = write!(line, ", about {left:.1} s left");
+    } else if done == 0 {
+        line.push_str(", no estimate yet");
+    }
+    line
+}
+
+/// Writes [`progress_line`]s every `every` until `stop` says the run ended.
+fn progress_lines(done: &AtomicU64, total: u64, every: Duration, stop: &mpsc::Receiver<()>) {
+    let start = std::time::Instant::now();
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        eprintln!(
+            "{}",
+            progress_line(done.load(Ordering::Relaxed), total, start.elapsed())
+        );
+    }
+}
+
 /// `ncrx sim`.
 pub(crate) fn run(args: &SimArgs) -> Result<Outcome, Failure> {
     if args.records == 0 {
         return Err(Failure::Usage("--records must be at least 1".into()));
     }
+    if args.sources == 0 {
+        return Err(Failure::Usage(
+            "--sources must be at least 1 (the number of simulated senders)".into(),
+        ));
+    }
     let config = config(args);
     let total = config.records.saturating_mul(u64::from(config.sources));
-    let target = if args.json || args.quiet || !std::io::stderr().is_terminal() {
+    let terminal = std::io::stderr().is_terminal();
+    let target = if args.json || args.quiet || !terminal {
         ProgressDrawTarget::hidden()
     } else {
         ProgressDrawTarget::stderr()
@@ -144,15 +191,30 @@ pub(crate) fn run(args: &SimArgs) -> Result<Outcome, Failure> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let report = sim::run_with_progress(&config, (total / PROGRESS_STEPS).max(1), |progress| {
-        bar.set_position(progress.done);
+    // The spinner and the elapsed time move even while no record is pushed (a run with many
+    // sources spends long between pushes).
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let done = AtomicU64::new(0);
+    let report = thread::scope(|scope| {
+        let (stop, stopped) = mpsc::channel::<()>();
+        if !terminal && !args.quiet {
+            let done = &done;
+            let every = Duration::from_secs_f64(args.progress_interval);
+            scope.spawn(move || progress_lines(done, total, every, &stopped));
+        }
+        let report = sim::run_with_progress(&config, (total / PROGRESS_STEPS).max(1), |progress| {
+            bar.set_position(progress.done);
+            done.store(progress.done, Ordering::Relaxed);
+        });
+        drop(stop);
+        report
     });
     bar.finish_and_clear();
-    if args.json {
+    let out = if args.json {
         let json = JsonSim {
             r#type: "sim",
             seed: args.seed,
-            sources: args.sources.max(1),
+            sources: args.sources,
             sent: report.sent,
             delivered: report.delivered,
             late: report.late,
@@ -171,12 +233,39 @@ pub(crate) fn run(args: &SimArgs) -> Result<Outcome, Failure> {
             memory_bound: report.memory_bound,
             violations: &report.violations,
         };
-        println!("{}", serde_json::to_string(&json).unwrap_or_default());
+        let mut line = serde_json::to_string(&json).unwrap_or_default();
+        line.push('\n');
+        line
     } else {
-        print!("{}", text(args, &report));
-    }
+        text(args, &report)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|source| Failure::Stream {
+            what: "cannot write to standard output",
+            source,
+        })?;
     Ok(Outcome {
         bad_data: !report.violations.is_empty(),
         truncated: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_say_how_long_is_left() {
+        assert_eq!(
+            progress_line(250, 1000, Duration::from_secs(10)),
+            "ncrx: sim: 250 of 1000 records pushed (25.0%) after 10.0 s, about 30.0 s left"
+        );
+        assert_eq!(
+            progress_line(0, 1000, Duration::from_secs(5)),
+            "ncrx: sim: 0 of 1000 records pushed (0.0%) after 5.0 s, no estimate yet"
+        );
+    }
 }

@@ -216,6 +216,18 @@ impl Sink {
         }
     }
 
+    /// The lines gathered for standard output and not yet written.
+    #[cfg(test)]
+    pub(crate) fn stdout_lines(&self) -> Vec<String> {
+        match &self.destination {
+            Destination::Stdout(batch) => String::from_utf8_lossy(batch)
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+            Destination::Dir(_) => Vec::new(),
+        }
+    }
+
     /// Bytes gathered and not yet written.
     pub(crate) fn pending(&self) -> usize {
         match &self.destination {

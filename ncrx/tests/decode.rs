@@ -550,3 +550,361 @@ fn vlan_frames_and_malformed_datagrams() {
     );
     assert!(stderr.contains("; 1 malformed datagrams"), "{stderr}");
 }
+
+/// The sample capture of `tests/data` (30 Ethernet frames, records 700 to 715).
+fn sample_pcap() -> std::path::PathBuf {
+    common::data("linux-7.3-ext-seq700-715/frames.pcap")
+}
+
+/// Waits for `child` at most a minute (a hang fails the test instead of stalling it).
+fn wait_bounded(child: std::process::Child) -> std::process::Output {
+    let (done, finished) = std::sync::mpsc::channel();
+    let id = child.id();
+    let waiter = std::thread::spawn(move || {
+        let output = child.wait_with_output();
+        let _ = done.send(());
+        output
+    });
+    if finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .is_err()
+    {
+        let _ = std::process::Command::new("kill")
+            .arg(id.to_string())
+            .status();
+        panic!("ncrx did not finish");
+    }
+    waiter.join().unwrap().unwrap()
+}
+
+#[test]
+fn captures_from_stdin_pipes_and_fifos() {
+    let pcap = sample_pcap();
+    let bytes = std::fs::read(&pcap).unwrap();
+    let (code, expected, stderr) = parts(&run(&["decode", pcap.to_str().unwrap()], b""));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(expected.lines().count(), 16);
+    // `-` and `/dev/stdin` from a pipe.
+    for name in ["-", "/dev/stdin"] {
+        let (code, stdout, stderr) = parts(&run(&["decode", name], &bytes));
+        assert_eq!(code, 0, "{name}: {stderr}");
+        assert_eq!(stdout, expected, "{name}");
+        assert!(stderr.contains("30 frames: 30 UDP datagrams"), "{stderr}");
+    }
+    // A FIFO, opened once (opened twice, the writer's data went to the first open and the
+    // second waited forever).
+    let dir = scratch("decode-fifo");
+    let fifo = dir.join("frames.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let child = common::ncrx()
+        .args(["decode", fifo.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Opening for writing waits until ncrx has opened it for reading.
+    std::fs::write(&fifo, &bytes).unwrap();
+    let (code, stdout, stderr) = parts(&wait_bounded(child));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, expected);
+    // A process substitution, as bash makes it: a pipe named /dev/fd/N.
+    let script = format!(
+        "{} decode <(cat {})",
+        env!("CARGO_BIN_EXE_ncrx"),
+        pcap.display()
+    );
+    let output = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let (code, stdout, stderr) = parts(&output);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, expected);
+}
+
+#[test]
+fn a_live_pipe_is_decoded_packet_by_packet() {
+    use std::io::{BufRead, Write};
+    // Three one-datagram records as frames, written into ncrx's stdin one at a time: each
+    // record must come out before the next packet is written (tcpdump -U -w - | ncrx decode -).
+    let dir = scratch("decode-live");
+    let pcap = dir.join("three.pcap");
+    let (code, _, stderr) = common::send_pcap(
+        "+6665@192.0.2.1/,6666@192.0.2.2/",
+        &pcap,
+        &["--input", "text"],
+        b"one\ntwo\nthree\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let bytes = std::fs::read(&pcap).unwrap();
+    // The 24-byte header, then per packet a 16-byte record header and the frame.
+    let mut packets = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        packets.push(&bytes[at..at + 16 + len]);
+        at += 16 + len;
+    }
+    assert_eq!(packets.len(), 3);
+    let mut child = common::ncrx()
+        .args(["decode", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (lines, read) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = lines.send(line.unwrap());
+        }
+    });
+    stdin.write_all(&bytes[..24]).unwrap();
+    for (packet, text) in packets.iter().zip(["one", "two", "three"]) {
+        stdin.write_all(packet).unwrap();
+        stdin.flush().unwrap();
+        let line = read
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no line for {text:?} while the pipe stays open"));
+        assert!(line.ends_with(&format!("<6> {text}")), "{line}");
+    }
+    drop(stdin);
+    let output = wait_bounded(child);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(read.try_recv().is_err(), "nothing more");
+}
+
+/// The sample's frames rewritten for another link type: pcap with `datalink`, each frame's
+/// Ethernet header replaced by what `link_header` gives for its ethertype.
+fn relinked(
+    dir: &Path,
+    name: &str,
+    datalink: pcap_file::DataLink,
+    link_header: impl Fn(u16) -> Vec<u8>,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let header = pcap_file::pcap::PcapHeader {
+        datalink,
+        ..pcap_file::pcap::PcapHeader::default()
+    };
+    let mut writer =
+        pcap_file::pcap::PcapWriter::with_header(std::fs::File::create(&path).unwrap(), header)
+            .unwrap();
+    for (i, frame) in common::read_pcap(&sample_pcap()).iter().enumerate() {
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        let mut packet = link_header(ethertype);
+        packet.extend_from_slice(&frame[14..]);
+        writer
+            .write_packet(&pcap_file::pcap::PcapPacket::new(
+                std::time::Duration::from_millis(1_000 + i as u64),
+                packet.len() as u32,
+                &packet,
+            ))
+            .unwrap();
+    }
+    path
+}
+
+#[test]
+fn linux_cooked_and_raw_ip_captures() {
+    let (code, expected, stderr) = parts(&run(&["decode", sample_pcap().to_str().unwrap()], b""));
+    assert_eq!(code, 0, "{stderr}");
+    let dir = scratch("decode-links");
+    // LINUX_SLL: packet type, ARPHRD_ETHER, address length 6, address (8), protocol.
+    let sll = |ethertype: u16| {
+        let mut h = vec![0, 0, 0, 1, 0, 6, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0];
+        h.extend_from_slice(&ethertype.to_be_bytes());
+        h
+    };
+    // LINUX_SLL2: protocol, reserved, interface index, ARPHRD_ETHER, packet type, address
+    // length, address (8).
+    let sll2 = |ethertype: u16| {
+        let mut h = ethertype.to_be_bytes().to_vec();
+        h.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 4, 6]);
+        h.extend_from_slice(&[0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0]);
+        h
+    };
+    let cases = [
+        relinked(&dir, "sll.pcap", pcap_file::DataLink::LINUX_SLL, sll),
+        relinked(&dir, "sll2.pcap", pcap_file::DataLink::LINUX_SLL2, sll2),
+        relinked(&dir, "raw.pcap", pcap_file::DataLink::RAW, |_| Vec::new()),
+        relinked(&dir, "ipv4.pcap", pcap_file::DataLink::IPV4, |_| Vec::new()),
+    ];
+    for path in &cases {
+        let (code, stdout, stderr) = parts(&run(&["decode", path.to_str().unwrap()], b""));
+        assert_eq!(code, 0, "{}: {stderr}", path.display());
+        assert_eq!(stdout, expected, "{}", path.display());
+        assert!(stderr.contains("30 frames: 30 UDP datagrams"), "{stderr}");
+    }
+    // A cooked packet that is not IP (ARP, 0x0806) is other traffic, not a bad frame.
+    let arp = relinked(&dir, "arp.pcap", pcap_file::DataLink::LINUX_SLL2, |_| {
+        sll2(0x0806)
+    });
+    let (code, stdout, stderr) = parts(&run(&["decode", arp.to_str().unwrap()], b""));
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert!(
+        stderr.contains("30 frames: 0 UDP datagrams to port 6666, 0 to other ports, 30 other traffic, 0 bad frames"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn loopback_checksums_left_to_offload_are_decoded_and_counted_apart() {
+    // Real `tcpdump -i lo` and `-i any` captures (see tests/data/loopback-offload).
+    let lo = common::data("loopback-offload/lo.pcap");
+    let any = common::data("loopback-offload/any-sll2.pcap");
+    let (code, stdout, stderr) = parts(&run(&["decode", lo.to_str().unwrap()], b""));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "127.0.0.1:6665 #0 [    0.000005] <6> hello lo\n\
+         127.0.0.1:6665 #1 [    0.000063] <6> second\n\
+         [::1]:6667 #0 [    0.000003] <6> v6 hello\n\
+         127.0.0.1:6668 #0 [    0.000005] <6> any1\n"
+    );
+    assert!(
+        stderr.contains("4 frames: 4 UDP datagrams to port 6666, 0 to other ports, 0 other traffic, 0 bad frames; 4 UDP checksums not verified (left to checksum offload, or absent); 0 malformed"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = parts(&run(&["decode", any.to_str().unwrap()], b""));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "127.0.0.1:6668 #0 [    0.000005] <6> any1\n[::1]:6669 #0 [    0.000004] <6> any2\n"
+    );
+    assert!(stderr.contains("2 UDP checksums not verified"), "{stderr}");
+    // Strict: bad frames, exit code 1, and the message says why and what to do.
+    let (code, stdout, stderr) = parts(&run(
+        &["decode", "--strict-checksums", lo.to_str().unwrap()],
+        b"",
+    ));
+    assert_eq!((code, stdout.as_str()), (1, ""), "{stderr}");
+    assert!(
+        stderr.contains("frame 1: bad frame skipped: UDP checksum 0xfe2d is wrong (expected 0x7b23) (left unfilled by checksum offload: decoded without --strict-checksums)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("0 other traffic, 4 bad frames; 0 malformed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_wrong_checksum_is_bad_and_a_zero_one_not_verified() {
+    // Frames made by `send` (checksums right), then one checksum zeroed (IPv4: none
+    // computed), one set to the pseudo-header's sum (what offload leaves), one wrong.
+    let dir = scratch("decode-checksums");
+    let pcap = dir.join("four.pcap");
+    let (code, _, stderr) = common::send_pcap(
+        "+6665@192.0.2.1/,6666@192.0.2.2/",
+        &pcap,
+        &["--input", "text"],
+        b"right\nzero\nunfilled\nwrong\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let mut frames = common::read_pcap(&pcap);
+    // The UDP checksum is at bytes 40..42 (Ethernet 14, IPv4 20, UDP 6).
+    frames[1][40..42].copy_from_slice(&[0, 0]);
+    let udp_len = u16::from_be_bytes([frames[2][38], frames[2][39]]);
+    // 192.0.2.1 + 192.0.2.2 + UDP (17) + length, folded, not complemented.
+    let mut sum: u32 = 0xc000 + 0x0201 + 0xc000 + 0x0202 + 17 + u32::from(udp_len);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frames[2][40..42].copy_from_slice(&(sum as u16).to_be_bytes());
+    frames[3][41] ^= 0x01;
+    let timed: Vec<_> = frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| (std::time::Duration::from_millis(i as u64), f))
+        .collect();
+    write_pcap(&pcap, &timed);
+    let (code, stdout, stderr) = parts(&run(&["decode", pcap.to_str().unwrap()], b""));
+    assert_eq!(code, 1, "the wrong checksum is bad data: {stderr}");
+    let texts: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.rsplit("<6> ").next().unwrap())
+        .collect();
+    assert_eq!(texts, ["right", "zero", "unfilled"], "{stdout}");
+    assert!(
+        stderr.contains("frame 4: bad frame skipped: UDP checksum"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("4 frames: 3 UDP datagrams to port 6666, 0 to other ports, 0 other traffic, 1 bad frames; 2 UDP checksums not verified"),
+        "{stderr}"
+    );
+    // Strict: the unfilled one is bad too; a zero IPv4 checksum is allowed (RFC 768) but
+    // still not verified.
+    let (code, stdout, stderr) = parts(&run(
+        &["decode", "--strict-checksums", pcap.to_str().unwrap()],
+        b"",
+    ));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(
+        stderr.contains("2 UDP datagrams to port 6666, 0 to other ports, 0 other traffic, 2 bad frames; 1 UDP checksums not verified"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn long_plain_messages_come_out_as_one_item() {
+    // Linux sends a console message longer than 1000 bytes in several datagrams, the second
+    // without a timestamp: they come out as one `plain` item per record, the datagrams'
+    // bytes joined in order, nothing lost, nothing merged across records.
+    for (kernel, records, long) in [("linux-6.1", 25, 4), ("linux-7.3", 30, 9)] {
+        let sample = common::data(&format!("{kernel}-plain-sample"));
+        let pcap = sample.join("frames.pcap");
+        let frames = common::read_pcap(&pcap);
+        // Ethernet, IPv4 without options, UDP: the payload starts at byte 42.
+        let sent: Vec<u8> = frames.iter().flat_map(|f| f[42..].to_vec()).collect();
+        let kmsg = std::fs::read(sample.join("kmsg.raw")).unwrap();
+        assert_eq!(
+            kmsg.split(|&b| b == 0x1e).filter(|r| !r.is_empty()).count(),
+            records,
+            "{kernel}"
+        );
+        let (code, json, stderr) = parts(&run(
+            &["decode", "--format", "json", pcap.to_str().unwrap()],
+            b"",
+        ));
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "0 records, 0 lost, 0 out of order, 0 incomplete, 0 restarts, {records} plain"
+            )),
+            "{stderr}"
+        );
+        let texts: Vec<Vec<u8>> = json
+            .lines()
+            .map(|line| {
+                let item: Value = serde_json::from_str(line).unwrap();
+                assert_eq!(item["type"], "plain");
+                let text = item["text"].as_str().unwrap().as_bytes();
+                if item["escaped"].as_bool().unwrap() {
+                    netconsole_proto::unescape(text).0.into_owned()
+                } else {
+                    text.to_vec()
+                }
+            })
+            .collect();
+        assert_eq!(texts.len(), records, "{kernel}: one item per record");
+        assert_eq!(texts.concat(), sent, "{kernel}: the datagrams, in order");
+        for text in &texts {
+            assert!(text.starts_with(b"["), "{}", text.escape_ascii());
+            assert!(text.ends_with(b"\n"), "{}", text.escape_ascii());
+        }
+        assert_eq!(
+            texts.iter().filter(|t| t.len() > 1000).count(),
+            long,
+            "{kernel}: records sent in more than one datagram"
+        );
+    }
+}

@@ -7,6 +7,7 @@ mod common;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{parts, run, scratch, write_pcap};
@@ -112,6 +113,35 @@ fn complete_dump_to_file_and_text_line() {
         "{stderr}"
     );
     assert!(stderr.contains("1 dumps complete, 0 partial"), "{stderr}");
+
+    // The same capture decoded again into the same directory, twice: the first file stays
+    // as it was, the others get the next free numbered names.
+    let first = std::fs::read(&file).unwrap();
+    std::fs::write(out_dir.join("192.0.2.1:2004-7.3.log"), b"someone else's").unwrap();
+    for again in ["192.0.2.1:2004-7.2.log", "192.0.2.1:2004-7.4.log"] {
+        let (code, stdout, stderr) = parts(&run(
+            &[
+                "oops",
+                "decode",
+                pcap.to_str().unwrap(),
+                "--dir",
+                out_dir.to_str().unwrap(),
+            ],
+            b"",
+        ));
+        assert_eq!(code, 0, "{stderr}");
+        let again = out_dir.join(again);
+        assert!(
+            stdout.ends_with(&format!("file={}\n", again.display())),
+            "{stdout}"
+        );
+        assert_eq!(std::fs::read(&again).unwrap(), first);
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), first);
+    assert_eq!(
+        std::fs::read(out_dir.join("192.0.2.1:2004-7.3.log")).unwrap(),
+        b"someone else's"
+    );
 }
 
 #[test]
@@ -232,75 +262,97 @@ fn truncated_capture_keeps_what_came_before() {
 
 #[test]
 fn pcapng_timestamps_drive_the_collector_timeout() {
-    // Pass 1 loses packet 2; pass 2 comes 20 s later. With the capture's microsecond
-    // timestamps read right, the first dump times out (10 s) before pass 2, which then
-    // makes a second, complete dump. Read as nanoseconds, pass 2 would come 20 ms later
-    // and complete the first dump instead.
-    let dir = scratch("oops-pcapng");
-    let path = dir.join("dump.pcapng");
+    // Pass 1 loses packet 2; pass 2 comes 20 s later. With the capture's timestamps read
+    // right (in the interface's if_tsresol unit, plus its if_tsoffset), the first dump
+    // times out (10 s) before pass 2, which then makes a second, complete dump. Read in
+    // another unit, pass 2 would come 20 ms (or 20,000 s) later and the dumps would differ.
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
     let log = log(2100, 6);
     let meta = DumpMeta::v2(9, DumpType::PrintkBuffer, b"3.2.0");
     let frames = dump_frames(&meta, &log, "192.0.2.7", "192.0.2.2");
-    let mut writer = PcapNgWriter::new(File::create(&path).unwrap()).unwrap();
-    writer
-        .write_pcapng_block(InterfaceDescriptionBlock {
-            linktype: pcap_file::DataLink::ETHERNET,
-            snaplen: 0,
-            options: vec![],
-        })
-        .unwrap();
-    let start_us: u64 = 1_700_000_000_000_000;
-    for (index, frame) in frames.iter().enumerate().take(6) {
-        if index == 2 {
-            continue; // packet 2 of pass 1
-        }
-        let us = start_us
-            + if index < 3 {
-                index as u64
-            } else {
-                20_000_000 + index as u64
-            };
+    // (options, units per second, offset in seconds)
+    let units: [(Vec<InterfaceDescriptionOption<'static>>, u128, u64); 3] = [
+        (vec![], 1_000_000, 0),
+        (
+            vec![
+                InterfaceDescriptionOption::IfTsResol(9),
+                InterfaceDescriptionOption::IfTsOffset(1_000),
+            ],
+            1_000_000_000,
+            1_000,
+        ),
+        (
+            vec![InterfaceDescriptionOption::IfTsResol(0x80 + 20)],
+            1 << 20,
+            0,
+        ),
+    ];
+    for (options, per_second, offset) in units {
+        let dir = scratch("oops-pcapng");
+        let path = dir.join("dump.pcapng");
+        let mut writer = PcapNgWriter::new(File::create(&path).unwrap()).unwrap();
         writer
-            .write_pcapng_block(EnhancedPacketBlock {
-                interface_id: 0,
-                // pcap-file writes this count as is: in the interface's unit (microseconds).
-                timestamp: Duration::from_nanos(us),
-                original_len: frame.len() as u32,
-                data: frame.as_slice().into(),
-                options: vec![],
+            .write_pcapng_block(InterfaceDescriptionBlock {
+                linktype: pcap_file::DataLink::ETHERNET,
+                snaplen: 0,
+                options,
             })
             .unwrap();
+        let start_us: u128 = 1_700_000_000_000_000 - u128::from(offset) * 1_000_000;
+        for (index, frame) in frames.iter().enumerate().take(6) {
+            if index == 2 {
+                continue; // packet 2 of pass 1
+            }
+            let us = start_us
+                + if index < 3 {
+                    index as u128
+                } else {
+                    20_000_000 + index as u128
+                };
+            let count = us * per_second / 1_000_000;
+            writer
+                .write_pcapng_block(EnhancedPacketBlock {
+                    interface_id: 0,
+                    // pcap-file writes this count as is: in the interface's unit.
+                    timestamp: Duration::from_nanos(u64::try_from(count).unwrap()),
+                    original_len: frame.len() as u32,
+                    data: frame.as_slice().into(),
+                    options: vec![],
+                })
+                .unwrap();
+        }
+        drop(writer);
+        let out_dir = dir.join("dumps");
+        let (code, stdout, stderr) = parts(&run(
+            &[
+                "oops",
+                "decode",
+                path.to_str().unwrap(),
+                "--dir",
+                out_dir.to_str().unwrap(),
+            ],
+            b"",
+        ));
+        assert_eq!(code, 0, "{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{per_second}: {stdout}");
+        assert!(
+            lines[0].contains("dump_id=9 v2 type=1 kernel=3.2.0 timed_out packets=3 missing=2 "),
+            "{stdout}"
+        );
+        assert!(
+            lines[1].contains(
+                "dump_id=9 v2 type=1 kernel=3.2.0 complete packets=3 missing=- bytes=2100"
+            ),
+            "{stdout}"
+        );
+        assert!(out_dir.join("192.0.2.7:2004-9.log").is_file());
+        assert!(
+            std::fs::read(out_dir.join("192.0.2.7:2004-9.2.log"))
+                .unwrap()
+                .ends_with(&log)
+        );
     }
-    drop(writer);
-    let out_dir = dir.join("dumps");
-    let (code, stdout, stderr) = parts(&run(
-        &[
-            "oops",
-            "decode",
-            path.to_str().unwrap(),
-            "--dir",
-            out_dir.to_str().unwrap(),
-        ],
-        b"",
-    ));
-    assert_eq!(code, 0, "{stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(
-        lines[0].contains("dump_id=9 v2 type=1 kernel=3.2.0 timed_out packets=3 missing=2 "),
-        "{stdout}"
-    );
-    assert!(
-        lines[1]
-            .contains("dump_id=9 v2 type=1 kernel=3.2.0 complete packets=3 missing=- bytes=2100"),
-        "{stdout}"
-    );
-    assert!(out_dir.join("192.0.2.7:2004-9.log").is_file());
-    assert!(
-        std::fs::read(out_dir.join("192.0.2.7:2004-9.2.log"))
-            .unwrap()
-            .ends_with(&log)
-    );
 }
 
 #[test]
@@ -402,4 +454,156 @@ fn live_listener_writes_dumps_and_flushes_on_sigterm() {
     assert!(rest.contains("stopped: 8 datagrams, 0 refused"), "{rest}");
     assert!(dir.join(format!("{source}-11.log")).is_file());
     assert!(dir.join(format!("{source}-12.log")).is_file());
+}
+
+/// The command that made `tests/data/netoops-sample/crash.pcap` (the README's sample), with
+/// the capture written to `out`.
+fn sample_command(out: &Path) -> Vec<String> {
+    let data = common::data("netoops-sample");
+    [
+        "oops",
+        "send",
+        "--source",
+        "2001:db8::1",
+        "--target",
+        "2001:db8::2",
+        "--pcap",
+        out.to_str().unwrap(),
+        "--time",
+        "1700000000",
+        "--v3",
+        "--dump-id",
+        "300",
+        "--dump-type",
+        "soft",
+        "--release",
+        "6.1.0-56-amd64",
+        "--boot-id",
+        "99",
+        "--user-blob",
+        "rack-42",
+        "--cpu",
+        "0,6,85,7",
+        "--passes",
+        "1",
+        "--lose",
+        "1",
+        data.join("log.txt").to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[test]
+fn oops_send_remakes_the_sample_capture_byte_for_byte() {
+    let dir = scratch("oops-send-sample");
+    let out = dir.join("crash.pcap");
+    let args = sample_command(&out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = parts(&run(&args, b""));
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert!(
+        stderr.contains("dump 300 of 5000 log bytes: 5 packets, 1 passes, 4 datagrams written to"),
+        "{stderr}"
+    );
+    let sample = common::data("netoops-sample/crash.pcap");
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&sample).unwrap(),
+        "the sample differs from what the command writes"
+    );
+    // What the README shows for it.
+    let (code, stdout, stderr) = parts(&run(
+        &[
+            "oops",
+            "decode",
+            sample.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        b"",
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "{\"type\":\"oops\",\"source\":\"[2001:db8::1]:2004\",\"dump_id\":300,\"version\":3,\"dump_type\":3,\"kernel_version\":\"6.1.0-56-amd64\",\"complete\":false,\"status\":\"end_of_input\",\"packets\":5,\"missing\":[1],\"bytes\":3976}\n"
+    );
+}
+
+#[test]
+fn oops_send_over_udp_sends_three_passes() {
+    use netoops_proto::Packet;
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let target = collector.local_addr().unwrap().to_string();
+    let text = log(2500, 4);
+    let (code, _, stderr) = parts(&run(
+        &[
+            "oops",
+            "send",
+            "--source",
+            "127.0.0.1:0",
+            "--target",
+            &target,
+            "--release",
+            "6.6.0",
+            "--dump-id",
+            "77",
+        ],
+        &text,
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("dump 77 of 2500 log bytes: 3 packets, 3 passes, 9 datagrams sent to"),
+        "{stderr}"
+    );
+    let mut buf = [0u8; 2048];
+    let mut numbers = Vec::new();
+    let mut source = None;
+    for _ in 0..9 {
+        let (len, from) = collector.recv_from(&mut buf).unwrap();
+        assert!(source.is_none_or(|s| s == from), "one socket");
+        source = Some(from);
+        let packet = Packet::parse(&buf[..len]).unwrap();
+        assert_eq!(packet.meta().dump_id, 77);
+        assert_eq!(packet.meta().kernel_release(), b"6.6.0");
+        numbers.push(packet.packet_no());
+    }
+    assert_eq!(numbers, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn oops_send_errors_say_what_is_wrong() {
+    let dir = scratch("oops-send-errors");
+    let out = dir.join("x.pcap");
+    for (args, stdin, message) in [
+        (
+            vec!["--target", "192.0.2.2", "--pcap", out.to_str().unwrap()],
+            &b"log\n"[..],
+            "--pcap needs --source",
+        ),
+        (
+            vec!["--target", "192.0.2.2", "--lose", "1"],
+            &b"log\n"[..],
+            "--lose 1: the dump has packets 0 to 0 only",
+        ),
+        (vec!["--target", "192.0.2.2"], &b""[..], "the log is empty"),
+        (
+            vec!["--target", "crash.example.com"],
+            &b"log\n"[..],
+            "host names are not resolved",
+        ),
+        (
+            vec!["--target", "::1", "--source", "127.0.0.1:0"],
+            &b"log\n"[..],
+            "not of the same IP version",
+        ),
+    ] {
+        let mut full = vec!["oops", "send"];
+        full.extend(args);
+        let (code, _, stderr) = parts(&run(&full, stdin));
+        assert_eq!(code, 2, "{full:?}: {stderr}");
+        assert!(stderr.contains(message), "{full:?}: {stderr}");
+    }
 }

@@ -59,6 +59,21 @@ fn sample_in_the_repository_reproduces_byte_for_byte() {
 }
 
 #[test]
+fn plain_sample_reproduces_byte_for_byte() {
+    // The README's plain example: the Linux 6.1 plain sample (console buffer 1024 bytes),
+    // whose frames' IPv4 ids run from 675; four records take two datagrams each.
+    let data = common::data("linux-6.1-plain-sample");
+    let frames = reproduce(
+        &data.join("kmsg.raw"),
+        &data.join("frames.pcap"),
+        "6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57",
+        &["--console-buffer", "1024", "--ip-id", "675"],
+        6666,
+    );
+    assert_eq!(frames, 29);
+}
+
+#[test]
 fn sample_from_standard_input() {
     let data = common::data("linux-7.3-ext-seq700-715");
     let dir = scratch("stdin");
@@ -706,4 +721,102 @@ fn userdata_kernel_capture_reproduces_byte_for_byte() {
     let frames = reproduce_userdata(&root.join("linux-7.3/configfs_userdata"), true);
     eprintln!("linux-7.3/configfs_userdata: {frames} frames reproduced");
     assert!(frames > 400, "{frames}");
+}
+
+/// Runs `ncrx send --input text --target <spec>` with `lines`, the local port tried again
+/// (up to 5 times) when another program took it meanwhile (exit code 6): the result and
+/// the port.
+fn send_from_a_free_port(
+    spec: impl Fn(u16) -> String,
+    extra: &[&str],
+    lines: &[u8],
+) -> ((i32, String, String), u16) {
+    for _ in 0..5 {
+        let local = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spec = spec(local);
+        let mut args = vec!["send", "--input", "text", "--target", &spec];
+        args.extend_from_slice(extra);
+        let result = parts(&run(&args, lines));
+        if result.0 == 6 && result.2.contains("in use") {
+            continue;
+        }
+        return (result, local);
+    }
+    panic!("no free port in 5 tries");
+}
+
+#[test]
+fn ipv4_and_ipv6_targets_send_from_the_same_port() {
+    // The kernel sends to both from 6665: one socket per address family, the IPv6 one
+    // IPv6-only, else the second bind fails with "address in use".
+    let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let v6 = UdpSocket::bind("[::1]:0").unwrap();
+    for socket in [&v4, &v6] {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+    }
+    let (p4, p6) = (
+        v4.local_addr().unwrap().port(),
+        v6.local_addr().unwrap().port(),
+    );
+    let ((code, _, stderr), local) = send_from_a_free_port(
+        |local| format!("+{local}@/,{p4}@127.0.0.1/;+{local}@/,{p6}@::1/"),
+        &[],
+        b"both\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("1 records read, 2 datagrams sent"),
+        "{stderr}"
+    );
+    let mut buf = [0u8; 256];
+    for (socket, ip) in [(&v4, "127.0.0.1"), (&v6, "::1")] {
+        let (len, from) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(from, SocketAddr::new(ip.parse().unwrap(), local));
+        assert!(buf[..len].ends_with(b";both\n"));
+    }
+}
+
+#[test]
+fn a_broadcast_target_is_sent_to() {
+    // 127.255.255.255 is the loopback's broadcast address (`ip route show table local`):
+    // sending there needs SO_BROADCAST, as 255.255.255.255 does, and stays on this machine.
+    let receiver = UdpSocket::bind("127.255.255.255:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let ((code, _, stderr), local) = send_from_a_free_port(
+        |local| format!("+{local}@/,{port}@127.255.255.255/"),
+        &[],
+        b"to everyone\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let mut buf = [0u8; 256];
+    let (len, from) = receiver.recv_from(&mut buf).unwrap();
+    assert_eq!(from.port(), local);
+    assert!(buf[..len].ends_with(b";to everyone\n"));
+}
+
+#[test]
+fn reliable_send_never_acknowledged_exits_7() {
+    // A receiver that reads but never answers.
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let ((code, _, stderr), _) = send_from_a_free_port(
+        |local| format!("+{local}@127.0.0.1/,{port}@127.0.0.1/"),
+        &["--reliable", "--linger-ms", "200"],
+        b"a\nb\nc\n",
+    );
+    assert_eq!(code, 7, "{stderr}");
+    assert!(stderr.contains("3 records never acknowledged,"), "{stderr}");
+    assert!(
+        stderr.contains("ncrx: error: 3 records never acknowledged within --linger-ms 200"),
+        "{stderr}"
+    );
 }

@@ -612,6 +612,29 @@ pub fn plain_chunks(console_text: &[u8]) -> core::slice::Chunks<'_, u8> {
     console_text.chunks(MAX_PRINT_CHUNK)
 }
 
+/// Whether a plain datagram is a chunk of [`plain_chunks`] that the next datagram from the
+/// same sender continues, in the middle of a line: it is a whole [`MAX_PRINT_CHUNK`] and does
+/// not end with `\n`. A record's console text always ends with `\n` (see
+/// [`console`](crate::console)) and only its last chunk is shorter, so a chunk that is not
+/// full, or ends with `\n`, ends the record or at least its line (a chunk cut right after a
+/// `\n` inside a record leaves the next one starting with a line of its own, prefix and all).
+///
+/// ```
+/// use netconsole_proto::{format_console, plain_chunk_continues, plain_chunks, ConsoleOptions, ConsoleRecord};
+///
+/// let text = vec![b'x'; 1500];
+/// let record = ConsoleRecord::new(6, 1, 2_000_000, &text);
+/// let mut console = [0u8; 2048];
+/// let len = format_console(&record, &ConsoleOptions::default(), &mut console);
+/// let chunks: Vec<&[u8]> = plain_chunks(&console[..len]).collect();
+/// assert_eq!(chunks.len(), 2);
+/// assert!(plain_chunk_continues(chunks[0]));
+/// assert!(!plain_chunk_continues(chunks[1]));
+/// ```
+pub fn plain_chunk_continues(datagram: &[u8]) -> bool {
+    datagram.len() == MAX_PRINT_CHUNK && datagram.last() != Some(&b'\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -847,5 +870,48 @@ mod tests {
         let text = [b'a'; 2500];
         let lens: Vec<usize> = plain_chunks(&text).map(<[u8]>::len).collect();
         assert_eq!(lens, [1000, 1000, 500]);
+    }
+
+    proptest::proptest! {
+        /// Every chunk of a record's console text but the last is continued exactly when it
+        /// ends inside a line; the last never is, so records never merge.
+        #[test]
+        fn plain_chunk_continues_inside_a_line_only(
+            lines in proptest::collection::vec(0usize..1900, 1..4),
+            buffer in proptest::sample::select(vec![1024usize, 2048]),
+        ) {
+            use crate::console::{ConsoleOptions, ConsoleRecord, format_console};
+            let text: std::vec::Vec<u8> = lines
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| std::vec![b'a' + i as u8; len])
+                .collect::<std::vec::Vec<_>>()
+                .join(&b'\n');
+            let record = ConsoleRecord::new(6, 1, 2_000_000, &text);
+            let options = ConsoleOptions {
+                buffer_size: buffer,
+                ..ConsoleOptions::default()
+            };
+            let mut console = std::vec![0u8; buffer];
+            let len = format_console(&record, &options, &mut console);
+            let chunks: std::vec::Vec<&[u8]> = plain_chunks(&console[..len]).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let last = i + 1 == chunks.len();
+                proptest::prop_assert_eq!(
+                    plain_chunk_continues(chunk),
+                    !last && !chunk.ends_with(b"\n")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_chunk_ending_a_line_is_not_continued() {
+        let mut chunk = [b'x'; MAX_PRINT_CHUNK];
+        assert!(plain_chunk_continues(&chunk));
+        chunk[MAX_PRINT_CHUNK - 1] = b'\n';
+        assert!(!plain_chunk_continues(&chunk));
+        assert!(!plain_chunk_continues(&chunk[..999]));
+        assert!(!plain_chunk_continues(b""));
     }
 }

@@ -68,7 +68,7 @@ pub use body::{escape, unescape};
 pub use console::{ConsoleOptions, ConsoleRecord, format_console};
 pub use format::{
     DictEntry, ExtFragments, KmsgRecord, SendError, SendOptions, Sysdata, format_kmsg,
-    format_userdata, plain_chunks,
+    format_userdata, plain_chunk_continues, plain_chunks,
 };
 pub use header::{Caller, Flag, FlagConvention, Header, HeaderError, Ncfrag};
 #[cfg(feature = "alloc")]

@@ -466,7 +466,7 @@ proptest! {
     fn decode_exact_is_unescape_when_escape_gives_the_wire_back(wire in escape_heavy()) {
         let (bytes, malformed) = unescape(&wire);
         let expected = (malformed == 0 && escape(&bytes) == wire).then(|| bytes.into_owned());
-        let got = netconsole_proto::received::decode_exact(&wire).map(|b| b.into_owned());
+        let got = netconsole_proto::received::decode_exact(&wire).map(std::borrow::Cow::into_owned);
         prop_assert_eq!(&got, &expected);
         let mut out = vec![0xee; 3];
         let ok = netconsole_proto::received::decode_exact_into(&wire, &mut out);

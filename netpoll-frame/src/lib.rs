@@ -39,7 +39,7 @@ pub use build::{
     BuildError, FrameBuilder, FrameConfig, IpIdPolicy, MAX_IPV4_UDP_PAYLOAD, MAX_IPV6_UDP_PAYLOAD,
     NETCONSOLE_DESTINATION_PORT, NETCONSOLE_SOURCE_PORT, UdpChecksumPolicy,
 };
-pub use parse::{Frame, IpInfo, Layer, ParseError};
+pub use parse::{ChecksumPolicy, Frame, IpInfo, Layer, ParseError, UdpChecksumStatus};
 pub use time::Instant;
 
 /// The README's example, compiled and run as a doc test.

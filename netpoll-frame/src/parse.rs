@@ -3,7 +3,9 @@
 //! [`Frame::parse`] walks Ethernet II, up to two VLAN tags (802.1Q, or 802.1ad outside
 //! 802.1Q), IPv4 (options included) or IPv6 (hop-by-hop, routing with no segments left, and
 //! destination options headers skipped), and UDP. It verifies the IPv4 header checksum and the
-//! UDP checksum (0 = "not computed" is accepted on IPv4 and rejected on IPv6), bounds the
+//! UDP checksum (0 = "not computed" is accepted on IPv4 and rejected on IPv6; with
+//! [`ChecksumPolicy::AllowUnfilled`], also a checksum a sender's checksum offload left
+//! unfilled, see [`UdpChecksumStatus`]), bounds the
 //! payload by the IP and UDP lengths (so Ethernet padding of short frames is ignored), and
 //! rejects IP fragments, truncation and inconsistent lengths with a [`ParseError`] naming what
 //! is wrong. The layouts are drawn in [`crate::wire`].
@@ -136,6 +138,43 @@ pub enum ParseError {
     MissingUdpChecksum,
 }
 
+/// How strictly a frame's UDP checksum is checked ([`Frame::parse_with`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChecksumPolicy {
+    /// Every UDP checksum must verify; 0 ("none computed") is accepted on IPv4 only (RFC 768,
+    /// RFC 8200 section 8.1).
+    #[default]
+    Strict,
+    /// Also accept the checksums a capture on the sending host shows when the sender left
+    /// them to checksum offload (Linux `CHECKSUM_PARTIAL`, always on the loopback): the field
+    /// holds only the pseudo-header's sum, folded and not complemented, which the NIC would
+    /// have completed over the datagram; and 0 on IPv6. Such frames parse, with
+    /// [`UdpChecksumStatus::Unfilled`] or [`UdpChecksumStatus::Absent`]: their payload is not
+    /// verified. Any other wrong checksum is still an error.
+    AllowUnfilled,
+}
+
+/// What a parsed frame's UDP checksum says about its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UdpChecksumStatus {
+    /// The checksum verifies the datagram.
+    Verified,
+    /// 0: none was computed (IPv4; on IPv6 only with [`ChecksumPolicy::AllowUnfilled`]).
+    Absent,
+    /// Left to checksum offload: the pseudo-header's sum only (with
+    /// [`ChecksumPolicy::AllowUnfilled`]).
+    Unfilled,
+}
+
+impl UdpChecksumStatus {
+    /// Whether the checksum vouches for the datagram's bytes.
+    pub const fn is_verified(self) -> bool {
+        matches!(self, UdpChecksumStatus::Verified)
+    }
+}
+
 /// IP-layer fields of a parsed frame beyond the addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -177,12 +216,103 @@ pub struct Frame<'a> {
     source: SocketAddr,
     destination: SocketAddr,
     udp_checksum: u16,
+    udp_checksum_status: UdpChecksumStatus,
     payload: &'a [u8],
 }
 
 impl<'a> Frame<'a> {
     /// Parses and verifies one Ethernet frame carrying a UDP datagram.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        Self::parse_ethernet(bytes, ChecksumPolicy::Strict)
+    }
+
+    /// [`Frame::parse`] with a checksum policy: [`ChecksumPolicy::AllowUnfilled`] accepts
+    /// the unfilled UDP checksums of a capture made on the sending host.
+    ///
+    /// ```
+    /// use netpoll_frame::{ChecksumPolicy, Frame, FrameBuilder, FrameConfig, UdpChecksumStatus};
+    ///
+    /// let mut builder = FrameBuilder::new(&FrameConfig::new("127.0.0.1".parse()?, "127.0.0.1".parse()?))?;
+    /// let mut buf = [0u8; 128];
+    /// let len = builder.build(b"hi\n", &mut buf)?;
+    /// // What `tcpdump -i lo` shows: the pseudo-header's sum (0x7f00 + 0x0001 twice, UDP 0x11,
+    /// // UDP length 0x0b) where the checksum goes.
+    /// buf[40..42].copy_from_slice(&0xfe1eu16.to_be_bytes());
+    /// assert!(Frame::parse(&buf[..len]).is_err());
+    /// let frame = Frame::parse_with(&buf[..len], ChecksumPolicy::AllowUnfilled)?;
+    /// assert_eq!(frame.udp_checksum_status(), UdpChecksumStatus::Unfilled);
+    /// assert_eq!(frame.payload(), b"hi\n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn parse_with(bytes: &'a [u8], policy: ChecksumPolicy) -> Result<Self, ParseError> {
+        Self::parse_ethernet(bytes, policy)
+    }
+
+    /// [`Frame::parse_ip`] with a checksum policy.
+    pub fn parse_ip_with(bytes: &'a [u8], policy: ChecksumPolicy) -> Result<Self, ParseError> {
+        Self::parse_ip_bytes(bytes, policy)
+    }
+
+    /// Parses and verifies one UDP datagram whose bytes start at the IP header (IPv4 or
+    /// IPv6, told by the version nibble), as captures without a link-layer header hold them
+    /// (pcap LINKTYPE_RAW, LINKTYPE_IPV4/IPV6, or the payload of a Linux cooked capture).
+    /// The frame's MAC addresses are then [`MacAddr::ZERO`] and it has no VLAN tag.
+    ///
+    /// ```
+    /// use netpoll_frame::{Frame, FrameBuilder, FrameConfig};
+    ///
+    /// let mut builder = FrameBuilder::new(&FrameConfig::new("192.0.2.1".parse()?, "192.0.2.2".parse()?))?;
+    /// let mut buf = [0u8; 128];
+    /// let len = builder.build(b"hi\n", &mut buf)?;
+    /// // Without the 14-byte Ethernet header.
+    /// let frame = Frame::parse_ip(&buf[14..len])?;
+    /// assert_eq!(frame.payload(), b"hi\n");
+    /// assert_eq!(frame.source().to_string(), "192.0.2.1:6665");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn parse_ip(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        Self::parse_ip_bytes(bytes, ChecksumPolicy::Strict)
+    }
+
+    fn parse_ip_bytes(bytes: &'a [u8], policy: ChecksumPolicy) -> Result<Self, ParseError> {
+        let network = match bytes.first().map(|b| b >> 4) {
+            Some(4) => parse_ipv4(bytes)?,
+            Some(6) => parse_ipv6(bytes)?,
+            Some(version) => return Err(ParseError::IpVersionMismatch(version)),
+            None => {
+                return Err(ParseError::Truncated {
+                    layer: Layer::Ipv4,
+                    needed: IPV4_HEADER_LEN,
+                    available: 0,
+                });
+            }
+        };
+        Self::from_network(&network, policy, MacAddr::ZERO, MacAddr::ZERO, [None; 2])
+    }
+
+    fn from_network(
+        network: &Network<'a>,
+        policy: ChecksumPolicy,
+        destination_mac: MacAddr,
+        source_mac: MacAddr,
+        tags: [Option<VlanTag>; 2],
+    ) -> Result<Self, ParseError> {
+        let (udp_checksum, udp_checksum_status, payload) = parse_udp(network, policy)?;
+        Ok(Self {
+            destination_mac,
+            source_mac,
+            vlan: tags[0],
+            inner_vlan: tags[1],
+            ip: network.info,
+            source: SocketAddr::new(network.source, payload.source_port),
+            destination: SocketAddr::new(network.destination, payload.destination_port),
+            udp_checksum,
+            udp_checksum_status,
+            payload: payload.bytes,
+        })
+    }
+
+    fn parse_ethernet(bytes: &'a [u8], policy: ChecksumPolicy) -> Result<Self, ParseError> {
         let (ethernet, mut rest) =
             EthernetHeader::ref_from_prefix(bytes).map_err(|_| ParseError::Truncated {
                 layer: Layer::Ethernet,
@@ -210,18 +340,13 @@ impl<'a> Frame<'a> {
             ETHERTYPE_IPV6 => parse_ipv6(rest)?,
             other => return Err(ParseError::UnsupportedEthertype(other)),
         };
-        let (udp_checksum, payload) = parse_udp(&network)?;
-        Ok(Self {
-            destination_mac: MacAddr(ethernet.destination),
-            source_mac: MacAddr(ethernet.source),
-            vlan: tags[0],
-            inner_vlan: tags[1],
-            ip: network.info,
-            source: SocketAddr::new(network.source, payload.source_port),
-            destination: SocketAddr::new(network.destination, payload.destination_port),
-            udp_checksum,
-            payload: payload.bytes,
-        })
+        Self::from_network(
+            &network,
+            policy,
+            MacAddr(ethernet.destination),
+            MacAddr(ethernet.source),
+            tags,
+        )
     }
 
     /// The destination MAC address.
@@ -270,6 +395,12 @@ impl<'a> Frame<'a> {
     /// The UDP checksum as sent; 0 means the sender computed none (IPv4 only).
     pub const fn udp_checksum(&self) -> u16 {
         self.udp_checksum
+    }
+
+    /// Whether the UDP checksum verified the datagram, or was absent or left unfilled
+    /// (accepted by [`Frame::parse_with`]'s policy).
+    pub const fn udp_checksum_status(&self) -> UdpChecksumStatus {
+        self.udp_checksum_status
     }
 
     /// The UDP payload: exactly the bytes the UDP length covers.
@@ -454,7 +585,11 @@ struct Udp<'a> {
     bytes: &'a [u8],
 }
 
-fn parse_udp<'a>(network: &Network<'a>) -> Result<(u16, Udp<'a>), ParseError> {
+fn parse_udp<'a>(
+    network: &Network<'a>,
+    policy: ChecksumPolicy,
+) -> Result<(u16, UdpChecksumStatus, Udp<'a>), ParseError> {
+    let lenient = policy == ChecksumPolicy::AllowUnfilled;
     let upper = network.upper;
     let (header, _) = UdpHeader::ref_from_prefix(upper).map_err(|_| ParseError::Truncated {
         layer: Layer::Udp,
@@ -470,15 +605,22 @@ fn parse_udp<'a>(network: &Network<'a>) -> Result<(u16, Udp<'a>), ParseError> {
     }
     let datagram = &upper[..udp_len];
     let found = header.checksum.get();
-    if found == 0 {
-        if !network.zero_checksum_allowed {
+    let status = if found == 0 {
+        if !network.zero_checksum_allowed && !lenient {
             return Err(ParseError::MissingUdpChecksum);
         }
+        UdpChecksumStatus::Absent
     } else {
-        let mut sum = network.pseudo_sum;
-        sum.add_u16(udp_len as u16);
+        let mut pseudo = network.pseudo_sum;
+        pseudo.add_u16(udp_len as u16);
+        let mut sum = pseudo;
         sum.add_bytes(datagram);
-        if sum.sum() != 0xffff {
+        if sum.sum() == 0xffff {
+            UdpChecksumStatus::Verified
+        } else if lenient && found == pseudo.sum() {
+            // What CHECKSUM_PARTIAL leaves: ~csum_tcpudp_magic(saddr, daddr, len, UDP, 0).
+            UdpChecksumStatus::Unfilled
+        } else {
             let mut without = network.pseudo_sum;
             without.add_u16(udp_len as u16);
             without.add_bytes(&datagram[..6]);
@@ -489,9 +631,10 @@ fn parse_udp<'a>(network: &Network<'a>) -> Result<(u16, Udp<'a>), ParseError> {
             };
             return Err(ParseError::UdpChecksum { found, expected });
         }
-    }
+    };
     Ok((
         found,
+        status,
         Udp {
             source_port: header.source_port.get(),
             destination_port: header.destination_port.get(),
@@ -564,6 +707,103 @@ mod tests {
             }
         );
         assert_eq!(frame.ipv4_id(), None);
+    }
+
+    /// `tcpdump -i lo` of `ncrx send` to 127.0.0.1 and ::1 (Linux 6.1): the UDP checksums
+    /// were left to offload, the field holds the pseudo-header's sum (0xfe2d, 0x002d).
+    const LOOPBACK_IPV4: &str = "00000000000000000000000008004500002ec69f40004011761d7f0000017f0000011a091a0a001afe2d31342c302c352c2d3b68656c6c6f206c6f0a";
+    const LOOPBACK_IPV6: &str = "00000000000000000000000086dd600ce876001a114000000000000000000000000000000001000000000000000000000000000000011a0b1a0a001a002d31342c302c332c2d3b76362068656c6c6f0a";
+
+    #[test]
+    fn unfilled_checksums_of_a_loopback_capture() {
+        for (frame, found, payload) in [
+            (LOOPBACK_IPV4, 0xfe2d, &b"14,0,5,-;hello lo\n"[..]),
+            (LOOPBACK_IPV6, 0x002d, &b"14,0,3,-;v6 hello\n"[..]),
+        ] {
+            let bytes = hex(frame);
+            assert!(
+                matches!(
+                    Frame::parse(&bytes),
+                    Err(ParseError::UdpChecksum { found: f, .. }) if f == found
+                ),
+                "strict: {frame}"
+            );
+            let parsed = Frame::parse_with(&bytes, ChecksumPolicy::AllowUnfilled).unwrap();
+            assert_eq!(parsed.payload(), payload);
+            assert_eq!(parsed.udp_checksum(), found);
+            assert_eq!(parsed.udp_checksum_status(), UdpChecksumStatus::Unfilled);
+            assert!(!parsed.udp_checksum_status().is_verified());
+            // From the IP header too.
+            let ip = Frame::parse_ip_with(&bytes[14..], ChecksumPolicy::AllowUnfilled).unwrap();
+            assert_eq!(ip.udp_checksum_status(), UdpChecksumStatus::Unfilled);
+            // A checksum wrong in another way stays an error, even when lenient.
+            let mut other = bytes.clone();
+            let at = if frame == LOOPBACK_IPV4 { 40 } else { 60 };
+            other[at + 1] ^= 0x10;
+            assert!(matches!(
+                Frame::parse_with(&other, ChecksumPolicy::AllowUnfilled),
+                Err(ParseError::UdpChecksum { .. })
+            ));
+            // 0 over IPv6: missing when strict, absent when lenient; over IPv4 absent both ways.
+            let mut zero = bytes.clone();
+            zero[at..at + 2].copy_from_slice(&[0, 0]);
+            let lenient = Frame::parse_with(&zero, ChecksumPolicy::AllowUnfilled).unwrap();
+            assert_eq!(lenient.udp_checksum_status(), UdpChecksumStatus::Absent);
+            if frame == LOOPBACK_IPV6 {
+                assert_eq!(Frame::parse(&zero), Err(ParseError::MissingUdpChecksum));
+            } else {
+                let strict = Frame::parse(&zero).unwrap();
+                assert_eq!(strict.udp_checksum_status(), UdpChecksumStatus::Absent);
+            }
+        }
+        // A kernel frame verifies either way.
+        let kernel = hex(KERNEL_IPV4);
+        for policy in [ChecksumPolicy::Strict, ChecksumPolicy::AllowUnfilled] {
+            let frame = Frame::parse_with(&kernel, policy).unwrap();
+            assert_eq!(frame.udp_checksum_status(), UdpChecksumStatus::Verified);
+        }
+    }
+
+    #[test]
+    fn kernel_frames_from_the_ip_header() {
+        for (frame, bytes) in [(KERNEL_IPV4, 14), (KERNEL_IPV6, 14)] {
+            let frame = hex(frame);
+            let whole = Frame::parse(&frame).unwrap();
+            let ip = Frame::parse_ip(&frame[bytes..]).unwrap();
+            assert_eq!(ip.payload(), whole.payload());
+            assert_eq!(ip.source(), whole.source());
+            assert_eq!(ip.destination(), whole.destination());
+            assert_eq!(ip.ip(), whole.ip());
+            assert_eq!(ip.udp_checksum(), whole.udp_checksum());
+            assert_eq!(ip.source_mac(), MacAddr::ZERO);
+            assert_eq!(ip.destination_mac(), MacAddr::ZERO);
+            // Verified as strictly as from Ethernet: a flipped payload bit fails.
+            let mut bad = frame[bytes..].to_vec();
+            *bad.last_mut().unwrap() ^= 1;
+            assert!(matches!(
+                Frame::parse_ip(&bad),
+                Err(ParseError::UdpChecksum { .. })
+            ));
+            for len in 0..frame.len() - bytes {
+                assert!(
+                    Frame::parse_ip(&frame[bytes..bytes + len]).is_err(),
+                    "{len}"
+                );
+            }
+        }
+        // Neither IPv4 nor IPv6 (an ARP body starts 0x00 0x01).
+        assert_eq!(
+            Frame::parse_ip(&[0x00, 0x01, 0x08, 0x00]),
+            Err(ParseError::IpVersionMismatch(0))
+        );
+        assert!(matches!(
+            Frame::parse_ip(&[]),
+            Err(ParseError::Truncated { available: 0, .. })
+        ));
+        assert_eq!(
+            Frame::parse_ip(&hex(KERNEL_MLD)[14..]),
+            Err(ParseError::NotUdp(58))
+        );
     }
 
     #[test]
