@@ -266,6 +266,26 @@ impl<S: Ord + Clone> Receiver<S> {
         }
     }
 
+    /// `source`'s port is closed: an ICMP port unreachable (or the error a send returned)
+    /// for a response sent to it. From now on the receiver sends that source nothing,
+    /// neither retransmission requests nor acks, until an `ncemg` record from it shows that
+    /// it answers again; its holes are held at most
+    /// [`unanswered_hole_timeout`](crate::StreamConfig::unanswered_hole_timeout). See
+    /// [`Stream::handle_unreachable`]. A source not tracked is ignored (nothing was sent to
+    /// it that this could be about).
+    pub fn handle_unreachable(&mut self, now: Instant, source: &S) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        self.release_front_eviction();
+        let Some(i) = self.lookup(source) else {
+            return;
+        };
+        if let Some(entry) = self.get_mut(i) {
+            entry.stream.handle_unreachable(now);
+        }
+        self.refresh(i);
+    }
+
     /// [`Receiver::handle_datagram`] then [`Receiver::drain_events`], the events waiting
     /// before first: the same events in the same order. When no other source has events
     /// waiting, the record the source's stream expects next goes to `f` straight from

@@ -83,6 +83,23 @@ use netpoll_frame::Instant;
 use crate::config::{OUT_OF_ORDER_MAX, StreamConfig};
 use crate::event::{Event, Output, RecordMeta, Restart, RestartReason};
 
+/// What a stream knows of its sender's answers to retransmission requests (see
+/// [the configuration](crate::config#senders-that-answer-and-senders-that-do-not)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Answering {
+    /// Not shown yet (a stock kernel never shows it): holes are held
+    /// [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout), requests
+    /// rate-limited.
+    Unknown,
+    /// A number asked for arrived after the request, or an `ncemg` record arrived: the full
+    /// reliable behaviour.
+    Answers,
+    /// Its port is closed ([`Stream::handle_unreachable`]): nothing is sent to it until an
+    /// `ncemg` record arrives.
+    Unreachable,
+}
+
 /// Counters of one stream (or summed over sources).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -136,6 +153,8 @@ pub struct StreamStats {
     pub responses: u64,
     /// Sequence numbers asked for again (each time counted).
     pub requested: u64,
+    /// Times the sender's port was reported closed ([`Stream::handle_unreachable`]).
+    pub unreachable: u64,
 }
 
 impl core::ops::AddAssign for StreamStats {
@@ -161,6 +180,7 @@ impl core::ops::AddAssign for StreamStats {
         self.shed += o.shed;
         self.responses += o.responses;
         self.requested += o.requested;
+        self.unreachable += o.unreachable;
     }
 }
 
@@ -333,11 +353,14 @@ impl Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
     end: u64,
-    /// When to give up: `message_timeout` after the receiver learned these were missing.
-    give_up_at: Instant,
-    /// Next retransmission request.
+    /// When the receiver learned these were missing: it gives up on them the stream's hold
+    /// time later ([`Stream::give_up_at`]).
+    learned_at: Instant,
     /// One fragmented record with bytes missing (held in its slot).
     partial: bool,
+    /// Asked for while the sender was not known to answer: a number of it arriving shows
+    /// that it does.
+    requested: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -464,8 +487,9 @@ impl Runs {
         if self.entries.is_empty() {
             let none = Run {
                 end: 0,
-                give_up_at: Instant::ZERO,
+                learned_at: Instant::ZERO,
                 partial: false,
+                requested: false,
             };
             self.entries = alloc::vec![(0, none); self.slots];
             self.used = alloc::vec![0; self.slots.div_ceil(64)];
@@ -634,6 +658,22 @@ pub struct Stream {
     now: Instant,
     out: Output,
     stats: StreamStats,
+    /// What the stream knows of the sender's answers.
+    answering: Answering,
+    /// How long a hole is held now: `message_timeout`, or `unanswered_hole_timeout` while
+    /// the sender has not answered.
+    hold: core::time::Duration,
+    /// How long after a hole is found it is first asked for (and asked again).
+    request_delay: core::time::Duration,
+    /// While the sender has not answered: no response carrying requests before this.
+    request_next: Instant,
+    /// While the sender has not answered: the spacing of responses carrying requests.
+    request_spacing: core::time::Duration,
+    /// A hole was given up on while the sender had not answered: the spacing doubles.
+    gave_up_unanswered: bool,
+    /// Starts of the runs gathered into the response being written (only while the sender
+    /// is not known to answer).
+    probed: Vec<u64>,
 }
 
 /// How many times the ring's span the delivered bitmap covers.
@@ -673,7 +713,7 @@ impl Stream {
         let delivered = alloc::vec![0; (ring * DELIVERED_SPAN).div_ceil(64)];
         let mut slots = Vec::new();
         slots.resize_with(ring, Slot::default);
-        Stream {
+        let mut stream = Stream {
             config,
             slots,
             started: false,
@@ -702,6 +742,91 @@ impl Stream {
             now: Instant::ZERO,
             out: Output::default(),
             stats: StreamStats::default(),
+            answering: Answering::Unknown,
+            hold: core::time::Duration::ZERO,
+            request_delay: core::time::Duration::ZERO,
+            request_next: Instant::ZERO,
+            request_spacing: core::time::Duration::ZERO,
+            gave_up_unanswered: false,
+            probed: Vec::new(),
+        };
+        stream.set_answering(Answering::Unknown);
+        stream
+    }
+
+    /// What the stream knows of its sender's answers to retransmission requests.
+    pub fn answering(&self) -> Answering {
+        self.answering
+    }
+
+    /// Whether the stream tells senders that answer from those that do not (an
+    /// [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) is set).
+    fn tells_answering(&self) -> bool {
+        self.config.unanswered_hole_timeout.is_some()
+    }
+
+    /// Moves to `answering` and sets the hold time, the request delay and the spacing that
+    /// follow from it. Open holes follow the new hold time: each is given up on that long
+    /// after it was found.
+    fn set_answering(&mut self, answering: Answering) {
+        let config = &self.config;
+        let full = config.message_timeout;
+        self.answering = answering;
+        match (answering, config.unanswered_hole_timeout) {
+            (Answering::Answers, _) | (_, None) => {
+                self.hold = full;
+                self.request_delay = config.retransmit_interval;
+            }
+            (Answering::Unknown | Answering::Unreachable, Some(short)) => {
+                self.hold = short.min(full);
+                self.request_delay = config.retransmit_interval.min(short / 2);
+            }
+        }
+        self.request_spacing = config.retransmit_interval;
+        self.request_next = Instant::ZERO;
+        self.gave_up_unanswered = false;
+    }
+
+    /// When the run is given up on: the hold time after it was found.
+    #[inline]
+    fn give_up_at(&self, run: &Run) -> Instant {
+        run.learned_at + self.hold
+    }
+
+    /// The sender showed that it answers (a number asked for arrived, or an `ncemg` record).
+    fn learned_answers(&mut self) {
+        if self.answering != Answering::Answers && self.tells_answering() {
+            self.set_answering(Answering::Answers);
+        }
+    }
+
+    /// The sender's port is closed (ICMP port unreachable for a response sent to it): from
+    /// now on the stream sends it nothing, neither requests nor acks, and holds its holes
+    /// at most [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) (when
+    /// set), until an `ncemg` record shows that it answers again. See
+    /// [the configuration](crate::config#senders-that-answer-and-senders-that-do-not).
+    pub fn handle_unreachable(&mut self, now: Instant) {
+        self.advance_time(now);
+        self.stats.unreachable += 1;
+        self.set_answering(Answering::Unreachable);
+        self.requests.clear();
+        self.ack_due = false;
+        self.ack_pending_since = None;
+        self.requests_due.clear();
+        self.stride_due.clear();
+        self.stride_newest = None;
+        self.retire();
+    }
+
+    /// Whether a request may be sent now: always to a sender that answers (or when the
+    /// stream does not tell), never to an unreachable one, and to one that has not answered
+    /// once the spacing has passed.
+    #[inline]
+    fn may_request(&self) -> bool {
+        match self.answering {
+            Answering::Answers => true,
+            Answering::Unreachable => false,
+            Answering::Unknown => !self.tells_answering() || self.now >= self.request_next,
         }
     }
 
@@ -1002,7 +1127,7 @@ impl Stream {
             .then(|| self.runs.first(self.tail, self.head))
             .flatten()
         {
-            consider(run.give_up_at);
+            consider(self.give_up_at(&run));
         }
         if let Some(front) = self.oos.front() {
             consider(front.at + self.config.out_of_order_timeout);
@@ -1041,7 +1166,9 @@ impl Stream {
 
     /// Whether a response packet waits.
     pub fn has_transmit(&self) -> bool {
-        self.started && (self.ack_due || !self.requests.is_empty())
+        self.started
+            && (self.ack_due || !self.requests.is_empty())
+            && self.answering != Answering::Unreachable
     }
 
     /// Writes the next response packet (`ncrx<ack> <seq>...`, at most 1000 bytes) into
@@ -1056,6 +1183,10 @@ impl Stream {
             self.ack_due = false;
             return None;
         };
+        // The runs asked for while the sender is not known to answer: one arriving shows it.
+        let probing = self.answering == Answering::Unknown && self.tells_answering();
+        let mut probed = core::mem::take(&mut self.probed);
+        probed.clear();
         // A buffer kept for the stream's life (not zeroed on every response).
         let mut scratch = core::mem::take(&mut self.response_seqs);
         if scratch.len() != RESPONSE_SEQS {
@@ -1076,6 +1207,9 @@ impl Stream {
             // skipped without being looked at).
             let mut resume = end;
             let mut gather = |run_start: u64, run: &Run| {
+                if probing && !run.requested && probed.len() < RESPONSE_SEQS {
+                    probed.push(run_start);
+                }
                 for seq in run_start.max(start)..run.end.min(end) {
                     if count == RESPONSE_SEQS {
                         resume = seq;
@@ -1099,6 +1233,14 @@ impl Stream {
         }
         let len = self.encode_requests(ack, &mut scratch[..count], buf);
         self.response_seqs = scratch;
+        if probing && len.is_some() {
+            for &start in &probed {
+                if let Some(run) = self.runs.get_mut(start) {
+                    run.requested = true;
+                }
+            }
+        }
+        self.probed = probed;
         len
     }
 
@@ -1123,6 +1265,15 @@ impl Stream {
         }
         self.stats.requested += fitted as u64;
         self.stats.responses += 1;
+        if fitted > 0 && self.answering == Answering::Unknown && self.tells_answering() {
+            self.request_next = self.now + self.request_spacing;
+            if self.gave_up_unanswered {
+                self.request_spacing = self
+                    .request_spacing
+                    .saturating_mul(2)
+                    .min(crate::config::UNANSWERED_REQUEST_SPACING_MAX);
+            }
+        }
         self.ack_due = false;
         self.ack_pending_since = None;
         Some(len)
@@ -1209,6 +1360,8 @@ impl Stream {
         self.oos_history <<= 1;
         if header.ncemg {
             self.stats.emergency += 1;
+            // Only a reliable sender marks records so: it answers (again).
+            self.learned_answers();
             self.ack_due = true;
         }
         if !self.started {
@@ -1446,12 +1599,11 @@ impl Stream {
             } else if entry.ts_usec.saturating_add(self.ts_back_usec()) >= self.newest_ts {
                 // Runs time out in sequence order (one give-up deadline, the tail's): not
                 // before the last open one.
-                let learned = entry.at + self.config.message_timeout;
-                let give_up_at = self
+                let learned_at = self
                     .runs
                     .last(self.tail, self.head)
-                    .map_or(learned, |(_, run)| learned.max(run.give_up_at));
-                self.place_ahead_at(&record, &entry.datagram, give_up_at);
+                    .map_or(entry.at, |(_, run)| entry.at.max(run.learned_at));
+                self.place_ahead_at(&record, &entry.datagram, learned_at);
             } else {
                 // Ahead in sequence yet far back in time: not this boot's continuation; had
                 // it arrived now it would restart the stream.
@@ -1612,12 +1764,12 @@ impl Stream {
     }
 
     fn place_ahead(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
-        self.place_ahead_at(record, datagram, self.now + self.config.message_timeout);
+        self.place_ahead_at(record, datagram, self.now);
     }
 
     /// Places a record at or ahead of the head; the hole it opens is given up on at
-    /// `give_up_at`.
-    fn place_ahead_at(&mut self, record: &ExtRecord<'_>, datagram: &[u8], give_up_at: Instant) {
+    /// the hold time after `learned_at`.
+    fn place_ahead_at(&mut self, record: &ExtRecord<'_>, datagram: &[u8], learned_at: Instant) {
         let seq = record.header.seq;
         let old_head = self.head;
         self.newest_ts = self.newest_ts.max(record.header.ts_usec);
@@ -1643,8 +1795,9 @@ impl Stream {
         if seq > self.head {
             let run = Run {
                 end: seq,
-                give_up_at,
+                learned_at,
                 partial: false,
+                requested: false,
             };
             self.insert_run(self.head, run);
             let stride = self.config.retransmit_stride;
@@ -1666,7 +1819,7 @@ impl Stream {
             return;
         }
         // `seq` is now the last open number and no run covers it.
-        self.store_new(record, datagram, give_up_at, seq);
+        self.store_new(record, datagram, learned_at, seq);
         self.stride_check();
     }
 
@@ -1675,7 +1828,7 @@ impl Stream {
         &mut self,
         record: &ExtRecord<'_>,
         datagram: &[u8],
-        give_up_at: Instant,
+        learned_at: Instant,
         seq: u64,
     ) {
         let cost = if record.is_fragment() {
@@ -1689,7 +1842,7 @@ impl Stream {
         };
         if !self.make_room(cost, Some(seq)) {
             self.stats.over_budget += 1;
-            self.lose_unstored(seq, give_up_at);
+            self.lose_unstored(seq, learned_at);
             return;
         }
         if seq < self.tail {
@@ -1702,7 +1855,7 @@ impl Stream {
             let Ok(fragmented) = FragmentedRecord::new(record, self.config.max_fragmented_total)
             else {
                 self.stats.malformed += 1;
-                self.lose_unstored(seq, give_up_at);
+                self.lose_unstored(seq, learned_at);
                 return;
             };
             let header_len = datagram.len() - record.body.len();
@@ -1727,8 +1880,9 @@ impl Stream {
             } else {
                 let run = Run {
                     end: seq + 1,
-                    give_up_at,
+                    learned_at,
                     partial: true,
+                    requested: false,
                 };
                 self.insert_run(seq, run);
             }
@@ -1749,12 +1903,13 @@ impl Stream {
     }
 
     /// `seq` could not be stored: it stays missing (a run of one), to be asked for again.
-    fn lose_unstored(&mut self, seq: u64, give_up_at: Instant) {
+    fn lose_unstored(&mut self, seq: u64, learned_at: Instant) {
         if seq >= self.tail && seq < self.head {
             let run = Run {
                 end: seq + 1,
-                give_up_at,
+                learned_at,
                 partial: false,
+                requested: false,
             };
             self.insert_run(seq, run);
         }
@@ -1800,6 +1955,10 @@ impl Stream {
         if after.end <= seq {
             return;
         }
+        if after.requested && self.answering == Answering::Unknown {
+            // A number asked for arrived after the request.
+            self.learned_answers();
+        }
         if start < seq {
             if let Some(run) = self.runs.get_mut(start) {
                 run.end = seq;
@@ -1810,7 +1969,7 @@ impl Stream {
         if seq + 1 < after.end {
             self.insert_run(seq + 1, after);
         }
-        self.store_new(record, datagram, after.give_up_at, seq);
+        self.store_new(record, datagram, after.learned_at, seq);
     }
 
     fn add_fragment(&mut self, seq: u64, record: &ExtRecord<'_>, datagram: &[u8]) {
@@ -1827,6 +1986,15 @@ impl Stream {
         match partial.record.push(record) {
             Ok(0) => self.stats.duplicates += 1,
             Ok(_) => {
+                if self.answering == Answering::Unknown
+                    && self.runs.get_mut(seq).is_some_and(|run| run.requested)
+                {
+                    self.learned_answers();
+                }
+                let n = self.slots.len();
+                let SlotState::Partial(partial) = &mut self.slots[slot_of(n, seq)].state else {
+                    return;
+                };
                 let old_cost = partial.cost();
                 partial.mirror(record, datagram);
                 self.held_bytes = self.held_bytes + partial.cost() - old_cost;
@@ -1872,8 +2040,12 @@ impl Stream {
         self.runs.remove(start)
     }
 
-    /// Asks for the holes of `[start, end)` one retransmit interval from now.
+    /// Asks for the holes of `[start, end)` one request delay from now (the retransmit
+    /// interval, shorter while the sender has not answered); never to an unreachable sender.
     fn schedule_request(&mut self, start: u64, end: u64) {
+        if self.answering == Answering::Unreachable {
+            return;
+        }
         if self.requests_due.len() >= 2 * self.config.slots {
             while self
                 .requests_due
@@ -1887,8 +2059,10 @@ impl Stream {
                 return;
             }
         }
-        let at = self.now + self.config.retransmit_interval;
+        let mut at = self.now + self.request_delay;
         if let Some(back) = self.requests_due.back_mut() {
+            // In time order even when the delay grew meanwhile (the sender answered).
+            at = at.max(back.0);
             // Adjacent ranges due close together (one per packet as the head moves) make
             // one entry.
             if back.2 == start
@@ -1905,7 +2079,7 @@ impl Stream {
     }
 
     fn request(&mut self, range: Range<u64>) {
-        if self.requests.len() < self.config.slots {
+        if self.requests.len() < self.config.slots && self.may_request() {
             self.requests.push_back(range);
         }
     }
@@ -1994,7 +2168,7 @@ impl Stream {
                 continue;
             }
             match self.runs.first(self.tail, self.head) {
-                Some((start, run)) if start == self.tail && run.give_up_at <= self.now => {
+                Some((start, run)) if start == self.tail && self.give_up_at(&run) <= self.now => {
                     let end = run.end;
                     self.give_up(start, end);
                 }
@@ -2050,6 +2224,9 @@ impl Stream {
             self.out.lost(start..end);
             self.stats.lost = self.stats.lost.saturating_add(end - start);
         }
+        if self.answering != Answering::Answers {
+            self.gave_up_unanswered = true;
+        }
         self.tail = end;
         self.note_retired();
     }
@@ -2097,8 +2274,9 @@ mod tests {
     fn run(end: u64) -> Run {
         Run {
             end,
-            give_up_at: Instant::from_millis(end),
+            learned_at: Instant::from_millis(end),
             partial: false,
+            requested: false,
         }
     }
 

@@ -20,7 +20,7 @@ fn t(ms: u64) -> Instant {
 
 #[test]
 fn sources_are_ip_and_port() {
-    let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
+    let mut rx: Receiver = Receiver::new(ReceiverConfig::libncrx());
     let a = addr("192.0.2.1:6665");
     let b = addr("192.0.2.1:6667");
     rx.handle_datagram(t(1), &a, &rec(5, 1));
