@@ -3,13 +3,16 @@
 //!
 //! [`StreamConfig::default`] is libncrx's values plus the handling of senders that do not
 //! answer retransmission requests (mainline Linux never does):
-//! [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) 1 s.
+//! [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) 1 s, and asks for
+//! the head of a stream that starts with a fresh boot
+//! ([`ask_for_boot_head`](StreamConfig::ask_for_boot_head)).
 //! [`StreamConfig::libncrx`] keeps libncrx's values exactly (that handling off), for
 //! comparison; [`StreamConfig::daemon`] is netconsd's preset, also without it.
 //!
 //! | parameter | default | libncrx | daemon preset | meaning |
 //! |---|---|---|---|---|
 //! | [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) | 1 s | off | off | give up on a hole this soon while the sender has not answered a request |
+//! | [`ask_for_boot_head`](StreamConfig::ask_for_boot_head) | on | off | off | a fresh boot's first record: the numbers before it are holes |
 //! | [`slots`](StreamConfig::slots) | 8192 | 8192 | 512 | reorder window, in sequence numbers |
 //! | [`ack_interval`](StreamConfig::ack_interval) | off | off | 200 ms | ack retired records after this long |
 //! | [`retransmit_interval`](StreamConfig::retransmit_interval) | 1000 ms | 1000 ms | 200 ms | ask for a hole again this often |
@@ -70,6 +73,22 @@ pub struct StreamConfig {
     /// answers: records behind a lost one are written this late at most. See the module
     /// documentation.
     pub unanswered_hole_timeout: Option<Duration>,
+    /// When the first record of an epoch (a new stream, or a restart) is evidently from a
+    /// fresh boot, its `seq` within the window of 0 (below `slots - retransmit_stride`, 7936
+    /// by default; every boot numbers its records from 0), the numbers from 0 before it are
+    /// holes: asked for as any hole, reported lost if they never come. 0 itself cannot be
+    /// asked for (a response's ack is a retired number and every number it asks for is
+    /// above it): when the first request goes out with 0 still missing, 0 is given up on
+    /// and acked. A stream joined in the middle asks for nothing before its first record, and
+    /// neither does libncrx. `ts_usec` is not used: a small one does not say how far back
+    /// the boot's numbers go, and numbers beyond the window could not be held anyway.
+    ///
+    /// A record of the *next* boot that arrives while this head is still open (the machine
+    /// rebooted within the hold time) looks like one of it, unless its `ts_usec` is later
+    /// than the first record's or a record received within 64 numbers below it is later:
+    /// it is then placed in this boot's head. Once the head is retired such a record
+    /// restarts the stream as before.
+    pub ask_for_boot_head: bool,
     /// Reorder window in sequence numbers (at least `retransmit_stride + 1`, at least 2, at
     /// most [`MAX_SLOTS`]; the ring is allocated at the next power of two).
     /// The stream keeps at most `slots - retransmit_stride` sequence numbers open; the rest of
@@ -107,11 +126,13 @@ pub struct StreamConfig {
 }
 
 impl Default for StreamConfig {
-    /// libncrx's values ([`StreamConfig::libncrx`]) with senders that do not answer handled:
-    /// [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) 1 s.
+    /// libncrx's values ([`StreamConfig::libncrx`]) with senders that do not answer handled
+    /// ([`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) 1 s) and a fresh
+    /// boot's head asked for ([`ask_for_boot_head`](StreamConfig::ask_for_boot_head)).
     fn default() -> Self {
         StreamConfig {
             unanswered_hole_timeout: Some(Duration::from_secs(1)),
+            ask_for_boot_head: true,
             ..StreamConfig::libncrx()
         }
     }
@@ -119,10 +140,12 @@ impl Default for StreamConfig {
 
 impl StreamConfig {
     /// libncrx's defaults exactly: every hole held `message_timeout` (30 s) whether the
-    /// sender answers or not, requests every `retransmit_interval`.
+    /// sender answers or not, requests every `retransmit_interval`, nothing asked for before
+    /// a stream's first record.
     pub fn libncrx() -> Self {
         StreamConfig {
             unanswered_hole_timeout: None,
+            ask_for_boot_head: false,
             slots: 8192,
             ack_interval: None,
             retransmit_interval: Duration::from_secs(1),

@@ -298,7 +298,7 @@ impl<S: Ord + Clone> Receiver<S> {
     /// let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
     /// let source = "192.0.2.1:6665".parse().unwrap();
     /// let mut bodies = Vec::new();
-    /// for datagram in [&b"6,7,100,-;hello\n"[..], b"6,9,102,-;later\n", b"6,8,101,-;world\n"] {
+    /// for datagram in [&b"6,52007,100,-;hello\n"[..], b"6,52009,102,-;later\n", b"6,52008,101,-;world\n"] {
     ///     rx.handle_datagram_and_drain(Instant::from_millis(1), &source, datagram, |_, event| {
     ///         if let Event::Record(r) = event {
     ///             bodies.push(r.body.to_vec());
@@ -603,8 +603,8 @@ impl<S: Ord + Clone> Receiver<S> {
     /// # use netpoll_frame::Instant;
     /// let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
     /// let source = "192.0.2.1:6665".parse().unwrap();
-    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,7,100,-;hello\n");
-    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,8,101,-;world\n");
+    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,52007,100,-;hello\n");
+    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,52008,101,-;world\n");
     /// let mut seqs = Vec::new();
     /// rx.drain_events(|from, event| {
     ///     assert_eq!(*from, source);
@@ -612,7 +612,7 @@ impl<S: Ord + Clone> Receiver<S> {
     ///         seqs.push(r.seq);
     ///     }
     /// });
-    /// assert_eq!(seqs, [7, 8]);
+    /// assert_eq!(seqs, [52007, 52008]);
     /// assert!(rx.poll_event().is_none());
     /// ```
     pub fn drain_events(&mut self, mut f: impl FnMut(&S, Event<'_>)) {

@@ -598,18 +598,18 @@ const NODE_OVERHEAD: usize = 16;
 ///
 /// let mut stream = Stream::new(StreamConfig::default());
 /// let t = Instant::from_millis(5);
-/// stream.handle_datagram(t, b"6,10,100,-;first\n");
-/// stream.handle_datagram(t, b"6,12,300,-;third\n");
+/// stream.handle_datagram(t, b"6,52010,100,-;first\n");
+/// stream.handle_datagram(t, b"6,52012,300,-;third\n");
 /// let Some(Event::Record(r)) = stream.poll_event() else { panic!() };
-/// assert_eq!((r.seq, r.body), (10, &b"first\n"[..]));
-/// assert!(stream.poll_event().is_none()); // 11 is missing: 12 waits
-/// stream.handle_datagram(t, b"6,11,200,-;second\n");
+/// assert_eq!((r.seq, r.body), (52010, &b"first\n"[..]));
+/// assert!(stream.poll_event().is_none()); // 52011 is missing: 52012 waits
+/// stream.handle_datagram(t, b"6,52011,200,-;second\n");
 /// let seqs: Vec<u64> = core::iter::from_fn(|| match stream.poll_event()? {
 ///     Event::Record(r) => Some(r.seq),
 ///     _ => None,
 /// })
 /// .collect();
-/// assert_eq!(seqs, [11, 12]);
+/// assert_eq!(seqs, [52011, 52012]);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Stream {
@@ -618,6 +618,10 @@ pub struct Stream {
     started: bool,
     epoch: u64,
     epoch_start: u64,
+    /// The lowest number of the epoch's window: `epoch_start`, or below it when the epoch
+    /// began with a fresh boot's record and the numbers before it are holes
+    /// ([`StreamConfig::ask_for_boot_head`]).
+    epoch_origin: u64,
     epoch_release: Option<Box<[u8]>>,
     /// `ts_usec` of the record the epoch started with: no later record of the same boot
     /// can be much earlier.
@@ -719,6 +723,7 @@ impl Stream {
             started: false,
             epoch: 0,
             epoch_start: 0,
+            epoch_origin: 0,
             epoch_release: None,
             epoch_first_ts: 0,
             tail: 0,
@@ -1255,12 +1260,14 @@ impl Stream {
                 unique += 1;
             }
         }
-        if unique == 0 && !self.ack_due {
+        // Only the ack itself can be at or below it (0, at a fresh boot's head).
+        let skip = seqs[..unique].partition_point(|&seq| seq <= ack);
+        if unique == skip && !self.ack_due {
             // Everything asked for arrived or was retired meanwhile.
             return None;
         }
-        let (len, fitted) = encode_response(ack, &seqs[..unique], buf)?;
-        for &seq in seqs[fitted..unique].iter().rev() {
+        let (len, fitted) = encode_response(ack, &seqs[skip..unique], buf)?;
+        for &seq in seqs[skip + fitted..unique].iter().rev() {
             self.requests.push_front(seq..seq + 1);
         }
         self.stats.requested += fitted as u64;
@@ -1379,6 +1386,13 @@ impl Stream {
         if seq >= self.epoch_start && header.ts_usec.saturating_add(back) < self.epoch_first_ts {
             // At or after the epoch's first record, yet far earlier in time: another boot.
             self.restart(RestartReason::Timestamp, record, datagram);
+        } else if seq < self.epoch_start
+            && seq >= self.epoch_origin
+            && header.ts_usec > self.epoch_first_ts.saturating_add(back)
+        {
+            // Before the epoch's first record (at a fresh boot's head), yet far later in
+            // time: another boot.
+            self.restart(RestartReason::Timestamp, record, datagram);
         } else if seq >= self.head {
             if header.ts_usec.saturating_add(back) < self.newest_ts {
                 // Later in sequence yet far earlier in time: another boot.
@@ -1391,6 +1405,10 @@ impl Stream {
         } else if seq >= self.tail {
             self.place_in_window(record, datagram);
         } else if seq >= self.epoch_start && self.head - seq <= self.bits() {
+            self.behind_tail(record, datagram);
+        } else if seq >= self.epoch_origin && self.head - seq <= slots && self.tagged(seq) {
+            // At a fresh boot's head, retired with something received: a duplicate, or
+            // another boot's record where the ring remembers another `ts_usec`.
             self.behind_tail(record, datagram);
         } else if seq < self.epoch_start
             && self.epoch_start - seq <= slots
@@ -1412,11 +1430,17 @@ impl Stream {
         self.ts_back
     }
 
+    /// Starts an epoch with the record `(seq, ts_usec)`. When it is evidently from a fresh
+    /// boot, its number within the window of 0 ([`StreamConfig::ask_for_boot_head`]), the
+    /// window starts at 0, so that the numbers before it are holes.
     fn begin_epoch(&mut self, seq: u64, release: Option<&[u8]>, ts_usec: u64) {
+        let fresh = self.config.ask_for_boot_head && seq < self.config.max_open();
+        let origin = if fresh { 0 } else { seq };
         self.epoch_start = seq;
+        self.epoch_origin = origin;
         self.epoch_first_ts = ts_usec;
-        self.tail = seq;
-        self.head = seq;
+        self.tail = origin;
+        self.head = origin;
         self.epoch_release = release.map(Box::from);
         self.delivered.fill(0);
         self.newest_ts = 0;
@@ -1452,7 +1476,7 @@ impl Stream {
             reason,
             epoch: self.epoch,
             previous_next_seq,
-            seq: start,
+            seq: self.epoch_origin,
         });
         buffered.sort_by_key(|entry| entry.seq);
         let mut placed_trigger = false;
@@ -1651,7 +1675,7 @@ impl Stream {
 
     /// Whether this epoch delivered the record `(seq, ts_usec)` (as far as it remembers).
     fn delivered_already(&self, seq: u64, ts_usec: u64) -> bool {
-        if seq >= self.tail || seq < self.epoch_start || self.head - seq > self.bits() {
+        if seq >= self.tail || seq < self.epoch_origin || self.head - seq > self.bits() {
             return false;
         }
         if self.head - seq <= self.config.slots as u64 && self.tagged(seq) {
@@ -1709,7 +1733,7 @@ impl Stream {
         }
     }
 
-    /// A record in `[epoch_start, tail)` that the ring still remembers.
+    /// A record in `[epoch_origin, tail)` that the ring still remembers.
     fn behind_tail(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let seq = record.header.seq;
         let ts_usec = record.header.ts_usec;
@@ -1934,10 +1958,20 @@ impl Stream {
         // A missing number: its timestamp must fit between its neighbours' (same boot).
         let back = self.ts_back_usec();
         let ts_usec = record.header.ts_usec;
-        let before = seq
-            .checked_sub(1)
-            .filter(|&s| s >= self.tail && self.tagged(s))
-            .map(|s| self.slot(s).ts_usec);
+        let before = if seq < self.epoch_start {
+            // At a fresh boot's head, where most numbers may be missing: the nearest record
+            // received below it, within 64 numbers (a record of the next boot filling a hole
+            // of this one's head is caught when one of its neighbours arrived).
+            let lowest = seq.saturating_sub(64).max(self.epoch_origin);
+            (lowest..seq)
+                .rev()
+                .find(|&s| self.head - s <= self.config.slots as u64 && self.tagged(s))
+                .map(|s| self.slot(s).ts_usec)
+        } else {
+            seq.checked_sub(1)
+                .filter(|&s| s >= self.tail && self.tagged(s))
+                .map(|s| self.slot(s).ts_usec)
+        };
         let after = Some(seq + 1)
             .filter(|&s| s < self.head && self.tagged(s))
             .map(|s| self.slot(s).ts_usec);
@@ -2080,6 +2114,17 @@ impl Stream {
 
     fn request(&mut self, range: Range<u64>) {
         if self.requests.len() < self.config.slots && self.may_request() {
+            if self.tail == 0 && self.epoch_origin < self.epoch_start {
+                // At a fresh boot's head with 0 missing. A response cannot say "nothing
+                // retired" (its ack is a retired number, every number asked for is above
+                // it), so 0 can never be asked for: it is given up on now and acked (the
+                // sender forgets it), to ask for the numbers above it. Held any longer, it
+                // would only hold back the whole stream. (Not a sign that the sender does
+                // not answer: requests stay as frequent.)
+                let unanswered = self.gave_up_unanswered;
+                self.give_up(0, 1);
+                self.gave_up_unanswered = unanswered;
+            }
             self.requests.push_back(range);
         }
     }

@@ -44,6 +44,7 @@ fn defaults_are_libncrx_with_a_one_second_unanswered_hole_timeout() {
     assert_eq!(StreamConfig::daemon().unanswered_hole_timeout, None);
     let mut same = default.clone();
     same.unanswered_hole_timeout = None;
+    same.ask_for_boot_head = false;
     assert_eq!(same, libncrx);
     assert_eq!(ReceiverConfig::libncrx().stream, libncrx);
     assert_eq!(ReceiverConfig::default().stream, default);

@@ -453,7 +453,7 @@ pub(crate) fn feed(
 /// `ncrx decode`.
 pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
     let mut output = Output::new(args.format, args.format_limit, args.dir.clone())?;
-    let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
+    let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::libncrx());
     let mut scratch = vec![0u8; 2048];
     let summary = capture::read_capture(&args.file, &args.port, |datagram| {
         run_timers(&mut rx, datagram.time, &mut output, &mut scratch)?;

@@ -185,7 +185,7 @@ fn shard(
     drop(sender);
 
     let mut config = match args.preset {
-        Preset::Libncrx => ReceiverConfig::default(),
+        Preset::Libncrx => ReceiverConfig::libncrx(),
         Preset::Netconsd => ReceiverConfig::daemon(),
     };
     if let Some(ms) = args.ack {
