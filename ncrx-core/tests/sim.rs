@@ -291,3 +291,51 @@ fn every_seed_delivers_every_record_at_half_loss_both_ways() {
     // Every copy of 0 is lost about half the time; the others always come.
     assert!(zero_lost < seeds, "{zero_lost}");
 }
+
+/// The figures in the README: 70% loss both ways, 20% reorder, 5% duplication, over many
+/// seeds (`NCRX_FIGURE_SEEDS`, default 100, of 20,000 records):
+/// `cargo test -p ncrx-core --release --test sim -- --ignored --nocapture seventy`.
+#[test]
+#[ignore = "figures for the README, run in --release"]
+fn seventy_percent_loss_both_ways_over_many_seeds() {
+    let seeds: u64 = std::env::var("NCRX_FIGURE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let mut totals = SimReport::default();
+    let (mut worst, mut all) = (f64::MAX, 0);
+    for seed in 1..=seeds {
+        let mut c = SimConfig::default();
+        c.seed = seed;
+        c.records = 20_000;
+        c.loss_to_receiver = 0.7;
+        c.loss_to_sender = 0.7;
+        c.reorder = 0.2;
+        c.duplicate = 0.05;
+        c.check_memory = false;
+        let report = run(&c);
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            report.violations
+        );
+        worst = worst.min(report.delivered_ratio());
+        all += u64::from(report.delivered == report.sent);
+        totals.sent += report.sent;
+        totals.delivered += report.delivered;
+        totals.late += report.late;
+        totals.lost += report.lost;
+        totals.unseen += report.unseen;
+        totals.incomplete += report.incomplete;
+    }
+    println!(
+        "{seeds} seeds x 20000 records, 70% loss both ways: {} of {} delivered in order ({:.4}%), {} late, {} lost, {} unseen; lowest share {:.4}%; every record in {all} seeds",
+        totals.delivered,
+        totals.sent,
+        totals.delivered_ratio() * 100.0,
+        totals.late,
+        totals.lost,
+        totals.unseen,
+        worst * 100.0,
+    );
+}
