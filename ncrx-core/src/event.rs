@@ -282,6 +282,17 @@ impl Output {
         self.events.len() - self.next
     }
 
+    /// Gives back what the buffers do not hold now (a quiet stream).
+    pub(crate) fn give_back(&mut self) {
+        if self.events.is_empty() {
+            *self = Output::default();
+        } else {
+            self.events.shrink_to_fit();
+            self.bytes.shrink_to_fit();
+            self.ranges.shrink_to_fit();
+        }
+    }
+
     pub(crate) fn memory_used(&self) -> usize {
         self.bytes.capacity()
             + self.ranges.capacity() * core::mem::size_of::<Range<usize>>()

@@ -7,10 +7,20 @@
 //!   delivered / given up  │ tail                                 head │
 //!                         │ [rec][ hole run ][rec][frag][ hole ][rec] │
 //!  ───────────────────────┴───────────────────────────────────────────┴────────────────
-//!   ring of `slots` entries indexed by seq % slots, tagged (epoch, seq);
-//!   a bitmap of what was delivered over 8 × slots numbers below the head
+//!   ring of up to `slots` entries indexed by seq % ring, tagged (epoch, seq);
+//!   a bitmap of what was delivered over 8 × ring numbers below the head
 //! ```
 //!
+//! - The ring, the runs' ring and the delivered bitmap are sized by what the stream needs,
+//!   not by the window: 32 entries (and 256 bits) for a stream with nothing open, doubled
+//!   when a hole needs more (the open span, and as much again remembered), up to `slots`
+//!   rounded up to a power of two. A stream in order again for 8 × its ring, or with nothing
+//!   open for 10 s at a timer call, gives the larger ring back (and its idle buffers): a
+//!   quiet source costs about 3.3 KiB in all. Beyond the bitmap's reach, every number from
+//!   the last one given up on to the tail was delivered, so a duplicate within `8 × slots`
+//!   of the head is still known; where a smaller ring grew, numbers the old bitmap did not
+//!   reach count as delivered (a late record there is dropped as a duplicate, never
+//!   delivered twice).
 //! - The ring holds what arrived (a whole datagram with its parsed fields, or a fragmented
 //!   record being put together) and, once retired, what became of each sequence number
 //!   (delivered with its `ts_usec`, or given up). Advancing the head writes nothing: a ring
@@ -579,6 +589,22 @@ impl Runs {
         self.len > 0
     }
 
+    /// The same runs in a ring of `slots` entries (a power of two above the open window);
+    /// with none open, the ring is given back until the next run.
+    fn resize(&mut self, slots: usize) {
+        let mut open = Vec::new();
+        if self.len > 0 {
+            each_set_up(&self.used, self.slots, 0, self.slots, |i| {
+                open.push(self.entries[i]);
+                true
+            });
+        }
+        *self = Runs::new(slots);
+        for (start, run) in open {
+            self.insert(start, run);
+        }
+    }
+
     fn memory_used(&self) -> usize {
         self.entries.capacity() * core::mem::size_of::<(u64, Run)>() + self.used.capacity() * 8
     }
@@ -678,10 +704,30 @@ pub struct Stream {
     /// Starts of the runs gathered into the response being written (only while the sender
     /// is not known to answer).
     probed: Vec<u64>,
+    /// The ring is larger than [`RING_MIN`]: it shrinks back when the delivered head
+    /// reaches this (`u64::MAX` at the smallest size).
+    shrink_at: u64,
+    /// When a hole last opened (for the quiet shrink).
+    disorder_at: Instant,
+    /// Every number of this epoch from here to the tail was delivered (none given up on):
+    /// what the delivered bitmap would say beyond its reach once the ring shrank.
+    delivered_since: u64,
 }
 
 /// How many times the ring's span the delivered bitmap covers.
 const DELIVERED_SPAN: usize = 8;
+
+/// Entries of the ring (and its bitmaps) of a stream with nothing open: a quiet source
+/// costs this many slots (about 1.3 KiB) and a 256-bit delivered map, whatever its window.
+/// The ring grows (doubling) when a hole needs it, up to the window, and comes back to
+/// this once the stream has been in order for eight times as many numbers as the ring
+/// holds (the delivered bitmap's reach), or has had nothing open for [`QUIET_SHRINK`] at a
+/// timer call.
+const RING_MIN: usize = 32;
+
+/// A stream with nothing open this long since its last hole gives its larger ring back
+/// at the next timer call.
+const QUIET_SHRINK: core::time::Duration = core::time::Duration::from_secs(10);
 
 /// The ring position of `seq`: `seq % len`, a mask, every ring (records, runs, delivered
 /// bits) being allocated at a power of two.
@@ -713,7 +759,7 @@ impl Stream {
     pub fn new(config: StreamConfig) -> Self {
         let config = config.normalized();
         let ts_back = u64::try_from(config.restart_ts_back.as_micros()).unwrap_or(u64::MAX);
-        let ring = ring_len(config.slots);
+        let ring = ring_len(config.slots).min(RING_MIN);
         let delivered = alloc::vec![0; (ring * DELIVERED_SPAN).div_ceil(64)];
         let mut slots = Vec::new();
         slots.resize_with(ring, Slot::default);
@@ -754,6 +800,9 @@ impl Stream {
             request_spacing: core::time::Duration::ZERO,
             gave_up_unanswered: false,
             probed: Vec::new(),
+            shrink_at: u64::MAX,
+            disorder_at: Instant::ZERO,
+            delivered_since: 0,
         };
         stream.set_answering(Answering::Unknown);
         stream
@@ -790,6 +839,113 @@ impl Stream {
         self.request_spacing = config.retransmit_interval;
         self.request_next = Instant::ZERO;
         self.gave_up_unanswered = false;
+    }
+
+    /// How far back from the head the ring remembers each number: the window, or the ring
+    /// while it is smaller.
+    #[inline]
+    fn ring_span(&self) -> u64 {
+        self.config.slots.min(self.slots.len()) as u64
+    }
+
+    /// Makes the ring hold at least `span` open numbers with as many again remembered
+    /// behind them: doubles it (up to the window's ring) when `2 * span` exceeds it.
+    #[inline]
+    fn ensure_ring(&mut self, span: u64) {
+        let len = self.slots.len();
+        if span.saturating_mul(2) > len as u64 {
+            let max = ring_len(self.config.slots);
+            if len < max {
+                let want = usize::try_from(span.saturating_mul(2)).unwrap_or(max);
+                self.resize_ring(want.next_power_of_two().min(max));
+            }
+        }
+    }
+
+    /// Numbers in order after the last hole before a larger ring is given back: as many as
+    /// its delivered bitmap covers, so that a stream with a hole now and then does not
+    /// shrink and grow its ring for each.
+    fn shrink_streak(&self) -> u64 {
+        (self.slots.len() * DELIVERED_SPAN) as u64
+    }
+
+    /// Gives the larger ring back when nothing is open (nothing held in it), and the
+    /// buffers a quiet stream does not need; else tries again a ring's length later.
+    #[cold]
+    #[inline(never)]
+    fn shrink_quiet(&mut self) {
+        let min = ring_len(self.config.slots).min(RING_MIN);
+        if self.tail != self.head || self.runs.is_open() || !self.oos.is_empty() {
+            self.shrink_at = self.head.saturating_add(self.shrink_streak());
+            return;
+        }
+        if self.slots.len() > min {
+            self.resize_ring(min);
+        }
+        self.shrink_at = u64::MAX;
+        if self.pool.entries.len() == self.pool.free.len() {
+            self.pool = HeldPool::default();
+        }
+        if self.requests.is_empty() {
+            self.requests = VecDeque::new();
+        }
+        if self.requests_due.is_empty() {
+            self.requests_due = VecDeque::new();
+        }
+        if self.stride_due.is_empty() {
+            self.stride_due = BinaryHeap::new();
+        }
+        self.response_seqs = Vec::new();
+        self.probed = Vec::new();
+        self.out.give_back();
+    }
+
+    /// Moves the ring, its runs and the delivered bitmap to a ring of `len` entries (a
+    /// power of two holding the open window). Entries of numbers within the new ring's
+    /// reach are kept; the delivered bits of numbers the old map did not reach are set
+    /// ("may have been delivered"): a late record there is dropped as a duplicate rather
+    /// than risk delivering it twice.
+    fn resize_ring(&mut self, len: usize) {
+        debug_assert!(len.is_power_of_two() && (self.head - self.tail) < len as u64);
+        let old = core::mem::take(&mut self.slots);
+        let mut slots = Vec::new();
+        slots.resize_with(len, Slot::default);
+        let reach = len as u64;
+        for slot in old {
+            if slot.epoch == self.epoch
+                && !matches!(slot.state, SlotState::Free)
+                && self.head - slot.seq <= reach
+            {
+                let i = slot_of(len, slot.seq);
+                slots[i] = slot;
+            }
+        }
+        self.slots = slots;
+        self.runs.resize(len);
+        let old_bits = self.bits();
+        let bits = (len * DELIVERED_SPAN).div_ceil(64) * 64;
+        let mut delivered = alloc::vec![0u64; bits / 64];
+        let known = old_bits.min(bits as u64);
+        for back in 1..=bits as u64 {
+            let Some(seq) = self.head.checked_sub(back) else {
+                break;
+            };
+            let set = if back <= known {
+                self.was_delivered(seq)
+            } else {
+                true
+            };
+            if set {
+                let bit = slot_of(bits, seq);
+                delivered[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        self.delivered = delivered;
+        self.shrink_at = if len > RING_MIN {
+            self.head.saturating_add(self.shrink_streak())
+        } else {
+            u64::MAX
+        };
     }
 
     /// When the run is given up on: the hold time after it was found.
@@ -953,9 +1109,26 @@ impl Stream {
         self.delivered[bit / 64] |= 1 << (bit % 64);
     }
 
+    /// Whether this epoch delivered `seq`, one the stream [remembers](Stream::remembers):
+    /// its bit, or beyond the bitmap (the ring shrank), whether it is above every number
+    /// given up on.
     fn was_delivered(&self, seq: u64) -> bool {
+        if self.head - seq > self.bits() {
+            return seq >= self.delivered_since;
+        }
         let bit = slot_of(self.delivered.len() * 64, seq);
         self.delivered[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    /// Whether the stream knows if this epoch delivered `seq` (below the head): within the
+    /// bitmap, or within the reach of a full-size bitmap (`8 × slots`) where every number
+    /// from `delivered_since` to the tail was delivered.
+    #[inline]
+    fn remembers(&self, seq: u64) -> bool {
+        let back = self.head - seq;
+        back <= self.bits()
+            || (seq >= self.delivered_since
+                && back <= (ring_len(self.config.slots) * DELIVERED_SPAN) as u64)
     }
 
     /// Forgets the bits of `[from, to)` (numbers the head now passes).
@@ -1116,6 +1289,9 @@ impl Stream {
             }
         }
         self.retire();
+        if self.shrink_at != u64::MAX && self.disorder_at + QUIET_SHRINK <= now {
+            self.shrink_quiet();
+        }
     }
 
     /// The next deadline, if any: the earliest of the give-up time of the tail's hole, the
@@ -1352,6 +1528,10 @@ impl Stream {
         if !self.requests_due.is_empty() {
             self.retire();
         }
+        if seq >= self.shrink_at {
+            // In order for as many numbers as the larger ring holds.
+            self.shrink_quiet();
+        }
         true
     }
 
@@ -1404,7 +1584,7 @@ impl Stream {
             }
         } else if seq >= self.tail {
             self.place_in_window(record, datagram);
-        } else if seq >= self.epoch_start && self.head - seq <= self.bits() {
+        } else if seq >= self.epoch_start && self.remembers(seq) {
             self.behind_tail(record, datagram);
         } else if seq >= self.epoch_origin && self.head - seq <= slots && self.tagged(seq) {
             // At a fresh boot's head, retired with something received: a duplicate, or
@@ -1412,7 +1592,7 @@ impl Stream {
             self.behind_tail(record, datagram);
         } else if seq < self.epoch_start
             && self.epoch_start - seq <= slots
-            && self.head - seq <= self.bits()
+            && self.remembers(seq)
             && header.ts_usec.abs_diff(self.epoch_first_ts) <= back
         {
             // Sent just before the record the stream started with, overtaken on the way.
@@ -1438,6 +1618,7 @@ impl Stream {
         let origin = if fresh { 0 } else { seq };
         self.epoch_start = seq;
         self.epoch_origin = origin;
+        self.delivered_since = origin;
         self.epoch_first_ts = ts_usec;
         self.tail = origin;
         self.head = origin;
@@ -1650,12 +1831,12 @@ impl Stream {
         }
         // The bitmap was cleared when the epoch began and as the head passed each number:
         // within its reach, a clear bit means "not delivered in this epoch".
-        let remembered = self.head - seq <= self.bits();
+        let remembered = self.remembers(seq);
         if !remembered {
             self.stats.forgotten += 1;
             return;
         }
-        let in_ring = self.head - seq <= self.config.slots as u64;
+        let in_ring = self.head - seq <= self.ring_span();
         if in_ring && self.tagged(seq) {
             let slot = self.slot(seq);
             if slot.ts_usec != ts_usec {
@@ -1675,10 +1856,10 @@ impl Stream {
 
     /// Whether this epoch delivered the record `(seq, ts_usec)` (as far as it remembers).
     fn delivered_already(&self, seq: u64, ts_usec: u64) -> bool {
-        if seq >= self.tail || seq < self.epoch_origin || self.head - seq > self.bits() {
+        if seq >= self.tail || seq < self.epoch_origin || !self.remembers(seq) {
             return false;
         }
-        if self.head - seq <= self.config.slots as u64 && self.tagged(seq) {
+        if self.head - seq <= self.ring_span() && self.tagged(seq) {
             let slot = self.slot(seq);
             return slot.ts_usec == ts_usec && matches!(slot.state, SlotState::Delivered);
         }
@@ -1737,7 +1918,7 @@ impl Stream {
     fn behind_tail(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let seq = record.header.seq;
         let ts_usec = record.header.ts_usec;
-        let in_ring = self.head - seq <= self.config.slots as u64;
+        let in_ring = self.head - seq <= self.ring_span();
         if in_ring && self.tagged(seq) {
             let slot = self.slot(seq);
             if slot.ts_usec != ts_usec {
@@ -1749,7 +1930,8 @@ impl Stream {
             }
             return;
         }
-        if !in_ring && self.was_delivered(seq) {
+        if self.was_delivered(seq) {
+            // Beyond the ring, or in a part the ring did not hold before it grew.
             self.stats.duplicates += 1;
             return;
         }
@@ -1815,6 +1997,12 @@ impl Stream {
             slot.state = SlotState::Delivered;
             self.note_retired();
             return;
+        }
+        // The ring holds the window up to `seq` (at most `max_open` of it stays open).
+        self.ensure_ring((seq + 1 - self.tail).min(self.config.max_open()));
+        self.disorder_at = self.now;
+        if self.shrink_at != u64::MAX {
+            self.shrink_at = (seq + 1).saturating_add(self.shrink_streak());
         }
         if seq > self.head {
             let run = Run {
@@ -1965,7 +2153,7 @@ impl Stream {
             let lowest = seq.saturating_sub(64).max(self.epoch_origin);
             (lowest..seq)
                 .rev()
-                .find(|&s| self.head - s <= self.config.slots as u64 && self.tagged(s))
+                .find(|&s| self.head - s <= self.ring_span() && self.tagged(s))
                 .map(|s| self.slot(s).ts_usec)
         } else {
             seq.checked_sub(1)
@@ -2233,11 +2421,13 @@ impl Stream {
             let Some((start, run)) = self.runs.first(self.tail, self.head) else {
                 // Not reachable while the invariant holds; never loop forever.
                 self.tail += 1;
+                self.delivered_since = self.tail;
                 continue;
             };
             let end = run.end.min(target);
             if start > self.tail {
                 self.tail = start.min(target);
+                self.delivered_since = self.tail;
                 continue;
             }
             self.give_up(start, end);
@@ -2273,6 +2463,7 @@ impl Stream {
             self.gave_up_unanswered = true;
         }
         self.tail = end;
+        self.delivered_since = end;
         self.note_retired();
     }
 
