@@ -241,7 +241,7 @@ pub(crate) struct Output {
 }
 
 /// Output buffer capacity kept across drains; above it the buffer is given back.
-const KEEP_BYTES: usize = 1 << 20;
+pub(crate) const KEEP_BYTES: usize = 1 << 20;
 
 impl Output {
     /// Forgets the events handed out; empties the buffers once nothing waits.

@@ -467,7 +467,8 @@ fn scan_down(bits: &[u64], nbits: usize, from: usize, len: usize) -> Option<usiz
 /// and a bitmap of the entries in use. Every run starts in the open window, which spans
 /// fewer than `slots` numbers, so two runs never share an entry; a search scans the bitmap
 /// 64 entries at a word, from a number up to the head or back to the tail. Allocated at the
-/// first run, kept after.
+/// first run, resized with the record ring, given back when the ring shrinks with no run
+/// open.
 #[derive(Debug, Clone)]
 struct Runs {
     entries: Vec<(u64, Run)>,
@@ -613,8 +614,8 @@ impl Runs {
 /// Most sequence numbers gathered for one response (each takes at least 2 bytes).
 const RESPONSE_SEQS: usize = MAX_RESPONSE / 2;
 
-/// Approximate heap bytes of one ordered-map entry beyond its key and value.
-const NODE_OVERHEAD: usize = 16;
+/// Longest UDP payload: a call releases at most the held bytes and one datagram.
+const MAX_DATAGRAM: usize = 65_536;
 
 /// The receiver state machine of one source (see the module documentation).
 ///
@@ -1031,6 +1032,7 @@ impl Stream {
             + self.requests_due.capacity() * size_of::<(Instant, u64, u64)>()
             + self.requests.capacity() * size_of::<Range<u64>>()
             + self.response_seqs.capacity() * size_of::<u64>()
+            + self.probed.capacity() * size_of::<u64>()
             + self.stride_due.capacity() * size_of::<(u64, u64, u64, u64)>()
             + self.oos.capacity() * size_of::<OutOfOrder>()
             + self.epoch_release.as_ref().map_or(0, |r| r.len())
@@ -1058,7 +1060,6 @@ impl Stream {
         let per_slot = size_of::<Slot>()
             + size_of::<(u64, Run)>()
             + 2 * size_of::<(Instant, u64, u64)>()
-            + 2 * NODE_OVERHEAD
             + 2 * size_of::<Range<u64>>()
             + 4 * size_of::<(u64, u64, u64, u64)>();
         // Output: events of at most `slots + OUT_OF_ORDER_MAX + 4`, doubled for vector growth.
@@ -1068,16 +1069,17 @@ impl Stream {
             + HeldPool::memory_bound(slots.min(config.max_held_bytes / size_of::<Held>() + 1))
             + (OUT_OF_ORDER_MAX + 1) * size_of::<OutOfOrder>()
             + output_events
-            + (1 << 20)
-            + 65_536
-            + RESPONSE_SEQS * size_of::<u64>()
+            + crate::event::KEEP_BYTES
+            + MAX_DATAGRAM
+            // The response being written and the runs it asks for (`probed`).
+            + 3 * RESPONSE_SEQS * size_of::<u64>()
     }
 
     /// The part of [`Stream::memory_bound_for`] that grows with `held` bytes held: the bytes,
     /// and the output buffer that holds them (and one datagram) once retired until polled,
     /// doubled for vector growth.
     pub(crate) fn held_bound(held: usize) -> usize {
-        held.saturating_add(held.saturating_add(2 * 65_536).saturating_mul(2))
+        held.saturating_add(held.saturating_add(2 * MAX_DATAGRAM).saturating_mul(2))
     }
 
     /// Gives up the oldest held bytes (from the tail: complete records delivered, holes
