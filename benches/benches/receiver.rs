@@ -149,7 +149,9 @@ const ANSWER_DELAY: Duration = Duration::from_micros(100);
 /// [`ANSWER_DELAY`], losing each answer with the same probability.
 #[inline(never)]
 fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
-    let mut config = ReceiverConfig::default();
+    // libncrx's values: the simulated sender answers from the first request, as it did
+    // before the default learned to tell senders that do not.
+    let mut config = ReceiverConfig::libncrx();
     if retransmit {
         // At a million records a second the 8192-slot window spans 8 ms: ask again every
         // millisecond, not every second, or the window overflows before the second request.

@@ -29,6 +29,8 @@ enum RxStep {
     Wait { millis: u16 },
     /// A timeout call, early or late.
     Timeout,
+    /// The source's port is closed (ICMP port unreachable).
+    Unreachable { source: u8 },
 }
 
 /// Drives a receiver with up to four sources. After every step: memory within the bound,
@@ -38,7 +40,11 @@ pub fn receiver(data: &[u8]) {
     let mut input = Unstructured::new(data);
     let mut stream = StreamConfig::daemon();
     stream.slots = 64;
+    stream.retransmit_stride = 16;
     stream.max_held_bytes = 64 * 1024;
+    // Senders that do not answer held 100 ms, the head of a fresh boot (below 48) asked for.
+    stream.unanswered_hole_timeout = Some(Duration::from_millis(100));
+    stream.ask_for_boot_head = true;
     let mut config = ReceiverConfig::default();
     config.stream = stream;
     config.max_sources = 3;
@@ -56,6 +62,9 @@ pub fn receiver(data: &[u8]) {
     // give up on tens of thousands of numbers.
     let mut lost: BTreeMap<(u8, (u64, u64), u64), u64> = BTreeMap::new();
     let mut buf = [0u8; 2048];
+    // Sources reported unreachable: nothing may be sent to them until an `ncemg` record
+    // (or their eviction: a new stream starts over).
+    let mut silenced = [false; 4];
     let trace = std::env::var_os("FUZZ_TRACE").is_some();
     while !input.is_empty() {
         let Ok(step) = RxStep::arbitrary(&mut input) else {
@@ -106,8 +115,19 @@ pub fn receiver(data: &[u8]) {
                 }
                 None
             }
+            RxStep::Unreachable { source } => {
+                if receiver.stream(&(source % 4)).is_some() {
+                    silenced[usize::from(source % 4)] = true;
+                }
+                receiver.handle_unreachable(now, &(source % 4));
+                twin.handle_unreachable(now, &(source % 4));
+                None
+            }
         };
         if let Some((source, datagram)) = &datagram {
+            if datagram.windows(5).any(|w| w == b"ncemg") {
+                silenced[usize::from(*source)] = false;
+            }
             receiver.handle_datagram(now, source, datagram);
             twin.handle_datagram_and_drain(now, source, datagram, |s, e| {
                 twin_events.push(format!("{s} {e:?}"));
@@ -166,7 +186,10 @@ pub fn receiver(data: &[u8]) {
                     lost.insert(from, seqs.end);
                 }
                 Event::Restart(restart) => epochs[s].1 = restart.epoch,
-                Event::SourceEvicted => epochs[s] = (epochs[s].0 + 1, 0),
+                Event::SourceEvicted => {
+                    epochs[s] = (epochs[s].0 + 1, 0);
+                    silenced[s] = false;
+                }
                 _ => {}
             }
         }
@@ -180,6 +203,10 @@ pub fn receiver(data: &[u8]) {
         twin_events.clear();
         assert_eq!(receiver.poll_timeout(), twin.poll_timeout());
         while let Some((to, len)) = receiver.poll_transmit(&mut buf) {
+            assert!(
+                !silenced[usize::from(to)],
+                "sent to {to}, reported unreachable"
+            );
             let response = buf[..len].to_vec();
             assert_eq!(twin.poll_transmit(&mut buf), Some((to, len)));
             assert_eq!(buf[..len], response[..]);

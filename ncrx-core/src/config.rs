@@ -1,15 +1,54 @@
-//! Receiver parameters: libncrx's defaults, the daemon's preset, and the memory bounds.
+//! Receiver parameters: the defaults, libncrx's values, the daemon's preset, and the memory
+//! bounds.
 //!
-//! | parameter | libncrx default | daemon preset | meaning |
-//! |---|---|---|---|
-//! | [`slots`](StreamConfig::slots) | 8192 | 512 | reorder window, in sequence numbers |
-//! | [`ack_interval`](StreamConfig::ack_interval) | off | 200 ms | ack retired records after this long |
-//! | [`retransmit_interval`](StreamConfig::retransmit_interval) | 1000 ms | 200 ms | ask for a hole again this often |
-//! | [`retransmit_stride`](StreamConfig::retransmit_stride) | 256 | 256 | ask for a hole each time the head moves this far past it |
-//! | [`message_timeout`](StreamConfig::message_timeout) | 30 s | 200 ms | give up on a hole (loss event) |
-//! | [`out_of_order_threshold`](StreamConfig::out_of_order_threshold) | 19 of 32 | 19 of 32 | restart the stream |
-//! | [`out_of_order_interval`](StreamConfig::out_of_order_interval) | 5 s | 200 ms | kept for libncrx parity (see the field) |
-//! | [`out_of_order_timeout`](StreamConfig::out_of_order_timeout) | 30 s | 200 ms | release a buffered out-of-order record |
+//! [`StreamConfig::default`] is libncrx's values plus the handling of senders that do not
+//! answer retransmission requests (mainline Linux never does):
+//! [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) 1 s, and asks for
+//! the head of a stream that starts with a fresh boot
+//! ([`ask_for_boot_head`](StreamConfig::ask_for_boot_head)).
+//! [`StreamConfig::libncrx`] keeps libncrx's values exactly (that handling off), for
+//! comparison; [`StreamConfig::daemon`] is netconsd's preset, also without it.
+//!
+//! | parameter | default | libncrx | daemon preset | meaning |
+//! |---|---|---|---|---|
+//! | [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) | 1 s | off | off | give up on a hole this soon while the sender has not answered a request |
+//! | [`ask_for_boot_head`](StreamConfig::ask_for_boot_head) | on | off | off | a fresh boot's first record: the numbers before it are holes |
+//! | [`slots`](StreamConfig::slots) | 8192 | 8192 | 512 | reorder window, in sequence numbers |
+//! | [`ack_interval`](StreamConfig::ack_interval) | off | off | 200 ms | ack retired records after this long |
+//! | [`retransmit_interval`](StreamConfig::retransmit_interval) | 1000 ms | 1000 ms | 200 ms | ask for a hole again this often |
+//! | [`retransmit_stride`](StreamConfig::retransmit_stride) | 256 | 256 | 256 | ask for a hole each time the head moves this far past it |
+//! | [`message_timeout`](StreamConfig::message_timeout) | 30 s | 30 s | 200 ms | give up on a hole (loss event) once the sender answers |
+//! | [`out_of_order_threshold`](StreamConfig::out_of_order_threshold) | 19 of 32 | 19 of 32 | 19 of 32 | restart the stream |
+//! | [`out_of_order_interval`](StreamConfig::out_of_order_interval) | 5 s | 5 s | 200 ms | kept for libncrx parity (see the field) |
+//! | [`out_of_order_timeout`](StreamConfig::out_of_order_timeout) | 30 s | 30 s | 200 ms | release a buffered out-of-order record |
+//!
+//! # Senders that answer and senders that do not
+//!
+//! A stream learns that its sender answers retransmission requests when a number it asked
+//! for arrives after the request went out, or when an `ncemg` record arrives (only a
+//! reliable sender sends them). Until then, with
+//! [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) set:
+//!
+//! - a hole is held that long (at most `message_timeout`), then reported lost: what follows
+//!   it is written within that time, not 30 s later;
+//! - a hole is first asked for after `min(retransmit_interval, unanswered_hole_timeout / 2)`,
+//!   so that a sender that answers can show it before the hole is given up;
+//! - requests are rate-limited: at most one response carrying requests per spacing, which
+//!   starts at `retransmit_interval` and, once a hole has been given up unanswered, doubles
+//!   with every such response up to [`UNANSWERED_REQUEST_SPACING_MAX`] (64 s). With the
+//!   defaults a stock kernel with steady loss gets about 7 requests in its first minute and
+//!   one a minute after that, instead of one a second per hole.
+//!
+//! Once the sender answers, every open hole is held its full `message_timeout` from when it
+//! was found, and requests follow `retransmit_interval` and `retransmit_stride` without
+//! limit. This knowledge is kept across stream restarts (the sender's software rarely
+//! changes with a reboot; an ICMP error says so when it does).
+//!
+//! [`Stream::handle_unreachable`](crate::Stream::handle_unreachable) (the sender's port is
+//! closed, ICMP port unreachable) makes the stream send that sender nothing at all, neither
+//! requests nor acks, and hold its holes at most `unanswered_hole_timeout` from then on, until
+//! an `ncemg` record arrives (a number asked for before the port closed and arriving after
+//! does not count: it answers a request the port took before it closed).
 
 use core::time::Duration;
 
@@ -20,10 +59,36 @@ pub const OUT_OF_ORDER_MAX: usize = 32;
 /// for one source); more is taken as this.
 pub const MAX_SLOTS: usize = 1 << 24;
 
+/// Largest spacing of requests to a sender that has not answered (see the module
+/// documentation): 64 s.
+pub const UNANSWERED_REQUEST_SPACING_MAX: Duration = Duration::from_secs(64);
+
 /// Parameters of one source's stream (see the module table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamConfig {
+    /// While the sender has not shown that it answers retransmission requests, give up on a
+    /// hole this long after it was found (capped at `message_timeout`; `None`: always
+    /// `message_timeout`, as libncrx). The reorder window for a stock kernel, which never
+    /// answers: records behind a lost one are written this late at most. See the module
+    /// documentation.
+    pub unanswered_hole_timeout: Option<Duration>,
+    /// When the first record of an epoch (a new stream, or a restart) is evidently from a
+    /// fresh boot, its `seq` within the window of 0 (below `slots - retransmit_stride`, 7936
+    /// by default; every boot numbers its records from 0), the numbers from 0 before it are
+    /// holes: asked for as any hole, reported lost if they never come. 0 itself cannot be
+    /// asked for (a response's ack is a retired number and every number it asks for is
+    /// above it): when the first request goes out with 0 still missing, 0 is given up on
+    /// and acked. A stream joined in the middle asks for nothing before its first record, and
+    /// neither does libncrx. `ts_usec` is not used: a small one does not say how far back
+    /// the boot's numbers go, and numbers beyond the window could not be held anyway.
+    ///
+    /// A record of the *next* boot that arrives while this head is still open (the machine
+    /// rebooted within the hold time) looks like one of it, unless its `ts_usec` is later
+    /// than the first record's or a record received within 64 numbers below it is later:
+    /// it is then placed in this boot's head. Once the head is retired such a record
+    /// restarts the stream as before.
+    pub ask_for_boot_head: bool,
     /// Reorder window in sequence numbers (at least `retransmit_stride + 1`, at least 2, at
     /// most [`MAX_SLOTS`]; the ring is allocated at the next power of two).
     /// The stream keeps at most `slots - retransmit_stride` sequence numbers open; the rest of
@@ -61,9 +126,26 @@ pub struct StreamConfig {
 }
 
 impl Default for StreamConfig {
-    /// libncrx's defaults.
+    /// libncrx's values ([`StreamConfig::libncrx`]) with senders that do not answer handled
+    /// ([`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) 1 s) and a fresh
+    /// boot's head asked for ([`ask_for_boot_head`](StreamConfig::ask_for_boot_head)).
     fn default() -> Self {
         StreamConfig {
+            unanswered_hole_timeout: Some(Duration::from_secs(1)),
+            ask_for_boot_head: true,
+            ..StreamConfig::libncrx()
+        }
+    }
+}
+
+impl StreamConfig {
+    /// libncrx's defaults exactly: every hole held `message_timeout` (30 s) whether the
+    /// sender answers or not, requests every `retransmit_interval`, nothing asked for before
+    /// a stream's first record.
+    pub fn libncrx() -> Self {
+        StreamConfig {
+            unanswered_hole_timeout: None,
+            ask_for_boot_head: false,
             slots: 8192,
             ack_interval: None,
             retransmit_interval: Duration::from_secs(1),
@@ -77,10 +159,9 @@ impl Default for StreamConfig {
             max_fragmented_total: netconsole_proto::DEFAULT_MAX_TOTAL,
         }
     }
-}
 
-impl StreamConfig {
-    /// The production daemon's preset (netconsd): 512 slots, every timer 200 ms, acks on.
+    /// The production daemon's preset (netconsd): 512 slots, every timer 200 ms, acks on;
+    /// senders that do not answer are not handled apart (its holes last 200 ms anyway).
     pub fn daemon() -> Self {
         let ms200 = Duration::from_millis(200);
         StreamConfig {
@@ -91,7 +172,7 @@ impl StreamConfig {
             out_of_order_interval: ms200,
             out_of_order_timeout: ms200,
             max_held_bytes: 2 << 20,
-            ..StreamConfig::default()
+            ..StreamConfig::libncrx()
         }
     }
 
@@ -103,6 +184,9 @@ impl StreamConfig {
         let max_stride = (self.slots as u64 - 1).max(1);
         self.retransmit_stride = self.retransmit_stride.clamp(1, max_stride);
         self.retransmit_interval = self.retransmit_interval.max(tick);
+        if let Some(hold) = &mut self.unanswered_hole_timeout {
+            *hold = (*hold).min(self.message_timeout);
+        }
         self.out_of_order_threshold = self.out_of_order_threshold.clamp(1, 32);
         if let Some(interval) = &mut self.ack_interval {
             *interval = (*interval).max(tick);
@@ -163,6 +247,14 @@ impl Default for ReceiverConfig {
 }
 
 impl ReceiverConfig {
+    /// libncrx's stream values ([`StreamConfig::libncrx`]) with the default limits.
+    pub fn libncrx() -> Self {
+        ReceiverConfig {
+            stream: StreamConfig::libncrx(),
+            ..ReceiverConfig::default()
+        }
+    }
+
     /// The daemon's stream preset ([`StreamConfig::daemon`]) with the default limits.
     pub fn daemon() -> Self {
         ReceiverConfig {

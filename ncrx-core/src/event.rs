@@ -241,7 +241,7 @@ pub(crate) struct Output {
 }
 
 /// Output buffer capacity kept across drains; above it the buffer is given back.
-const KEEP_BYTES: usize = 1 << 20;
+pub(crate) const KEEP_BYTES: usize = 1 << 20;
 
 impl Output {
     /// Forgets the events handed out; empties the buffers once nothing waits.
@@ -280,6 +280,17 @@ impl Output {
 
     pub(crate) fn len(&self) -> usize {
         self.events.len() - self.next
+    }
+
+    /// Gives back what the buffers do not hold now (a quiet stream).
+    pub(crate) fn give_back(&mut self) {
+        if self.events.is_empty() {
+            *self = Output::default();
+        } else {
+            self.events.shrink_to_fit();
+            self.bytes.shrink_to_fit();
+            self.ranges.shrink_to_fit();
+        }
     }
 
     pub(crate) fn memory_used(&self) -> usize {

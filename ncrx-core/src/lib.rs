@@ -5,14 +5,17 @@
 //! (`ncrx<ack> <seq>...`, see [`netconsole_proto::response`]). This crate is that receiver,
 //! without sockets or clocks, in the style of quinn-proto:
 //!
-//! - inputs: [`Receiver::handle_datagram`]`(now, source, bytes)`, [`Receiver::handle_timeout`]`(now)`;
+//! - inputs: [`Receiver::handle_datagram`]`(now, source, bytes)`, [`Receiver::handle_timeout`]`(now)`,
+//!   [`Receiver::handle_unreachable`]`(now, source)` (the source's port is closed);
 //! - outputs, polled until empty: [`Receiver::poll_event`] (records in sequence order, losses,
 //!   restarts, plain text), [`Receiver::poll_transmit`] (response packets and their
 //!   destination), [`Receiver::poll_timeout`] (the exact next deadline).
 //!
 //! [`Stream`] is one source's state machine; [`Receiver`] keys streams by source (an IP
 //! address and port by default) with bounded sources and bytes. Parameters default to
-//! libncrx's ([`StreamConfig::default`]); [`StreamConfig::daemon`] is netconsd's preset.
+//! libncrx's with senders that never answer requests (stock kernels) handled
+//! ([`StreamConfig::default`], see [`config`]); [`StreamConfig::libncrx`] is libncrx's values
+//! exactly, [`StreamConfig::daemon`] netconsd's preset.
 //! Held record bytes are bounded per source ([`StreamConfig::max_held_bytes`]) and over all
 //! sources ([`ReceiverConfig::max_held_bytes_total`], 256 MiB by default).
 //! [`Receiver::memory_used`] / [`Receiver::memory_bound`] and [`Stream::held_bytes`] expose
@@ -28,9 +31,9 @@
 //!
 //! let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
 //! let source: SocketAddr = "192.0.2.1:6665".parse()?;
-//! rx.handle_datagram(Instant::from_millis(1), &source, b"6,7,1000,-;eth0: link up\n");
+//! rx.handle_datagram(Instant::from_millis(1), &source, b"6,52007,1000,-;eth0: link up\n");
 //! let Some((from, Event::Record(record))) = rx.poll_event() else { panic!() };
-//! assert_eq!((from, record.seq, record.body), (source, 7, &b"eth0: link up\n"[..]));
+//! assert_eq!((from, record.seq, record.body), (source, 52007, &b"eth0: link up\n"[..]));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -45,7 +48,7 @@ pub mod receiver;
 pub mod sim;
 pub mod stream;
 
-pub use config::{MAX_SLOTS, ReceiverConfig, StreamConfig};
+pub use config::{MAX_SLOTS, ReceiverConfig, StreamConfig, UNANSWERED_REQUEST_SPACING_MAX};
 pub use event::{Event, IncompleteRecord, Record, Restart, RestartReason};
 pub use receiver::{Receiver, ReceiverStats};
-pub use stream::{Stream, StreamStats};
+pub use stream::{Answering, Stream, StreamStats};

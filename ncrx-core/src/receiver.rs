@@ -266,6 +266,26 @@ impl<S: Ord + Clone> Receiver<S> {
         }
     }
 
+    /// `source`'s port is closed: an ICMP port unreachable (or the error a send returned)
+    /// for a response sent to it. From now on the receiver sends that source nothing,
+    /// neither retransmission requests nor acks, until an `ncemg` record from it shows that
+    /// it answers again; its holes are held at most
+    /// [`unanswered_hole_timeout`](crate::StreamConfig::unanswered_hole_timeout). See
+    /// [`Stream::handle_unreachable`]. A source not tracked is ignored (nothing was sent to
+    /// it that this could be about).
+    pub fn handle_unreachable(&mut self, now: Instant, source: &S) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        self.release_front_eviction();
+        let Some(i) = self.lookup(source) else {
+            return;
+        };
+        if let Some(entry) = self.get_mut(i) {
+            entry.stream.handle_unreachable(now);
+        }
+        self.refresh(i);
+    }
+
     /// [`Receiver::handle_datagram`] then [`Receiver::drain_events`], the events waiting
     /// before first: the same events in the same order. When no other source has events
     /// waiting, the record the source's stream expects next goes to `f` straight from
@@ -278,7 +298,7 @@ impl<S: Ord + Clone> Receiver<S> {
     /// let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
     /// let source = "192.0.2.1:6665".parse().unwrap();
     /// let mut bodies = Vec::new();
-    /// for datagram in [&b"6,7,100,-;hello\n"[..], b"6,9,102,-;later\n", b"6,8,101,-;world\n"] {
+    /// for datagram in [&b"6,52007,100,-;hello\n"[..], b"6,52009,102,-;later\n", b"6,52008,101,-;world\n"] {
     ///     rx.handle_datagram_and_drain(Instant::from_millis(1), &source, datagram, |_, event| {
     ///         if let Event::Record(r) = event {
     ///             bodies.push(r.body.to_vec());
@@ -583,8 +603,8 @@ impl<S: Ord + Clone> Receiver<S> {
     /// # use netpoll_frame::Instant;
     /// let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
     /// let source = "192.0.2.1:6665".parse().unwrap();
-    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,7,100,-;hello\n");
-    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,8,101,-;world\n");
+    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,52007,100,-;hello\n");
+    /// rx.handle_datagram(Instant::from_millis(1), &source, b"6,52008,101,-;world\n");
     /// let mut seqs = Vec::new();
     /// rx.drain_events(|from, event| {
     ///     assert_eq!(*from, source);
@@ -592,7 +612,7 @@ impl<S: Ord + Clone> Receiver<S> {
     ///         seqs.push(r.seq);
     ///     }
     /// });
-    /// assert_eq!(seqs, [7, 8]);
+    /// assert_eq!(seqs, [52007, 52008]);
     /// assert!(rx.poll_event().is_none());
     /// ```
     pub fn drain_events(&mut self, mut f: impl FnMut(&S, Event<'_>)) {

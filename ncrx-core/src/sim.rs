@@ -23,6 +23,11 @@
 //! that is [`SimConfig::delay`]; retransmissions after a loss add the receiver's and the
 //! sender's timers.
 //!
+//! A run ends once every record is pushed and `message_timeout + 20 s` have passed since the
+//! last push with every sender's records acked: a record lost at the very end is known to
+//! its sender only and comes again by its emergency transmission, after `ack_timeout` (10 s)
+//! without progress, so the run waits for that up to `30 * ack_timeout` more.
+//!
 //! [`run_with_progress`] runs the same simulation and reports how many records were pushed,
 //! for a progress display.
 
@@ -76,7 +81,10 @@ pub struct SimConfig {
     pub fragment_every: u64,
     /// The first source reboots after this many records (`None`: never).
     pub reboot_after: Option<u64>,
-    /// Downtime of a reboot.
+    /// Downtime of a reboot (10 s by default: longer than a hole is held before the sender
+    /// is seen to answer, so that a record of the next boot never finds the previous boot's
+    /// head still open, where nothing tells the two apart; see
+    /// [`StreamConfig::ask_for_boot_head`]).
     pub reboot_downtime: Duration,
     /// Whether responses reach the senders at all (retransmission on).
     pub retransmission: bool,
@@ -93,6 +101,11 @@ impl Default for SimConfig {
         let stream = StreamConfig {
             ack_interval: Some(Duration::from_millis(100)),
             retransmit_interval: Duration::from_millis(100),
+            // The simulated senders answer, but with loss both ways a stream may need many
+            // requests to see it: at 50% each way a request shows it half the time, so the
+            // default 1 s (nine requests 100 ms apart) gives up the first second's holes of
+            // about one run in 500; 3 s makes that about one in 10^8.
+            unanswered_hole_timeout: Some(Duration::from_secs(3)),
             ..StreamConfig::default()
         };
         let receiver = ReceiverConfig {
@@ -117,7 +130,7 @@ impl Default for SimConfig {
             reorder_delay: Duration::from_millis(20),
             fragment_every: 0,
             reboot_after: None,
-            reboot_downtime: Duration::from_secs(2),
+            reboot_downtime: Duration::from_secs(10),
             retransmission: true,
             receiver,
             sender,
@@ -626,6 +639,10 @@ pub fn run_with_progress(
     let mut buf = [0u8; MAX_PRINT_CHUNK];
     let mut now = start;
     let quiet_after = config.receiver.stream.message_timeout + Duration::from_secs(20);
+    // A record lost at the very end is known to its sender only: it comes again by emergency
+    // transmission, which waits `ack_timeout` after each ack that made progress. The run
+    // goes on while a sender holds unacked records, this much longer at most.
+    let recovery = config.sender.ack_timeout.saturating_mul(30);
     let mut last_push = start;
     loop {
         // The next moment anything happens.
@@ -646,7 +663,10 @@ pub fn run_with_progress(
         let all_pushed = sources.iter().all(|s| s.pushed >= config.records);
         let Some(at) = next else { break };
         if all_pushed && at > last_push + quiet_after {
-            break;
+            let acked = sources.iter().all(|s| s.sender.unacked() == 0);
+            if acked || at > last_push + quiet_after + recovery {
+                break;
+            }
         }
         now = now.max(at);
         // Packets due.

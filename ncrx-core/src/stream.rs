@@ -7,10 +7,20 @@
 //!   delivered / given up  │ tail                                 head │
 //!                         │ [rec][ hole run ][rec][frag][ hole ][rec] │
 //!  ───────────────────────┴───────────────────────────────────────────┴────────────────
-//!   ring of `slots` entries indexed by seq % slots, tagged (epoch, seq);
-//!   a bitmap of what was delivered over 8 × slots numbers below the head
+//!   ring of up to `slots` entries indexed by seq % ring, tagged (epoch, seq);
+//!   a bitmap of what was delivered over 8 × ring numbers below the head
 //! ```
 //!
+//! - The ring, the runs' ring and the delivered bitmap are sized by what the stream needs,
+//!   not by the window: 32 entries (and 256 bits) for a stream with nothing open, doubled
+//!   when a hole needs more (the open span, and as much again remembered), up to `slots`
+//!   rounded up to a power of two. A stream in order again for 8 × its ring, or with nothing
+//!   open for 10 s at a timer call, gives the larger ring back (and its idle buffers): a
+//!   quiet source costs about 3.3 KiB in all. Beyond the bitmap's reach, every number from
+//!   the last one given up on to the tail was delivered, so a duplicate within `8 × slots`
+//!   of the head is still known; where a smaller ring grew, numbers the old bitmap did not
+//!   reach count as delivered (a late record there is dropped as a duplicate, never
+//!   delivered twice).
 //! - The ring holds what arrived (a whole datagram with its parsed fields, or a fragmented
 //!   record being put together) and, once retired, what became of each sequence number
 //!   (delivered with its `ts_usec`, or given up). Advancing the head writes nothing: a ring
@@ -83,6 +93,42 @@ use netpoll_frame::Instant;
 use crate::config::{OUT_OF_ORDER_MAX, StreamConfig};
 use crate::event::{Event, Output, RecordMeta, Restart, RestartReason};
 
+/// What a stream knows of its sender's answers to retransmission requests (see
+/// [the configuration](crate::config#senders-that-answer-and-senders-that-do-not)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Answering {
+    /// Not shown yet (a stock kernel never shows it): holes are held
+    /// [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout), requests
+    /// rate-limited.
+    Unknown,
+    /// A number asked for arrived after the request, or an `ncemg` record arrived: the full
+    /// reliable behaviour.
+    Answers,
+    /// Its port is closed ([`Stream::handle_unreachable`]): nothing is sent to it until an
+    /// `ncemg` record arrives.
+    Unreachable,
+}
+
+/// The timers of a stream, as a small named table (quinn-proto's `TimerTable`): the next
+/// timeout is the minimum of their deadlines ([`Stream::poll_timeout`]), and
+/// [`Stream::handle_timeout`] acts on each that is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// The next interval retransmission request (`requests_due`, in time order).
+    Request,
+    /// Giving up on the run at the tail (runs time out in sequence order: one deadline).
+    GiveUp,
+    /// Releasing the oldest buffered out-of-order record.
+    OutOfOrder,
+    /// Sending the ack that `ack_interval` delays.
+    Ack,
+}
+
+impl Timer {
+    const ALL: [Timer; 4] = [Timer::Request, Timer::GiveUp, Timer::OutOfOrder, Timer::Ack];
+}
+
 /// Counters of one stream (or summed over sources).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -136,6 +182,8 @@ pub struct StreamStats {
     pub responses: u64,
     /// Sequence numbers asked for again (each time counted).
     pub requested: u64,
+    /// Times the sender's port was reported closed ([`Stream::handle_unreachable`]).
+    pub unreachable: u64,
 }
 
 impl core::ops::AddAssign for StreamStats {
@@ -161,6 +209,7 @@ impl core::ops::AddAssign for StreamStats {
         self.shed += o.shed;
         self.responses += o.responses;
         self.requested += o.requested;
+        self.unreachable += o.unreachable;
     }
 }
 
@@ -333,11 +382,14 @@ impl Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
     end: u64,
-    /// When to give up: `message_timeout` after the receiver learned these were missing.
-    give_up_at: Instant,
-    /// Next retransmission request.
+    /// When the receiver learned these were missing: it gives up on them the stream's hold
+    /// time later ([`Stream::give_up_at`]).
+    learned_at: Instant,
     /// One fragmented record with bytes missing (held in its slot).
     partial: bool,
+    /// Asked for while the sender was not known to answer: a number of it arriving shows
+    /// that it does.
+    requested: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -434,7 +486,8 @@ fn scan_down(bits: &[u64], nbits: usize, from: usize, len: usize) -> Option<usiz
 /// and a bitmap of the entries in use. Every run starts in the open window, which spans
 /// fewer than `slots` numbers, so two runs never share an entry; a search scans the bitmap
 /// 64 entries at a word, from a number up to the head or back to the tail. Allocated at the
-/// first run, kept after.
+/// first run, resized with the record ring, given back when the ring shrinks with no run
+/// open.
 #[derive(Debug, Clone)]
 struct Runs {
     entries: Vec<(u64, Run)>,
@@ -464,8 +517,9 @@ impl Runs {
         if self.entries.is_empty() {
             let none = Run {
                 end: 0,
-                give_up_at: Instant::ZERO,
+                learned_at: Instant::ZERO,
                 partial: false,
+                requested: false,
             };
             self.entries = alloc::vec![(0, none); self.slots];
             self.used = alloc::vec![0; self.slots.div_ceil(64)];
@@ -555,6 +609,22 @@ impl Runs {
         self.len > 0
     }
 
+    /// The same runs in a ring of `slots` entries (a power of two above the open window);
+    /// with none open, the ring is given back until the next run.
+    fn resize(&mut self, slots: usize) {
+        let mut open = Vec::new();
+        if self.len > 0 {
+            each_set_up(&self.used, self.slots, 0, self.slots, |i| {
+                open.push(self.entries[i]);
+                true
+            });
+        }
+        *self = Runs::new(slots);
+        for (start, run) in open {
+            self.insert(start, run);
+        }
+    }
+
     fn memory_used(&self) -> usize {
         self.entries.capacity() * core::mem::size_of::<(u64, Run)>() + self.used.capacity() * 8
     }
@@ -563,8 +633,8 @@ impl Runs {
 /// Most sequence numbers gathered for one response (each takes at least 2 bytes).
 const RESPONSE_SEQS: usize = MAX_RESPONSE / 2;
 
-/// Approximate heap bytes of one ordered-map entry beyond its key and value.
-const NODE_OVERHEAD: usize = 16;
+/// Longest UDP payload: a call releases at most the held bytes and one datagram.
+const MAX_DATAGRAM: usize = 65_536;
 
 /// The receiver state machine of one source (see the module documentation).
 ///
@@ -574,18 +644,18 @@ const NODE_OVERHEAD: usize = 16;
 ///
 /// let mut stream = Stream::new(StreamConfig::default());
 /// let t = Instant::from_millis(5);
-/// stream.handle_datagram(t, b"6,10,100,-;first\n");
-/// stream.handle_datagram(t, b"6,12,300,-;third\n");
+/// stream.handle_datagram(t, b"6,52010,100,-;first\n");
+/// stream.handle_datagram(t, b"6,52012,300,-;third\n");
 /// let Some(Event::Record(r)) = stream.poll_event() else { panic!() };
-/// assert_eq!((r.seq, r.body), (10, &b"first\n"[..]));
-/// assert!(stream.poll_event().is_none()); // 11 is missing: 12 waits
-/// stream.handle_datagram(t, b"6,11,200,-;second\n");
+/// assert_eq!((r.seq, r.body), (52010, &b"first\n"[..]));
+/// assert!(stream.poll_event().is_none()); // 52011 is missing: 52012 waits
+/// stream.handle_datagram(t, b"6,52011,200,-;second\n");
 /// let seqs: Vec<u64> = core::iter::from_fn(|| match stream.poll_event()? {
 ///     Event::Record(r) => Some(r.seq),
 ///     _ => None,
 /// })
 /// .collect();
-/// assert_eq!(seqs, [11, 12]);
+/// assert_eq!(seqs, [52011, 52012]);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Stream {
@@ -594,6 +664,10 @@ pub struct Stream {
     started: bool,
     epoch: u64,
     epoch_start: u64,
+    /// The lowest number of the epoch's window: `epoch_start`, or below it when the epoch
+    /// began with a fresh boot's record and the numbers before it are holes
+    /// ([`StreamConfig::ask_for_boot_head`]).
+    epoch_origin: u64,
     epoch_release: Option<Box<[u8]>>,
     /// `ts_usec` of the record the epoch started with: no later record of the same boot
     /// can be much earlier.
@@ -634,10 +708,46 @@ pub struct Stream {
     now: Instant,
     out: Output,
     stats: StreamStats,
+    /// What the stream knows of the sender's answers.
+    answering: Answering,
+    /// How long a hole is held now: `message_timeout`, or `unanswered_hole_timeout` while
+    /// the sender has not answered.
+    hold: core::time::Duration,
+    /// How long after a hole is found it is first asked for (and asked again).
+    request_delay: core::time::Duration,
+    /// While the sender has not answered: no response carrying requests before this.
+    request_next: Instant,
+    /// While the sender has not answered: the spacing of responses carrying requests.
+    request_spacing: core::time::Duration,
+    /// A hole was given up on while the sender had not answered: the spacing doubles.
+    gave_up_unanswered: bool,
+    /// Starts of the runs gathered into the response being written (only while the sender
+    /// is not known to answer).
+    probed: Vec<u64>,
+    /// The ring is larger than [`RING_MIN`]: it shrinks back when the delivered head
+    /// reaches this (`u64::MAX` at the smallest size).
+    shrink_at: u64,
+    /// When a hole last opened (for the quiet shrink).
+    disorder_at: Instant,
+    /// Every number of this epoch from here to the tail was delivered (none given up on):
+    /// what the delivered bitmap would say beyond its reach once the ring shrank.
+    delivered_since: u64,
 }
 
 /// How many times the ring's span the delivered bitmap covers.
 const DELIVERED_SPAN: usize = 8;
+
+/// Entries of the ring (and its bitmaps) of a stream with nothing open: a quiet source
+/// costs this many slots (about 1.3 KiB) and a 256-bit delivered map, whatever its window.
+/// The ring grows (doubling) when a hole needs it, up to the window, and comes back to
+/// this once the stream has been in order for eight times as many numbers as the ring
+/// holds (the delivered bitmap's reach), or has had nothing open for [`QUIET_SHRINK`] at a
+/// timer call.
+const RING_MIN: usize = 32;
+
+/// A stream with nothing open this long since its last hole gives its larger ring back
+/// at the next timer call.
+const QUIET_SHRINK: core::time::Duration = core::time::Duration::from_secs(10);
 
 /// The ring position of `seq`: `seq % len`, a mask, every ring (records, runs, delivered
 /// bits) being allocated at a power of two.
@@ -669,16 +779,17 @@ impl Stream {
     pub fn new(config: StreamConfig) -> Self {
         let config = config.normalized();
         let ts_back = u64::try_from(config.restart_ts_back.as_micros()).unwrap_or(u64::MAX);
-        let ring = ring_len(config.slots);
+        let ring = ring_len(config.slots).min(RING_MIN);
         let delivered = alloc::vec![0; (ring * DELIVERED_SPAN).div_ceil(64)];
         let mut slots = Vec::new();
         slots.resize_with(ring, Slot::default);
-        Stream {
+        let mut stream = Stream {
             config,
             slots,
             started: false,
             epoch: 0,
             epoch_start: 0,
+            epoch_origin: 0,
             epoch_release: None,
             epoch_first_ts: 0,
             tail: 0,
@@ -702,6 +813,201 @@ impl Stream {
             now: Instant::ZERO,
             out: Output::default(),
             stats: StreamStats::default(),
+            answering: Answering::Unknown,
+            hold: core::time::Duration::ZERO,
+            request_delay: core::time::Duration::ZERO,
+            request_next: Instant::ZERO,
+            request_spacing: core::time::Duration::ZERO,
+            gave_up_unanswered: false,
+            probed: Vec::new(),
+            shrink_at: u64::MAX,
+            disorder_at: Instant::ZERO,
+            delivered_since: 0,
+        };
+        stream.set_answering(Answering::Unknown);
+        stream
+    }
+
+    /// What the stream knows of its sender's answers to retransmission requests.
+    pub fn answering(&self) -> Answering {
+        self.answering
+    }
+
+    /// Whether the stream tells senders that answer from those that do not (an
+    /// [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) is set).
+    fn tells_answering(&self) -> bool {
+        self.config.unanswered_hole_timeout.is_some()
+    }
+
+    /// Moves to `answering` and sets the hold time, the request delay and the spacing that
+    /// follow from it. Open holes follow the new hold time: each is given up on that long
+    /// after it was found.
+    fn set_answering(&mut self, answering: Answering) {
+        let config = &self.config;
+        let full = config.message_timeout;
+        self.answering = answering;
+        match (answering, config.unanswered_hole_timeout) {
+            (Answering::Answers, _) | (_, None) => {
+                self.hold = full;
+                self.request_delay = config.retransmit_interval;
+            }
+            (Answering::Unknown | Answering::Unreachable, Some(short)) => {
+                self.hold = short.min(full);
+                self.request_delay = config.retransmit_interval.min(short / 2);
+            }
+        }
+        self.request_spacing = config.retransmit_interval;
+        self.request_next = Instant::ZERO;
+        self.gave_up_unanswered = false;
+    }
+
+    /// How far back from the head the ring remembers each number: the window, or the ring
+    /// while it is smaller.
+    #[inline]
+    fn ring_span(&self) -> u64 {
+        self.config.slots.min(self.slots.len()) as u64
+    }
+
+    /// Makes the ring hold at least `span` open numbers with as many again remembered
+    /// behind them: doubles it (up to the window's ring) when `2 * span` exceeds it.
+    #[inline]
+    fn ensure_ring(&mut self, span: u64) {
+        let len = self.slots.len();
+        if span.saturating_mul(2) > len as u64 {
+            let max = ring_len(self.config.slots);
+            if len < max {
+                let want = usize::try_from(span.saturating_mul(2)).unwrap_or(max);
+                self.resize_ring(want.next_power_of_two().min(max));
+            }
+        }
+    }
+
+    /// Numbers in order after the last hole before a larger ring is given back: as many as
+    /// its delivered bitmap covers, so that a stream with a hole now and then does not
+    /// shrink and grow its ring for each.
+    fn shrink_streak(&self) -> u64 {
+        (self.slots.len() * DELIVERED_SPAN) as u64
+    }
+
+    /// Gives the larger ring back when nothing is open (nothing held in it), and the
+    /// buffers a quiet stream does not need; else tries again a ring's length later.
+    #[cold]
+    #[inline(never)]
+    fn shrink_quiet(&mut self) {
+        let min = ring_len(self.config.slots).min(RING_MIN);
+        if self.tail != self.head || self.runs.is_open() || !self.oos.is_empty() {
+            self.shrink_at = self.head.saturating_add(self.shrink_streak());
+            return;
+        }
+        if self.slots.len() > min {
+            self.resize_ring(min);
+        }
+        self.shrink_at = u64::MAX;
+        if self.pool.entries.len() == self.pool.free.len() {
+            self.pool = HeldPool::default();
+        }
+        if self.requests.is_empty() {
+            self.requests = VecDeque::new();
+        }
+        if self.requests_due.is_empty() {
+            self.requests_due = VecDeque::new();
+        }
+        if self.stride_due.is_empty() {
+            self.stride_due = BinaryHeap::new();
+        }
+        self.response_seqs = Vec::new();
+        self.probed = Vec::new();
+        self.out.give_back();
+    }
+
+    /// Moves the ring, its runs and the delivered bitmap to a ring of `len` entries (a
+    /// power of two holding the open window). Entries of numbers within the new ring's
+    /// reach are kept; the delivered bits of numbers the old map did not reach are set
+    /// ("may have been delivered"): a late record there is dropped as a duplicate rather
+    /// than risk delivering it twice.
+    fn resize_ring(&mut self, len: usize) {
+        debug_assert!(len.is_power_of_two() && (self.head - self.tail) < len as u64);
+        let old = core::mem::take(&mut self.slots);
+        let mut slots = Vec::new();
+        slots.resize_with(len, Slot::default);
+        let reach = len as u64;
+        for slot in old {
+            if slot.epoch == self.epoch
+                && !matches!(slot.state, SlotState::Free)
+                && self.head - slot.seq <= reach
+            {
+                let i = slot_of(len, slot.seq);
+                slots[i] = slot;
+            }
+        }
+        self.slots = slots;
+        self.runs.resize(len);
+        let old_bits = self.bits();
+        let bits = (len * DELIVERED_SPAN).div_ceil(64) * 64;
+        let mut delivered = alloc::vec![0u64; bits / 64];
+        let known = old_bits.min(bits as u64);
+        for back in 1..=bits as u64 {
+            let Some(seq) = self.head.checked_sub(back) else {
+                break;
+            };
+            let set = if back <= known {
+                self.was_delivered(seq)
+            } else {
+                true
+            };
+            if set {
+                let bit = slot_of(bits, seq);
+                delivered[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        self.delivered = delivered;
+        self.shrink_at = if len > RING_MIN {
+            self.head.saturating_add(self.shrink_streak())
+        } else {
+            u64::MAX
+        };
+    }
+
+    /// When the run is given up on: the hold time after it was found.
+    #[inline]
+    fn give_up_at(&self, run: &Run) -> Instant {
+        run.learned_at + self.hold
+    }
+
+    /// The sender showed that it answers (a number asked for arrived, or an `ncemg` record).
+    fn learned_answers(&mut self) {
+        if self.answering != Answering::Answers && self.tells_answering() {
+            self.set_answering(Answering::Answers);
+        }
+    }
+
+    /// The sender's port is closed (ICMP port unreachable for a response sent to it): from
+    /// now on the stream sends it nothing, neither requests nor acks, and holds its holes
+    /// at most [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) (when
+    /// set), until an `ncemg` record shows that it answers again. See
+    /// [the configuration](crate::config#senders-that-answer-and-senders-that-do-not).
+    pub fn handle_unreachable(&mut self, now: Instant) {
+        self.advance_time(now);
+        self.stats.unreachable += 1;
+        self.set_answering(Answering::Unreachable);
+        self.requests.clear();
+        self.ack_due = false;
+        self.ack_pending_since = None;
+        self.requests_due.clear();
+        self.stride_due.clear();
+        self.stride_newest = None;
+        self.retire();
+    }
+
+    /// Whether a request may be sent now: always to a sender that answers (or when the
+    /// stream does not tell), never to an unreachable one, and to one that has not answered
+    /// once the spacing has passed.
+    #[inline]
+    fn may_request(&self) -> bool {
+        match self.answering {
+            Answering::Answers => true,
+            Answering::Unreachable => false,
+            Answering::Unknown => !self.tells_answering() || self.now >= self.request_next,
         }
     }
 
@@ -745,6 +1051,7 @@ impl Stream {
             + self.requests_due.capacity() * size_of::<(Instant, u64, u64)>()
             + self.requests.capacity() * size_of::<Range<u64>>()
             + self.response_seqs.capacity() * size_of::<u64>()
+            + self.probed.capacity() * size_of::<u64>()
             + self.stride_due.capacity() * size_of::<(u64, u64, u64, u64)>()
             + self.oos.capacity() * size_of::<OutOfOrder>()
             + self.epoch_release.as_ref().map_or(0, |r| r.len())
@@ -772,7 +1079,6 @@ impl Stream {
         let per_slot = size_of::<Slot>()
             + size_of::<(u64, Run)>()
             + 2 * size_of::<(Instant, u64, u64)>()
-            + 2 * NODE_OVERHEAD
             + 2 * size_of::<Range<u64>>()
             + 4 * size_of::<(u64, u64, u64, u64)>();
         // Output: events of at most `slots + OUT_OF_ORDER_MAX + 4`, doubled for vector growth.
@@ -782,16 +1088,17 @@ impl Stream {
             + HeldPool::memory_bound(slots.min(config.max_held_bytes / size_of::<Held>() + 1))
             + (OUT_OF_ORDER_MAX + 1) * size_of::<OutOfOrder>()
             + output_events
-            + (1 << 20)
-            + 65_536
-            + RESPONSE_SEQS * size_of::<u64>()
+            + crate::event::KEEP_BYTES
+            + MAX_DATAGRAM
+            // The response being written and the runs it asks for (`probed`).
+            + 3 * RESPONSE_SEQS * size_of::<u64>()
     }
 
     /// The part of [`Stream::memory_bound_for`] that grows with `held` bytes held: the bytes,
     /// and the output buffer that holds them (and one datagram) once retired until polled,
     /// doubled for vector growth.
     pub(crate) fn held_bound(held: usize) -> usize {
-        held.saturating_add(held.saturating_add(2 * 65_536).saturating_mul(2))
+        held.saturating_add(held.saturating_add(2 * MAX_DATAGRAM).saturating_mul(2))
     }
 
     /// Gives up the oldest held bytes (from the tail: complete records delivered, holes
@@ -823,9 +1130,26 @@ impl Stream {
         self.delivered[bit / 64] |= 1 << (bit % 64);
     }
 
+    /// Whether this epoch delivered `seq`, one the stream [remembers](Stream::remembers):
+    /// its bit, or beyond the bitmap (the ring shrank), whether it is above every number
+    /// given up on.
     fn was_delivered(&self, seq: u64) -> bool {
+        if self.head - seq > self.bits() {
+            return seq >= self.delivered_since;
+        }
         let bit = slot_of(self.delivered.len() * 64, seq);
         self.delivered[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    /// Whether the stream knows if this epoch delivered `seq` (below the head): within the
+    /// bitmap, or within the reach of a full-size bitmap (`8 × slots`) where every number
+    /// from `delivered_since` to the tail was delivered.
+    #[inline]
+    fn remembers(&self, seq: u64) -> bool {
+        let back = self.head - seq;
+        back <= self.bits()
+            || (seq >= self.delivered_since
+                && back <= (ring_len(self.config.slots) * DELIVERED_SPAN) as u64)
     }
 
     /// Forgets the bits of `[from, to)` (numbers the head now passes).
@@ -986,35 +1310,84 @@ impl Stream {
             }
         }
         self.retire();
+        if self.shrink_at != u64::MAX && self.disorder_at + QUIET_SHRINK <= now {
+            self.shrink_quiet();
+        }
     }
 
-    /// The next deadline, if any: the earliest of the give-up time of the tail's hole, the
-    /// next interval request, the out-of-order buffer's timeout and the ack. Each is the
-    /// exact instant it is due, never "now + interval"; an interval request whose holes were
-    /// all filled meanwhile (but not yet retired) passes without output.
+    /// The next deadline, if any: the earliest of the stream's [timers](Timer) (the next
+    /// interval request, the give-up time of the tail's hole, the out-of-order buffer's
+    /// timeout and the ack). Each is the exact instant it is due, never "now + interval";
+    /// an interval request whose holes were all filled meanwhile (but not yet retired)
+    /// passes without output.
     #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut next = self.requests_due.front().map(|&(at, _, _)| at);
+        // The table written out: as `Timer::ALL`'s minimum through `deadline`, it cost 3.5%
+        // more instructions at 50% loss.
+        let mut next = self.request_deadline();
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some((_, run)) = self
+        if let Some(t) = self.give_up_deadline() {
+            consider(t);
+        }
+        if let Some(t) = self.out_of_order_deadline() {
+            consider(t);
+        }
+        if let Some(t) = self.ack_deadline() {
+            consider(t);
+        }
+        debug_assert_eq!(
+            next,
+            Timer::ALL
+                .into_iter()
+                .filter_map(|timer| self.deadline(timer))
+                .min()
+        );
+        next
+    }
+
+    /// When `timer` is due, if it runs. Each deadline is derived from the state it watches
+    /// (nothing is stored twice), so it cannot go stale.
+    fn deadline(&self, timer: Timer) -> Option<Instant> {
+        match timer {
+            Timer::Request => self.request_deadline(),
+            Timer::GiveUp => self.give_up_deadline(),
+            Timer::OutOfOrder => self.out_of_order_deadline(),
+            Timer::Ack => self.ack_deadline(),
+        }
+    }
+
+    /// [`Timer::Request`]: the front of the time-ordered interval requests.
+    #[inline]
+    fn request_deadline(&self) -> Option<Instant> {
+        self.requests_due.front().map(|&(at, _, _)| at)
+    }
+
+    /// [`Timer::GiveUp`]: the hold time after the tail's run was found.
+    #[inline]
+    fn give_up_deadline(&self) -> Option<Instant> {
+        let (_, run) = self
             .runs
             .is_open()
             .then(|| self.runs.first(self.tail, self.head))
-            .flatten()
-        {
-            consider(run.give_up_at);
+            .flatten()?;
+        Some(self.give_up_at(&run))
+    }
+
+    /// [`Timer::OutOfOrder`]: the oldest buffered out-of-order record's timeout.
+    #[inline]
+    fn out_of_order_deadline(&self) -> Option<Instant> {
+        self.oos
+            .front()
+            .map(|front| front.at + self.config.out_of_order_timeout)
+    }
+
+    /// [`Timer::Ack`]: `ack_interval` after records were retired, unless the ack is due.
+    #[inline]
+    fn ack_deadline(&self) -> Option<Instant> {
+        match (self.ack_pending_since, self.config.ack_interval) {
+            (Some(since), Some(interval)) if !self.ack_due => Some(since + interval),
+            _ => None,
         }
-        if let Some(front) = self.oos.front() {
-            consider(front.at + self.config.out_of_order_timeout);
-        }
-        if let (Some(since), Some(interval), false) = (
-            self.ack_pending_since,
-            self.config.ack_interval,
-            self.ack_due,
-        ) {
-            consider(since + interval);
-        }
-        next
     }
 
     /// The next event; it borrows the stream until the next call.
@@ -1041,7 +1414,9 @@ impl Stream {
 
     /// Whether a response packet waits.
     pub fn has_transmit(&self) -> bool {
-        self.started && (self.ack_due || !self.requests.is_empty())
+        self.started
+            && (self.ack_due || !self.requests.is_empty())
+            && self.answering != Answering::Unreachable
     }
 
     /// Writes the next response packet (`ncrx<ack> <seq>...`, at most 1000 bytes) into
@@ -1056,6 +1431,10 @@ impl Stream {
             self.ack_due = false;
             return None;
         };
+        // The runs asked for while the sender is not known to answer: one arriving shows it.
+        let probing = self.answering == Answering::Unknown && self.tells_answering();
+        let mut probed = core::mem::take(&mut self.probed);
+        probed.clear();
         // A buffer kept for the stream's life (not zeroed on every response).
         let mut scratch = core::mem::take(&mut self.response_seqs);
         if scratch.len() != RESPONSE_SEQS {
@@ -1076,6 +1455,9 @@ impl Stream {
             // skipped without being looked at).
             let mut resume = end;
             let mut gather = |run_start: u64, run: &Run| {
+                if probing && !run.requested && probed.len() < RESPONSE_SEQS {
+                    probed.push(run_start);
+                }
                 for seq in run_start.max(start)..run.end.min(end) {
                     if count == RESPONSE_SEQS {
                         resume = seq;
@@ -1099,6 +1481,14 @@ impl Stream {
         }
         let len = self.encode_requests(ack, &mut scratch[..count], buf);
         self.response_seqs = scratch;
+        if probing && len.is_some() {
+            for &start in &probed {
+                if let Some(run) = self.runs.get_mut(start) {
+                    run.requested = true;
+                }
+            }
+        }
+        self.probed = probed;
         len
     }
 
@@ -1113,16 +1503,27 @@ impl Stream {
                 unique += 1;
             }
         }
-        if unique == 0 && !self.ack_due {
+        // Only the ack itself can be at or below it (0, at a fresh boot's head).
+        let skip = seqs[..unique].partition_point(|&seq| seq <= ack);
+        if unique == skip && !self.ack_due {
             // Everything asked for arrived or was retired meanwhile.
             return None;
         }
-        let (len, fitted) = encode_response(ack, &seqs[..unique], buf)?;
-        for &seq in seqs[fitted..unique].iter().rev() {
+        let (len, fitted) = encode_response(ack, &seqs[skip..unique], buf)?;
+        for &seq in seqs[skip + fitted..unique].iter().rev() {
             self.requests.push_front(seq..seq + 1);
         }
         self.stats.requested += fitted as u64;
         self.stats.responses += 1;
+        if fitted > 0 && self.answering == Answering::Unknown && self.tells_answering() {
+            self.request_next = self.now + self.request_spacing;
+            if self.gave_up_unanswered {
+                self.request_spacing = self
+                    .request_spacing
+                    .saturating_mul(2)
+                    .min(crate::config::UNANSWERED_REQUEST_SPACING_MAX);
+            }
+        }
         self.ack_due = false;
         self.ack_pending_since = None;
         Some(len)
@@ -1194,6 +1595,10 @@ impl Stream {
         if !self.requests_due.is_empty() {
             self.retire();
         }
+        if seq >= self.shrink_at {
+            // In order for as many numbers as the larger ring holds.
+            self.shrink_quiet();
+        }
         true
     }
 
@@ -1209,6 +1614,8 @@ impl Stream {
         self.oos_history <<= 1;
         if header.ncemg {
             self.stats.emergency += 1;
+            // Only a reliable sender marks records so: it answers (again).
+            self.learned_answers();
             self.ack_due = true;
         }
         if !self.started {
@@ -1226,6 +1633,13 @@ impl Stream {
         if seq >= self.epoch_start && header.ts_usec.saturating_add(back) < self.epoch_first_ts {
             // At or after the epoch's first record, yet far earlier in time: another boot.
             self.restart(RestartReason::Timestamp, record, datagram);
+        } else if seq < self.epoch_start
+            && seq >= self.epoch_origin
+            && header.ts_usec > self.epoch_first_ts.saturating_add(back)
+        {
+            // Before the epoch's first record (at a fresh boot's head), yet far later in
+            // time: another boot.
+            self.restart(RestartReason::Timestamp, record, datagram);
         } else if seq >= self.head {
             if header.ts_usec.saturating_add(back) < self.newest_ts {
                 // Later in sequence yet far earlier in time: another boot.
@@ -1237,11 +1651,15 @@ impl Stream {
             }
         } else if seq >= self.tail {
             self.place_in_window(record, datagram);
-        } else if seq >= self.epoch_start && self.head - seq <= self.bits() {
+        } else if seq >= self.epoch_start && self.remembers(seq) {
+            self.behind_tail(record, datagram);
+        } else if seq >= self.epoch_origin && self.head - seq <= slots && self.tagged(seq) {
+            // At a fresh boot's head, retired with something received: a duplicate, or
+            // another boot's record where the ring remembers another `ts_usec`.
             self.behind_tail(record, datagram);
         } else if seq < self.epoch_start
             && self.epoch_start - seq <= slots
-            && self.head - seq <= self.bits()
+            && self.remembers(seq)
             && header.ts_usec.abs_diff(self.epoch_first_ts) <= back
         {
             // Sent just before the record the stream started with, overtaken on the way.
@@ -1259,11 +1677,18 @@ impl Stream {
         self.ts_back
     }
 
+    /// Starts an epoch with the record `(seq, ts_usec)`. When it is evidently from a fresh
+    /// boot, its number within the window of 0 ([`StreamConfig::ask_for_boot_head`]), the
+    /// window starts at 0, so that the numbers before it are holes.
     fn begin_epoch(&mut self, seq: u64, release: Option<&[u8]>, ts_usec: u64) {
+        let fresh = self.config.ask_for_boot_head && seq < self.config.max_open();
+        let origin = if fresh { 0 } else { seq };
         self.epoch_start = seq;
+        self.epoch_origin = origin;
+        self.delivered_since = origin;
         self.epoch_first_ts = ts_usec;
-        self.tail = seq;
-        self.head = seq;
+        self.tail = origin;
+        self.head = origin;
         self.epoch_release = release.map(Box::from);
         self.delivered.fill(0);
         self.newest_ts = 0;
@@ -1299,7 +1724,7 @@ impl Stream {
             reason,
             epoch: self.epoch,
             previous_next_seq,
-            seq: start,
+            seq: self.epoch_origin,
         });
         buffered.sort_by_key(|entry| entry.seq);
         let mut placed_trigger = false;
@@ -1446,12 +1871,11 @@ impl Stream {
             } else if entry.ts_usec.saturating_add(self.ts_back_usec()) >= self.newest_ts {
                 // Runs time out in sequence order (one give-up deadline, the tail's): not
                 // before the last open one.
-                let learned = entry.at + self.config.message_timeout;
-                let give_up_at = self
+                let learned_at = self
                     .runs
                     .last(self.tail, self.head)
-                    .map_or(learned, |(_, run)| learned.max(run.give_up_at));
-                self.place_ahead_at(&record, &entry.datagram, give_up_at);
+                    .map_or(entry.at, |(_, run)| entry.at.max(run.learned_at));
+                self.place_ahead_at(&record, &entry.datagram, learned_at);
             } else {
                 // Ahead in sequence yet far back in time: not this boot's continuation; had
                 // it arrived now it would restart the stream.
@@ -1474,12 +1898,12 @@ impl Stream {
         }
         // The bitmap was cleared when the epoch began and as the head passed each number:
         // within its reach, a clear bit means "not delivered in this epoch".
-        let remembered = self.head - seq <= self.bits();
+        let remembered = self.remembers(seq);
         if !remembered {
             self.stats.forgotten += 1;
             return;
         }
-        let in_ring = self.head - seq <= self.config.slots as u64;
+        let in_ring = self.head - seq <= self.ring_span();
         if in_ring && self.tagged(seq) {
             let slot = self.slot(seq);
             if slot.ts_usec != ts_usec {
@@ -1499,10 +1923,10 @@ impl Stream {
 
     /// Whether this epoch delivered the record `(seq, ts_usec)` (as far as it remembers).
     fn delivered_already(&self, seq: u64, ts_usec: u64) -> bool {
-        if seq >= self.tail || seq < self.epoch_start || self.head - seq > self.bits() {
+        if seq >= self.tail || seq < self.epoch_origin || !self.remembers(seq) {
             return false;
         }
-        if self.head - seq <= self.config.slots as u64 && self.tagged(seq) {
+        if self.head - seq <= self.ring_span() && self.tagged(seq) {
             let slot = self.slot(seq);
             return slot.ts_usec == ts_usec && matches!(slot.state, SlotState::Delivered);
         }
@@ -1557,11 +1981,11 @@ impl Stream {
         }
     }
 
-    /// A record in `[epoch_start, tail)` that the ring still remembers.
+    /// A record in `[epoch_origin, tail)` that the ring still remembers.
     fn behind_tail(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let seq = record.header.seq;
         let ts_usec = record.header.ts_usec;
-        let in_ring = self.head - seq <= self.config.slots as u64;
+        let in_ring = self.head - seq <= self.ring_span();
         if in_ring && self.tagged(seq) {
             let slot = self.slot(seq);
             if slot.ts_usec != ts_usec {
@@ -1573,7 +1997,8 @@ impl Stream {
             }
             return;
         }
-        if !in_ring && self.was_delivered(seq) {
+        if self.was_delivered(seq) {
+            // Beyond the ring, or in a part the ring did not hold before it grew.
             self.stats.duplicates += 1;
             return;
         }
@@ -1612,12 +2037,12 @@ impl Stream {
     }
 
     fn place_ahead(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
-        self.place_ahead_at(record, datagram, self.now + self.config.message_timeout);
+        self.place_ahead_at(record, datagram, self.now);
     }
 
     /// Places a record at or ahead of the head; the hole it opens is given up on at
-    /// `give_up_at`.
-    fn place_ahead_at(&mut self, record: &ExtRecord<'_>, datagram: &[u8], give_up_at: Instant) {
+    /// the hold time after `learned_at`.
+    fn place_ahead_at(&mut self, record: &ExtRecord<'_>, datagram: &[u8], learned_at: Instant) {
         let seq = record.header.seq;
         let old_head = self.head;
         self.newest_ts = self.newest_ts.max(record.header.ts_usec);
@@ -1640,11 +2065,18 @@ impl Stream {
             self.note_retired();
             return;
         }
+        // The ring holds the window up to `seq` (at most `max_open` of it stays open).
+        self.ensure_ring((seq + 1 - self.tail).min(self.config.max_open()));
+        self.disorder_at = self.now;
+        if self.shrink_at != u64::MAX {
+            self.shrink_at = (seq + 1).saturating_add(self.shrink_streak());
+        }
         if seq > self.head {
             let run = Run {
                 end: seq,
-                give_up_at,
+                learned_at,
                 partial: false,
+                requested: false,
             };
             self.insert_run(self.head, run);
             let stride = self.config.retransmit_stride;
@@ -1666,7 +2098,7 @@ impl Stream {
             return;
         }
         // `seq` is now the last open number and no run covers it.
-        self.store_new(record, datagram, give_up_at, seq);
+        self.store_new(record, datagram, learned_at, seq);
         self.stride_check();
     }
 
@@ -1675,7 +2107,7 @@ impl Stream {
         &mut self,
         record: &ExtRecord<'_>,
         datagram: &[u8],
-        give_up_at: Instant,
+        learned_at: Instant,
         seq: u64,
     ) {
         let cost = if record.is_fragment() {
@@ -1689,7 +2121,7 @@ impl Stream {
         };
         if !self.make_room(cost, Some(seq)) {
             self.stats.over_budget += 1;
-            self.lose_unstored(seq, give_up_at);
+            self.lose_unstored(seq, learned_at);
             return;
         }
         if seq < self.tail {
@@ -1702,7 +2134,7 @@ impl Stream {
             let Ok(fragmented) = FragmentedRecord::new(record, self.config.max_fragmented_total)
             else {
                 self.stats.malformed += 1;
-                self.lose_unstored(seq, give_up_at);
+                self.lose_unstored(seq, learned_at);
                 return;
             };
             let header_len = datagram.len() - record.body.len();
@@ -1727,8 +2159,9 @@ impl Stream {
             } else {
                 let run = Run {
                     end: seq + 1,
-                    give_up_at,
+                    learned_at,
                     partial: true,
+                    requested: false,
                 };
                 self.insert_run(seq, run);
             }
@@ -1749,12 +2182,13 @@ impl Stream {
     }
 
     /// `seq` could not be stored: it stays missing (a run of one), to be asked for again.
-    fn lose_unstored(&mut self, seq: u64, give_up_at: Instant) {
+    fn lose_unstored(&mut self, seq: u64, learned_at: Instant) {
         if seq >= self.tail && seq < self.head {
             let run = Run {
                 end: seq + 1,
-                give_up_at,
+                learned_at,
                 partial: false,
+                requested: false,
             };
             self.insert_run(seq, run);
         }
@@ -1779,10 +2213,20 @@ impl Stream {
         // A missing number: its timestamp must fit between its neighbours' (same boot).
         let back = self.ts_back_usec();
         let ts_usec = record.header.ts_usec;
-        let before = seq
-            .checked_sub(1)
-            .filter(|&s| s >= self.tail && self.tagged(s))
-            .map(|s| self.slot(s).ts_usec);
+        let before = if seq < self.epoch_start {
+            // At a fresh boot's head, where most numbers may be missing: the nearest record
+            // received below it, within 64 numbers (a record of the next boot filling a hole
+            // of this one's head is caught when one of its neighbours arrived).
+            let lowest = seq.saturating_sub(64).max(self.epoch_origin);
+            (lowest..seq)
+                .rev()
+                .find(|&s| self.head - s <= self.ring_span() && self.tagged(s))
+                .map(|s| self.slot(s).ts_usec)
+        } else {
+            seq.checked_sub(1)
+                .filter(|&s| s >= self.tail && self.tagged(s))
+                .map(|s| self.slot(s).ts_usec)
+        };
         let after = Some(seq + 1)
             .filter(|&s| s < self.head && self.tagged(s))
             .map(|s| self.slot(s).ts_usec);
@@ -1800,6 +2244,10 @@ impl Stream {
         if after.end <= seq {
             return;
         }
+        if after.requested && self.answering == Answering::Unknown {
+            // A number asked for arrived after the request.
+            self.learned_answers();
+        }
         if start < seq {
             if let Some(run) = self.runs.get_mut(start) {
                 run.end = seq;
@@ -1810,7 +2258,7 @@ impl Stream {
         if seq + 1 < after.end {
             self.insert_run(seq + 1, after);
         }
-        self.store_new(record, datagram, after.give_up_at, seq);
+        self.store_new(record, datagram, after.learned_at, seq);
     }
 
     fn add_fragment(&mut self, seq: u64, record: &ExtRecord<'_>, datagram: &[u8]) {
@@ -1827,6 +2275,15 @@ impl Stream {
         match partial.record.push(record) {
             Ok(0) => self.stats.duplicates += 1,
             Ok(_) => {
+                if self.answering == Answering::Unknown
+                    && self.runs.get_mut(seq).is_some_and(|run| run.requested)
+                {
+                    self.learned_answers();
+                }
+                let n = self.slots.len();
+                let SlotState::Partial(partial) = &mut self.slots[slot_of(n, seq)].state else {
+                    return;
+                };
                 let old_cost = partial.cost();
                 partial.mirror(record, datagram);
                 self.held_bytes = self.held_bytes + partial.cost() - old_cost;
@@ -1872,8 +2329,12 @@ impl Stream {
         self.runs.remove(start)
     }
 
-    /// Asks for the holes of `[start, end)` one retransmit interval from now.
+    /// Asks for the holes of `[start, end)` one request delay from now (the retransmit
+    /// interval, shorter while the sender has not answered); never to an unreachable sender.
     fn schedule_request(&mut self, start: u64, end: u64) {
+        if self.answering == Answering::Unreachable {
+            return;
+        }
         if self.requests_due.len() >= 2 * self.config.slots {
             while self
                 .requests_due
@@ -1887,8 +2348,10 @@ impl Stream {
                 return;
             }
         }
-        let at = self.now + self.config.retransmit_interval;
+        let mut at = self.now + self.request_delay;
         if let Some(back) = self.requests_due.back_mut() {
+            // In time order even when the delay grew meanwhile (the sender answered).
+            at = at.max(back.0);
             // Adjacent ranges due close together (one per packet as the head moves) make
             // one entry.
             if back.2 == start
@@ -1905,7 +2368,18 @@ impl Stream {
     }
 
     fn request(&mut self, range: Range<u64>) {
-        if self.requests.len() < self.config.slots {
+        if self.requests.len() < self.config.slots && self.may_request() {
+            if self.tail == 0 && self.epoch_origin < self.epoch_start {
+                // At a fresh boot's head with 0 missing. A response cannot say "nothing
+                // retired" (its ack is a retired number, every number asked for is above
+                // it), so 0 can never be asked for: it is given up on now and acked (the
+                // sender forgets it), to ask for the numbers above it. Held any longer, it
+                // would only hold back the whole stream. (Not a sign that the sender does
+                // not answer: requests stay as frequent.)
+                let unanswered = self.gave_up_unanswered;
+                self.give_up(0, 1);
+                self.gave_up_unanswered = unanswered;
+            }
             self.requests.push_back(range);
         }
     }
@@ -1994,7 +2468,7 @@ impl Stream {
                 continue;
             }
             match self.runs.first(self.tail, self.head) {
-                Some((start, run)) if start == self.tail && run.give_up_at <= self.now => {
+                Some((start, run)) if start == self.tail && self.give_up_at(&run) <= self.now => {
                     let end = run.end;
                     self.give_up(start, end);
                 }
@@ -2014,11 +2488,13 @@ impl Stream {
             let Some((start, run)) = self.runs.first(self.tail, self.head) else {
                 // Not reachable while the invariant holds; never loop forever.
                 self.tail += 1;
+                self.delivered_since = self.tail;
                 continue;
             };
             let end = run.end.min(target);
             if start > self.tail {
                 self.tail = start.min(target);
+                self.delivered_since = self.tail;
                 continue;
             }
             self.give_up(start, end);
@@ -2050,7 +2526,11 @@ impl Stream {
             self.out.lost(start..end);
             self.stats.lost = self.stats.lost.saturating_add(end - start);
         }
+        if self.answering != Answering::Answers {
+            self.gave_up_unanswered = true;
+        }
         self.tail = end;
+        self.delivered_since = end;
         self.note_retired();
     }
 
@@ -2097,8 +2577,9 @@ mod tests {
     fn run(end: u64) -> Run {
         Run {
             end,
-            give_up_at: Instant::from_millis(end),
+            learned_at: Instant::from_millis(end),
             partial: false,
+            requested: false,
         }
     }
 

@@ -56,7 +56,7 @@ proptest! {
     fn every_record_once_in_order_and_every_hole_reported(
         (base, kept, order) in arrivals()
     ) {
-        let mut s = Stream::new(StreamConfig::default());
+        let mut s = Stream::new(StreamConfig::libncrx());
         let t0 = Instant::from_millis(10);
         let mut events = Vec::new();
         for (i, &seq) in order.iter().enumerate() {
@@ -93,7 +93,7 @@ proptest! {
             1..200,
         )
     ) {
-        let mut config = ReceiverConfig::default();
+        let mut config = ReceiverConfig::libncrx();
         config.stream.slots = 64;
         config.stream.retransmit_stride = 8;
         config.stream.max_held_bytes = 4096;

@@ -20,7 +20,7 @@ fn t(ms: u64) -> Instant {
 
 #[test]
 fn sources_are_ip_and_port() {
-    let mut rx: Receiver = Receiver::new(ReceiverConfig::default());
+    let mut rx: Receiver = Receiver::new(ReceiverConfig::libncrx());
     let a = addr("192.0.2.1:6665");
     let b = addr("192.0.2.1:6667");
     rx.handle_datagram(t(1), &a, &rec(5, 1));
@@ -44,7 +44,7 @@ fn sources_are_ip_and_port() {
 
 #[test]
 fn full_table_refuses_then_evicts_the_least_recent_after_its_quiet_time() {
-    let mut config = ReceiverConfig::default();
+    let mut config = ReceiverConfig::libncrx();
     config.max_sources = 2;
     config.evict_when_full_after = Duration::from_secs(10);
     let mut rx: Receiver<u32> = Receiver::new(config);
@@ -72,7 +72,7 @@ fn full_table_refuses_then_evicts_the_least_recent_after_its_quiet_time() {
 
 #[test]
 fn idle_sources_are_evicted_at_their_exact_deadline() {
-    let mut config = ReceiverConfig::default();
+    let mut config = ReceiverConfig::libncrx();
     config.idle_timeout = Duration::from_secs(60);
     let mut rx: Receiver<u8> = Receiver::new(config);
     rx.handle_datagram(t(100), &7, &rec(0, 0));
@@ -129,12 +129,12 @@ fn hostile_datagram(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn hostile_input_stays_within_the_memory_bound() {
-    let mut stream = StreamConfig::default();
+    let mut stream = StreamConfig::libncrx();
     stream.slots = 256;
     stream.retransmit_stride = 16;
     stream.max_held_bytes = 64 * 1024;
     stream.ack_interval = Some(Duration::from_millis(50));
-    let mut config = ReceiverConfig::default();
+    let mut config = ReceiverConfig::libncrx();
     config.stream = stream;
     config.max_sources = 8;
     config.evict_when_full_after = Duration::from_millis(100);
@@ -185,7 +185,7 @@ fn hostile_input_stays_within_the_memory_bound() {
 
 #[test]
 fn an_active_source_is_not_evicted_and_its_idle_check_rearms() {
-    let mut config = ReceiverConfig::default();
+    let mut config = ReceiverConfig::libncrx();
     config.idle_timeout = Duration::from_secs(60);
     let mut rx: Receiver<u8> = Receiver::new(config);
     rx.handle_datagram(t(100), &7, &rec(0, 0));
@@ -203,7 +203,7 @@ fn an_active_source_is_not_evicted_and_its_idle_check_rearms() {
 /// One held record's cost in [`Receiver::held_bytes`] (its bytes and bookkeeping), for
 /// records `rec(seq, seq)` with three-digit numbers (all the same length).
 fn held_cost() -> usize {
-    let mut rx: Receiver<u8> = Receiver::new(ReceiverConfig::default());
+    let mut rx: Receiver<u8> = Receiver::new(ReceiverConfig::libncrx());
     rx.handle_datagram(t(1), &0, &rec(100, 100));
     rx.handle_datagram(t(1), &0, &rec(102, 102));
     rx.held_bytes()
@@ -213,7 +213,7 @@ fn held_cost() -> usize {
 fn over_the_total_budget_the_source_holding_most_gives_up_its_oldest_bytes() {
     let cost = held_cost();
     assert!(cost > rec(102, 102).len());
-    let mut config = ReceiverConfig::default();
+    let mut config = ReceiverConfig::libncrx();
     config.max_held_bytes_total = 10 * cost;
     let mut rx: Receiver<u8> = Receiver::new(config);
     // Source 1 holds 6 records behind its hole at 101, source 2 holds 3 behind 201.
@@ -275,7 +275,7 @@ fn many_sources_opening_holes_stay_within_the_total_budget_and_lose_nothing_sile
     const SOURCES: u16 = 32;
     const BUDGET: usize = 64 * 1024;
     let seqs = 1000u64..1400;
-    let mut config = ReceiverConfig::default();
+    let mut config = ReceiverConfig::libncrx();
     config.stream.slots = 512;
     config.stream.retransmit_stride = 64;
     config.max_sources = usize::from(SOURCES);
@@ -346,7 +346,7 @@ fn many_sources_opening_holes_stay_within_the_total_budget_and_lose_nothing_sile
 
 #[test]
 fn the_default_total_budget_bounds_the_default_receiver() {
-    let config = ReceiverConfig::default();
+    let config = ReceiverConfig::libncrx();
     assert_eq!(config.max_held_bytes_total, 256 << 20);
     assert_eq!(config.stream.max_held_bytes, 16 << 20);
     let bounded: Receiver = Receiver::new(config.clone());
@@ -363,11 +363,11 @@ fn the_default_total_budget_bounds_the_default_receiver() {
 
 #[test]
 fn drain_events_and_handle_datagram_and_drain_hand_out_what_poll_event_does_in_order() {
-    let mut stream = StreamConfig::default();
+    let mut stream = StreamConfig::libncrx();
     stream.slots = 256;
     stream.retransmit_stride = 16;
     stream.max_held_bytes = 64 * 1024;
-    let mut config = ReceiverConfig::default();
+    let mut config = ReceiverConfig::libncrx();
     config.stream = stream;
     config.max_sources = 4;
     config.evict_when_full_after = Duration::from_millis(50);

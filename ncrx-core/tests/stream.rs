@@ -15,7 +15,7 @@ fn t0() -> Instant {
 }
 
 fn small() -> StreamConfig {
-    let mut config = StreamConfig::default();
+    let mut config = StreamConfig::libncrx();
     config.slots = 16;
     config.retransmit_stride = 4;
     config
@@ -23,7 +23,7 @@ fn small() -> StreamConfig {
 
 #[test]
 fn in_order_hole_request_and_fill() {
-    let mut s = Stream::new(StreamConfig::default());
+    let mut s = Stream::new(StreamConfig::libncrx());
     s.handle_datagram(t0(), &rec(10, 1));
     s.handle_datagram(t0(), &rec(12, 3));
     assert_eq!(drain(&mut s), [Ev::Rec(10, body(10))]);
@@ -48,7 +48,7 @@ fn in_order_hole_request_and_fill() {
 
 #[test]
 fn message_timeout_reports_the_lost_range_then_late_and_duplicates() {
-    let mut s = Stream::new(StreamConfig::default());
+    let mut s = Stream::new(StreamConfig::libncrx());
     s.handle_datagram(t0(), &rec(10, 1));
     s.handle_datagram(t0() + 5 * MS, &rec(13, 4));
     drain(&mut s);
@@ -72,7 +72,7 @@ fn message_timeout_reports_the_lost_range_then_late_and_duplicates() {
 
 #[test]
 fn stride_rule_asks_when_the_head_moves_a_stride_past_a_hole_then_twice_as_far() {
-    let mut config = StreamConfig::default();
+    let mut config = StreamConfig::libncrx();
     config.slots = 64;
     config.retransmit_stride = 8;
     config.retransmit_interval = Duration::from_secs(3600);
@@ -110,7 +110,7 @@ fn frag(seq: u64, offset: usize, chunk: &[u8], total: usize) -> Vec<u8> {
 
 #[test]
 fn fragments_complete_in_any_order() {
-    let mut s = Stream::new(StreamConfig::default());
+    let mut s = Stream::new(StreamConfig::libncrx());
     s.handle_datagram(t0(), &rec(4, 40));
     s.handle_datagram(t0(), &frag(5, 5, b"56789", 10));
     s.handle_datagram(t0(), &rec(6, 60));
@@ -127,7 +127,7 @@ fn fragments_complete_in_any_order() {
 
 #[test]
 fn incomplete_record_times_out_with_its_missing_bytes() {
-    let mut s = Stream::new(StreamConfig::default());
+    let mut s = Stream::new(StreamConfig::libncrx());
     s.handle_datagram(t0(), &rec(4, 40));
     s.handle_datagram(t0(), &frag(5, 5, b"56789", 12));
     s.handle_datagram(t0(), &rec(6, 60));
@@ -173,7 +173,7 @@ fn restart_when_seq_and_ts_go_far_back() {
 
 #[test]
 fn restart_when_a_remembered_seq_has_another_timestamp() {
-    let mut s = Stream::new(StreamConfig::default());
+    let mut s = Stream::new(StreamConfig::libncrx());
     for seq in 0..=5 {
         s.handle_datagram(t0(), &rec(seq, seq * 10));
     }
@@ -195,7 +195,7 @@ fn restart_when_a_remembered_seq_has_another_timestamp() {
 
 #[test]
 fn restart_when_the_release_changes() {
-    let mut s = Stream::new(StreamConfig::default());
+    let mut s = Stream::new(StreamConfig::libncrx());
     s.handle_datagram(t0(), b"7.3.4,6,0,0,-;a\n");
     s.handle_datagram(t0(), b"7.3.4,6,1,1,-;b\n");
     s.handle_datagram(t0(), b"7.3.5,6,2,1,-;c\n");
@@ -378,7 +378,7 @@ fn emergency_records_are_acked_at_once_and_never_out_of_order() {
 
 #[test]
 fn acks_after_the_interval_when_configured() {
-    let mut config = StreamConfig::default();
+    let mut config = StreamConfig::libncrx();
     config.ack_interval = Some(200 * MS);
     let mut s = Stream::new(config);
     s.handle_datagram(t0(), &rec(0, 0));
@@ -391,7 +391,7 @@ fn acks_after_the_interval_when_configured() {
 
 #[test]
 fn plain_text_is_passed_on() {
-    let mut s = Stream::new(StreamConfig::default());
+    let mut s = Stream::new(StreamConfig::libncrx());
     s.handle_datagram(t0(), b"[    1.000000] hello\n");
     s.handle_datagram(t0(), b"6,1,2,- broken");
     assert_eq!(
@@ -413,7 +413,7 @@ fn window_overflow_gives_up_the_oldest_first() {
 
 #[test]
 fn byte_budget_is_never_exceeded() {
-    let mut config = StreamConfig::default();
+    let mut config = StreamConfig::libncrx();
     config.max_held_bytes = 100;
     let mut s = Stream::new(config);
     s.handle_datagram(t0(), &rec(0, 0));
@@ -466,7 +466,7 @@ fn daemon_preset() {
     assert_eq!(c.retransmit_interval, 200 * MS);
     assert_eq!(c.message_timeout, 200 * MS);
     assert_eq!(c.ack_interval, Some(200 * MS));
-    let d = StreamConfig::default();
+    let d = StreamConfig::libncrx();
     assert_eq!(
         (d.slots, d.retransmit_stride, d.out_of_order_threshold),
         (8192, 256, 19)
@@ -477,7 +477,7 @@ fn daemon_preset() {
 
 #[test]
 fn records_overtaken_at_the_start_come_out_late_once() {
-    let mut s = Stream::new(StreamConfig::default());
+    let mut s = Stream::new(StreamConfig::libncrx());
     s.handle_datagram(t0(), &rec(5, 5_000));
     s.handle_datagram(t0(), &rec(3, 3_000));
     s.handle_datagram(t0(), &rec(3, 3_000));
@@ -510,7 +510,7 @@ proptest::proptest! {
         use testkit::SplitMix64;
 
         let mut rng = SplitMix64::new(seed);
-        let mut s = Stream::new(StreamConfig::default());
+        let mut s = Stream::new(StreamConfig::libncrx());
         let mut missing = BTreeSet::new();
         let mut asked_early = BTreeSet::new();
         for seq in 0..records {

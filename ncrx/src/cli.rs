@@ -132,7 +132,12 @@ pub(crate) enum TimeShown {
 /// Receiver parameter presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Preset {
-    /// libncrx's defaults: 8192 slots, retransmit 1 s, give up after 30 s, no acks.
+    /// For stock kernels and reliable senders alike: libncrx's values, but a hole of a sender
+    /// that has never answered a request is given up after 1 s (mainline Linux never
+    /// answers), requests to it are rate-limited, and the head of a freshly booted stream is
+    /// asked for.
+    Default,
+    /// libncrx's values exactly: 8192 slots, retransmit 1 s, give up after 30 s, no acks.
     Libncrx,
     /// The production daemon's: 512 slots, every timer 200 ms, acks on.
     Netconsd,
@@ -167,7 +172,7 @@ pub(crate) struct ListenArgs {
     #[arg(long)]
     pub(crate) resolve: bool,
     /// Receiver parameters. Example: `--preset netconsd`.
-    #[arg(long, value_enum, default_value_t = Preset::Libncrx)]
+    #[arg(long, value_enum, default_value_t = Preset::Default)]
     pub(crate) preset: Preset,
     /// Acknowledge retired records (`ncrx<seq>` to the sender) this many milliseconds after
     /// they are retired, so reliable senders can drop them (200 when given without a value;

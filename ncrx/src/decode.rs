@@ -138,7 +138,7 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
         names: Names::default(),
         syslog: false,
     })?;
-    let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
+    let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::libncrx());
     let mut scratch = vec![0u8; 2048];
     let mut plain = PlainLines::default();
     let output = std::cell::RefCell::new(output);

@@ -461,7 +461,8 @@ impl Shard {
         forwarder: Option<Forwarder>,
     ) -> Result<Self, Failure> {
         let mut config = match args.preset {
-            Preset::Libncrx => ReceiverConfig::default(),
+            Preset::Default => ReceiverConfig::default(),
+            Preset::Libncrx => ReceiverConfig::libncrx(),
             Preset::Netconsd => ReceiverConfig::daemon(),
         };
         if let Some(ms) = args.ack {
@@ -675,7 +676,12 @@ impl Shard {
             if !std::mem::take(&mut self.errors[index]) {
                 continue;
             }
-            let (unreachable, _other) = net::take_errors(&self.sockets[index].socket, |_source| {});
+            let now = self.now();
+            let rx = &mut self.rx;
+            let (unreachable, _other) = net::take_errors(&self.sockets[index].socket, |source| {
+                // Nothing more is sent to it until it shows it answers (ncrx-core).
+                rx.handle_unreachable(now, &source);
+            });
             self.report.port_unreachable += unreachable;
         }
     }

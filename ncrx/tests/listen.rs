@@ -694,3 +694,124 @@ fn systemd_socket_activation_and_notifications() {
         "{report}"
     );
 }
+
+/// A stock kernel never answers retransmission requests: with the default settings the
+/// records behind a hole come out within the receiver's reorder window (1 s), and the hole
+/// as lost, while the listener runs.
+#[test]
+fn a_sender_that_never_answers_does_not_hold_back_the_records_after_a_hole() {
+    let (mut child, target, _stderr) = listener(&["--format", "json"]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in [1u64, 2, 4, 5] {
+        kernel
+            .send_to(
+                format!("6,{seq},{seq}000,-;record {seq}\n").as_bytes(),
+                target,
+            )
+            .unwrap();
+    }
+    let sent = jiff::Timestamp::now();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    while lines.len() < 5 {
+        let mut line = String::new();
+        assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "{lines:?}");
+        lines.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    // Everything came out before the stop.
+    assert_eq!(terminate(&mut child), 0);
+    let kinds: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["type"].as_str().unwrap(),
+                l["seq"].as_u64().or(l["first_seq"].as_u64()).unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["record 1", "record 2", "lost 3", "record 4", "record 5"]
+    );
+    // The receiver's protocol timer, read off its own receive times: record 4 waited the
+    // 1 s reorder window, not libncrx's 30 s message timeout.
+    let released = time_of(lines[3]["received"].as_str().unwrap());
+    let waited = released.duration_since(sent);
+    assert!(
+        waited < jiff::SignedDuration::from_millis(1500),
+        "record 4 came out {waited:?} after it was sent"
+    );
+}
+
+/// Waits up to `wait` for a datagram on `socket`.
+fn datagram_within(socket: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
+    socket.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 1500];
+    socket
+        .recv_from(&mut buf)
+        .ok()
+        .map(|(len, _)| buf[..len].to_vec())
+}
+
+/// After an ICMP port unreachable for a sender, the listener sends it nothing more; a
+/// sender whose port is open still gets its requests.
+#[test]
+fn after_a_port_unreachable_nothing_more_is_sent_to_that_sender() {
+    let (mut child, target, mut stderr) = listener(&["--format", "json", "--threads", "1"]);
+    // The kernel whose port closes, and one whose port stays open (the control).
+    let closing = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closing.local_addr().unwrap();
+    let open = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for socket in [&closing, &open] {
+        for seq in [1u64, 3] {
+            socket
+                .send_to(
+                    format!("6,{seq},{seq}000,-;record {seq}\n").as_bytes(),
+                    target,
+                )
+                .unwrap();
+        }
+    }
+    drop(closing);
+    // The request for 2 reaches both: the open one reads it, the closed port answers with
+    // ICMP port unreachable.
+    let request = datagram_within(&open, Duration::from_secs(5)).expect("a request for 2");
+    assert_eq!(
+        Response::parse(&request)
+            .unwrap()
+            .missing()
+            .collect::<Vec<_>>(),
+        [2]
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // The port opens again and a new hole appears: nothing comes any more.
+    let reopened = UdpSocket::bind(closed_addr).unwrap();
+    for socket in [&reopened, &open] {
+        for seq in [5u64, 7] {
+            socket
+                .send_to(
+                    format!("6,{seq},{seq}000,-;record {seq}\n").as_bytes(),
+                    target,
+                )
+                .unwrap();
+        }
+    }
+    let control = datagram_within(&open, Duration::from_secs(5)).expect("a request for 6");
+    assert!(
+        Response::parse(&control)
+            .unwrap()
+            .missing()
+            .any(|seq| seq == 6),
+        "{control:?}"
+    );
+    assert_eq!(
+        datagram_within(&reopened, Duration::from_secs(2)),
+        None,
+        "a request reached a sender whose port was closed"
+    );
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(report.contains(" 1 port unreachable"), "{report}");
+}
