@@ -705,15 +705,27 @@ impl Shard {
     /// family (the first one that has it).
     fn send_responses(&mut self) {
         while let Some((destination, len)) = self.rx.poll_transmit(&mut self.response) {
-            let socket = self
+            let index = self
                 .sockets
                 .iter()
-                .find(|s| {
+                .position(|s| {
                     s.addr.is_ipv6() && s.addr.ip().is_unspecified()
                         || s.addr.is_ipv4() == destination.is_ipv4()
                 })
-                .unwrap_or(&self.sockets[0]);
-            match net::send_from(socket, &self.response[..len], destination) {
+                .unwrap_or(0);
+            let bytes = &self.response[..len];
+            let mut sent = net::send_from(&self.sockets[index], bytes, destination);
+            if sent
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+            {
+                // An ICMP error for an earlier response (to another sender, maybe) is
+                // reported by the next send: this one did not go. The error queue says whom
+                // it was about; the send is tried once more.
+                self.errors[index] = true;
+                sent = net::send_from(&self.sockets[index], bytes, destination);
+            }
+            match sent {
                 Ok(_) => self.report.responses_sent += 1,
                 Err(error) => {
                     self.report.responses_failed += 1;
@@ -722,6 +734,9 @@ impl Shard {
                     }
                 }
             }
+        }
+        if self.errors.iter().any(|&e| e) {
+            self.take_errors();
         }
     }
 

@@ -99,7 +99,8 @@ fn count_records(
     thread::spawn(move || {
         let mut lines = BufReader::new(stdout);
         let mut line = String::new();
-        let mut next = 1u64;
+        // Records come numbered from 0, as a kernel's after boot; `seen` counts them.
+        let mut next = 0u64;
         let mut unexpected = None;
         while lines.read_line(&mut line).unwrap() != 0 {
             let expected = format!(" #{next} ");
@@ -107,14 +108,14 @@ fn count_records(
                 && line.contains(&expected)
                 && line.trim_end().ends_with(&format!("burst {next}"))
             {
-                seen.store(next, Ordering::Release);
                 next += 1;
+                seen.store(next, Ordering::Release);
             } else if unexpected.is_none() {
-                unexpected = Some(format!("after {} records: {line:?}", next - 1));
+                unexpected = Some(format!("after {next} records: {line:?}"));
             }
             line.clear();
         }
-        (next - 1, unexpected)
+        (next, unexpected)
     })
 }
 
@@ -137,7 +138,7 @@ fn send_burst(
     let mut datagram = Vec::with_capacity(64);
     let mut good_sent = 0u64;
     for i in 0..total {
-        // In flight: every datagram sent after the last record seen on stdout (record `s`
+        // In flight: every datagram sent after the last record seen on stdout (the `s`-th record
         // was datagram `2s - 2`).
         let mut waited = 0u32;
         loop {
@@ -161,11 +162,11 @@ fn send_burst(
             thread::sleep(Duration::from_micros(50));
         }
         if i % 2 == 0 {
+            let seq = good_sent;
             good_sent += 1;
             datagram.clear();
-            datagram.extend_from_slice(
-                format!("6,{good_sent},{},-;burst {good_sent}\n", good_sent * 10).as_bytes(),
-            );
+            datagram
+                .extend_from_slice(format!("6,{seq},{},-;burst {seq}\n", seq * 10 + 10).as_bytes());
             sender.send(&datagram).unwrap();
         } else {
             sender

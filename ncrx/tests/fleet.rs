@@ -21,9 +21,10 @@ const RECORDS: u64 = 3;
 const WINDOW: u64 = 2000;
 /// The listener's resident memory before any sender: binary, threads, batch buffers.
 const BASE_BYTES: u64 = 48 << 20;
-/// Resident memory per idle sender: its stream (ncrx-core's small idle source, about
-/// 3.3 KiB), the receiver's tables and the output's per-sender counts and name.
-const BYTES_PER_SOURCE: u64 = 6 * 1024;
+/// Resident memory per idle sender, all told: its stream (ncrx-core's small idle source),
+/// the receiver's tables, the output's per-sender counts and name. Measured: 3,434 bytes for
+/// 10,000 senders (debug build), 3,198 for 100,000 (release).
+const BYTES_PER_SOURCE: u64 = 4 * 1024;
 
 /// Sender `i`: 127.0.{1,2,...}.1, ports 20,000 to 59,999.
 fn sender(i: u64) -> SocketAddr {
@@ -39,6 +40,7 @@ fn read_records(
     seen: Arc<AtomicU64>,
 ) -> thread::JoinHandle<(HashMap<String, u64>, u64)> {
     thread::spawn(move || {
+        // Per sender, the next seq expected: records are numbered from 0, as a kernel's.
         let mut next: HashMap<String, u64> = HashMap::new();
         let mut unexpected = 0;
         for line in BufReader::new(stdout).lines() {
@@ -56,7 +58,7 @@ fn read_records(
                 unexpected += 1;
                 continue;
             };
-            let expected = next.entry(source).or_insert(1);
+            let expected = next.entry(source).or_insert(0);
             if seq.parse() == Ok(*expected) {
                 *expected += 1;
                 seen.fetch_add(1, Ordering::Release);
@@ -94,7 +96,7 @@ fn a_fleet_of_senders_is_served_with_the_defaults() {
     let reader = read_records(child.stdout.take().unwrap(), Arc::clone(&seen));
     let started = Instant::now();
     let mut sent = 0u64;
-    for seq in 1..=RECORDS {
+    for seq in 0..RECORDS {
         for i in 0..sources {
             let deadline = Instant::now() + Duration::from_secs(60);
             while sent - seen.load(Ordering::Acquire) >= WINDOW {
@@ -141,7 +143,7 @@ fn a_fleet_of_senders_is_served_with_the_defaults() {
     );
     assert_eq!(unexpected, 0, "{report}");
     assert_eq!(next.len() as u64, sources);
-    assert!(next.values().all(|&n| n == RECORDS + 1));
+    assert!(next.values().all(|&n| n == RECORDS));
     assert!(
         report.contains(&format!(
             "ncrx: stopped: {sources} sources, 0 malformed datagrams,"
@@ -151,8 +153,6 @@ fn a_fleet_of_senders_is_served_with_the_defaults() {
     );
     assert!(
         peak <= BASE_BYTES + sources * BYTES_PER_SOURCE,
-        "peak resident memory {peak} bytes for {sources} senders: over {} + {} per sender",
-        BASE_BYTES,
-        BYTES_PER_SOURCE
+        "peak resident memory {peak} bytes for {sources} senders: over {BASE_BYTES} + {BYTES_PER_SOURCE} per sender"
     );
 }
