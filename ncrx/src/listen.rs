@@ -103,20 +103,6 @@ impl Report {
     }
 }
 
-/// A flag that SIGINT and SIGTERM set (the listeners then flush and stop).
-pub(crate) fn stop_on_signals() -> Result<Arc<AtomicBool>, Failure> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
-            Failure::Stream {
-                what: "cannot install a signal handler",
-                source,
-            }
-        })?;
-    }
-    Ok(stop)
-}
-
 /// The default thread count: one per CPU this process may run on (its affinity mask and
 /// cgroup quota, as the standard library reads them), at most [`MAX_DEFAULT_THREADS`].
 fn default_threads() -> usize {
@@ -245,7 +231,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         }
         None => (threads, bind_shards(args, threads)?),
     };
-    let stop = stop_on_signals()?;
+    let stop = net::stop_on_signals()?;
     announce(&shards, threads, args.recv_buffer);
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup)).map_err(

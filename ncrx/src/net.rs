@@ -5,6 +5,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -318,4 +319,55 @@ pub(crate) fn send_from(socket: &Listening, bytes: &[u8], to: SocketAddr) -> io:
         _ => to,
     };
     socket.socket.send_to(bytes, to)
+}
+
+/// Receives on `socket` until `stop`, handing each datagram to `deliver` (which returns
+/// false when nobody takes them any more); then takes what is still queued in the socket, so
+/// nothing that arrived before the stop is left behind.
+pub(crate) fn receive_until_stopped(
+    socket: &UdpSocket,
+    addr: SocketAddr,
+    stop: &AtomicBool,
+    buf: &mut [u8],
+    mut deliver: impl FnMut(SocketAddr, &[u8]) -> bool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv_from(buf) {
+            Ok((len, from)) => {
+                if !deliver(from, &buf[..len]) {
+                    return;
+                }
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(error) => eprintln!("ncrx: receive error on {addr}: {error}"),
+        }
+    }
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    while let Ok((len, from)) = socket.recv_from(buf) {
+        if !deliver(from, &buf[..len]) {
+            return;
+        }
+    }
+}
+
+/// A flag that SIGINT and SIGTERM set (the listeners then flush and stop).
+pub(crate) fn stop_on_signals() -> Result<std::sync::Arc<AtomicBool>, Failure> {
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop)).map_err(|source| {
+            Failure::Stream {
+                what: "cannot install a signal handler",
+                source,
+            }
+        })?;
+    }
+    Ok(stop)
 }

@@ -7,7 +7,7 @@ use std::io::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime};
@@ -283,80 +283,18 @@ pub(crate) fn decode(args: &OopsDecodeArgs) -> Result<Outcome, Failure> {
     })
 }
 
-/// The receive buffer asked for (the kernel caps it at `net.core.rmem_max`): a burst of a
-/// few thousand datagrams waits there instead of being dropped.
+/// The receive buffer asked for: a burst of a few thousand datagrams waits there instead of
+/// being dropped.
 const RECEIVE_BUFFER: usize = 4 << 20;
-
-/// Binds a UDP socket; an IPv6 wildcard also receives IPv4 (whatever `bindv6only` says).
-/// With `reuse_port`, several sockets share the address and the kernel spreads senders over
-/// them by a hash of their address (`SO_REUSEPORT`).
-pub(crate) fn bind_udp(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, Failure> {
-    let fail = |what, source| Failure::Socket { what, addr, source };
-    let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
-        .map_err(|e| fail("cannot open a socket for", e))?;
-    if reuse_port {
-        socket
-            .set_reuse_port(true)
-            .map_err(|e| fail("cannot share (SO_REUSEPORT)", e))?;
-    }
-    // Best effort: a smaller buffer only means drops under bursts.
-    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        socket
-            .set_only_v6(false)
-            .map_err(|e| fail("cannot accept IPv4 on", e))?;
-    }
-    socket
-        .bind(&addr.into())
-        .map_err(|e| fail("cannot bind", e))?;
-    Ok(socket.into())
-}
-
-/// Receives on `socket` until `stop`, handing each datagram to `deliver` (which returns
-/// false when nobody takes them any more); then takes what is still queued in the socket, so
-/// nothing that arrived before the stop is left behind.
-pub(crate) fn receive_until_stopped(
-    socket: &UdpSocket,
-    addr: SocketAddr,
-    stop: &AtomicBool,
-    buf: &mut [u8],
-    mut deliver: impl FnMut(SocketAddr, &[u8]) -> bool,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        match socket.recv_from(buf) {
-            Ok((len, from)) => {
-                if !deliver(from, &buf[..len]) {
-                    return;
-                }
-            }
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(error) => eprintln!("ncrx: receive error on {addr}: {error}"),
-        }
-    }
-    if socket.set_nonblocking(true).is_err() {
-        return;
-    }
-    while let Ok((len, from)) = socket.recv_from(buf) {
-        if !deliver(from, &buf[..len]) {
-            return;
-        }
-    }
-}
 
 /// `ncrx oops listen`.
 pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
     let mut sockets = Vec::new();
     for &addr in &args.bind {
-        let socket = bind_udp(addr, false)?;
+        let socket = crate::net::bind_listener(addr, false, RECEIVE_BUFFER)?.socket;
         socket
-            .set_read_timeout(Some(POLL_INTERVAL))
+            .set_nonblocking(false)
+            .and_then(|()| socket.set_read_timeout(Some(POLL_INTERVAL)))
             .map_err(|source| Failure::Socket {
                 what: "cannot set a timeout on",
                 addr,
@@ -364,7 +302,7 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
             })?;
         sockets.push((addr, socket));
     }
-    let stop = crate::listen::stop_on_signals()?;
+    let stop = crate::net::stop_on_signals()?;
     let start = std::time::Instant::now();
     let now =
         move || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -378,7 +316,7 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
         let stop = Arc::clone(&stop);
         workers.push(thread::spawn(move || {
             let mut buf = vec![0u8; MAX_DATAGRAM];
-            receive_until_stopped(&socket, addr, &stop, &mut buf, |from, payload| {
+            crate::net::receive_until_stopped(&socket, addr, &stop, &mut buf, |from, payload| {
                 sender.send((from, payload.to_vec(), now())).is_ok()
             });
         }));

@@ -25,10 +25,12 @@ use netpoll_frame::MacAddr;
 pub const MAX_PARAM_LENGTH: usize = 256;
 /// Interface names are at most 15 bytes (`IFNAMSIZ` - 1).
 pub const MAX_DEVICE_NAME: usize = 15;
-/// Default local port.
-pub const DEFAULT_LOCAL_PORT: u16 = 6665;
-/// Default remote port.
-pub const DEFAULT_REMOTE_PORT: u16 = 6666;
+/// Default local port (`netconsole=`'s `src-port`): the port netpoll sends from, defined
+/// once, in `netpoll-frame`.
+pub const DEFAULT_LOCAL_PORT: u16 = netpoll_frame::NETCONSOLE_SOURCE_PORT;
+/// Default remote port (`tgt-port`), where receivers listen: defined once, in
+/// `netpoll-frame`.
+pub const DEFAULT_REMOTE_PORT: u16 = netpoll_frame::NETCONSOLE_DESTINATION_PORT;
 /// Default device.
 pub const DEFAULT_DEVICE: &str = "eth0";
 
