@@ -853,7 +853,10 @@ impl Stream {
             }
             (Answering::Unknown | Answering::Unreachable, Some(short)) => {
                 self.hold = short.min(full);
-                self.request_delay = config.retransmit_interval.min(short / 2);
+                self.request_delay = config
+                    .retransmit_interval
+                    .min(short / 2)
+                    .max(core::time::Duration::from_nanos(1));
             }
         }
         self.request_spacing = config.retransmit_interval;
@@ -1281,8 +1284,9 @@ impl Stream {
         self.advance_time(now);
         let now = self.now;
         // Requests due within a quarter interval go along with a due one: one response
-        // instead of one per hole.
-        let along = now + self.config.retransmit_interval / 4;
+        // instead of one per hole. (A quarter of the delay each is re-armed with, so that
+        // one re-armed is never taken again in this call.)
+        let along = now + self.request_delay / 4;
         let mut horizon = now;
         while let Some(&(at, start, end)) = self.requests_due.front() {
             if at > horizon {
