@@ -202,13 +202,13 @@ fn requests_to_a_sender_that_never_answers_back_off() {
         drain(&mut s);
         now = next;
     }
-    // The first hole (found at 60 ms) asked for at 560 ms; then at the first hole's
-    // request due after the spacing: 1 s, 1 s, then (holes given up unanswered) 2 s, 4 s
-    // ... 64 s at most. Seven requests in the first minute, ten in 200 s.
+    // The first hole (found at 60 ms) asked for at 560 ms; then one a spacing: 1 s, 1 s,
+    // then (holes given up unanswered) 2 s, 4 s ... 64 s at most. Seven requests in the
+    // first minute, ten in 200 s.
     assert_eq!(
         sent_at,
         [
-            560, 1580, 2840, 5120, 9180, 17280, 33500, 65920, 130_020, 194_360
+            560, 1560, 2560, 4560, 8560, 16560, 32560, 64560, 128_560, 192_560
         ]
     );
     let mut spacing = 1000;
@@ -314,4 +314,33 @@ fn receiver_sends_nothing_to_an_unreachable_source() {
     assert_eq!((sa.responses, sa.unreachable), (1, 1));
     assert!(sc.responses > 1);
     assert_eq!(rx.stats().streams.unreachable, 1);
+}
+
+/// The fuzzer's finding: with an unanswered hold shorter than half the retransmit interval
+/// (here 100 ms against 200 ms, so holes are asked for every 50 ms), a request re-armed in
+/// `handle_timeout` fell within the quarter interval it gathers and was taken again, for
+/// ever. Now the requests go every 50 ms and the call returns.
+#[test]
+fn a_short_unanswered_hold_asks_at_its_own_pace() {
+    let mut config = StreamConfig::daemon();
+    config.unanswered_hole_timeout = Some(100 * MS);
+    config.ack_interval = None;
+    let mut s = Stream::new(config);
+    s.handle_datagram(t0(), &r(0));
+    s.handle_datagram(t0(), &r(2));
+    assert_eq!(s.poll_timeout(), Some(t0() + 50 * MS));
+    s.handle_timeout(t0() + 50 * MS);
+    assert_eq!(transmits(&mut s), [format!("ncrx{BASE} {}", BASE + 1)]);
+    // Rate-limited (one response a retransmit interval while unanswered); given up at 100 ms.
+    assert_eq!(s.poll_timeout(), Some(t0() + 100 * MS));
+    s.handle_timeout(t0() + 100 * MS);
+    assert!(transmits(&mut s).is_empty());
+    assert_eq!(
+        drain(&mut s),
+        [
+            Ev::Rec(BASE, b(0)),
+            Ev::Lost(BASE + 1..BASE + 2),
+            Ev::Rec(BASE + 2, b(2))
+        ]
+    );
 }

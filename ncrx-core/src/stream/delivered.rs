@@ -1,0 +1,71 @@
+//! The bitmap of what this epoch delivered, behind the head.
+
+#[allow(
+    clippy::wildcard_imports,
+    reason = "a part of the stream: it shares the stream module's private items"
+)]
+use super::*;
+
+/// How many times the ring's span the delivered bitmap covers.
+pub(super) const DELIVERED_SPAN: usize = 8;
+
+impl Stream {
+    #[inline]
+    pub(super) fn bits(&self) -> u64 {
+        self.delivered.len() as u64 * 64
+    }
+
+    #[inline]
+    pub(super) fn mark_delivered(&mut self, seq: u64) {
+        let bit = slot_of(self.delivered.len() * 64, seq);
+        self.delivered[bit / 64] |= 1 << (bit % 64);
+    }
+
+    /// Whether this epoch delivered `seq`, one the stream [remembers](Stream::remembers):
+    /// its bit, or beyond the bitmap (the ring shrank), whether it is above every number
+    /// given up on.
+    #[inline]
+    pub(super) fn was_delivered(&self, seq: u64) -> bool {
+        if self.head - seq > self.bits() {
+            return seq >= self.delivered_since;
+        }
+        let bit = slot_of(self.delivered.len() * 64, seq);
+        self.delivered[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    /// Whether the stream knows if this epoch delivered `seq` (below the head): within the
+    /// bitmap, or within the reach of a full-size bitmap (`8 × slots`) where every number
+    /// from `delivered_since` to the tail was delivered.
+    #[inline]
+    pub(super) fn remembers(&self, seq: u64) -> bool {
+        let back = self.head - seq;
+        back <= self.bits()
+            || (seq >= self.delivered_since
+                && back <= (ring_len(self.config.slots) * DELIVERED_SPAN) as u64)
+    }
+
+    /// Forgets the bits of `[from, to)` (numbers the head now passes).
+    #[inline]
+    pub(super) fn clear_delivered(&mut self, from: u64, to: u64) {
+        if to - from >= self.bits() {
+            self.delivered.fill(0);
+            return;
+        }
+        // Fewer than `bits` numbers: one or more whole words between partial ones at the ends.
+        let bits = self.delivered.len() * 64;
+        let mut pos = slot_of(bits, from);
+        let mut left = (to - from) as usize;
+        while left > 0 {
+            let low = pos % 64;
+            let n = left.min(64 - low);
+            if let Some(word) = self.delivered.get_mut(pos / 64) {
+                *word &= !((u64::MAX >> (64 - n)) << low);
+            }
+            left -= n;
+            pos += n;
+            if pos == bits {
+                pos = 0;
+            }
+        }
+    }
+}
