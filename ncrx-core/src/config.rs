@@ -59,6 +59,15 @@ pub const OUT_OF_ORDER_MAX: usize = 32;
 /// for one source); more is taken as this.
 pub const MAX_SLOTS: usize = 1 << 24;
 
+/// A stream's first record numbered below this is taken as a fresh boot's
+/// ([`StreamConfig::ask_for_boot_head`]): a netconsole target that exists at boot sends the
+/// boot's records from 0 (its console replays the log buffer), so a first record heard at
+/// 1..63 means the ones before it were lost on the way. A target created later (configfs,
+/// or the module loaded after boot) starts at whatever record is next, hundreds or
+/// thousands in: Linux 6.1 and 7.3 configfs targets started at 394 in the kernel tests, and
+/// asking for 0..393 would report as lost records never sent to it.
+pub const BOOT_HEAD: u64 = 64;
+
 /// Largest spacing of requests to a sender that has not answered (see the module
 /// documentation): 64 s.
 pub const UNANSWERED_REQUEST_SPACING_MAX: Duration = Duration::from_secs(64);
@@ -74,14 +83,15 @@ pub struct StreamConfig {
     /// documentation.
     pub unanswered_hole_timeout: Option<Duration>,
     /// When the first record of an epoch (a new stream, or a restart) is evidently from a
-    /// fresh boot, its `seq` within the window of 0 (below `slots - retransmit_stride`, 7936
-    /// by default; every boot numbers its records from 0), the numbers from 0 before it are
+    /// fresh boot, its `seq` below [`BOOT_HEAD`] (64; every boot numbers its records from 0,
+    /// and a target that exists at boot sends them from 0), the numbers from 0 before it are
     /// holes: asked for as any hole, reported lost if they never come. 0 itself cannot be
     /// asked for (a response's ack is a retired number and every number it asks for is
     /// above it): when the first request goes out with 0 still missing, 0 is given up on
     /// and acked. A stream joined in the middle asks for nothing before its first record, and
-    /// neither does libncrx. `ts_usec` is not used: a small one does not say how far back
-    /// the boot's numbers go, and numbers beyond the window could not be held anyway.
+    /// neither does libncrx; so does a target created after boot, whose first record is
+    /// numbered from [`BOOT_HEAD`] up. `ts_usec` is not used: a small one does not say how
+    /// far back the boot's numbers go.
     ///
     /// A record of the *next* boot that arrives while this head is still open (the machine
     /// rebooted within the hold time) looks like one of it, unless its `ts_usec` is later

@@ -48,7 +48,9 @@ pub mod receiver;
 pub mod sim;
 pub mod stream;
 
-pub use config::{MAX_SLOTS, ReceiverConfig, StreamConfig, UNANSWERED_REQUEST_SPACING_MAX};
+pub use config::{
+    BOOT_HEAD, MAX_SLOTS, ReceiverConfig, StreamConfig, UNANSWERED_REQUEST_SPACING_MAX,
+};
 pub use event::{Event, IncompleteRecord, Record, Restart, RestartReason};
 pub use receiver::{Receiver, ReceiverStats};
 pub use stream::{Answering, Stream, StreamStats};

@@ -154,6 +154,10 @@ fn take_head_losses(kernel: &str, case: &str, outcome: &mut Outcome) -> usize {
     let mut head = 0;
     for (source, records) in &outcome.records {
         let first = records[0].seq;
+        if first >= ncrx_core::BOOT_HEAD {
+            // Joined in the middle: nothing before it is asked for.
+            continue;
+        }
         // 0 first (given up on when the first request goes out: it cannot be asked for),
         // then the rest.
         let mut covered = 0;

@@ -779,10 +779,11 @@ impl Stream {
     }
 
     /// Starts an epoch with the record `(seq, ts_usec)`. When it is evidently from a fresh
-    /// boot, its number within the window of 0 ([`StreamConfig::ask_for_boot_head`]), the
+    /// boot, its number below [`crate::BOOT_HEAD`] ([`StreamConfig::ask_for_boot_head`]), the
     /// window starts at 0, so that the numbers before it are holes.
     fn begin_epoch(&mut self, seq: u64, release: Option<&[u8]>, ts_usec: u64) {
-        let fresh = self.config.ask_for_boot_head && seq < self.config.max_open();
+        let fresh = self.config.ask_for_boot_head
+            && seq < crate::config::BOOT_HEAD.min(self.config.max_open());
         let origin = if fresh { 0 } else { seq };
         self.epoch_start = seq;
         self.epoch_origin = origin;
