@@ -120,12 +120,37 @@ pub(crate) struct SinkOptions {
     pub(crate) syslog: bool,
 }
 
+/// A sender as its lines show it, formatted once.
+#[derive(Debug, Default)]
+struct Who {
+    /// Its address and port, `IP:PORT`.
+    source: Box<str>,
+    /// Its name, or its address (without the port) when it has none.
+    host: Arc<str>,
+    /// `host` as a JSON string, quotes included.
+    host_json: Box<[u8]>,
+    named: bool,
+}
+
+impl Who {
+    fn new(source: SocketAddr, name: Option<Arc<str>>) -> Self {
+        let named = name.is_some();
+        let host = name.unwrap_or_else(|| Arc::from(source.ip().to_canonical().to_string()));
+        let mut host_json = Vec::with_capacity(host.len() + 2);
+        json_string(&mut host_json, host.as_bytes());
+        Who {
+            source: source.to_string().into_boxed_str(),
+            host,
+            host_json: host_json.into_boxed_slice(),
+            named,
+        }
+    }
+}
+
 /// A sender as the sink knows it.
 struct SourceInfo {
     counts: Counts,
-    /// Its name, or its address (without the port) when it has none.
-    host: Arc<str>,
-    named: bool,
+    who: Arc<Who>,
     /// [`Names::generation`] when the name was last looked for.
     generation: u64,
 }
@@ -149,7 +174,9 @@ pub(crate) struct Sink {
     decoded: Vec<u8>,
     ends: Vec<usize>,
     scratch: Vec<u8>,
-    per_source: HashMap<SocketAddr, SourceInfo>,
+    per_source: HashMap<SocketAddr, SourceInfo, foldhash::fast::RandomState>,
+    /// The sender of the event being written.
+    who: Arc<Who>,
     /// Counts of sources no longer tracked (evicted).
     gone: Counts,
     /// Evicted sources keep their own counts (at stop, when every source is flushed).
@@ -192,7 +219,8 @@ impl Sink {
             decoded: Vec::with_capacity(4096),
             ends: Vec::with_capacity(16),
             scratch: Vec::with_capacity(4096),
-            per_source: HashMap::new(),
+            per_source: HashMap::default(),
+            who: Arc::default(),
             gone: Counts::default(),
             closing: false,
             write_errors: WriteErrors::default(),
@@ -320,7 +348,7 @@ impl Sink {
             all.truncate(n);
         }
         all.into_iter()
-            .map(|(source, info)| (info.host.to_string(), *source, info.counts))
+            .map(|(source, info)| (info.who.host.to_string(), *source, info.counts))
             .collect()
     }
 
@@ -337,30 +365,39 @@ impl Sink {
 
     /// Writes one event of `source`.
     pub(crate) fn event(&mut self, source: SocketAddr, event: &Event<'_>) {
+        if let Event::SourceEvicted = event {
+            if !self.closing {
+                if let Some(info) = self.per_source.remove(&source) {
+                    self.gone += info.counts;
+                }
+            }
+            return;
+        }
+        if !self.count(source, event) {
+            return;
+        }
         self.line.clear();
         match event {
-            Event::Record(record) => self.record(source, record, false),
-            Event::Late(record) => self.record(source, record, true),
-            Event::Incomplete(incomplete) => self.incomplete(source, incomplete),
+            Event::Record(record) => self.record(record, false),
+            Event::Late(record) => self.record(record, true),
+            Event::Incomplete(incomplete) => self.incomplete(incomplete),
             Event::Lost { seqs } => {
-                self.counts(source).lost += seqs.end - seqs.start;
                 let (first, last) = (seqs.start, seqs.end.saturating_sub(1));
                 match self.format {
                     Format::Json => {
-                        self.json_start("lost", source);
+                        self.json_start("lost");
                         let _ = write!(
                             Line(&mut self.line),
                             ",\"first_seq\":{first},\"last_seq\":{last}}}"
                         );
                     }
                     Format::Text => {
-                        self.text_start(source);
+                        self.text_start();
                         let _ = write!(Line(&mut self.line), " lost #{first}..#{last}");
                     }
                 }
             }
             Event::Restart(restart) => {
-                self.counts(source).restarts += 1;
                 let reason = match restart.reason {
                     RestartReason::Release => "release",
                     RestartReason::Timestamp => "timestamp",
@@ -371,63 +408,73 @@ impl Sink {
                 let seq = restart.seq;
                 match self.format {
                     Format::Json => {
-                        self.json_start("restart", source);
+                        self.json_start("restart");
                         let _ = write!(
                             Line(&mut self.line),
                             ",\"reason\":\"{reason}\",\"seq\":{seq}}}"
                         );
                     }
                     Format::Text => {
-                        self.text_start(source);
+                        self.text_start();
                         let _ = write!(Line(&mut self.line), " restart ({reason}) at #{seq}");
                     }
                 }
             }
-            Event::Plain(text) => {
-                self.counts(source).plain += 1;
-                match self.format {
-                    Format::Json => {
-                        self.json_start("plain", source);
-                        self.line.extend_from_slice(b",\"text\":");
-                        let escaped = if let Ok(text) = std::str::from_utf8(text) {
-                            json_string(&mut self.line, text.as_bytes());
-                            false
-                        } else {
-                            self.scratch.clear();
-                            self.scratch
-                                .extend_from_slice(&netconsole_proto::escape(text));
-                            json_lossy(&mut self.line, &self.scratch);
-                            true
-                        };
-                        let _ = write!(Line(&mut self.line), ",\"escaped\":{escaped}}}");
-                    }
-                    Format::Text => {
-                        self.text_start(source);
-                        let _ = write!(
-                            Line(&mut self.line),
-                            " {}",
-                            text.strip_suffix(b"\n").unwrap_or(text).escape_ascii()
-                        );
-                    }
+            Event::Plain(text) => match self.format {
+                Format::Json => {
+                    self.json_start("plain");
+                    self.line.extend_from_slice(b",\"text\":");
+                    let escaped = if let Ok(text) = std::str::from_utf8(text) {
+                        json_string(&mut self.line, text.as_bytes());
+                        false
+                    } else {
+                        self.scratch.clear();
+                        self.scratch
+                            .extend_from_slice(&netconsole_proto::escape(text));
+                        json_lossy(&mut self.line, &self.scratch);
+                        true
+                    };
+                    let _ = write!(Line(&mut self.line), ",\"escaped\":{escaped}}}");
                 }
-            }
-            Event::SourceEvicted => {
-                if self.closing {
-                    return;
+                Format::Text => {
+                    self.text_start();
+                    let _ = write!(
+                        Line(&mut self.line),
+                        " {}",
+                        text.strip_suffix(b"\n").unwrap_or(text).escape_ascii()
+                    );
                 }
-                if let Some(info) = self.per_source.remove(&source) {
-                    self.gone += info.counts;
-                }
-                return;
-            }
-            // Kinds added later say nothing about the log itself.
+            },
             _ => return,
         }
         self.line.push(b'\n');
-        self.emit(source);
+        self.emit();
         if self.syslog.is_some() {
             self.forward(source, event);
         }
+    }
+
+    /// Counts `event` for `source` and makes `source` the sender of the lines written next,
+    /// in one look-up; `false` for an event that writes no line.
+    fn count(&mut self, source: SocketAddr, event: &Event<'_>) -> bool {
+        // One look-up per event: the counts, and the sender as its lines show it.
+        let info = self.info(source);
+        let counts = &mut info.counts;
+        match event {
+            Event::Record(_) => counts.records += 1,
+            Event::Late(_) => {
+                counts.records += 1;
+                counts.out_of_order += 1;
+            }
+            Event::Incomplete(_) => counts.incomplete += 1,
+            Event::Lost { seqs } => counts.lost += seqs.end - seqs.start,
+            Event::Restart(_) => counts.restarts += 1,
+            Event::Plain(_) => counts.plain += 1,
+            // Kinds added later say nothing about the log itself.
+            _ => return false,
+        }
+        self.who = Arc::clone(&info.who);
+        true
     }
 
     /// The `--syslog` messages gathered since the last call.
@@ -526,7 +573,8 @@ impl Sink {
 
     /// `<PRI>1 TIMESTAMP HOSTNAME kernel - MSGID `.
     fn syslog_head(&mut self, pri: u32, msgid: &str, source: SocketAddr) {
-        let host = Arc::clone(&self.info(source).host);
+        let _ = source;
+        let host = Arc::clone(&self.who.host);
         let _ = write!(Line(&mut self.message), "<{pri}>1 {} ", self.received);
         // HOSTNAME: printable US-ASCII, at most 255.
         for &b in host.as_bytes().iter().take(255) {
@@ -602,32 +650,19 @@ impl Sink {
         }
     }
 
-    fn counts(&mut self, source: SocketAddr) -> &mut Counts {
-        &mut self.info(source).counts
-    }
-
     /// What the sink knows of `source`, its name looked for when new (and again when new
     /// names arrived since).
     fn info(&mut self, source: SocketAddr) -> &mut SourceInfo {
         let names = &self.names;
-        let info = self.per_source.entry(source).or_insert_with(|| {
-            let generation = names.generation();
-            let (host, named) = match names.lookup(source.ip()) {
-                Some(name) => (name, true),
-                None => (Arc::from(source.ip().to_canonical().to_string()), false),
-            };
-            SourceInfo {
-                counts: Counts::default(),
-                host,
-                named,
-                generation,
-            }
+        let info = self.per_source.entry(source).or_insert_with(|| SourceInfo {
+            counts: Counts::default(),
+            generation: names.generation(),
+            who: Arc::new(Who::new(source, names.lookup(source.ip()))),
         });
-        if !info.named && info.generation != names.generation() {
+        if !info.who.named && info.generation != names.generation() {
             info.generation = names.generation();
             if let Some(name) = names.lookup(source.ip()) {
-                info.host = name;
-                info.named = true;
+                info.who = Arc::new(Who::new(source, Some(name)));
             }
         }
         info
@@ -635,32 +670,33 @@ impl Sink {
 
     /// The start of a JSON line: `{"type":"<kind>","source":"<source>"` and, for a
     /// listener, `,"host":...,"received":...`.
-    fn json_start(&mut self, kind: &str, source: SocketAddr) {
-        let _ = write!(
-            Line(&mut self.line),
-            "{{\"type\":\"{kind}\",\"source\":\"{source}\""
-        );
+    fn json_start(&mut self, kind: &str) {
+        let line = &mut self.line;
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(kind.as_bytes());
+        line.extend_from_slice(b"\",\"source\":\"");
+        line.extend_from_slice(self.who.source.as_bytes());
+        line.push(b'"');
         if self.stamp {
-            let host = Arc::clone(&self.info(source).host);
-            self.line.extend_from_slice(b",\"host\":");
-            json_string(&mut self.line, host.as_bytes());
-            let _ = write!(Line(&mut self.line), ",\"received\":\"{}\"", self.received);
+            line.extend_from_slice(b",\"host\":");
+            line.extend_from_slice(&self.who.host_json);
+            line.extend_from_slice(b",\"received\":\"");
+            line.extend_from_slice(self.received.as_bytes());
+            line.push(b'"');
         }
     }
 
     /// The start of a text line: the receive time (unless only the kernel's is shown) and
     /// the sender's name, or its address and port.
-    fn text_start(&mut self, source: SocketAddr) {
+    fn text_start(&mut self) {
         if self.time != TimeShown::Kernel {
             self.line.extend_from_slice(self.received.as_bytes());
             self.line.push(b' ');
         }
-        let info = self.info(source);
-        if info.named {
-            let host = Arc::clone(&info.host);
-            self.line.extend_from_slice(host.as_bytes());
+        if self.who.named {
+            self.line.extend_from_slice(self.who.host.as_bytes());
         } else {
-            let _ = write!(Line(&mut self.line), "{source}");
+            self.line.extend_from_slice(self.who.source.as_bytes());
         }
     }
 
@@ -672,19 +708,16 @@ impl Sink {
     }
 
     /// Hands the finished line to its destination.
-    fn emit(&mut self, source: SocketAddr) {
+    fn emit(&mut self) {
         match &mut self.destination {
             Destination::Stdout(batch) => batch.extend_from_slice(&self.line),
-            Destination::Dir(_) => {
-                let host = Arc::clone(&self.info(source).host);
-                let Destination::Dir(files) = &mut self.destination else {
-                    return;
-                };
-                let pending = files.pending.entry(Arc::clone(&host)).or_default();
+            Destination::Dir(files) => {
+                let host = &self.who.host;
+                let pending = files.pending.entry(Arc::clone(host)).or_default();
                 pending.extend_from_slice(&self.line);
                 if pending.len() >= FILE_BATCH {
-                    let pending = files.pending.remove(&host).unwrap_or_default();
-                    files.write(&host, &pending, &mut self.write_errors);
+                    let pending = files.pending.remove(host).unwrap_or_default();
+                    files.write(host, &pending, &mut self.write_errors);
                 }
             }
         }
@@ -769,18 +802,20 @@ impl Sink {
     }
 
     /// `"type":"<kind>","source":...,"release":...` of a record or incomplete line.
-    fn json_meta(&mut self, kind: &str, source: SocketAddr, record: &Record<'_>) {
-        self.json_start(kind, source);
+    fn json_meta(&mut self, kind: &str, record: &Record<'_>) {
+        self.json_start(kind);
         let line = &mut self.line;
-        let _ = write!(
-            Line(line),
-            ",\"seq\":{},\"facility\":{},\"level\":{},\"ts_usec\":{},\"flag\":\"{}\",\"caller\":",
-            record.seq,
-            record.facility,
-            record.level,
-            record.ts_usec,
-            flag_str(record.flag)
-        );
+        line.extend_from_slice(b",\"seq\":");
+        number(line, record.seq);
+        line.extend_from_slice(b",\"facility\":");
+        number(line, record.facility);
+        line.extend_from_slice(b",\"level\":");
+        number(line, record.level);
+        line.extend_from_slice(b",\"ts_usec\":");
+        number(line, record.ts_usec);
+        line.extend_from_slice(b",\"flag\":\"");
+        line.extend_from_slice(flag_str(record.flag).as_bytes());
+        line.extend_from_slice(b"\",\"caller\":");
         match record.caller {
             Some(caller) => {
                 let _ = write!(Line(line), "\"{caller}\"");
@@ -795,26 +830,26 @@ impl Sink {
         line.push(b',');
     }
 
-    fn record(&mut self, source: SocketAddr, record: &Record<'_>, out_of_order: bool) {
-        let counts = self.counts(source);
-        counts.records += 1;
-        if out_of_order {
-            counts.out_of_order += 1;
-        }
+    fn record(&mut self, record: &Record<'_>, out_of_order: bool) {
         let split = self.body(record, record.body);
         let truncated = split.text_cut();
         match self.format {
             Format::Json => {
-                self.json_meta("record", source, record);
+                self.json_meta("record", record);
                 let escaped = self.json_strings(&split, true);
-                let _ = write!(
-                    Line(&mut self.line),
-                    ",\"emergency\":{},\"out_of_order\":{out_of_order},\"truncated\":{truncated},\"escaped\":{escaped}}}",
-                    record.ncemg
-                );
+                let line = &mut self.line;
+                line.extend_from_slice(b",\"emergency\":");
+                boolean(line, record.ncemg);
+                line.extend_from_slice(b",\"out_of_order\":");
+                boolean(line, out_of_order);
+                line.extend_from_slice(b",\"truncated\":");
+                boolean(line, truncated);
+                line.extend_from_slice(b",\"escaped\":");
+                boolean(line, escaped);
+                line.push(b'}');
             }
             Format::Text => {
-                self.text_start(source);
+                self.text_start();
                 let _ = write!(Line(&mut self.line), " #{}", record.seq);
                 self.text_kernel_time(record.ts_usec);
                 let _ = write!(Line(&mut self.line), " <{}> ", record.level);
@@ -833,8 +868,7 @@ impl Sink {
         }
     }
 
-    fn incomplete(&mut self, source: SocketAddr, incomplete: &IncompleteRecord<'_>) {
-        self.counts(source).incomplete += 1;
+    fn incomplete(&mut self, incomplete: &IncompleteRecord<'_>) {
         let record = &incomplete.record;
         // The text is known only when the first bytes of the body arrived.
         let first = incomplete
@@ -844,7 +878,7 @@ impl Sink {
             .map(|(_, bytes)| bytes);
         match self.format {
             Format::Json => {
-                self.json_meta("incomplete", source, record);
+                self.json_meta("incomplete", record);
                 let escaped = if let Some(bytes) = first {
                     let split = self.body(record, bytes);
                     self.json_strings(&split, false)
@@ -869,7 +903,7 @@ impl Sink {
                 self.line.extend_from_slice(b"]}");
             }
             Format::Text => {
-                self.text_start(source);
+                self.text_start();
                 let _ = write!(Line(&mut self.line), " #{}", record.seq);
                 self.text_kernel_time(record.ts_usec);
                 let _ = write!(Line(&mut self.line), " <{}> ", record.level);
@@ -1031,6 +1065,15 @@ pub(crate) fn flag_str(flag: Flag) -> &'static str {
     }
 }
 
+/// Writes the decimal digits of `n`.
+fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn boolean(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
 /// Writes UTF-8 `s` as a JSON string, escaped as `serde_json` escapes: `"`, `\`, and the
 /// bytes below 0x20 (`\b \t \n \f \r` by name, the others as `\u00XX`).
 fn json_string(out: &mut Vec<u8>, s: &[u8]) {
@@ -1136,7 +1179,7 @@ mod tests {
     }
 
     fn json_lines_as_serde_json(stamp: bool) {
-        let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
+        let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::libncrx());
         let mut sink = Sink::new(&SinkOptions {
             stamp,
             ..options(Format::Json)
@@ -1234,7 +1277,7 @@ mod tests {
     #[test]
     fn text_lines_and_timestamps() {
         let mut sink = Sink::new(&options(Format::Text)).unwrap();
-        let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::default());
+        let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::libncrx());
         let source: SocketAddr = "192.0.2.1:6665".parse().unwrap();
         rx.handle_datagram(
             Instant::from_millis(1),

@@ -133,7 +133,7 @@ fn records_reach_rsyslog_with_host_severity_and_text_across_a_restart() {
         std::thread::sleep(Duration::from_millis(2));
     };
     let out = dir.join("out.log");
-    for seq in 1..=100 {
+    for seq in 0..=100 {
         send(seq);
     }
     wait_for(&out, |text| {
@@ -167,7 +167,7 @@ fn records_reach_rsyslog_with_host_severity_and_text_across_a_restart() {
     check(&text, &report);
 }
 
-/// Every record of 1..=200 and 202 landed with host, facility, severity, app-name, msgid,
+/// Every record of 0..=200 and 202 landed with host, facility, severity, app-name, msgid,
 /// structured data and text; 201 landed as a loss.
 fn check(text: &str, report: &str) {
     let mut seen: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
@@ -176,7 +176,7 @@ fn check(text: &str, report: &str) {
             seen.entry(seq).or_default().push(line);
         }
     }
-    let missing: Vec<u64> = (1..=200)
+    let missing: Vec<u64> = (0..=200)
         .chain([202])
         .filter(|s| !seen.contains_key(s))
         .collect();
@@ -192,7 +192,8 @@ fn check(text: &str, report: &str) {
         );
         assert!(
             fields[5].starts_with(&format!(
-                "[ncrx@32473 seq=\"{seq}\" ts_usec=\"{seq}000\" flag=\"-\"]"
+                "[ncrx@32473 seq=\"{seq}\" ts_usec=\"{}\" flag=\"-\"]",
+                seq * 1000
             )),
             "{}",
             lines[0]
