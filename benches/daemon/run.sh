@@ -66,13 +66,13 @@ run() {
                 >"$file" 2>"$out/err" &
             format=netconsd ;;
     esac
-    local pid=$! first=1 total=$records
+    local pid=$! first=0 total=$records
     daemon_pid=$pid
     sleep 0.5
     if [ "$phase" = steady ]; then
         "$flood" send --senders "$senders" --records 20 --rate 20000 >/dev/null 2>&1
         settle "$file"
-        first=21
+        first=20
         total=$((records + 20))
     fi
     local cpu0 drops0

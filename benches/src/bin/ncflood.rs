@@ -8,7 +8,7 @@
 //!
 //! `send`: N senders, each a UDP socket bound to its own loopback address (127.1.x.y, port
 //! 6665; netconsd keys hosts by address alone) or, with `--ports`, to 127.0.0.1 and its own
-//! port. Each sends `--records` extended records numbered from 1, about `--size` bytes each;
+//! port. Each sends `--records` extended records numbered from 0 (as a kernel's after boot), about `--size` bytes each;
 //! (`--first-seq` sets the first, to go on from an earlier run); every `--fragment-every`-th record is 1,500 bytes long and goes as two `ncfrag`
 //! fragments, as the kernel sends it. The senders take turns, a batch of `--batch` datagrams
 //! each per `sendmmsg` call, paced to `--rate` datagrams a second (0: as fast as it can).
@@ -16,7 +16,7 @@
 //! same ones). Traffic goes only to loopback: any other target is refused.
 //!
 //! `check`: reads a daemon's output and counts, per sender, the records that came out in
-//! order (1, 2, 3...), those missing, and anything out of place. It exits 1 unless every
+//! order (0, 1, 2...), those missing, and anything out of place. It exits 1 unless every
 //! record of every sender came out exactly once, in order.
 
 #![allow(
@@ -179,7 +179,7 @@ fn send(options: &Options) -> ExitCode {
         .collect();
     let destination = SockaddrIn::from(target4);
     let mut headers = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
-    let first_seq: u64 = options.get("first-seq", 1);
+    let first_seq: u64 = options.get("first-seq", 0);
     let records = first_seq + records - 1;
     let mut next_seq = vec![first_seq; senders];
     let mut queued: Vec<Vec<Vec<u8>>> = vec![Vec::new(); senders];
@@ -313,7 +313,7 @@ fn check(options: &Options) -> ExitCode {
             } else {
                 addr.to_string()
             };
-            (key, 1)
+            (key, 0)
         })
         .collect();
     let (mut in_order, mut out_of_place, mut unknown) = (0u64, 0u64, 0u64);
@@ -331,11 +331,8 @@ fn check(options: &Options) -> ExitCode {
             None => unknown += 1,
         }
     }
-    let missing: u64 = next
-        .values()
-        .map(|n| records + 1 - (*n).min(records + 1))
-        .sum();
-    let complete = next.values().filter(|n| **n == records + 1).count();
+    let missing: u64 = next.values().map(|n| records - (*n).min(records)).sum();
+    let complete = next.values().filter(|n| **n == records).count();
     println!(
         "ncflood check: {in_order} records in order, {missing} missing, {out_of_place} out of place, {unknown} from unknown senders; {complete} of {senders} senders complete"
     );
