@@ -209,6 +209,17 @@ impl<S: Ord + Clone> Receiver<S> {
         sources * (Stream::fixed_bound(stream) + 2 * Self::entry_size()) + held
     }
 
+    /// When the oldest hole still open over all sources was found ([`Stream::oldest_hole`]);
+    /// `None` without holes. It looks at every source: for a periodic report, not per
+    /// datagram.
+    pub fn oldest_hole(&self) -> Option<Instant> {
+        self.slab
+            .iter()
+            .flatten()
+            .filter_map(|source| source.stream.oldest_hole())
+            .min()
+    }
+
     /// Record bytes held by all streams: at most
     /// [`ReceiverConfig::max_held_bytes_total`] after every call.
     pub fn held_bytes(&self) -> usize {

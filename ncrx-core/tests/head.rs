@@ -142,3 +142,32 @@ fn a_head_record_stamped_after_the_first_one_restarts_the_stream() {
     assert_eq!(s.window(), 0..3);
     assert_eq!(s.stats().restarts, 1);
 }
+
+/// The age of the oldest open hole: when the first missing run of the window was found,
+/// for the stream and over a receiver's sources.
+#[test]
+fn the_oldest_hole_is_the_first_run_found() {
+    let mut s = Stream::new(StreamConfig::default());
+    s.handle_datagram(t0(), &rec(1000, 3_600_000_000));
+    assert_eq!(s.oldest_hole(), None);
+    s.handle_datagram(t0() + 10 * MS, &rec(1003, 3_600_000_003));
+    s.handle_datagram(t0() + 20 * MS, &rec(1006, 3_600_000_006));
+    assert_eq!(s.oldest_hole(), Some(t0() + 10 * MS));
+    // 1001..1003 filled: the hole found at +20 ms is the oldest.
+    s.handle_datagram(t0() + 30 * MS, &rec(1001, 3_600_000_001));
+    s.handle_datagram(t0() + 30 * MS, &rec(1002, 3_600_000_002));
+    assert_eq!(s.oldest_hole(), Some(t0() + 20 * MS));
+    drain(&mut s);
+
+    let mut rx: ncrx_core::Receiver<u32> =
+        ncrx_core::Receiver::new(ncrx_core::ReceiverConfig::default());
+    for (source, found) in [(1, 40), (2, 50), (3, 60)] {
+        rx.handle_datagram(t0() + found * MS, &source, &rec(1000, 3_600_000_000));
+        rx.handle_datagram(t0() + found * MS, &source, &rec(1002, 3_600_000_002));
+    }
+    rx.handle_datagram(t0() + 70 * MS, &4, &rec(1000, 3_600_000_000));
+    assert_eq!(rx.oldest_hole(), Some(t0() + 40 * MS));
+    // Source 1's hole filled: source 2's is the oldest.
+    rx.handle_datagram(t0() + 80 * MS, &1, &rec(1001, 3_600_000_001));
+    assert_eq!(rx.oldest_hole(), Some(t0() + 50 * MS));
+}

@@ -43,6 +43,8 @@ pub(crate) struct Snapshot {
     pub(crate) sources: u64,
     pub(crate) sources_evicted: u64,
     pub(crate) held_bytes: u64,
+    /// Age of the oldest hole still open, in seconds (0 without holes).
+    pub(crate) oldest_hole_seconds: f64,
     /// The senders with series: (host, source address, counts).
     pub(crate) per_source: Vec<(String, SocketAddr, Counts)>,
 }
@@ -64,6 +66,7 @@ impl Snapshot {
         self.sources += slot.sources;
         self.sources_evicted += slot.sources_evicted;
         self.held_bytes += slot.held_bytes;
+        self.oldest_hole_seconds = self.oldest_hole_seconds.max(slot.oldest_hole_seconds);
     }
 }
 
@@ -118,6 +121,13 @@ impl Board {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
             registry.register(name, help, gauge);
         }
+        let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        oldest.set(total.oldest_hole_seconds);
+        registry.register(
+            "oldest_hole_age_seconds",
+            "Age of the oldest hole still open, waiting for a retransmission or its timeout",
+            oldest,
+        );
         if self.per_source > 0 {
             self.per_source_series(&mut registry, &slots);
         }

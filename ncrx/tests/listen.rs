@@ -573,6 +573,10 @@ fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
         text.contains("# TYPE ncrx_records_total counter\n"),
         "{text}"
     );
+    assert!(
+        text.contains("# TYPE ncrx_oldest_hole_age_seconds gauge\n"),
+        "{text}"
+    );
     assert!(text.contains("\nncrx_sources 2\n"), "{text}");
     assert!(text.contains("\nncrx_datagrams_total 6\n"), "{text}");
     // One sender with series at most: the one with the most records.
@@ -823,4 +827,46 @@ fn after_a_port_unreachable_nothing_more_is_sent_to_that_sender() {
     let mut report = String::new();
     stderr.read_to_string(&mut report).unwrap();
     assert!(report.contains(" 1 port unreachable"), "{report}");
+}
+
+/// A file that cannot be written (here: a directory sits where the sender's file goes) is
+/// counted and reported, and the listener goes on writing the other senders' files.
+#[test]
+fn a_file_that_cannot_be_written_is_counted_and_the_rest_goes_on() {
+    let dir = scratch("listen-write-error");
+    std::fs::create_dir(dir.join("127.0.0.1.log")).unwrap();
+    let (mut child, target, mut stderr) =
+        listener(&["--dir", dir.to_str().unwrap(), "--time", "kernel"]);
+    let blocked = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for seq in 0..3u64 {
+        for socket in [&blocked, &other] {
+            socket
+                .send_to(
+                    format!("6,{seq},{seq}000,-;record {seq}\n").as_bytes(),
+                    target,
+                )
+                .unwrap();
+        }
+    }
+    let lines = lines_of(&dir.join("127.0.0.2.log"), 3);
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    let source = other.local_addr().unwrap();
+    assert_eq!(
+        lines,
+        (0..3)
+            .map(|seq| format!("{source} #{seq} [    0.00{seq}000] <6> record {seq}"))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        report.contains(" lines not written so far; last: ")
+            && report.contains("127.0.0.1.log: Is a directory"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ncrx: 3 lines could not be written"),
+        "{report}"
+    );
 }

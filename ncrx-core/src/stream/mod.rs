@@ -393,6 +393,14 @@ impl Stream {
         self.tail..self.head
     }
 
+    /// When the receiver learned of the oldest hole still open (the first missing run of
+    /// the window): what a daemon shows as the age of the oldest hole. `None` without holes.
+    pub fn oldest_hole(&self) -> Option<Instant> {
+        self.runs
+            .first(self.tail, self.head)
+            .map(|(_, run)| run.learned_at)
+    }
+
     /// Record bytes held, with their per-record bookkeeping (window, reassembly,
     /// out-of-order buffer); never above
     /// [`StreamConfig::max_held_bytes`].
