@@ -10,9 +10,8 @@ use netconsole_proto::{PRINTK_MESSAGE_MAX, plain_chunk_continues};
 use netpoll_frame::Instant;
 
 use crate::capture;
-use crate::cli::{DecodeArgs, TimeShown};
+use crate::cli::DecodeArgs;
 use crate::error::{Failure, Outcome};
-use crate::names::Names;
 use crate::sink::{Sink, SinkOptions};
 
 /// The longest plain item put together from chunks: a plain console's text of one record is
@@ -129,15 +128,11 @@ fn feed(
 
 /// `ncrx decode`.
 pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
-    let output = Sink::new(&SinkOptions {
-        format: args.format,
-        format_limit: args.format_limit,
-        dir: args.dir.clone(),
-        time: TimeShown::Kernel,
-        stamp: false,
-        names: Names::default(),
-        syslog: false,
-    })?;
+    let output = Sink::new(&SinkOptions::capture(
+        args.format,
+        args.format_limit,
+        args.dir.clone(),
+    ))?;
     let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::libncrx());
     let mut scratch = vec![0u8; 2048];
     let mut plain = PlainLines::default();
@@ -209,16 +204,7 @@ mod tests {
 
     #[test]
     fn plain_chunks_join_per_source_and_stay_bounded() {
-        let mut output = Sink::new(&SinkOptions {
-            format: Format::Text,
-            format_limit: None,
-            dir: None,
-            time: TimeShown::Kernel,
-            stamp: false,
-            names: Names::default(),
-            syslog: false,
-        })
-        .unwrap();
+        let mut output = Sink::new(&SinkOptions::capture(Format::Text, None, None)).unwrap();
         let mut plain = PlainLines::default();
         let a: SocketAddr = "192.0.2.1:6665".parse().unwrap();
         let b: SocketAddr = "192.0.2.9:6665".parse().unwrap();

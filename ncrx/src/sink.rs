@@ -120,6 +120,26 @@ pub(crate) struct SinkOptions {
     pub(crate) syslog: bool,
 }
 
+impl SinkOptions {
+    /// A capture's lines (`ncrx decode`): the kernel's time only, no `host` or `received`,
+    /// no names, no forwarding.
+    pub(crate) fn capture(
+        format: Format,
+        format_limit: Option<usize>,
+        dir: Option<PathBuf>,
+    ) -> Self {
+        SinkOptions {
+            format,
+            format_limit,
+            dir,
+            time: TimeShown::Kernel,
+            stamp: false,
+            names: Names::default(),
+            syslog: false,
+        }
+    }
+}
+
 /// A sender as its lines show it, formatted once.
 #[derive(Debug, Default)]
 struct Who {
@@ -1134,15 +1154,7 @@ mod tests {
     use netpoll_frame::Instant;
 
     fn options(format: Format) -> SinkOptions {
-        SinkOptions {
-            format,
-            format_limit: None,
-            dir: None,
-            time: TimeShown::Kernel,
-            stamp: false,
-            names: Names::default(),
-            syslog: false,
-        }
+        SinkOptions::capture(format, None, None)
     }
 
     /// Datagrams that reach every shape of line: dictionaries, escapes (decodable or not),
