@@ -79,6 +79,8 @@ struct Report {
     malformed: u64,
     oversized: u64,
     responses_sent: u64,
+    /// Of the responses sent, those that asked for nothing (acks).
+    acks_sent: u64,
     responses_failed: u64,
     port_unreachable: u64,
     kernel_drops: u64,
@@ -96,6 +98,7 @@ impl Report {
         self.malformed += other.malformed;
         self.oversized += other.oversized;
         self.responses_sent += other.responses_sent;
+        self.acks_sent += other.acks_sent;
         self.responses_failed += other.responses_failed;
         self.port_unreachable += other.port_unreachable;
         self.kernel_drops += other.kernel_drops;
@@ -582,6 +585,7 @@ impl Shard {
             refused: stats.refused,
             oversized: self.report.oversized,
             responses: self.report.responses_sent,
+            acks: self.report.acks_sent,
             responses_failed: self.report.responses_failed,
             requested: stats.streams.requested,
             port_unreachable: self.report.port_unreachable,
@@ -715,7 +719,15 @@ impl Shard {
                 sent = net::send_from(&self.sockets[index], bytes, destination);
             }
             match sent {
-                Ok(_) => self.report.responses_sent += 1,
+                Ok(_) => {
+                    self.report.responses_sent += 1;
+                    // An ack asks for nothing; a retransmission request names numbers.
+                    let asks = netconsole_proto::Response::parse(bytes)
+                        .is_ok_and(|response| response.missing().next().is_some());
+                    if !asks {
+                        self.report.acks_sent += 1;
+                    }
+                }
                 Err(error) => {
                     self.report.responses_failed += 1;
                     if self.verbose {

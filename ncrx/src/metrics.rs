@@ -34,6 +34,7 @@ pub(crate) struct Snapshot {
     pub(crate) refused: u64,
     pub(crate) oversized: u64,
     pub(crate) responses: u64,
+    pub(crate) acks: u64,
     pub(crate) responses_failed: u64,
     pub(crate) requested: u64,
     pub(crate) port_unreachable: u64,
@@ -57,6 +58,7 @@ impl Snapshot {
         self.refused += slot.refused;
         self.oversized += slot.oversized;
         self.responses += slot.responses;
+        self.acks += slot.acks;
         self.responses_failed += slot.responses_failed;
         self.requested += slot.requested;
         self.port_unreachable += slot.port_unreachable;
@@ -176,7 +178,7 @@ impl Board {
 }
 
 /// The counters of the metrics page: name, help, value.
-fn counters(total: &Snapshot) -> [(&'static str, &'static str, u64); 18] {
+fn counters(total: &Snapshot) -> [(&'static str, &'static str, u64); 20] {
     let c = total.counts;
     [
         (
@@ -230,6 +232,12 @@ fn counters(total: &Snapshot) -> [(&'static str, &'static str, u64); 18] {
             "Retransmission requests and acks sent",
             total.responses,
         ),
+        (
+            "retransmission_requests",
+            "Responses sent that asked for missing records",
+            total.responses.saturating_sub(total.acks),
+        ),
+        ("acks", "Responses sent that only acknowledged", total.acks),
         (
             "response_failures",
             "Responses that could not be sent",

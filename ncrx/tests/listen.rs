@@ -578,6 +578,19 @@ fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
         "{text}"
     );
     assert!(text.contains("\nncrx_sources 2\n"), "{text}");
+    // The hole at 3 was asked for (a sender not known to answer: once, at 0.5 s); no ack.
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    assert!(value("ncrx_retransmission_requests_total") >= 1, "{text}");
+    assert_eq!(value("ncrx_acks_total"), 0, "{text}");
+    assert_eq!(
+        value("ncrx_responses_total"),
+        value("ncrx_retransmission_requests_total")
+    );
     assert!(text.contains("\nncrx_datagrams_total 6\n"), "{text}");
     // One sender with series at most: the one with the most records.
     let source = kernel.local_addr().unwrap();
