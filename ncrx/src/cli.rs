@@ -158,8 +158,8 @@ pub(crate) struct ListenArgs {
     /// Example: `--time kernel`.
     #[arg(long, value_enum, default_value_t = TimeShown::Both)]
     pub(crate) time: TimeShown,
-    /// Write one file per sender into this directory, appended: DIR/<host>.log (text) or
-    /// DIR/<host>.jsonl (JSON), <host> its name or its address. Checked at start; SIGHUP
+    /// Write one file per sender into this directory, appended: `DIR/HOST.log` (text) or
+    /// `DIR/HOST.jsonl` (JSON), HOST its name or its address. Checked at start; SIGHUP
     /// reopens every file (for logrotate). Example: `--dir /var/log/netconsole`.
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
