@@ -883,3 +883,47 @@ fn a_file_that_cannot_be_written_is_counted_and_the_rest_goes_on() {
         "{report}"
     );
 }
+
+/// More senders than files kept open (256): every file gets its lines, and the listener's
+/// open descriptors stay bounded.
+#[test]
+fn more_senders_than_open_files_each_get_their_file() {
+    let dir = scratch("listen-many-files");
+    let (mut child, target, _stderr) = listener(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--time",
+        "kernel",
+        "--threads",
+        "1",
+    ]);
+    let senders: Vec<UdpSocket> = (0..300u32)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 3, 0, 1)) + i);
+            UdpSocket::bind((ip, 0)).unwrap()
+        })
+        .collect();
+    for seq in 0..2u64 {
+        for sender in &senders {
+            sender
+                .send_to(
+                    format!("6,{seq},{seq}000,-;record {seq}\n").as_bytes(),
+                    target,
+                )
+                .unwrap();
+        }
+        // Each round is written (and its files opened) before the next.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let open = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .unwrap()
+        .count();
+    assert_eq!(terminate(&mut child), 0);
+    assert!(open < 256 + 32, "{open} descriptors open");
+    for sender in &senders {
+        let ip = sender.local_addr().unwrap().ip();
+        let lines = lines_of(&dir.join(format!("{ip}.log")), 2);
+        assert_eq!(lines.len(), 2, "{ip}");
+        assert!(lines[1].ends_with("record 1"), "{lines:?}");
+    }
+}
