@@ -12,7 +12,7 @@ use netpoll_frame::Instant;
 use crate::capture;
 use crate::cli::DecodeArgs;
 use crate::error::{Failure, Outcome};
-use crate::sink::{Sink, SinkOptions};
+use crate::sink::{Sink, SinkOptions, show_malformed};
 
 /// The longest plain item put together from chunks: a plain console's text of one record is
 /// at most its buffer (`PRINTK_MESSAGE_MAX`, 2048 bytes), so this bounds what a sender that
@@ -97,9 +97,6 @@ fn run_timers(
     Ok(())
 }
 
-/// Datagrams shown at most by `-v`, in bytes.
-const SHOWN_BYTES: usize = 120;
-
 /// Hands one datagram to the receiver and counts it in `output` when the receiver found it
 /// malformed (shown on stderr with `verbose`).
 fn feed(
@@ -117,11 +114,7 @@ fn feed(
     if malformed(rx) > before {
         output.malformed(source);
         if verbose {
-            eprintln!(
-                "ncrx: malformed datagram from {source} ({} bytes): {}",
-                payload.len(),
-                payload[..payload.len().min(SHOWN_BYTES)].escape_ascii()
-            );
+            show_malformed(source, payload);
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::error::{EXIT_IO, Failure, Outcome};
 use crate::metrics::{self, Board, PUBLISH_INTERVAL, Snapshot};
 use crate::names::{Names, read_hosts};
 use crate::net::{self, Batch, Listening, canonical};
-use crate::sink::{Counts, Sink, SinkOptions};
+use crate::sink::{Counts, Sink, SinkOptions, show_malformed};
 use crate::syslog::{self, Forwarder};
 
 /// Output is written at least this often while datagrams keep coming.
@@ -771,9 +771,6 @@ impl Shard {
     }
 }
 
-/// Datagrams shown at most by `-v`, in bytes.
-const SHOWN_BYTES: usize = 120;
-
 /// [`Receiver::handle_datagram_and_drain`], showing on stderr a datagram the receiver found
 /// malformed, or a sender it refused.
 fn feed_verbose(
@@ -793,11 +790,7 @@ fn feed_verbose(
             "ncrx: refused a datagram from {source}: {} senders are tracked already",
             rx.sources()
         ),
-        (before, Some(after)) if after > before.unwrap_or(0) => eprintln!(
-            "ncrx: malformed datagram from {source} ({} bytes): {}",
-            payload.len(),
-            payload[..payload.len().min(SHOWN_BYTES)].escape_ascii()
-        ),
+        (before, Some(after)) if after > before.unwrap_or(0) => show_malformed(source, payload),
         _ => {}
     }
 }

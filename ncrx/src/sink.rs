@@ -470,7 +470,7 @@ impl Sink {
         self.line.push(b'\n');
         self.emit();
         if self.syslog.is_some() {
-            self.forward(source, event);
+            self.forward(event);
         }
     }
 
@@ -503,7 +503,7 @@ impl Sink {
     }
 
     /// Writes `event` as an RFC 5424 message (see [`crate::syslog`]).
-    fn forward(&mut self, source: SocketAddr, event: &Event<'_>) {
+    fn forward(&mut self, event: &Event<'_>) {
         self.message.clear();
         match event {
             Event::Record(record) | Event::Late(record) => {
@@ -515,7 +515,6 @@ impl Sink {
                     } else {
                         "-"
                     },
-                    source,
                 );
                 self.syslog_record_sd(record);
                 let decoded = self.decode_all(&split);
@@ -528,7 +527,6 @@ impl Sink {
                 self.syslog_head(
                     u32::from(record.facility) * 8 + u32::from(record.level & 7),
                     "incomplete",
-                    source,
                 );
                 self.syslog_record_sd(record);
                 self.message.push(b' ');
@@ -552,31 +550,34 @@ impl Sink {
             Event::Lost { seqs } => {
                 let (first, last) = (seqs.start, seqs.end.saturating_sub(1));
                 // kern.warning
-                self.syslog_head(4, "lost", source);
+                self.syslog_head(4, "lost");
                 let _ = write!(
                     Line(&mut self.message),
-                    "[{} source=\"{source}\" first_seq=\"{first}\" last_seq=\"{last}\"] lost records #{first}..#{last}",
-                    crate::syslog::SD_ID
+                    "[{} source=\"{}\" first_seq=\"{first}\" last_seq=\"{last}\"] lost records #{first}..#{last}",
+                    crate::syslog::SD_ID,
+                    self.who.source
                 );
             }
             Event::Restart(restart) => {
                 // kern.notice
-                self.syslog_head(5, "restart", source);
+                self.syslog_head(5, "restart");
                 let _ = write!(
                     Line(&mut self.message),
-                    "[{} source=\"{source}\" seq=\"{}\"] the sender restarted at #{}",
+                    "[{} source=\"{}\" seq=\"{}\"] the sender restarted at #{}",
                     crate::syslog::SD_ID,
+                    self.who.source,
                     restart.seq,
                     restart.seq
                 );
             }
             Event::Plain(text) => {
                 // kern.info: plain console text carries no level.
-                self.syslog_head(6, "plain", source);
+                self.syslog_head(6, "plain");
                 let _ = write!(
                     Line(&mut self.message),
-                    "[{} source=\"{source}\"] ",
-                    crate::syslog::SD_ID
+                    "[{} source=\"{}\"] ",
+                    crate::syslog::SD_ID,
+                    self.who.source
                 );
                 let text = text.strip_suffix(b"\n").unwrap_or(text);
                 self.message
@@ -592,8 +593,7 @@ impl Sink {
     }
 
     /// `<PRI>1 TIMESTAMP HOSTNAME kernel - MSGID `.
-    fn syslog_head(&mut self, pri: u32, msgid: &str, source: SocketAddr) {
-        let _ = source;
+    fn syslog_head(&mut self, pri: u32, msgid: &str) {
         let host = Arc::clone(&self.who.host);
         let _ = write!(Line(&mut self.message), "<{pri}>1 {} ", self.received);
         // HOSTNAME: printable US-ASCII, at most 255.
@@ -1083,6 +1083,18 @@ pub(crate) fn flag_str(flag: Flag) -> &'static str {
         b'+' => "+",
         _ => "-",
     }
+}
+
+/// Datagrams shown at most by `-v`, in bytes.
+const SHOWN_BYTES: usize = 120;
+
+/// Shows on stderr (`-v`) a datagram the receiver found malformed, its start escaped.
+pub(crate) fn show_malformed(source: SocketAddr, payload: &[u8]) {
+    eprintln!(
+        "ncrx: malformed datagram from {source} ({} bytes): {}",
+        payload.len(),
+        payload[..payload.len().min(SHOWN_BYTES)].escape_ascii()
+    );
 }
 
 /// Writes the decimal digits of `n`.

@@ -288,8 +288,12 @@ impl Forwarding {
         if let Some(Connection::Tcp(stream)) = &self.connection {
             let mut byte = [0u8; 1];
             let _ = stream.set_nonblocking(true);
-            let closed = matches!((&*stream).read(&mut byte), Ok(0))
-                || matches!((&*stream).read(&mut byte), Err(e) if e.kind() != io::ErrorKind::WouldBlock);
+            // A collector sends nothing: end of stream or an error means it went away.
+            let closed = match (&*stream).read(&mut byte) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+            };
             let _ = stream.set_nonblocking(false);
             if closed {
                 self.broken(&io::Error::from(io::ErrorKind::ConnectionReset));

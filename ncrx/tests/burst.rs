@@ -233,11 +233,7 @@ fn a_burst_of_good_and_garbage_loses_nothing() {
     let elapsed = started.elapsed();
     let drops = kernel_drops(port);
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(child, "TERM");
     let mut report = String::new();
     child
         .stderr

@@ -26,11 +26,7 @@ fn listener(extra: &[&str]) -> (Child, SocketAddr, BufReader<ChildStderr>) {
 }
 
 fn terminate(child: &mut Child) -> i32 {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(child, "TERM");
     child.wait().unwrap().code().expect("exited")
 }
 
@@ -272,11 +268,7 @@ fn sighup_reopens_the_files_for_logrotate() {
     // What logrotate does: move the file, then SIGHUP.
     let rotated = dir.join("127.0.0.1.log.1");
     std::fs::rename(&file, &rotated).unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(&child, "HUP");
     // The signal is taken within a few milliseconds; a record sent before that would still
     // go to the moved file, so wait until the listener says it reopened.
     std::thread::sleep(Duration::from_millis(300));
@@ -400,11 +392,7 @@ fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
     }
     // Let the listener take them and block on the full pipe.
     std::thread::sleep(Duration::from_millis(500));
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(&child, "TERM");
     let code = exit_within(&mut child, Duration::from_secs(20));
     let mut report = String::new();
     stderr.read_to_string(&mut report).unwrap();

@@ -435,11 +435,7 @@ fn live_listener_writes_dumps_and_flushes_on_sigterm() {
 
     // Stop it at once: the two packets of dump 12 are in its socket's queue (loopback
     // delivers on send); the listener takes what is queued before it flushes.
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(&child, "TERM");
     let mut second = String::new();
     stdout.read_line(&mut second).unwrap();
     let exit = child.wait().unwrap();

@@ -152,11 +152,7 @@ fn records_reach_rsyslog_with_host_severity_and_text_across_a_restart() {
     // 201 never comes: at the stop it goes out as a loss.
     send(202);
     std::thread::sleep(Duration::from_millis(300));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(&child, "TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
     drain.join().unwrap();
     let mut report = String::new();

@@ -177,3 +177,12 @@ pub(crate) fn tool(name: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Sends `signal` (`"TERM"`, `"HUP"`) to `child` with kill(1).
+pub(crate) fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {}", child.id());
+}
