@@ -85,11 +85,10 @@ pub struct StreamConfig {
     /// When the first record of an epoch (a new stream, or a restart) is evidently from a
     /// fresh boot, its `seq` below [`BOOT_HEAD`] (64; every boot numbers its records from 0,
     /// and a target that exists at boot sends them from 0), the numbers from 0 before it are
-    /// holes: asked for as any hole, reported lost if they never come. 0 itself cannot be
-    /// asked for (a response's ack is a retired number and every number it asks for is
-    /// above it): when the first request goes out with 0 still missing, 0 is given up on
-    /// and acked. A stream joined in the middle asks for nothing before its first record, and
-    /// neither does libncrx; so does a target created after boot, whose first record is
+    /// holes: asked for as any hole (with nothing retired yet, the response's ack is
+    /// `u64::MAX`, which acknowledges nothing), reported lost if they never come. A stream
+    /// joined in the middle asks for nothing before its first record, and neither does
+    /// libncrx; so does a target created after boot, whose first record is
     /// numbered from [`BOOT_HEAD`] up. `ts_usec` is not used: a small one does not say how
     /// far back the boot's numbers go.
     ///

@@ -158,8 +158,7 @@ fn take_head_losses(kernel: &str, case: &str, outcome: &mut Outcome) -> usize {
             // Joined in the middle: nothing before it is asked for.
             continue;
         }
-        // 0 first (given up on when the first request goes out: it cannot be asked for),
-        // then the rest.
+        // From 0, in one or more ranges.
         let mut covered = 0;
         while covered < first {
             let at = outcome.others.iter().position(|(s, _)| s == source);

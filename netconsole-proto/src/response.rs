@@ -7,7 +7,13 @@
 //!          retired
 //!
 //!  example: ncrx1234 1240 1241 1300
+//!  nothing retired yet (the receiver's next number is 0): ncrx18446744073709551615 0 1 2
 //! ```
+//!
+//! The ack is the receiver's next expected number minus one, modulo 2^64, as libncrx
+//! writes it (`acked_seq = tail_seq - 1` in `ncrx_response`): `u64::MAX` says that nothing
+//! is retired yet ([`Response::acked`] is `None`), and only then may the list start at 0.
+//! No record is numbered `u64::MAX` for this reason (a receiver refuses one).
 //!
 //! The encoder fills at most [`MAX_RESPONSE`] bytes and never cuts a number: the entries
 //! that do not fit are returned so they can go in the next response. The parser is strict:
@@ -110,22 +116,34 @@ impl<'a> Response<'a> {
         }
         let (ack, mut pos) = number_at(packet, 4)?;
         let missing = &packet[pos..];
-        let mut previous = ack;
+        // The lowest number the next entry may have; `None` past `u64::MAX`.
+        let mut floor = Some(ack.wrapping_add(1));
         // `pos` is at a space or the end.
         while pos < packet.len() {
             let (seq, end) = number_at(packet, pos + 1)?;
-            if seq <= previous {
+            if floor.is_none_or(|floor| seq < floor) {
                 return Err(ResponseError::NotAscending);
             }
-            previous = seq;
+            floor = seq.checked_add(1);
             pos = end;
         }
         Ok(Response { ack, missing })
     }
 
-    /// The last sequence the receiver has retired.
+    /// The ack as written: the last sequence the receiver has retired, or `u64::MAX` when
+    /// it has retired none.
     pub const fn ack(&self) -> u64 {
         self.ack
+    }
+
+    /// The last sequence the receiver has retired; `None` when it has retired none yet
+    /// (the ack is `u64::MAX`): then nothing is acknowledged.
+    pub const fn acked(&self) -> Option<u64> {
+        if self.ack == u64::MAX {
+            None
+        } else {
+            Some(self.ack)
+        }
     }
 
     /// The sequences the receiver asks to be re-sent, ascending.
@@ -156,7 +174,8 @@ impl Iterator for Missing<'_> {
 ///
 /// Returns the bytes written and how many of `missing` went in; the rest
 /// (`&missing[count..]`) did not fit and should go in the next response. `missing` should be
-/// strictly ascending and above `ack` for the receiver to accept it. `None` when not even
+/// strictly ascending and above `ack` (from 0 when `ack` is `u64::MAX`, nothing retired)
+/// for the sender to accept it. `None` when not even
 /// `ncrx<ack>` fits. Bytes of `out` past the returned length (within its first 1000) may be
 /// overwritten.
 pub fn encode_response(ack: u64, missing: &[u64], out: &mut [u8]) -> Option<(usize, usize)> {
@@ -203,6 +222,23 @@ mod tests {
         assert_eq!(Response::parse(b"ncrx01"), Err(ResponseError::Malformed));
         assert_eq!(Response::parse(b"ncrx1 02"), Err(ResponseError::Malformed));
         assert_eq!(Response::parse(b"ncrx0 10").unwrap().ack(), 0);
+        assert_eq!(Response::parse(b"ncrx0 10").unwrap().acked(), Some(0));
+        // Nothing retired (libncrx's tail 0): the list may start at 0.
+        let head = Response::parse(b"ncrx18446744073709551615 0 1 5").unwrap();
+        assert_eq!(head.acked(), None);
+        assert_eq!(head.missing().collect::<Vec<_>>(), [0, 1, 5]);
+        assert_eq!(
+            Response::parse(b"ncrx18446744073709551614 0"),
+            Err(ResponseError::NotAscending)
+        );
+        assert_eq!(
+            Response::parse(b"ncrx3 18446744073709551615 18446744073709551615"),
+            Err(ResponseError::NotAscending)
+        );
+        assert_eq!(
+            Response::parse(b"ncrx18446744073709551615 1 0"),
+            Err(ResponseError::NotAscending)
+        );
         assert_eq!(
             Response::parse(b"ncrx5 3"),
             Err(ResponseError::NotAscending)

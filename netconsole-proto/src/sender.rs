@@ -302,9 +302,10 @@ impl Sender {
     /// Acts on a response: drops what it acknowledges, queues what it asks for.
     pub fn handle_response(&mut self, now: Instant, response: &Response<'_>) {
         self.armed = true;
-        let ack = response.ack();
         let before = self.held.len();
-        while self.held.front().is_some_and(|h| h.seq <= ack) {
+        // An ack of u64::MAX (nothing retired yet) acknowledges nothing.
+        let acked = |seq: u64| response.acked().is_some_and(|ack| seq <= ack);
+        while self.held.front().is_some_and(|h| acked(h.seq)) {
             if let Some(held) = self.held.pop_front() {
                 self.recycle(held);
             }
@@ -478,6 +479,23 @@ mod tests {
         assert_eq!(s.stats().retransmitted, 1);
         assert_eq!(s.stats().unavailable, 1);
         assert_eq!(s.stats().acked, 1);
+    }
+
+    #[test]
+    fn an_ack_of_u64_max_acknowledges_nothing_and_may_ask_for_0() {
+        let mut s = Sender::new(SenderConfig::default());
+        for seq in 0..=2 {
+            s.push(Instant::ZERO, &msg(seq)).unwrap();
+        }
+        assert_eq!(drain(&mut s).len(), 3);
+        // What libncrx sends with nothing retired and 0 missing.
+        let head = Response::parse(b"ncrx18446744073709551615 0").unwrap();
+        s.handle_response(Instant::ZERO, &head);
+        assert_eq!(s.unacked(), 3);
+        assert_eq!(s.stats().acked, 0);
+        assert_eq!(drain(&mut s), [msg(0)]);
+        s.handle_response(Instant::ZERO, &Response::parse(b"ncrx0").unwrap());
+        assert_eq!((s.unacked(), s.stats().acked), (2, 1));
     }
 
     #[test]

@@ -216,13 +216,19 @@ proptest! {
     /// next entry would not fit.
     #[test]
     fn response_round_trips(
-        ack in any::<u64>(),
+        ack in prop_oneof![any::<u64>(), Just(u64::MAX)],
         steps in prop::collection::vec(1u64..1_000_000_000, 0..400),
     ) {
         let mut missing = Vec::new();
         let mut seq = ack;
         for step in steps {
-            match seq.checked_add(step) {
+            // After an ack of u64::MAX (nothing retired), the list starts anywhere from 0.
+            let next = if seq == u64::MAX && missing.is_empty() {
+                Some(step - 1)
+            } else {
+                seq.checked_add(step)
+            };
+            match next {
                 Some(next) => { missing.push(next); seq = next; }
                 None => break,
             }
@@ -429,7 +435,10 @@ fn reference_response(packet: &[u8]) -> Result<(u64, Vec<u64>), ResponseError> {
                 .and_then(|v| v.checked_add(u64::from(digit - b'0')))
                 .ok_or(ResponseError::Overflow)?;
         }
-        if numbers.last().is_some_and(|&last| value <= last) {
+        // Each above the one before, except that an ack of u64::MAX (nothing retired)
+        // lets the list start at 0.
+        let wraps = numbers.len() == 1 && numbers[0] == u64::MAX;
+        if !wraps && numbers.last().is_some_and(|&last| value <= last) {
             return Err(ResponseError::NotAscending);
         }
         numbers.push(value);

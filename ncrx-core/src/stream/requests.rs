@@ -25,12 +25,9 @@ impl Stream {
         if !self.has_transmit() {
             return None;
         }
-        let Some(ack) = self.tail.checked_sub(1) else {
-            // Nothing retired yet at sequence 0: no ack can be expressed.
-            self.requests.clear();
-            self.ack_due = false;
-            return None;
-        };
+        // The last number retired; u64::MAX when nothing is (a fresh boot's head asked for
+        // from 0), as libncrx writes it: the sender then acknowledges nothing.
+        let ack = self.tail.wrapping_sub(1);
         // The runs asked for while the sender is not known to answer: one arriving shows it.
         let probing = self.answering == Answering::Unknown && self.tells_answering();
         let mut probed = core::mem::take(&mut self.probed);
@@ -108,10 +105,11 @@ impl Stream {
                 unique += 1;
             }
         }
-        // Only the ack itself can be at or below it (0, at a fresh boot's head).
-        let skip = seqs[..unique].partition_point(|&seq| seq <= ack);
-        if unique == skip && !self.ack_due {
-            // Everything asked for arrived or was retired meanwhile.
+        let skip = seqs[..unique].partition_point(|&seq| seq < self.tail);
+        if unique == skip && (!self.ack_due || self.tail == 0) {
+            // Everything asked for arrived or was retired meanwhile (and an ack that
+            // acknowledges nothing says nothing).
+            self.ack_due = false;
             return None;
         }
         let (len, fitted) = encode_response(ack, &seqs[skip..unique], buf)?;
@@ -176,17 +174,6 @@ impl Stream {
     #[inline]
     pub(super) fn request(&mut self, range: Range<u64>) {
         if self.requests.len() < self.config.slots && self.may_request() {
-            if self.tail == 0 && self.epoch_origin < self.epoch_start {
-                // At a fresh boot's head with 0 missing. A response cannot say "nothing
-                // retired" (its ack is a retired number, every number asked for is above
-                // it), so 0 can never be asked for: it is given up on now and acked (the
-                // sender forgets it), to ask for the numbers above it. Held any longer, it
-                // would only hold back the whole stream. (Not a sign that the sender does
-                // not answer: requests stay as frequent.)
-                let unanswered = self.gave_up_unanswered;
-                self.give_up(0, 1);
-                self.gave_up_unanswered = unanswered;
-            }
             self.requests.push_back(range);
         }
     }
