@@ -103,6 +103,8 @@ use crate::event::{Event, Output, RecordMeta, Restart, RestartReason};
 
 mod answering;
 mod delivered;
+#[cfg(test)]
+mod differential;
 mod out_of_order;
 mod pool;
 mod requests;
@@ -292,6 +294,9 @@ pub struct Stream {
     /// Every number of this epoch from here to the tail was delivered (none given up on):
     /// what the delivered bitmap would say beyond its reach once the ring shrank.
     delivered_since: u64,
+    /// The fast path's switch and count, for the differential test.
+    #[cfg(test)]
+    fast: differential::FastPath,
 }
 
 /// The ring position of `seq`: `seq % len`, a mask, every ring (records, runs, delivered
@@ -368,6 +373,8 @@ impl Stream {
             shrink_at: u64::MAX,
             disorder_at: Instant::ZERO,
             delivered_since: 0,
+            #[cfg(test)]
+            fast: differential::FastPath::default(),
         };
         stream.set_answering(Answering::Unknown);
         stream
@@ -669,6 +676,10 @@ impl Stream {
             (Some(release), Some(current)) => release != &current[..],
             _ => false,
         };
+        #[cfg(test)]
+        if self.fast.off {
+            return false;
+        }
         if !self.started
             || seq != self.head
             || self.tail != self.head
@@ -680,27 +691,28 @@ impl Stream {
         {
             return false;
         }
+        #[cfg(test)]
+        {
+            self.fast.taken += 1;
+        }
         self.stats.datagrams += 1;
         self.oos_history <<= 1;
         self.newest_ts = self.newest_ts.max(header.ts_usec);
         self.head = seq + 1;
-        self.tail = seq + 1;
         let meta = RecordMeta::of(header);
         let header_len = datagram.len() - body_len;
         match direct {
             Some(f) => f(Event::Record(meta.view(datagram, header_len))),
             None => self.out.record(meta, datagram, header_len, false),
         }
-        self.stats.delivered += 1;
-        // The head passes `seq`: its bit now says "delivered in this epoch".
-        self.mark_delivered(seq);
+        // Its slot says what the window's would after the record was placed and retired.
         let epoch = self.epoch;
         let slot = self.slot_mut(seq);
         slot.epoch = epoch;
         slot.seq = seq;
         slot.ts_usec = header.ts_usec;
         slot.state = SlotState::Delivered;
-        self.note_retired();
+        self.delivered_in_order(seq);
         if !self.requests_due.is_empty() {
             self.retire();
         }
@@ -1436,6 +1448,15 @@ impl Stream {
             }
             other => self.slot_mut(seq).state = other,
         }
+        self.delivered_in_order(seq);
+    }
+
+    /// The one in-order delivery: the record `seq` at the tail, its slot already marked
+    /// delivered, has just gone out as an [`Event::Record`] (from the fast path or from the
+    /// window). The tail passes it, its bit says "delivered in this epoch", an ack becomes
+    /// due.
+    #[inline]
+    fn delivered_in_order(&mut self, seq: u64) {
         self.stats.delivered += 1;
         self.mark_delivered(seq);
         self.tail = seq + 1;
