@@ -3,7 +3,8 @@
 //! captured UDP payloads byte for byte, in order.
 //!
 //! A sample (the `rig-spec-*` and `rig-long-*` records and their datagrams) lives in
-//! `tests/data/console`; the whole capture is used when `../shared/captures` exists.
+//! `tests/data/console`; the whole capture is used when `../shared/captures` exists (its absence
+//! skips that test with a note, and fails it under `CI=true`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -151,9 +152,10 @@ fn run_case(dir: &Path, kernel: &str) -> Outcome {
     outcome
 }
 
-fn run_all(root: &Path, layout: fn(&Path, &str) -> PathBuf) {
+/// Runs the case of each kernel, whose folder (`kmsg.raw`, `frames.pcap`) `dir_of` gives.
+fn run_all(dir_of: impl Fn(&str) -> PathBuf) {
     for kernel in ["linux-6.1", "linux-7.3"] {
-        let outcome = run_case(&layout(root, kernel), kernel);
+        let outcome = run_case(&dir_of(kernel), kernel);
         eprintln!(
             "{kernel}: {} records -> {} datagrams ({} multi-line, {} split at 1000 bytes, \
              {} cut by the console buffer), {} suppressed",
@@ -172,19 +174,23 @@ fn run_all(root: &Path, layout: fn(&Path, &str) -> PathBuf) {
 
 #[test]
 fn sample_in_repo() {
-    run_all(&crate_dir().join("tests/data/console"), |root, kernel| {
-        root.join(kernel)
-    });
+    run_all(|kernel| crate_dir().join("tests/data/console").join(kernel));
 }
 
 #[test]
 fn full_captures_when_present() {
-    let root = crate_dir().join("../../shared/captures");
-    if !root.exists() {
-        eprintln!("skipped: {} not found", root.display());
+    let captures = testkit::captures_or_skip();
+    if captures.is_empty() {
         return;
     }
-    run_all(&root, |root, kernel| root.join(kernel).join("plain"));
+    run_all(|kernel| {
+        captures
+            .iter()
+            .find(|capture| capture.kernel == kernel && capture.case == "plain")
+            .unwrap_or_else(|| panic!("no {kernel}/plain capture"))
+            .dir
+            .clone()
+    });
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! it with the builder from the parsed fields and payload gives back every byte.
 //!
 //! The sample in `tests/data/` always runs; the full captures run too when `../shared/captures`
-//! is beside the workspace.
+//! is beside the workspace (their absence skips that test with a note, and fails it under
+//! `CI=true`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -151,9 +152,8 @@ fn sample_frames_rebuild_byte_for_byte() {
 
 #[test]
 fn all_captured_frames_rebuild_byte_for_byte() {
-    let captures = testkit::captures();
+    let captures = testkit::captures_or_skip();
     if captures.is_empty() {
-        eprintln!("skipped: ../shared/captures is not present");
         return;
     }
     for capture in &captures {

@@ -2,7 +2,9 @@
 //!
 //! - [`captures`]: every capture folder under `shared/captures` beside the workspace
 //!   (`<kernel>/<case>/frames.pcap` with its `kmsg.raw`), found by walking the folder, so a
-//!   capture added there is checked by every test without a change here.
+//!   capture added there is checked by every test without a change here;
+//!   [`captures_or_skip`] for the tests of the whole set: absent captures skip them with a
+//!   note, but fail them under `CI=true`.
 //! - [`read_pcap`]: the packets of a classic pcap file with their timestamps.
 //! - [`kmsg_records`]: the records of a `kmsg.raw` file (separated by one 0x1e byte).
 //! - [`workload_texts`]: the long texts the captures' workload wrote to `/dev/kmsg`, which
@@ -31,8 +33,13 @@ use std::time::Duration;
 /// The `shared/captures` folder beside the workspace, if it is there.
 #[must_use]
 pub fn shared_captures() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
+    let dir = shared_captures_path();
     dir.is_dir().then_some(dir)
+}
+
+/// Where [`shared_captures`] looks: `shared/captures` beside the workspace.
+fn shared_captures_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures")
 }
 
 /// The capture folders every test knew of when it was written. [`captures`] returns these and
@@ -100,6 +107,28 @@ pub fn captures() -> Vec<Capture> {
         );
     }
     found
+}
+
+/// [`captures`] for a test that checks the whole set. When `shared/captures` is not beside the
+/// workspace the list is empty and a line on stderr says the checks were skipped, except under
+/// `CI=true`, where the captures are expected: there the test fails instead of passing without
+/// having checked anything.
+///
+/// # Panics
+/// Under `CI=true` when the folder is absent; and as [`captures`] does.
+#[must_use]
+#[track_caller]
+pub fn captures_or_skip() -> Vec<Capture> {
+    if shared_captures().is_none() {
+        let expected = shared_captures_path();
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {} is not there: the checks against the kernel captures cannot run",
+            expected.display()
+        );
+        eprintln!("skipped: {} not found", expected.display());
+    }
+    captures()
 }
 
 /// Every `<kernel>/<case>` folder under `root` that holds a `frames.pcap`, sorted.
