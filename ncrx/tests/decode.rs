@@ -1,6 +1,7 @@
 //! `ncrx decode` on real kernel captures outputs exactly the records of the kernel's own
-//! `/dev/kmsg` (`kmsg.raw`): every JSON record, written back in printk's format (SPEC.md
-//! section 2: header, `\xNN` escapes, `\n`, ` KEY=VALUE\n` lines), gives the kernel's record
+//! `/dev/kmsg` (`kmsg.raw`): every JSON record, written back in printk's format (header,
+//! `\xNN` escapes, `\n`, ` KEY=VALUE\n` lines, as `info_print_ext_header`, `msg_add_ext_text`
+//! and `msg_add_dict_text` in `kernel/printk/printk.c` write them), gives the kernel's record
 //! byte for byte, in the same order, none missing.
 
 mod common;

@@ -117,7 +117,8 @@ fn every_byte_in_the_header(template: &[u8], with_release: bool) -> (u32, u32, u
                 Field::Prefix if digit => {
                     let text = field_text(&mutated, position);
                     let prefix: u32 = std::str::from_utf8(text).unwrap().parse().unwrap();
-                    // Level 0..7 and facility 0..31 (SPEC.md 2): a larger prefix is an error.
+                    // The prefix is (facility << 3) | level, printk's `info_print_ext_header`:
+                    // level 0..7 and facility 0..31, so a prefix of 256 or more is an error.
                     if prefix < 256 {
                         let header = header.expect("a prefix below 256 parses");
                         assert_eq!(u32::from(header.level), prefix & 7);

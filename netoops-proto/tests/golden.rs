@@ -1,6 +1,8 @@
-//! Golden packets written out by hand from the tables of SPEC.md section 4 (not produced by
-//! our encoder nor laid out by our zerocopy types), compared both ways: parsed field by
-//! field, and byte for byte against what the encoder writes for the same dump.
+//! Golden packets written out by hand, byte by byte at the offsets of the kernel's packed
+//! little-endian header (version 2 of Mike Waychison's netoops patch: 217 bytes; version 3 of
+//! the series' final form: 216 bytes, then the x86 arch data), not produced by our encoder nor
+//! laid out by our zerocopy types, and compared both ways: parsed field by field, and byte for
+//! byte against what the encoder writes for the same dump.
 
 use netoops_proto::{
     DumpEncoder, DumpMeta, DumpType, Packet, PtRegs, V3Fields, Version, X86ArchData,
