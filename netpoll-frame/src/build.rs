@@ -1,34 +1,5 @@
-//! Writing whole frames exactly as `netpoll_send_udp` does.
-//!
-//! A [`FrameBuilder`] is configured once per target ([`FrameConfig`]): addresses, ports, an
-//! optional 802.1Q tag, the IPv4 identification policy and the UDP checksum policy. It lays out
-//! the constant part of the headers and the constant part of both checksums once; building a
-//! frame then copies the payload into the caller's buffer while it sums it (one pass over the
-//! payload), copies the header template in front of it and fills in the lengths, the id and the
-//! two checksums, each from its precomputed part and the per-frame values. Nothing is allocated.
-//!
-//! The values are the kernel's: IPv4 version 4, IHL 5, tos 0, DF clear, fragment offset 0,
-//! ttl 64, protocol 17; IPv6 traffic class 0, flow label 0, hop limit 32, next header 17; a UDP
-//! checksum that comes out as 0 is sent as `0xFFFF` (`CSUM_MANGLED_0`).
-//!
-//! ```
-//! use netpoll_frame::{FrameBuilder, FrameConfig, IpIdPolicy, MacAddr};
-//!
-//! let mut config = FrameConfig::new("192.0.2.1".parse()?, "192.0.2.2".parse()?);
-//! config.source_mac = "52:54:00:12:34:56".parse()?;
-//! config.destination_mac = "52:54:00:12:34:57".parse()?;
-//! config.ip_id = IpIdPolicy::Counter { next: 1 };
-//! let mut builder = FrameBuilder::new(&config)?;
-//!
-//! let mut frame = [0u8; 1514];
-//! let len = builder.build(b"6,1,2,-;hello\n", &mut frame)?;
-//! assert_eq!(len, 14 + 20 + 8 + 14);
-//! let parsed = netpoll_frame::Frame::parse(&frame[..len])?;
-//! assert_eq!(parsed.payload(), b"6,1,2,-;hello\n");
-//! assert_eq!(parsed.source().port(), 6665);
-//! assert_eq!(builder.next_ip_id(), Some(2));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Writing whole frames exactly as `netpoll_send_udp` does: [`FrameBuilder`], configured by
+//! a [`FrameConfig`].
 
 use core::net::IpAddr;
 
@@ -157,7 +128,37 @@ pub enum BuildError {
     },
 }
 
-/// Builds the frames of one target. See the [module documentation](self).
+/// Writes whole frames exactly as `netpoll_send_udp` does.
+///
+/// A builder is configured once per target ([`FrameConfig`]): addresses, ports, an
+/// optional 802.1Q tag, the IPv4 identification policy and the UDP checksum policy. It lays out
+/// the constant part of the headers and the constant part of both checksums once; building a
+/// frame then copies the payload into the caller's buffer while it sums it (one pass over the
+/// payload), copies the header template in front of it and fills in the lengths, the id and the
+/// two checksums, each from its precomputed part and the per-frame values. Nothing is allocated.
+///
+/// The values are the kernel's: IPv4 version 4, IHL 5, tos 0, DF clear, fragment offset 0,
+/// ttl 64, protocol 17; IPv6 traffic class 0, flow label 0, hop limit 32, next header 17; a UDP
+/// checksum that comes out as 0 is sent as `0xFFFF` (`CSUM_MANGLED_0`).
+///
+/// ```
+/// use netpoll_frame::{FrameBuilder, FrameConfig, IpIdPolicy, MacAddr};
+///
+/// let mut config = FrameConfig::new("192.0.2.1".parse()?, "192.0.2.2".parse()?);
+/// config.source_mac = "52:54:00:12:34:56".parse()?;
+/// config.destination_mac = "52:54:00:12:34:57".parse()?;
+/// config.ip_id = IpIdPolicy::Counter { next: 1 };
+/// let mut builder = FrameBuilder::new(&config)?;
+///
+/// let mut frame = [0u8; 1514];
+/// let len = builder.build(b"6,1,2,-;hello\n", &mut frame)?;
+/// assert_eq!(len, 14 + 20 + 8 + 14);
+/// let parsed = netpoll_frame::Frame::parse(&frame[..len])?;
+/// assert_eq!(parsed.payload(), b"6,1,2,-;hello\n");
+/// assert_eq!(parsed.source().port(), 6665);
+/// assert_eq!(builder.next_ip_id(), Some(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct FrameBuilder {
     /// The headers with every per-frame field zero.

@@ -28,10 +28,10 @@
 #![forbid(unsafe_code)]
 
 mod addr;
-pub mod build;
+mod build;
 pub mod checksum;
-pub mod parse;
-pub mod time;
+mod parse;
+mod time;
 pub mod wire;
 
 pub use addr::{MacAddr, MacAddrParseError, VlanTag};

@@ -1,31 +1,5 @@
-//! Reading a frame back: a borrowed, verified view of one UDP datagram in an Ethernet frame.
-//!
-//! [`Frame::parse`] walks Ethernet II, up to two VLAN tags (802.1Q, or 802.1ad outside
-//! 802.1Q), IPv4 (options included) or IPv6 (hop-by-hop, routing with no segments left, and
-//! destination options headers skipped), and UDP. It verifies the IPv4 header checksum and the
-//! UDP checksum (0 = "not computed" is accepted on IPv4 and rejected on IPv6; with
-//! [`ChecksumPolicy::AllowUnfilled`], also a checksum a sender's checksum offload left
-//! unfilled, see [`UdpChecksumStatus`]), bounds the
-//! payload by the IP and UDP lengths (so Ethernet padding of short frames is ignored), and
-//! rejects IP fragments, truncation and inconsistent lengths with a [`ParseError`] naming what
-//! is wrong. The layouts are drawn in [`crate::wire`].
-//!
-//! ```
-//! use netpoll_frame::{Frame, IpInfo};
-//!
-//! // A frame from a Linux 7.3 capture: "6,0,0,-;..." would be longer; this one is short.
-//! let mut builder = netpoll_frame::FrameBuilder::new(&netpoll_frame::FrameConfig::new(
-//!     "2001:db8::1".parse()?,
-//!     "2001:db8::2".parse()?,
-//! ))?;
-//! let mut buf = [0u8; 128];
-//! let len = builder.build(b"hi\n", &mut buf)?;
-//! let frame = Frame::parse(&buf[..len])?;
-//! assert_eq!(frame.payload(), b"hi\n");
-//! assert_eq!(frame.destination().to_string(), "[2001:db8::2]:6666");
-//! assert!(matches!(frame.ip(), IpInfo::V6 { hop_limit: 32, .. }));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Reading a frame back: [`Frame`], a borrowed, verified view of one UDP datagram in an
+//! Ethernet frame.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -206,6 +180,33 @@ pub enum IpInfo {
 }
 
 /// A verified UDP frame, borrowing its payload from the parsed bytes.
+///
+/// [`Frame::parse`] walks Ethernet II, up to two VLAN tags (802.1Q, or 802.1ad outside
+/// 802.1Q), IPv4 (options included) or IPv6 (hop-by-hop, routing with no segments left, and
+/// destination options headers skipped), and UDP. It verifies the IPv4 header checksum and the
+/// UDP checksum (0 = "not computed" is accepted on IPv4 and rejected on IPv6; with
+/// [`ChecksumPolicy::AllowUnfilled`], also a checksum a sender's checksum offload left
+/// unfilled, see [`UdpChecksumStatus`]), bounds the payload by the IP and UDP lengths (so
+/// Ethernet padding of short frames is ignored), and rejects IP fragments, truncation and
+/// inconsistent lengths with a [`ParseError`] naming what is wrong. The layouts are drawn in
+/// [`crate::wire`].
+///
+/// ```
+/// use netpoll_frame::{Frame, IpInfo};
+///
+/// // A frame from a Linux 7.3 capture: "6,0,0,-;..." would be longer; this one is short.
+/// let mut builder = netpoll_frame::FrameBuilder::new(&netpoll_frame::FrameConfig::new(
+///     "2001:db8::1".parse()?,
+///     "2001:db8::2".parse()?,
+/// ))?;
+/// let mut buf = [0u8; 128];
+/// let len = builder.build(b"hi\n", &mut buf)?;
+/// let frame = Frame::parse(&buf[..len])?;
+/// assert_eq!(frame.payload(), b"hi\n");
+/// assert_eq!(frame.destination().to_string(), "[2001:db8::2]:6666");
+/// assert!(matches!(frame.ip(), IpInfo::V6 { hop_limit: 32, .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
     destination_mac: MacAddr,

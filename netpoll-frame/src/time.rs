@@ -1,28 +1,29 @@
-//! Time as a value: the one clock type shared by every sans-IO state machine of this project.
-//!
-//! The protocol crates never read a clock. The caller passes the current time in as an
-//! [`Instant`], a count of nanoseconds since an epoch of the caller's choosing (boot, the start
-//! of a simulation, the first packet of a capture). Only differences between instants matter,
-//! so a simulation can run at any speed and a replay reproduces a run exactly.
-//!
-//! ```
-//! use core::time::Duration;
-//! use netpoll_frame::Instant;
-//!
-//! let start = Instant::from_millis(1_000);
-//! let deadline = start + Duration::from_millis(200);
-//! assert_eq!(deadline.as_nanos(), 1_200_000_000);
-//! assert_eq!(deadline - start, Duration::from_millis(200));
-//! assert_eq!(start.saturating_duration_since(deadline), Duration::ZERO);
-//! ```
+//! Time as a value: [`Instant`].
 
 use core::ops::{Add, AddAssign, Sub};
 use core::time::Duration;
 
-/// A monotonic point in time: nanoseconds since the caller's epoch.
+/// A monotonic point in time: nanoseconds since the caller's epoch. The one clock type shared
+/// by every sans-IO state machine of this project.
+///
+/// The protocol crates never read a clock. The caller passes the current time in, counted
+/// from an epoch of its choosing (boot, the start of a simulation, the first packet of a
+/// capture). Only differences between instants matter, so a simulation can run at any speed
+/// and a replay reproduces a run exactly.
 ///
 /// Arithmetic saturates at the ends of the range instead of panicking, so a hostile or
 /// careless input (a timestamp near `u64::MAX`) cannot crash a state machine.
+///
+/// ```
+/// use core::time::Duration;
+/// use netpoll_frame::Instant;
+///
+/// let start = Instant::from_millis(1_000);
+/// let deadline = start + Duration::from_millis(200);
+/// assert_eq!(deadline.as_nanos(), 1_200_000_000);
+/// assert_eq!(deadline - start, Duration::from_millis(200));
+/// assert_eq!(start.saturating_duration_since(deadline), Duration::ZERO);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Instant(u64);
 
