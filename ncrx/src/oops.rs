@@ -12,10 +12,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use netoops_proto::meta::USER_BLOB_LEN;
 use netoops_proto::{
     Collector, CollectorConfig, Dump, DumpEncoder, DumpMeta, DumpStatus, DumpType, Event, PtRegs,
-    V3Fields, X86ArchData, netoops_frame_config,
+    USER_BLOB_LEN, V3Fields, X86ArchData, netoops_frame_config,
 };
 use netpoll_frame::{FrameBuilder, Instant};
 use pcap_file::pcap::{PcapPacket, PcapWriter};

@@ -1,42 +1,4 @@
-//! The collector: rebuilds dumps from netoops traffic, sans-IO.
-//!
-//! Feed it every datagram with the time it arrived and where it came from
-//! ([`Collector::handle_datagram`]), call [`Collector::handle_timeout`] at
-//! [`Collector::poll_timeout`], and drain [`Collector::poll_event`]. It never reads a clock,
-//! and the same inputs always give the same outputs.
-//!
-//! What it does:
-//! - Dumps are told apart by `(source, dump_id)`; the source is any ordered type of the
-//!   caller's (a socket address, a host name, an index).
-//! - Each packet is placed by `packet_no`. A packet already held (the second and third
-//!   passes) is a duplicate and is dropped after checking that its bytes are the same.
-//! - A packet that contradicts the dump it claims to belong to (same `packet_no` with other
-//!   data, or other metadata or `packet_count`) is reported as
-//!   [`CollectError::Contradiction`] and not merged.
-//! - As soon as every packet of a dump is in, it is emitted as a complete [`Dump`]: the log in
-//!   its original byte order with the zero padding removed, and the metadata. The dump is then
-//!   remembered (metadata only) for [`CollectorConfig::timeout`] after its last packet so that
-//!   the later passes are recognised as [`Received::AfterComplete`] and not taken for a new
-//!   dump. Their metadata is still checked (a mismatch is a contradiction); their data is
-//!   not compared any more.
-//! - A dump that receives nothing for [`CollectorConfig::timeout`] is emitted as a partial
-//!   dump naming its missing packets ([`DumpStatus::TimedOut`]); if a packet of it turns up
-//!   later, it starts a new dump. When a new dump arrives while
-//!   [`CollectorConfig::max_dumps`] are in flight, the one with the earliest deadline is
-//!   emitted partial ([`DumpStatus::Evicted`]) to make room.
-//!
-//! Padding: only the tail chunk of each log segment is padded, but a receiver does not know
-//! where the older segment ends (`packet_count` is the only count sent). The kernel's log
-//! buffer holds text, never a NUL byte, so trailing zero bytes of every chunk are taken as
-//! padding and removed. The all-zero chunk the kernel sends for a segment that is an exact
-//! multiple of 1024 bytes therefore contributes nothing (its bytes never left the machine;
-//! see [`crate::encoder`]).
-//!
-//! Memory: at most [`CollectorConfig::max_dumps`] dumps in flight, each holding
-//! `packet_count × 1025` bytes plus a fixed part, `packet_count` at most
-//! [`CollectorConfig::max_packets_per_dump`]; at most [`CollectorConfig::max_completed`]
-//! remembered dumps of a few hundred bytes each. Emitted dumps wait in the event queue until
-//! the caller takes them. Only the first packet of a dump allocates.
+//! The collector: [`Collector`] rebuilds dumps from netoops traffic, sans-IO.
 
 use crate::DATA_BYTES;
 use crate::meta::DumpMeta;
@@ -326,9 +288,45 @@ struct Completed {
     order: u64,
 }
 
-/// Rebuilds netoops dumps from datagrams; `S` names a source.
+/// Rebuilds netoops dumps from datagrams, sans-IO; `S` names a source.
 ///
-/// See the [module documentation](self) for the rules.
+/// Feed it every datagram with the time it arrived and where it came from
+/// ([`Collector::handle_datagram`]), call [`Collector::handle_timeout`] at
+/// [`Collector::poll_timeout`], and drain [`Collector::poll_event`]. It never reads a clock,
+/// and the same inputs always give the same outputs.
+///
+/// What it does:
+/// - Dumps are told apart by `(source, dump_id)`; the source is any ordered type of the
+///   caller's (a socket address, a host name, an index).
+/// - Each packet is placed by `packet_no`. A packet already held (the second and third
+///   passes) is a duplicate and is dropped after checking that its bytes are the same.
+/// - A packet that contradicts the dump it claims to belong to (same `packet_no` with other
+///   data, or other metadata or `packet_count`) is reported as
+///   [`CollectError::Contradiction`] and not merged.
+/// - As soon as every packet of a dump is in, it is emitted as a complete [`Dump`]: the log in
+///   its original byte order with the zero padding removed, and the metadata. The dump is then
+///   remembered (metadata only) for [`CollectorConfig::timeout`] after its last packet so that
+///   the later passes are recognised as [`Received::AfterComplete`] and not taken for a new
+///   dump. Their metadata is still checked (a mismatch is a contradiction); their data is
+///   not compared any more.
+/// - A dump that receives nothing for [`CollectorConfig::timeout`] is emitted as a partial
+///   dump naming its missing packets ([`DumpStatus::TimedOut`]); if a packet of it turns up
+///   later, it starts a new dump. When a new dump arrives while
+///   [`CollectorConfig::max_dumps`] are in flight, the one with the earliest deadline is
+///   emitted partial ([`DumpStatus::Evicted`]) to make room.
+///
+/// Padding: only the tail chunk of each log segment is padded, but a receiver does not know
+/// where the older segment ends (`packet_count` is the only count sent). The kernel's log
+/// buffer holds text, never a NUL byte, so trailing zero bytes of every chunk are taken as
+/// padding and removed. The all-zero chunk the kernel sends for a segment that is an exact
+/// multiple of 1024 bytes therefore contributes nothing (its bytes never left the machine;
+/// see [`DumpEncoder`](crate::DumpEncoder)).
+///
+/// Memory: at most [`CollectorConfig::max_dumps`] dumps in flight, each holding
+/// `packet_count × 1025` bytes plus a fixed part, `packet_count` at most
+/// [`CollectorConfig::max_packets_per_dump`]; at most [`CollectorConfig::max_completed`]
+/// remembered dumps of a few hundred bytes each. Emitted dumps wait in the event queue until
+/// the caller takes them. Only the first packet of a dump allocates.
 #[derive(Debug)]
 pub struct Collector<S> {
     config: CollectorConfig,

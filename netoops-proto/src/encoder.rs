@@ -1,58 +1,5 @@
-//! The dump encoder: every packet of a dump, byte for byte and in the order the kernel sends
-//! them.
-//!
-//! # What the kernel does (`netoops()` and `netoops_send_segment()` in the seed patch)
-//!
-//! `kmsg_dump` hands the dumper the log buffer as two segments, `s1` (the older bytes) and
-//! `s2` (the newer ones); the log in order is `s1` followed by `s2`. With `N = 1024`
-//! (`NETOOPS_DATA_BYTES`):
-//!
-//! 1. Each segment of `l` bytes is cut into `ceil(l / N)` chunks; an empty segment has none.
-//!    `packet_count` is the sum over both segments (`c1 + c2`), the same in every packet.
-//! 2. The header is zeroed once, filled once (`packet_no` apart) and reused for every packet,
-//!    so all header bytes except `packet_no` are the same across the dump.
-//! 3. Three passes (`NETOOPS_RETRANSMIT_COUNT`) send the same packets again, identical byte
-//!    for byte.
-//! 4. Within a pass the second segment goes first, then the first segment (numbered from
-//!    `c2` on). Within a segment the chunks go from last to first: chunk `i` of a segment of
-//!    `c` chunks gets `packet_no = (c - 1 - i) + offset`. So in every pass `packet_no` runs
-//!    0, 1, ..., `packet_count - 1` in send order, packet 0 carries the newest bytes (the
-//!    tail of `s2`), and reading packets from `packet_count - 1` down to 0 gives the log in
-//!    order.
-//! 5. The tail chunk of a segment (the first one sent) copies `l % N` bytes and zero-fills
-//!    the rest of the data. When `l` is an exact multiple of 1024 that is **zero bytes**: the
-//!    kernel sends an all-zero chunk in place of the segment's last 1024 bytes, which never
-//!    leave the machine. Every other chunk carries 1024 log bytes.
-//!
-//! Example: `s1` = 1024 bytes, `s2` = 2500 bytes, `packet_count` = 1 + 3 = 4; each pass sends
-//! packet 0 = `s2[2048..2500]` + 572 zero bytes, packet 1 = `s2[1024..2048]`,
-//! packet 2 = `s2[0..1024]`, packet 3 = 1024 zero bytes (the whole of `s1` is lost).
-//!
-//! [`DumpEncoder`] reproduces all of this. It writes each packet into a caller's buffer and
-//! allocates nothing. With [`DumpEncoder::write_next_frame`] each packet goes out wrapped in a
-//! whole netpoll frame (Ethernet, IPv4 or IPv6, UDP) by a [`FrameBuilder`];
-//! [`netoops_frame_config`] sets up a target the way netoops does (port 2004 both ways, UDP
-//! checksum 0 on IPv4).
-//!
-//! ```
-//! use netoops_proto::{DumpEncoder, DumpMeta, DumpType, Packet};
-//!
-//! let meta = DumpMeta::v2(0x2a, DumpType::PrintkBuffer, b"2.6.37");
-//! let older = vec![b'a'; 1500];
-//! let newer = b"Kernel panic - not syncing: Fatal exception\n";
-//! let mut encoder = DumpEncoder::new(&meta, &older, newer)?;
-//! assert_eq!(encoder.packet_count(), 3);
-//! assert_eq!(encoder.len(), 9); // three passes
-//!
-//! let mut buf = [0u8; 1500];
-//! let mut sent = Vec::new();
-//! while let Some(len) = encoder.write_next(&mut buf)? {
-//!     let packet = Packet::parse(&buf[..len]).expect("our own packet parses");
-//!     sent.push(packet.packet_no());
-//! }
-//! assert_eq!(sent, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
-//! # Ok::<(), netoops_proto::EncodeError>(())
-//! ```
+//! The dump encoder: [`DumpEncoder`] writes every packet of a dump, byte for byte and in the
+//! order the kernel sends them.
 
 use crate::meta::DumpMeta;
 use crate::wire::{
@@ -66,10 +13,10 @@ use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32};
 
 /// The longest header (and arch data) this encoder writes: version 3 on x86_64.
-pub const MAX_HEADER_LEN: usize = HEADER_V3_LEN + ARCH_DATA_X86_64_LEN;
+pub(crate) const MAX_HEADER_LEN: usize = HEADER_V3_LEN + ARCH_DATA_X86_64_LEN;
 
 /// The largest `packet_count` the kernel can send (it counts packets in a C `int`).
-pub const MAX_PACKET_COUNT: u32 = i32::MAX as u32;
+pub(crate) const MAX_PACKET_COUNT: u32 = i32::MAX as u32;
 
 /// Why a dump or one of its packets cannot be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -102,7 +49,61 @@ pub enum EncodeError {
     },
 }
 
-/// Writes the packets of one dump, in the kernel's order, into caller buffers.
+/// Writes every packet of one dump into caller buffers, byte for byte and in the order the
+/// kernel sends them.
+///
+/// # What the kernel does (`netoops()` and `netoops_send_segment()` in the seed patch)
+///
+/// `kmsg_dump` hands the dumper the log buffer as two segments, `s1` (the older bytes) and
+/// `s2` (the newer ones); the log in order is `s1` followed by `s2`. With `N = 1024`
+/// (`NETOOPS_DATA_BYTES`):
+///
+/// 1. Each segment of `l` bytes is cut into `ceil(l / N)` chunks; an empty segment has none.
+///    `packet_count` is the sum over both segments (`c1 + c2`), the same in every packet.
+/// 2. The header is zeroed once, filled once (`packet_no` apart) and reused for every packet,
+///    so all header bytes except `packet_no` are the same across the dump.
+/// 3. Three passes (`NETOOPS_RETRANSMIT_COUNT`) send the same packets again, identical byte
+///    for byte.
+/// 4. Within a pass the second segment goes first, then the first segment (numbered from
+///    `c2` on). Within a segment the chunks go from last to first: chunk `i` of a segment of
+///    `c` chunks gets `packet_no = (c - 1 - i) + offset`. So in every pass `packet_no` runs
+///    0, 1, ..., `packet_count - 1` in send order, packet 0 carries the newest bytes (the
+///    tail of `s2`), and reading packets from `packet_count - 1` down to 0 gives the log in
+///    order.
+/// 5. The tail chunk of a segment (the first one sent) copies `l % N` bytes and zero-fills
+///    the rest of the data. When `l` is an exact multiple of 1024 that is **zero bytes**: the
+///    kernel sends an all-zero chunk in place of the segment's last 1024 bytes, which never
+///    leave the machine. Every other chunk carries 1024 log bytes.
+///
+/// Example: `s1` = 1024 bytes, `s2` = 2500 bytes, `packet_count` = 1 + 3 = 4; each pass sends
+/// packet 0 = `s2[2048..2500]` + 572 zero bytes, packet 1 = `s2[1024..2048]`,
+/// packet 2 = `s2[0..1024]`, packet 3 = 1024 zero bytes (the whole of `s1` is lost).
+///
+/// The encoder reproduces all of this. It writes each packet into a caller's buffer and
+/// allocates nothing. With [`DumpEncoder::write_next_frame`] each packet goes out wrapped in a
+/// whole netpoll frame (Ethernet, IPv4 or IPv6, UDP) by a [`FrameBuilder`];
+/// [`netoops_frame_config`] sets up a target the way netoops does (port 2004 both ways, UDP
+/// checksum 0 on IPv4).
+///
+/// ```
+/// use netoops_proto::{DumpEncoder, DumpMeta, DumpType, Packet};
+///
+/// let meta = DumpMeta::v2(0x2a, DumpType::PrintkBuffer, b"2.6.37");
+/// let older = vec![b'a'; 1500];
+/// let newer = b"Kernel panic - not syncing: Fatal exception\n";
+/// let mut encoder = DumpEncoder::new(&meta, &older, newer)?;
+/// assert_eq!(encoder.packet_count(), 3);
+/// assert_eq!(encoder.len(), 9); // three passes
+///
+/// let mut buf = [0u8; 1500];
+/// let mut sent = Vec::new();
+/// while let Some(len) = encoder.write_next(&mut buf)? {
+///     let packet = Packet::parse(&buf[..len]).expect("our own packet parses");
+///     sent.push(packet.packet_no());
+/// }
+/// assert_eq!(sent, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+/// # Ok::<(), netoops_proto::EncodeError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct DumpEncoder<'a> {
     header: [u8; MAX_HEADER_LEN],

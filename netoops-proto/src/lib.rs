@@ -49,10 +49,10 @@
 extern crate alloc;
 
 #[cfg(feature = "alloc")]
-pub mod collector;
-pub mod encoder;
-pub mod meta;
-pub mod packet;
+mod collector;
+mod encoder;
+mod meta;
+mod packet;
 pub mod wire;
 
 #[cfg(feature = "alloc")]
@@ -61,7 +61,10 @@ pub use collector::{
     Event, Received,
 };
 pub use encoder::{DumpEncoder, EncodeError, netoops_frame_config};
-pub use meta::{ARCH_X86, DumpMeta, DumpType, PtRegs, V3Fields, Version, X86ArchData};
+pub use meta::{
+    ARCH_X86, DumpMeta, DumpType, KERNEL_VERSION_LEN, PtRegs, USER_BLOB_LEN, V3Fields, Version,
+    X86ArchData,
+};
 pub use packet::{Packet, ParseError};
 
 /// Log bytes in every packet (`NETOOPS_DATA_BYTES`).

@@ -1,39 +1,4 @@
-//! A checked, borrowed view of one netoops packet (either version).
-//!
-//! [`Packet::parse`] dispatches on `version`, trusts the offsets the packet carries
-//! (`header_size`, or `arch_offset` and `data_offset`) over its own idea of the layout, and
-//! rejects with a [`ParseError`] anything it cannot read safely: a datagram too short for its
-//! header, offsets outside the datagram, an unknown version or type, `packet_no` not below
-//! `packet_count`. After a successful parse no accessor can fail or panic.
-//!
-//! The layouts are drawn in [`crate::wire`].
-//!
-//! ```
-//! use netoops_proto::{Packet, ParseError, Version};
-//!
-//! let mut datagram = [0u8; 1241];
-//! datagram[0] = 2; // version 2
-//! datagram[2] = 217; // header_size
-//! datagram[4] = 2; // arch x86
-//! datagram[6] = 0x34; // dump_id 0x1234
-//! datagram[7] = 0x12;
-//! datagram[8] = 1; // type: oops / panic
-//! datagram[10] = 3; // packet_count 3
-//! datagram[14] = 1; // packet_no 1
-//! datagram[217] = b'<';
-//! let packet = Packet::parse(&datagram)?;
-//! assert_eq!(packet.version(), Version::V2);
-//! assert_eq!(packet.dump_id(), 0x1234);
-//! assert_eq!((packet.packet_no(), packet.packet_count()), (1, 3));
-//! assert_eq!(packet.data()[0], b'<');
-//!
-//! datagram[14] = 3; // packet_no 3 of 3
-//! assert_eq!(
-//!     Packet::parse(&datagram),
-//!     Err(ParseError::PacketNo { packet_no: 3, packet_count: 3 })
-//! );
-//! # Ok::<(), ParseError>(())
-//! ```
+//! A checked, borrowed view of one netoops packet (either version): [`Packet`].
 
 use crate::DATA_BYTES;
 use crate::meta::{ARCH_X86, DumpMeta, DumpType, PtRegs, V3Fields, Version, X86ArchData};
@@ -93,7 +58,42 @@ pub enum ParseError {
     },
 }
 
-/// One netoops packet, checked, borrowing the datagram.
+/// One netoops packet (either version), checked, borrowing the datagram.
+///
+/// [`Packet::parse`] dispatches on `version`, trusts the offsets the packet carries
+/// (`header_size`, or `arch_offset` and `data_offset`) over its own idea of the layout, and
+/// rejects with a [`ParseError`] anything it cannot read safely: a datagram too short for its
+/// header, offsets outside the datagram, an unknown version or type, `packet_no` not below
+/// `packet_count`. After a successful parse no accessor can fail or panic.
+///
+/// The layouts are drawn in [`crate::wire`].
+///
+/// ```
+/// use netoops_proto::{Packet, ParseError, Version};
+///
+/// let mut datagram = [0u8; 1241];
+/// datagram[0] = 2; // version 2
+/// datagram[2] = 217; // header_size
+/// datagram[4] = 2; // arch x86
+/// datagram[6] = 0x34; // dump_id 0x1234
+/// datagram[7] = 0x12;
+/// datagram[8] = 1; // type: oops / panic
+/// datagram[10] = 3; // packet_count 3
+/// datagram[14] = 1; // packet_no 1
+/// datagram[217] = b'<';
+/// let packet = Packet::parse(&datagram)?;
+/// assert_eq!(packet.version(), Version::V2);
+/// assert_eq!(packet.dump_id(), 0x1234);
+/// assert_eq!((packet.packet_no(), packet.packet_count()), (1, 3));
+/// assert_eq!(packet.data()[0], b'<');
+///
+/// datagram[14] = 3; // packet_no 3 of 3
+/// assert_eq!(
+///     Packet::parse(&datagram),
+///     Err(ParseError::PacketNo { packet_no: 3, packet_count: 3 })
+/// );
+/// # Ok::<(), ParseError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet<'a> {
     bytes: &'a [u8],
