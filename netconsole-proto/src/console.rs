@@ -166,10 +166,7 @@ pub fn console_prefix(
     }
     if options.caller {
         if let Some(caller) = record.caller {
-            let (letter, id) = match caller {
-                Caller::Task(pid) => (b'T', pid),
-                Caller::Cpu(cpu) => (b'C', cpu),
-            };
+            let (letter, id) = caller.parts();
             // The kernel keeps 31 bits of id; "%c%u" then right-aligned in six columns.
             let id = u64::from(id & 0x7fff_ffff);
             let mut digits = 1;

@@ -265,10 +265,7 @@ pub fn format_kmsg(record: &KmsgRecord<'_>, out: &mut [u8]) -> usize {
     header.push(Decimal::new(record.ts_usec).as_bytes());
     header.push(&[b',', record.flag.as_byte()]);
     if let Some(caller) = record.caller {
-        let (kind, n) = match caller {
-            Caller::Task(n) => (b'T', n),
-            Caller::Cpu(n) => (b'C', n),
-        };
+        let (kind, n) = caller.parts();
         header.push(b",caller=");
         header.push(&[kind]);
         header.push(Decimal::new(u64::from(n)).as_bytes());

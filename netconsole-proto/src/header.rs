@@ -58,6 +58,14 @@ impl Flag {
         }
     }
 
+    /// The flag for a whole header field: exactly one of `-`, `c`, `+`.
+    pub(crate) const fn from_field(field: &[u8]) -> Option<Self> {
+        match field {
+            [byte] => Flag::from_byte(*byte),
+            _ => None,
+        }
+    }
+
     /// The flag a given kernel generation writes for a record.
     ///
     /// `cont` is printk's `LOG_CONT` on this record, `prev_cont` on the previous one, and
@@ -111,11 +119,97 @@ pub enum Caller {
     Cpu(u32),
 }
 
+impl Caller {
+    /// The caller for its kind byte (`T` or `C`) and number; `None` for another kind.
+    #[inline]
+    pub(crate) const fn from_parts(kind: u8, number: u32) -> Option<Self> {
+        match kind {
+            b'T' => Some(Caller::Task(number)),
+            b'C' => Some(Caller::Cpu(number)),
+            _ => None,
+        }
+    }
+
+    /// The kind byte (`T` or `C`) and the number, as written after `caller=`.
+    #[inline]
+    pub(crate) const fn parts(self) -> (u8, u32) {
+        match self {
+            Caller::Task(pid) => (b'T', pid),
+            Caller::Cpu(cpu) => (b'C', cpu),
+        }
+    }
+
+    /// Parses a `caller=` value as printk writes it: the kind, then the number in decimal.
+    /// The one parser of the value: [`Header::parse`]'s general path and [`str::parse`] use it.
+    pub(crate) fn parse_value(value: &[u8]) -> Result<Self, CallerError> {
+        let (&kind, number) = value.split_first().ok_or(CallerError::Kind)?;
+        // The number first, then the kind: the order of the header's typed errors.
+        let number = match parse_decimal(number, Field::Caller) {
+            Ok(n) => u32::try_from(n).map_err(|_| CallerError::Overflow)?,
+            Err(HeaderError::Missing(_)) => return Err(CallerError::MissingNumber),
+            Err(HeaderError::Overflow(_)) => return Err(CallerError::Overflow),
+            Err(_) => return Err(CallerError::MalformedNumber),
+        };
+        Caller::from_parts(kind, number).ok_or(CallerError::Kind)
+    }
+}
+
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Caller::Task(pid) => write!(f, "T{pid}"),
-            Caller::Cpu(cpu) => write!(f, "C{cpu}"),
+        let (kind, number) = self.parts();
+        write!(f, "{}{number}", char::from(kind))
+    }
+}
+
+/// Parses the value of a `caller=` field (`T<pid>` or `C<cpu>`, CONFIG_PRINTK_CALLER), as
+/// the header parser does: the same bytes are accepted, with the same errors.
+///
+/// ```
+/// use netconsole_proto::Caller;
+/// use netconsole_proto::header::CallerError;
+///
+/// assert_eq!("T123".parse(), Ok(Caller::Task(123)));
+/// assert_eq!("C4".parse(), Ok(Caller::Cpu(4)));
+/// assert_eq!("X1".parse::<Caller>(), Err(CallerError::Kind));
+/// assert_eq!("T".parse::<Caller>(), Err(CallerError::MissingNumber));
+/// assert_eq!("T+1".parse::<Caller>(), Err(CallerError::MalformedNumber));
+/// assert_eq!("C4294967296".parse::<Caller>(), Err(CallerError::Overflow));
+/// ```
+impl core::str::FromStr for Caller {
+    type Err = CallerError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Caller::parse_value(value.as_bytes())
+    }
+}
+
+/// Why a `caller=` value was refused ([`Caller`]'s `FromStr`; in a header it is a
+/// [`HeaderError`] about [`Field::Caller`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallerError {
+    /// Empty, or not starting with `T` (task) or `C` (CPU).
+    #[error("caller is not T<pid> or C<cpu>")]
+    Kind,
+    /// No digits after the kind.
+    #[error("caller has no number after T or C")]
+    MissingNumber,
+    /// Something other than decimal digits after the kind.
+    #[error("caller number is not decimal digits")]
+    MalformedNumber,
+    /// The number does not fit 32 bits.
+    #[error("caller number does not fit 32 bits")]
+    Overflow,
+}
+
+impl From<CallerError> for HeaderError {
+    fn from(error: CallerError) -> Self {
+        match error {
+            CallerError::MissingNumber => HeaderError::Missing(Field::Caller),
+            CallerError::Overflow => HeaderError::Overflow(Field::Caller),
+            CallerError::Kind | CallerError::MalformedNumber => {
+                HeaderError::Malformed(Field::Caller)
+            }
         }
     }
 }
@@ -409,10 +503,6 @@ fn number_field(rest: &mut &[u8], field: Field) -> Result<u64, HeaderError> {
     Ok(value)
 }
 
-fn parse_u32(bytes: &[u8], field: Field) -> Result<u32, HeaderError> {
-    u32::try_from(parse_decimal(bytes, field)?).map_err(|_| HeaderError::Overflow(field))
-}
-
 fn parse_usize(bytes: &[u8], field: Field) -> Result<usize, HeaderError> {
     usize::try_from(parse_decimal(bytes, field)?).map_err(|_| HeaderError::Overflow(field))
 }
@@ -443,11 +533,7 @@ impl KnownField {
         let (field, len) = if let Some(value) = rest.strip_prefix(b"caller=") {
             let (number, end) = digits_at(value, 1)?;
             let number = u32::try_from(number).ok()?;
-            let caller = match value.first()? {
-                b'T' => Caller::Task(number),
-                b'C' => Caller::Cpu(number),
-                _ => return None,
-            };
+            let caller = Caller::from_parts(*value.first()?, number)?;
             (KnownField::Caller(caller), 7 + end)
         } else if let Some(value) = rest.strip_prefix(b"ncfrag=") {
             let (offset, slash) = digits_at(value, 0)?;
@@ -641,10 +727,7 @@ impl<'a> Header<'a> {
         let ts_usec = number_field(&mut rest, Field::TsUsec)?;
 
         let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Flag))?;
-        let flag = match &rest[..end] {
-            [b] => Flag::from_byte(*b).ok_or(HeaderError::Malformed(Field::Flag))?,
-            _ => return Err(HeaderError::Malformed(Field::Flag)),
-        };
+        let flag = Flag::from_field(&rest[..end]).ok_or(HeaderError::Malformed(Field::Flag))?;
         let extra = &rest[end..];
 
         let mandatory = (release, prefix, seq, ts_usec, flag);
@@ -660,17 +743,7 @@ impl<'a> Header<'a> {
         for (key, value) in self.fields() {
             match key {
                 b"" => return Err(HeaderError::MalformedExtra),
-                b"caller" => {
-                    let (kind, number) = value
-                        .split_first()
-                        .ok_or(HeaderError::Malformed(Field::Caller))?;
-                    let n = parse_u32(number, Field::Caller)?;
-                    self.caller = Some(match kind {
-                        b'T' => Caller::Task(n),
-                        b'C' => Caller::Cpu(n),
-                        _ => return Err(HeaderError::Malformed(Field::Caller)),
-                    });
-                }
+                b"caller" => self.caller = Some(Caller::parse_value(value)?),
                 b"ncfrag" => {
                     let slash = find(b'/', value).ok_or(HeaderError::Malformed(Field::Ncfrag))?;
                     let offset = parse_usize(&value[..slash], Field::Ncfrag)?;
@@ -857,6 +930,49 @@ mod tests {
             Header::parse(b"6,1,2,-,caller=X1;abc"),
             Err(HeaderError::Malformed(Field::Caller))
         );
+    }
+
+    #[test]
+    fn caller_from_str() {
+        assert_eq!("T123".parse(), Ok(Caller::Task(123)));
+        assert_eq!("C4".parse(), Ok(Caller::Cpu(4)));
+        assert_eq!("C4294967295".parse(), Ok(Caller::Cpu(u32::MAX)));
+        assert_eq!("T007".parse(), Ok(Caller::Task(7)));
+        assert_eq!("".parse::<Caller>(), Err(CallerError::Kind));
+        assert_eq!("t1".parse::<Caller>(), Err(CallerError::Kind));
+        assert_eq!("é1".parse::<Caller>(), Err(CallerError::MalformedNumber));
+        assert_eq!("C".parse::<Caller>(), Err(CallerError::MissingNumber));
+        assert_eq!("T-1".parse::<Caller>(), Err(CallerError::MalformedNumber));
+        assert_eq!("T1 ".parse::<Caller>(), Err(CallerError::MalformedNumber));
+        assert_eq!("T4294967296".parse::<Caller>(), Err(CallerError::Overflow));
+        assert_eq!(
+            "T99999999999999999999".parse::<Caller>(),
+            Err(CallerError::Overflow)
+        );
+        assert_eq!(Caller::Task(42).to_string(), "T42");
+        assert_eq!(Caller::Cpu(0).to_string(), "C0");
+    }
+
+    #[test]
+    fn caller_from_str_agrees_with_the_header() {
+        // The same values accepted, with the header's error for each refused one.
+        for value in [
+            "T42",
+            "C0",
+            "C4294967295",
+            "T",
+            "X",
+            "X1",
+            "",
+            "T1a",
+            "C4294967296",
+            "T0x1",
+        ] {
+            let datagram = format!("6,1,2,-,caller={value};x\n");
+            let header = Header::parse(datagram.as_bytes()).map(|(h, _)| h.caller);
+            let parsed = value.parse::<Caller>().map(Some).map_err(HeaderError::from);
+            assert_eq!(parsed, header, "{value}");
+        }
     }
 
     #[test]

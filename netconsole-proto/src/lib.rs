@@ -70,7 +70,7 @@ pub use format::{
     DictEntry, ExtFragments, KmsgRecord, SendError, SendOptions, Sysdata, format_kmsg,
     format_userdata, plain_chunk_continues, plain_chunks,
 };
-pub use header::{Caller, Flag, FlagConvention, Header, HeaderError, Ncfrag};
+pub use header::{Caller, CallerError, Flag, FlagConvention, Header, HeaderError, Ncfrag};
 #[cfg(feature = "alloc")]
 pub use reassembly::{DEFAULT_MAX_TOTAL, FragmentedRecord, Reassembly, ReassemblyError};
 #[cfg(feature = "alloc")]
