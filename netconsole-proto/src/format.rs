@@ -285,32 +285,83 @@ pub fn format_kmsg(record: &KmsgRecord<'_>, out: &mut [u8]) -> usize {
     cursor.pos
 }
 
+/// The bytes netconsole writes around the key and the value of one userdata or sysdata line:
+/// ` `, `=` and `\n`. They are the format `" %s=%s\n"` of `update_userdata()` and
+/// `calc_userdata_len()` in drivers/net/netconsole.c, and the 3 that `MAX_EXTRADATA_NAME_LEN`
+/// (`MAX_USERDATA_NAME_LENGTH` before Linux 6.15) subtracts from the entry length for them
+/// ("The number 3 comes from userdata entry format characters (' ', '=', '\n')").
+///
+/// ```
+/// use netconsole_proto::format::EXTRADATA_LINE_OVERHEAD;
+///
+/// assert_eq!(b" host=web1\n".len(), b"host".len() + b"web1".len() + EXTRADATA_LINE_OVERHEAD);
+/// ```
+pub const EXTRADATA_LINE_OVERHEAD: usize = 3;
+
+/// The length of one ` <key>=<value>\n` line as netconsole appends it (userdata, sysdata, and
+/// the appended lines of a received record): the key, the value and
+/// [`EXTRADATA_LINE_OVERHEAD`].
+///
+/// ```
+/// use netconsole_proto::format::extradata_line_len;
+///
+/// assert_eq!(extradata_line_len(b"taskname", b"dd"), b" taskname=dd\n".len());
+/// ```
+pub const fn extradata_line_len(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len() + EXTRADATA_LINE_OVERHEAD
+}
+
+/// Writes ` <key>=<value>\n` at the start of `out`, which holds at least
+/// [`extradata_line_len`] bytes; returns that length.
+pub(crate) fn put_extradata_line(key: &[u8], value: &[u8], out: &mut [u8]) -> usize {
+    let mut pos = 0;
+    for part in [&b" "[..], key, b"=", value, b"\n"] {
+        out[pos..pos + part.len()].copy_from_slice(part);
+        pos += part.len();
+    }
+    pos
+}
+
+/// The bytes [`format_userdata`] writes for `entries`: one line per entry with a value, as
+/// `calc_userdata_len()` in drivers/net/netconsole.c counts them (it skips empty values too).
+///
+/// ```
+/// use netconsole_proto::format::{format_userdata, userdata_len};
+///
+/// let entries: [(&[u8], &[u8]); 2] = [(b"host", b"web1"), (b"unset", b"")];
+/// assert_eq!(userdata_len(&entries), b" host=web1\n".len());
+/// let mut out = [0u8; 11];
+/// assert_eq!(format_userdata(&entries, &mut out), Ok(11));
+/// ```
+pub fn userdata_len(entries: &[(&[u8], &[u8])]) -> usize {
+    entries
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| extradata_line_len(k, v))
+        .sum()
+}
+
 /// Formats configfs userdata as netconsole sends it: ` <key>=<value>\n` per entry, entries
-/// with an empty value skipped, nothing escaped. Returns the bytes written.
+/// with an empty value skipped, nothing escaped (`update_userdata()` in
+/// drivers/net/netconsole.c). Returns the bytes written; `out` needs [`userdata_len`] bytes.
 pub fn format_userdata(
     entries: &[(&[u8], &[u8])],
     out: &mut [u8],
 ) -> Result<usize, BufferTooSmall> {
-    let needed: usize = entries
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| k.len() + v.len() + 3)
-        .sum();
+    let needed = userdata_len(entries);
     if out.len() < needed {
         return Err(BufferTooSmall { needed });
     }
     let mut pos = 0;
     for (key, value) in entries.iter().filter(|(_, v)| !v.is_empty()) {
-        for part in [&b" "[..], key, b"=", value, b"\n"] {
-            out[pos..pos + part.len()].copy_from_slice(part);
-            pos += part.len();
-        }
+        pos += put_extradata_line(key, value, &mut out[pos..]);
     }
     Ok(pos)
 }
 
 /// The sysdata lines of Linux 6.15+ (configfs `userdata/*_enabled`), each only when set,
-/// always in this order: ` cpu=`, ` taskname=`, ` release=`, ` msgid=`.
+/// always in this order: ` cpu=`, ` taskname=`, ` release=`, ` msgid=` (`prepare_sysdata()`
+/// in drivers/net/netconsole.c; `prepare_extradata()` when sysdata came).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Sysdata<'a> {
@@ -325,35 +376,56 @@ pub struct Sysdata<'a> {
 }
 
 impl Sysdata<'_> {
-    /// Writes the lines; returns the bytes written.
-    pub fn format_into(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
-        let mut line = Line::<512>::new();
+    /// The key of `" cpu=%u\n"` in `sysdata_append_cpu_nr()` (drivers/net/netconsole.c).
+    const CPU: &'static [u8] = b"cpu";
+    /// The key of `" taskname=%s\n"` in `sysdata_append_taskname()`.
+    const TASKNAME: &'static [u8] = b"taskname";
+    /// The key of `" release=%s\n"` in `sysdata_append_release()`.
+    const RELEASE: &'static [u8] = b"release";
+    /// The key of `" msgid=%u\n"` in `sysdata_append_msgid()`.
+    const MSGID: &'static [u8] = b"msgid";
+
+    /// Calls `line` with the key and value of every line set, in the kernel's order.
+    fn for_each_line(&self, mut line: impl FnMut(&[u8], &[u8])) {
         if let Some(cpu) = self.cpu {
-            line.push(b" cpu=");
-            line.push(Decimal::new(u64::from(cpu)).as_bytes());
-            line.push(b"\n");
+            line(Self::CPU, Decimal::new(u64::from(cpu)).as_bytes());
         }
         if let Some(task) = self.taskname {
-            line.push(b" taskname=");
-            line.push(task);
-            line.push(b"\n");
+            line(Self::TASKNAME, task);
         }
         if let Some(release) = self.release {
-            line.push(b" release=");
-            line.push(release);
-            line.push(b"\n");
+            line(Self::RELEASE, release);
         }
         if let Some(msgid) = self.msgid {
-            line.push(b" msgid=");
-            line.push(Decimal::new(u64::from(msgid)).as_bytes());
-            line.push(b"\n");
+            line(Self::MSGID, Decimal::new(u64::from(msgid)).as_bytes());
         }
-        let bytes = line.as_bytes();
-        let dst = out.get_mut(..bytes.len()).ok_or(BufferTooSmall {
-            needed: bytes.len(),
-        })?;
-        dst.copy_from_slice(bytes);
-        Ok(bytes.len())
+    }
+
+    /// The bytes [`format_into`](Self::format_into) writes: [`extradata_line_len`] of each
+    /// line set (numbers in decimal, as `%u` writes them).
+    ///
+    /// ```
+    /// use netconsole_proto::Sysdata;
+    ///
+    /// let mut sysdata = Sysdata::default();
+    /// sysdata.cpu = Some(12);
+    /// sysdata.taskname = Some(b"kworker/0:1");
+    /// assert_eq!(sysdata.formatted_len(), b" cpu=12\n taskname=kworker/0:1\n".len());
+    /// ```
+    pub fn formatted_len(&self) -> usize {
+        let mut len = 0;
+        self.for_each_line(|key, value| len += extradata_line_len(key, value));
+        len
+    }
+
+    /// Writes the lines; returns the bytes written. `out` needs
+    /// [`formatted_len`](Self::formatted_len) bytes.
+    pub fn format_into(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let needed = self.formatted_len();
+        let out = out.get_mut(..needed).ok_or(BufferTooSmall { needed })?;
+        let mut pos = 0;
+        self.for_each_line(|key, value| pos += put_extradata_line(key, value, &mut out[pos..]));
+        Ok(pos)
     }
 }
 
@@ -860,6 +932,72 @@ mod tests {
             &out[..n],
             b" cpu=1\n taskname=dd\n release=7.3.4\n msgid=330\n"
         );
+    }
+
+    #[test]
+    fn userdata_and_sysdata_sizes_of_a_linux_7_3_target() {
+        // The configfs target of the Linux 7.3 capture (configfs_userdata), its first message:
+        // " rig_cfg=configfs_userdata\n host=qemu-tcg-guest\n odd=spaces and;semi,comma=eq\back\n"
+        // " cpu=0\n taskname=init\n release=7.3.4+deb13-amd64\n msgid=1\n"
+        let userdata: [(&[u8], &[u8]); 4] = [
+            (b"rig_cfg", b"configfs_userdata"),
+            (b"host", b"qemu-tcg-guest"),
+            (b"unset", b""),
+            (b"odd", b"spaces and;semi,comma=eq\\back"),
+        ];
+        assert_eq!(userdata_len(&userdata), 27 + 21 + 35);
+        let mut out = [0u8; 83];
+        assert_eq!(
+            format_userdata(&userdata, &mut out[..82]),
+            Err(BufferTooSmall { needed: 83 })
+        );
+        assert_eq!(format_userdata(&userdata, &mut out), Ok(83));
+        assert_eq!(
+            &out[..],
+            b" rig_cfg=configfs_userdata\n host=qemu-tcg-guest\n odd=spaces and;semi,comma=eq\\back\n"
+        );
+        let sysdata = Sysdata {
+            cpu: Some(0),
+            taskname: Some(b"init"),
+            release: Some(b"7.3.4+deb13-amd64"),
+            msgid: Some(1),
+        };
+        assert_eq!(sysdata.formatted_len(), 7 + 15 + 27 + 9);
+        let mut out = [0u8; 58];
+        assert_eq!(
+            sysdata.format_into(&mut out[..57]),
+            Err(BufferTooSmall { needed: 58 })
+        );
+        assert_eq!(sysdata.format_into(&mut out), Ok(58));
+        assert_eq!(
+            &out[..],
+            b" cpu=0\n taskname=init\n release=7.3.4+deb13-amd64\n msgid=1\n"
+        );
+        // The longest numbers `%u` writes: ten digits each.
+        let numbers = Sysdata {
+            cpu: Some(u32::MAX),
+            msgid: Some(u32::MAX),
+            ..Sysdata::default()
+        };
+        assert_eq!(
+            numbers.formatted_len(),
+            b" cpu=4294967295\n msgid=4294967295\n".len()
+        );
+        assert_eq!(Sysdata::default().formatted_len(), 0);
+        assert_eq!(extradata_line_len(b"", b""), 3);
+    }
+
+    #[test]
+    fn a_long_sysdata_release_is_written_whole() {
+        let release = [b'r'; 600];
+        let sysdata = Sysdata {
+            release: Some(&release),
+            ..Sysdata::default()
+        };
+        assert_eq!(sysdata.formatted_len(), 610);
+        let mut out = [0u8; 610];
+        assert_eq!(sysdata.format_into(&mut out), Ok(610));
+        assert!(out.starts_with(b" release=rrr") && out.ends_with(b"rrr\n"));
     }
 
     #[test]

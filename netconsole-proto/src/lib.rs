@@ -67,8 +67,9 @@ pub use body::{
 pub use body::{escape, unescape};
 pub use console::{ConsoleOptions, ConsoleRecord, format_console};
 pub use format::{
-    DictEntry, ExtFragments, KmsgRecord, SendError, SendOptions, Sysdata, format_kmsg,
-    format_userdata, plain_chunk_continues, plain_chunks,
+    DictEntry, EXTRADATA_LINE_OVERHEAD, ExtFragments, KmsgRecord, SendError, SendOptions, Sysdata,
+    extradata_line_len, format_kmsg, format_userdata, plain_chunk_continues, plain_chunks,
+    userdata_len,
 };
 pub use header::{Caller, CallerError, Flag, FlagConvention, Header, HeaderError, Ncfrag};
 #[cfg(feature = "alloc")]

@@ -69,7 +69,7 @@
 //! ```
 
 use crate::body::{Body, BufferTooSmall, PRINTK_MESSAGE_MAX, escape_into, escaped_len};
-use crate::format::{DictEntry, KmsgRecord, format_kmsg};
+use crate::format::{DictEntry, KmsgRecord, extradata_line_len, format_kmsg, put_extradata_line};
 use crate::scan::find;
 
 /// The keys of printk's dictionary on Linux 5.10+, in the order printk writes them.
@@ -268,22 +268,33 @@ pub fn decode_exact_into(wire: &[u8], out: &mut alloc::vec::Vec<u8>) -> bool {
     true
 }
 
-/// Writes the lines netconsole appended to a received record (userdata, sysdata) as they
-/// came: ` key=value\n` each, nothing escaped, empty values kept. Returns the bytes written.
-pub fn format_appended(entries: &[DictEntry<'_>], out: &mut [u8]) -> Result<usize, BufferTooSmall> {
-    let needed = entries
+/// The bytes [`format_appended`] writes for `entries`: [`extradata_line_len`] of each.
+///
+/// ```
+/// use netconsole_proto::DictEntry;
+/// use netconsole_proto::received::appended_len;
+///
+/// let lines = [DictEntry { key: b"cpu", value: b"1" }, DictEntry { key: b"empty", value: b"" }];
+/// assert_eq!(appended_len(&lines), b" cpu=1\n empty=\n".len());
+/// ```
+pub fn appended_len(entries: &[DictEntry<'_>]) -> usize {
+    entries
         .iter()
-        .map(|e| e.key.len() + e.value.len() + 3)
-        .sum();
+        .map(|e| extradata_line_len(e.key, e.value))
+        .sum()
+}
+
+/// Writes the lines netconsole appended to a received record (userdata, sysdata) as they
+/// came: ` key=value\n` each, nothing escaped, empty values kept. Returns the bytes written;
+/// `out` needs [`appended_len`] bytes.
+pub fn format_appended(entries: &[DictEntry<'_>], out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    let needed = appended_len(entries);
     if out.len() < needed {
         return Err(BufferTooSmall { needed });
     }
     let mut pos = 0;
     for entry in entries {
-        for part in [&b" "[..], entry.key, b"=", entry.value, b"\n"] {
-            out[pos..pos + part.len()].copy_from_slice(part);
-            pos += part.len();
-        }
+        pos += put_extradata_line(entry.key, entry.value, &mut out[pos..]);
     }
     Ok(pos)
 }
