@@ -8,7 +8,7 @@
 //! | a datagram: extended, response or plain | [`record`] | [`Datagram::parse`] | |
 //! | `ncfrag` fragments, release prepend | [`format`](mod@format) | [`FragmentedRecord`] (`alloc`) | [`ExtFragments`] |
 //! | plain console text | [`format`](mod@format) | [`Datagram::Plain`] | [`plain_chunks`] |
-//! | a received record: printk's part, appended lines | [`received`] | [`received::split_body`] | [`received::format_received`] |
+//! | a received record: printk's part, appended lines | [`received`] | [`received::split_body`] | [`received::ReceivedRecord`], [`received::format_received`] |
 //! | `netconsole=` | [`param`] | [`param::Target::parse`] | `Display` |
 //! | `ncrx` response | [`response`] | [`Response::parse`] | [`encode_response`] |
 //!

@@ -42,7 +42,9 @@
 //! escape, or anything that decoding would change), copied as it came; a record received
 //! without the `\n` after its text gets none. [`format_appended`] writes the appended lines
 //! as they came. Given to [`ExtFragments`](crate::ExtFragments) as message and userdata, they
-//! give back the datagrams the kernel sent.
+//! give back the datagrams the kernel sent. [`ReceivedRecord`] does all of it for a record
+//! given as its fields in wire form (header fields as written, text, every line): it checks
+//! the header fields, tells dictionary from appended lines, and writes both parts.
 //!
 //! ```
 //! use netconsole_proto::received::{dictionary_len, format_appended, format_received, split_body};
@@ -70,6 +72,7 @@
 
 use crate::body::{Body, BufferTooSmall, PRINTK_MESSAGE_MAX, escape_into, escaped_len};
 use crate::format::{DictEntry, KmsgRecord, extradata_line_len, format_kmsg, put_extradata_line};
+use crate::header::{Caller, CallerError, Flag};
 use crate::scan::find;
 
 /// The keys of printk's dictionary on Linux 5.10+, in the order printk writes them.
@@ -149,28 +152,8 @@ pub fn format_received(
     cut: bool,
     out: &mut [u8],
 ) -> Result<usize, BufferTooSmall> {
-    // printk's header alone: the record formatted with no text and no dictionary is
-    // "<header>;\n"; the longest header is far below 128 bytes.
-    let mut head = [0u8; 128];
-    let mut bare = *record;
-    bare.text = &[];
-    bare.dict = &[];
-    let head_len = format_kmsg(&bare, &mut head).saturating_sub(1);
-    let part_len = |bytes: &[u8]| {
-        if wire {
-            bytes.len()
-        } else {
-            escaped_len(bytes)
-        }
-    };
-    let needed = head_len
-        + part_len(record.text)
-        + usize::from(!cut)
-        + record
-            .dict
-            .iter()
-            .map(|e| part_len(e.key) + part_len(e.value) + 3)
-            .sum::<usize>();
+    let (head, head_len) = printk_header(record);
+    let needed = received_len(record, head_len, wire, cut);
     if out.len() < needed {
         return Err(BufferTooSmall { needed });
     }
@@ -197,6 +180,40 @@ pub fn format_received(
         put(b"\n", false, &mut pos);
     }
     Ok(pos)
+}
+
+/// printk's header of `record` (`<prefix>,<seq>,<ts_usec>,<flag>[,caller=..];`) and its
+/// length: the record formatted with no text and no dictionary is `<header>;\n`, and the
+/// longest header is far below 128 bytes.
+fn printk_header(record: &KmsgRecord<'_>) -> ([u8; 128], usize) {
+    let mut head = [0u8; 128];
+    let mut bare = *record;
+    bare.text = &[];
+    bare.dict = &[];
+    let head_len = format_kmsg(&bare, &mut head).saturating_sub(1);
+    (head, head_len)
+}
+
+/// The bytes [`format_received`] writes for `record` after a header of `head_len` bytes:
+/// text and dictionary lines (` KEY=VALUE\n`, as `msg_add_dict_text` in
+/// kernel/printk/printk.c writes them) copied (`wire`) or escaped, and the `\n` after the
+/// text unless `cut`.
+fn received_len(record: &KmsgRecord<'_>, head_len: usize, wire: bool, cut: bool) -> usize {
+    let part_len = |bytes: &[u8]| {
+        if wire {
+            bytes.len()
+        } else {
+            escaped_len(bytes)
+        }
+    };
+    head_len
+        + part_len(record.text)
+        + usize::from(!cut)
+        + record
+            .dict
+            .iter()
+            .map(|e| part_len(e.key) + part_len(e.value) + b" =\n".len())
+            .sum::<usize>()
 }
 
 /// The decoded bytes of `wire` (text, key or value in printk's escaping) when nothing is lost
@@ -299,6 +316,204 @@ pub fn format_appended(entries: &[DictEntry<'_>], out: &mut [u8]) -> Result<usiz
     Ok(pos)
 }
 
+/// A received record to send again, given as its fields in wire form: what a receiver
+/// reports of one (ncrx's JSON lines, for one). [`format_message`](Self::format_message)
+/// writes the message printk made of it (what `/dev/kmsg` returns, and what netconsole
+/// fragments); [`format_appended`](Self::format_appended) the lines netconsole appended after
+/// it (userdata, sysdata), which go to [`ExtFragments`](crate::ExtFragments) as userdata.
+/// Together they give back the datagrams the sender's kernel sent.
+///
+/// The header fields are taken as written on the wire and checked
+/// ([`RecordError`]): the level (0 to 7), the flag (`-`, `c` or `+`) and the `caller=`
+/// value (`T<pid>` or `C<cpu>`).
+///
+/// `lines` are split as the sender's kernel wrote them: printk's dictionary, then the
+/// appended lines ([`dictionary_len`](Self::dictionary_len)). A record in wire form
+/// (`wire`) or cut by its kernel (`cut`) is already printk's output and is written back as
+/// it came ([`format_received`]); any other is formatted as printk formats it into its buffer
+/// of `format_limit` bytes ([`format_kmsg`], which cuts as the kernel cuts).
+///
+/// ```
+/// use netconsole_proto::received::ReceivedRecord;
+/// use netconsole_proto::DictEntry;
+///
+/// // A Linux 7.3 record of a configfs target with userdata and sysdata, as received.
+/// let lines = [
+///     DictEntry { key: b"host", value: b"web1" },
+///     DictEntry { key: b"msgid", value: b"9" },
+/// ];
+/// let mut record = ReceivedRecord::new(6, 7, 8, b"tab\there");
+/// record.facility = 1;
+/// record.caller = Some(b"T42");
+/// record.lines = &lines;
+/// let mut message = vec![0; record.message_capacity().unwrap()];
+/// let len = record.format_message(&mut message).unwrap();
+/// assert_eq!(&message[..len], b"14,7,8,-,caller=T42;tab\\x09here\n");
+/// let mut appended = vec![0; record.appended_len()];
+/// record.format_appended(&mut appended).unwrap();
+/// assert_eq!(appended, b" host=web1\n msgid=9\n");
+///
+/// record.flag = b"x";
+/// assert!(record.format_message(&mut message).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceivedRecord<'a> {
+    /// Log level, 0 (emerg) to 7 (debug).
+    pub level: u8,
+    /// Syslog facility.
+    pub facility: u8,
+    /// printk sequence number.
+    pub seq: u64,
+    /// Microseconds since the sender's boot.
+    pub ts_usec: u64,
+    /// The flag as written: `-`, `c` or `+`.
+    pub flag: &'a [u8],
+    /// The `caller=` value as written (`T<pid>` or `C<cpu>`), if the header had one.
+    pub caller: Option<&'a [u8]>,
+    /// The text: raw bytes, or with `wire` the bytes as they came (printk's escaping).
+    pub text: &'a [u8],
+    /// Every ` key=value` line after the text, in wire order: printk's dictionary, then the
+    /// lines netconsole appended (userdata, sysdata). With `wire`, keys and values of the
+    /// dictionary are in wire form too; appended lines are never escaped.
+    pub lines: &'a [DictEntry<'a>],
+    /// Text and dictionary hold the wire form (printk's escaping), not raw bytes: written
+    /// back as they are.
+    pub wire: bool,
+    /// The sender's printk cut the record at its format limit: no `\n` after the text.
+    pub cut: bool,
+    /// The sender's printk format buffer: [`PRINTK_MESSAGE_MAX`] (the default, Linux 6.3+)
+    /// or [`CONSOLE_EXT_LOG_MAX`](crate::CONSOLE_EXT_LOG_MAX) (earlier kernels).
+    pub format_limit: usize,
+}
+
+/// Why a [`ReceivedRecord`] cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The flag is not one byte of `-`, `c` or `+`.
+    #[error("flag is not -, c or +")]
+    Flag,
+    /// The `caller=` value is not `T<pid>` or `C<cpu>`.
+    #[error("bad caller: {0}")]
+    Caller(CallerError),
+    /// The level does not fit printk's three bits.
+    #[error("level {0} is not 0..7")]
+    Level(u8),
+    /// The output buffer is too small.
+    #[error(transparent)]
+    BufferTooSmall(#[from] BufferTooSmall),
+}
+
+impl<'a> ReceivedRecord<'a> {
+    /// A record with the given level, sequence, timestamp and raw text; facility 0, flag
+    /// `-`, no caller, no lines, not in wire form, not cut, a format limit of
+    /// [`PRINTK_MESSAGE_MAX`].
+    pub const fn new(level: u8, seq: u64, ts_usec: u64, text: &'a [u8]) -> Self {
+        ReceivedRecord {
+            level,
+            facility: 0,
+            seq,
+            ts_usec,
+            flag: b"-",
+            caller: None,
+            text,
+            lines: &[],
+            wire: false,
+            cut: false,
+            format_limit: PRINTK_MESSAGE_MAX,
+        }
+    }
+
+    /// How many of `lines` are printk's dictionary; the rest were appended by netconsole.
+    /// A format limit above [`PRINTK_MESSAGE_MAX`] is a kernel before 6.3, which has no
+    /// userdata or sysdata (they came in 6.9): every line is dictionary. Otherwise
+    /// [`dictionary_len`](fn@dictionary_len) decides (a leading ` SUBSYSTEM=`, ` DEVICE=`).
+    ///
+    /// ```
+    /// use netconsole_proto::received::ReceivedRecord;
+    /// use netconsole_proto::{CONSOLE_EXT_LOG_MAX, DictEntry};
+    ///
+    /// let lines = [
+    ///     DictEntry { key: b"SUBSYSTEM", value: b"net" },
+    ///     DictEntry { key: b"host", value: b"web1" },
+    /// ];
+    /// let mut record = ReceivedRecord::new(6, 1, 2, b"eth0: up");
+    /// record.lines = &lines;
+    /// assert_eq!(record.dictionary_len(), 1);
+    /// record.format_limit = CONSOLE_EXT_LOG_MAX;
+    /// assert_eq!(record.dictionary_len(), 2);
+    /// ```
+    pub fn dictionary_len(&self) -> usize {
+        if self.format_limit > PRINTK_MESSAGE_MAX {
+            self.lines.len()
+        } else {
+            dictionary_len(self.lines.iter().map(|e| e.key))
+        }
+    }
+
+    /// The lines netconsole appended: those after the dictionary.
+    fn appended(&self) -> &'a [DictEntry<'a>] {
+        self.lines.get(self.dictionary_len()..).unwrap_or_default()
+    }
+
+    /// The record printk holds, its header fields checked (flag, then caller, then level),
+    /// with its dictionary lines. Its text is in wire form when `wire` is.
+    fn printk_record(&self) -> Result<KmsgRecord<'a>, RecordError> {
+        let flag = Flag::from_field(self.flag).ok_or(RecordError::Flag)?;
+        let caller = self
+            .caller
+            .map(Caller::parse_value)
+            .transpose()
+            .map_err(RecordError::Caller)?;
+        if self.level > 7 {
+            return Err(RecordError::Level(self.level));
+        }
+        let mut record = KmsgRecord::new(self.level, self.seq, self.ts_usec, self.text);
+        record.facility = self.facility;
+        record.flag = flag;
+        record.caller = caller;
+        record.dict = self.lines.get(..self.dictionary_len()).unwrap_or_default();
+        Ok(record)
+    }
+
+    /// The buffer [`format_message`](Self::format_message) needs: the message's length for a
+    /// record written back as it came (`wire` or `cut`), else printk's whole buffer
+    /// (`format_limit`), where printk formats and cuts it.
+    pub fn message_capacity(&self) -> Result<usize, RecordError> {
+        let record = self.printk_record()?;
+        Ok(if self.wire || self.cut {
+            received_len(&record, printk_header(&record).1, self.wire, self.cut)
+        } else {
+            self.format_limit
+        })
+    }
+
+    /// Writes the message printk made of the record (header, text, dictionary) into `out`;
+    /// returns its length. `out` needs [`message_capacity`](Self::message_capacity) bytes.
+    pub fn format_message(&self, out: &mut [u8]) -> Result<usize, RecordError> {
+        let record = self.printk_record()?;
+        if self.wire || self.cut {
+            return Ok(format_received(&record, self.wire, self.cut, out)?);
+        }
+        let needed = self.format_limit;
+        let buffer = out.get_mut(..needed).ok_or(BufferTooSmall { needed })?;
+        Ok(format_kmsg(&record, buffer))
+    }
+
+    /// The bytes [`format_appended`](Self::format_appended) writes.
+    pub fn appended_len(&self) -> usize {
+        appended_len(self.appended())
+    }
+
+    /// Writes the lines netconsole appended after the message, as they came
+    /// ([`format_appended`](fn@format_appended)); returns their length. `out` needs
+    /// [`appended_len`](Self::appended_len) bytes.
+    pub fn format_appended(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        format_appended(self.appended(), out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +533,193 @@ mod tests {
         ] {
             assert_eq!(decode_exact(wire), None, "{}", wire.escape_ascii());
         }
+    }
+
+    /// The message and the appended lines of `record`, written into buffers of the sizes it
+    /// asks for.
+    fn written(record: &ReceivedRecord<'_>) -> (Vec<u8>, Vec<u8>) {
+        let mut message = vec![0; record.message_capacity().unwrap()];
+        let len = record.format_message(&mut message).unwrap();
+        message.truncate(len);
+        let mut appended = vec![0; record.appended_len()];
+        assert_eq!(record.format_appended(&mut appended), Ok(appended.len()));
+        (message, appended)
+    }
+
+    /// Record 685 of the Linux 7.3 capture `configfs_userdata`, as the kernel sent it (its
+    /// release prepended, userdata and sysdata appended).
+    const LINUX_7_3_SPEC_01: &[u8] = b"7.3.4+deb13-amd64,14,685,5966024,-;rig-spec-01 ctl: \
+        tab[\\x09] cr[\\x0d] esc[\\x1b] del[\\x7f] bell[\\x07] backslash[\\x5c] end\n \
+        rig_cfg=changed-mid-run\n odd=spaces and;semi,comma=eq\\back\n taskname=dd\n \
+        release=7.3.4+deb13-amd64\n msgid=304\n";
+
+    #[test]
+    fn a_received_linux_7_3_record_is_sent_again_byte_for_byte() {
+        let lines = [
+            DictEntry {
+                key: b"rig_cfg",
+                value: b"changed-mid-run",
+            },
+            DictEntry {
+                key: b"odd",
+                value: b"spaces and;semi,comma=eq\\back",
+            },
+            DictEntry {
+                key: b"taskname",
+                value: b"dd",
+            },
+            DictEntry {
+                key: b"release",
+                value: b"7.3.4+deb13-amd64",
+            },
+            DictEntry {
+                key: b"msgid",
+                value: b"304",
+            },
+        ];
+        let raw =
+            b"rig-spec-01 ctl: tab[\t] cr[\r] esc[\x1b] del[\x7f] bell[\x07] backslash[\\] end";
+        let mut record = ReceivedRecord::new(6, 685, 5_966_024, raw);
+        record.facility = 1;
+        record.lines = &lines;
+        assert_eq!(record.dictionary_len(), 0);
+        let (message, appended) = written(&record);
+        assert_eq!(
+            message,
+            b"14,685,5966024,-;rig-spec-01 ctl: tab[\\x09] cr[\\x0d] esc[\\x1b] del[\\x7f] \
+              bell[\\x07] backslash[\\x5c] end\n"
+        );
+        assert_eq!(
+            appended,
+            b" rig_cfg=changed-mid-run\n odd=spaces and;semi,comma=eq\\back\n taskname=dd\n \
+              release=7.3.4+deb13-amd64\n msgid=304\n"
+        );
+        assert_eq!(record.message_capacity(), Ok(PRINTK_MESSAGE_MAX));
+        // The message and its appended lines given to netconsole: the captured datagram.
+        let options = crate::SendOptions {
+            release: Some(b"7.3.4+deb13-amd64"),
+            userdata: &appended,
+            ..crate::SendOptions::default()
+        };
+        let mut fragments = crate::ExtFragments::new(&message, options).unwrap();
+        let mut datagram = [0u8; crate::MAX_PRINT_CHUNK];
+        let len = fragments.write_next(&mut datagram).unwrap();
+        assert_eq!(&datagram[..len], LINUX_7_3_SPEC_01);
+        assert_eq!(fragments.write_next(&mut datagram), None);
+        // The same record kept in wire form: the same message, sized exactly.
+        let escaped = b"rig-spec-01 ctl: tab[\\x09] cr[\\x0d] esc[\\x1b] del[\\x7f] bell[\\x07] \
+            backslash[\\x5c] end";
+        record.text = escaped;
+        record.wire = true;
+        assert_eq!(record.message_capacity(), Ok(message.len()));
+        assert_eq!(written(&record), (message, appended));
+    }
+
+    #[test]
+    fn every_line_is_dictionary_before_linux_6_3() {
+        // Record 181 of the Linux 6.1 capture `ext`, and a line after its dictionary.
+        let lines = [
+            DictEntry {
+                key: b"SUBSYSTEM",
+                value: b"acpi",
+            },
+            DictEntry {
+                key: b"DEVICE",
+                value: b"+acpi:PNP0A03:00",
+            },
+            DictEntry {
+                key: b"note",
+                value: b"a\tb",
+            },
+        ];
+        let text = b"acpi PNP0A03:00: _OSC: OS supports [ASPM ClockPM Segments MSI HPX-Type3]";
+        let mut record = ReceivedRecord::new(6, 181, 1_227_757, text);
+        record.format_limit = crate::CONSOLE_EXT_LOG_MAX;
+        record.lines = &lines[..2];
+        assert_eq!(
+            written(&record),
+            (
+                b"6,181,1227757,-;acpi PNP0A03:00: _OSC: OS supports [ASPM ClockPM Segments MSI \
+                  HPX-Type3]\n SUBSYSTEM=acpi\n DEVICE=+acpi:PNP0A03:00\n"
+                    .to_vec(),
+                Vec::new()
+            )
+        );
+        assert_eq!(record.message_capacity(), Ok(8192));
+        // Before 6.3 any key is printk's (escaped, in the message); from 6.3 only the
+        // leading SUBSYSTEM and DEVICE are, and the rest was appended (as it came).
+        record.lines = &lines;
+        assert_eq!(record.dictionary_len(), 3);
+        let (message, appended) = written(&record);
+        assert!(message.ends_with(b" DEVICE=+acpi:PNP0A03:00\n note=a\\x09b\n"));
+        assert_eq!(appended, b"");
+        record.format_limit = PRINTK_MESSAGE_MAX;
+        assert_eq!(record.dictionary_len(), 2);
+        let (message, appended) = written(&record);
+        assert!(message.ends_with(b" DEVICE=+acpi:PNP0A03:00\n"));
+        assert_eq!(appended, b" note=a\tb\n");
+    }
+
+    #[test]
+    fn a_cut_record_is_written_back_without_its_newline() {
+        // Linux 7.3 cut at 2048 bytes, in the middle of an escape; userdata after it.
+        let mut text = vec![b'x'; 2048 - b"6,9,1,-;".len() - 1];
+        text.push(b'\\');
+        let lines = [
+            DictEntry {
+                key: b"host",
+                value: b"web1",
+            },
+            DictEntry {
+                key: b"cpu",
+                value: b"0",
+            },
+        ];
+        let mut record = ReceivedRecord::new(6, 9, 1, &text);
+        record.wire = true;
+        record.cut = true;
+        record.lines = &lines;
+        assert_eq!(record.message_capacity(), Ok(2048));
+        let (message, appended) = written(&record);
+        assert_eq!(message.len(), 2048);
+        assert!(message.starts_with(b"6,9,1,-;xxx") && message.ends_with(b"xx\\"));
+        assert_eq!(appended, b" host=web1\n cpu=0\n");
+        // Not received cut: printk formats the raw text into its 2048 bytes. The escape of
+        // the backslash (`\x5c`) does not fit in the last byte, which the `\n` then takes.
+        record.wire = false;
+        record.cut = false;
+        let (message, _) = written(&record);
+        assert_eq!(message.len(), 2048);
+        assert!(message.ends_with(b"xx\n"), "{}", message.escape_ascii());
+    }
+
+    #[test]
+    fn header_fields_are_checked_in_order() {
+        let mut record = ReceivedRecord::new(9, 1, 2, b"x");
+        record.flag = b"x";
+        record.caller = Some(b"X1");
+        let mut out = [0u8; 4096];
+        assert_eq!(record.format_message(&mut out), Err(RecordError::Flag));
+        assert_eq!(record.message_capacity(), Err(RecordError::Flag));
+        for flag in [&b""[..], b"--", b"c+"] {
+            record.flag = flag;
+            assert_eq!(record.format_message(&mut out), Err(RecordError::Flag));
+        }
+        record.flag = b"+";
+        assert_eq!(
+            record.format_message(&mut out),
+            Err(RecordError::Caller(CallerError::Kind))
+        );
+        record.caller = Some(b"C4");
+        assert_eq!(record.format_message(&mut out), Err(RecordError::Level(9)));
+        assert_eq!(RecordError::Level(9).to_string(), "level 9 is not 0..7");
+        record.level = 7;
+        assert_eq!(record.format_message(&mut out), Ok(20));
+        assert_eq!(&out[..20], b"7,1,2,+,caller=C4;x\n");
+        assert_eq!(
+            record.format_message(&mut out[..100]),
+            Err(RecordError::BufferTooSmall(BufferTooSmall { needed: 2048 }))
+        );
     }
 
     #[test]
