@@ -237,6 +237,7 @@ pub fn decode_exact(wire: &[u8]) -> Option<alloc::borrow::Cow<'_, [u8]>> {
 
 /// Whether printk writes byte `b` of a text or dictionary as `\xNN`: below 0x20, from 0x7f,
 /// and the backslash (`msg_add_ext_text` in `kernel/printk/printk.c`).
+#[cfg(feature = "alloc")]
 const fn needs_printk_escape(b: u8) -> bool {
     b < 0x20 || b >= 0x7f || b == b'\\'
 }
