@@ -9,11 +9,13 @@ use std::sync::mpsc;
 use std::time::SystemTime;
 
 use netconsole_proto::console::{ConsoleOptions, ConsoleRecord, format_console};
-use netconsole_proto::format::{DictEntry, KmsgRecord, SendOptions, Sysdata, format_userdata};
+use netconsole_proto::format::{
+    DictEntry, KmsgRecord, SendOptions, Sysdata, format_userdata, userdata_len,
+};
 use netconsole_proto::param::{self, Device, Target};
+use netconsole_proto::received::{ReceivedRecord, RecordError};
 use netconsole_proto::{
-    Body, Caller, ExtFragments, Flag, Header, MAX_PRINT_CHUNK, PRINTK_MESSAGE_MAX, format_kmsg,
-    plain_chunks, received, unescape,
+    Body, ExtFragments, Header, MAX_PRINT_CHUNK, format_kmsg, plain_chunks, unescape,
 };
 use netpoll_frame::{FrameBuilder, FrameConfig, MacAddr};
 use pcap_file::PcapError;
@@ -364,7 +366,7 @@ impl Extradata {
             .iter()
             .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
             .collect();
-        let mut userdata = vec![0; entries.iter().map(|(k, v)| k.len() + v.len() + 3).sum()];
+        let mut userdata = vec![0; userdata_len(&entries)];
         let len = format_userdata(&entries, &mut userdata)
             .map_err(|e| Failure::Usage(format!("--userdata: {e}")))?;
         userdata.truncate(len);
@@ -410,11 +412,8 @@ impl Extradata {
             sysdata.msgid = Some(ids[target]);
             ids[target] = ids[target].wrapping_add(1);
         }
-        let needed = 64
-            + self.taskname.as_ref().map_or(0, Vec::len)
-            + self.release.as_ref().map_or(0, Vec::len);
-        self.sysdata.resize(needed, 0);
-        // The buffer is sized for the longest lines: formatting cannot fail.
+        self.sysdata.resize(sysdata.formatted_len(), 0);
+        // Sized for these lines: formatting cannot fail.
         sysdata.format_into(&mut self.sysdata).unwrap_or(0)
     }
 }
@@ -646,7 +645,8 @@ impl Sender<'_> {
                                 &text,
                             );
                             console.facility = record.meta.facility;
-                            console.caller = record.meta.caller.as_deref().and_then(parse_caller);
+                            console.caller =
+                                record.meta.caller.as_deref().and_then(|c| c.parse().ok());
                             self.send_console(&console)?;
                         }
                         Err(why) => self.bad(&why),
@@ -690,37 +690,14 @@ impl Sender<'_> {
     }
 }
 
-/// The message of a JSON `record` and the lines netconsole appends to it.
-///
-/// The `dict` entries are split by `netconsole_proto::received::dictionary_len`: printk's
-/// dictionary (a leading ` SUBSYSTEM=`, ` DEVICE=`) is formatted with the text; what follows
-/// (userdata, sysdata) is appended as it is, outside printk's buffer. With `limit` above
-/// 2048 bytes (kernels before 6.3, which have no userdata) every entry is dictionary.
-/// A record in wire form (`escaped`) or cut by the kernel (`truncated`) is already what
-/// printk wrote: `received::format_received` puts it back as it was. Any other record is
-/// formatted as printk formats it into its buffer of `limit` bytes.
+/// The message of a JSON `record` and the lines netconsole appends to it: the JSON fields
+/// given to `netconsole_proto::received::ReceivedRecord`, which writes them as the sender's
+/// kernel did (printk's part, cut at `limit` unless already printk's output, then the
+/// appended userdata and sysdata).
 fn format_json_record(record: &JsonRecord, limit: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let seq = record.meta.seq;
-    let flag = match record.meta.flag.as_bytes() {
-        [byte] => Flag::from_byte(*byte),
-        _ => None,
-    }
-    .ok_or_else(|| format!("seq {seq}: flag {:?} is not -, c or +", record.meta.flag))?;
-    let caller = record
-        .meta
-        .caller
-        .as_deref()
-        .map(|caller| {
-            parse_caller(caller).ok_or_else(|| format!("seq {seq}: bad caller {caller:?}"))
-        })
-        .transpose()?;
-    if record.meta.level > 7 {
-        return Err(format!(
-            "seq {seq}: level {} is not 0..7",
-            record.meta.level
-        ));
-    }
-    let entries: Vec<DictEntry<'_>> = record
+    let meta = &record.meta;
+    let seq = meta.seq;
+    let lines: Vec<DictEntry<'_>> = record
         .dict
         .iter()
         .map(|(key, value)| DictEntry {
@@ -728,60 +705,32 @@ fn format_json_record(record: &JsonRecord, limit: usize) -> Result<(Vec<u8>, Vec
             value: value.as_bytes(),
         })
         .collect();
-    let printk_lines = if limit > PRINTK_MESSAGE_MAX {
-        entries.len()
-    } else {
-        received::dictionary_len(entries.iter().map(|e| e.key))
+    let mut fields = ReceivedRecord::new(meta.level, seq, meta.ts_usec, record.text.as_bytes());
+    fields.facility = meta.facility;
+    fields.flag = meta.flag.as_bytes();
+    fields.caller = meta.caller.as_deref().map(str::as_bytes);
+    fields.lines = &lines;
+    fields.wire = record.escaped;
+    fields.cut = record.truncated;
+    fields.format_limit = limit;
+    let why = |error| match error {
+        RecordError::Flag => format!("seq {seq}: flag {:?} is not -, c or +", meta.flag),
+        RecordError::Caller(_) => {
+            format!(
+                "seq {seq}: bad caller {:?}",
+                meta.caller.as_deref().unwrap_or("")
+            )
+        }
+        other => format!("seq {seq}: {other}"),
     };
-    let (dictionary, appended) = entries.split_at(printk_lines);
-    let mut kmsg = KmsgRecord::new(
-        record.meta.level,
-        seq,
-        record.meta.ts_usec,
-        record.text.as_bytes(),
-    );
-    kmsg.facility = record.meta.facility;
-    kmsg.flag = flag;
-    kmsg.caller = caller;
-    kmsg.dict = dictionary;
-    let mut appended_lines = vec![
-        0u8;
-        appended
-            .iter()
-            .map(|e| e.key.len() + e.value.len() + 3)
-            .sum()
-    ];
-    let len =
-        received::format_appended(appended, &mut appended_lines).map_err(|e| e.to_string())?;
-    appended_lines.truncate(len);
-    if !(record.escaped || record.truncated) {
-        let mut buf = vec![0u8; limit];
-        let len = format_kmsg(&kmsg, &mut buf);
-        buf.truncate(len);
-        return Ok((buf, appended_lines));
-    }
-    // The bytes needed, then the record.
-    let needed = received::format_received(&kmsg, record.escaped, record.truncated, &mut [])
-        .unwrap_or_else(|e| e.needed);
-    let mut buf = vec![0u8; needed];
-    let len = received::format_received(&kmsg, record.escaped, record.truncated, &mut buf)
+    let mut message = vec![0; fields.message_capacity().map_err(why)?];
+    let len = fields.format_message(&mut message).map_err(why)?;
+    message.truncate(len);
+    let mut appended = vec![0; fields.appended_len()];
+    fields
+        .format_appended(&mut appended)
         .map_err(|e| e.to_string())?;
-    buf.truncate(len);
-    Ok((buf, appended_lines))
-}
-
-/// `T<pid>` or `C<cpu>`.
-fn parse_caller(caller: &str) -> Option<Caller> {
-    let (kind, number) = caller.split_at_checked(1)?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let number = number.parse().ok()?;
-    match kind {
-        "T" => Some(Caller::Task(number)),
-        "C" => Some(Caller::Cpu(number)),
-        _ => None,
-    }
+    Ok((message, appended))
 }
 
 /// Runs `ncrx send`.
@@ -1101,6 +1050,27 @@ mod tests {
         );
         let error = TargetSpec::parse_arg("@/,@10.0.0.300/").unwrap_err();
         assert!(!error.contains("host name"), "{error}");
+    }
+
+    #[test]
+    fn bad_json_records_are_named_by_seq_and_field() {
+        let why = |line: &str| {
+            let Ok(JsonLine::Record(record)) = serde_json::from_str::<JsonLine>(line) else {
+                panic!("not a record line: {line}");
+            };
+            format_json_record(&record, 2048).unwrap_err()
+        };
+        let line =
+            |extra: &str| format!(r#"{{"type":"record","seq":5,"ts_usec":1,"text":"t",{extra}}}"#);
+        assert_eq!(
+            why(&line(r#""level":6,"flag":"x""#)),
+            r#"seq 5: flag "x" is not -, c or +"#
+        );
+        assert_eq!(
+            why(&line(r#""level":6,"caller":"X1""#)),
+            r#"seq 5: bad caller "X1""#
+        );
+        assert_eq!(why(&line(r#""level":9"#)), "seq 5: level 9 is not 0..7");
     }
 
     #[test]
