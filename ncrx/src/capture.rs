@@ -585,6 +585,20 @@ fn read_failure(name: &str, error: &Mutex<Option<io::Error>>) -> Failure {
     }
 }
 
+/// A failure to write the pcap file at `path` (`ncrx send --pcap`, `ncrx oops send --pcap`),
+/// with the I/O error when there is one.
+pub(crate) fn pcap_write_failure(path: &Path, error: pcap_file::PcapError) -> Failure {
+    let source = match error {
+        pcap_file::PcapError::IoError(e) => e,
+        other => io::Error::other(other.to_string()),
+    };
+    Failure::File {
+        what: "cannot write",
+        path: path.to_owned(),
+        source,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

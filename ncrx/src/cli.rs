@@ -1,12 +1,14 @@
 //! The command line: subcommands, options, their help and examples.
 
-use std::net::SocketAddr;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use netconsole_proto::param::{self, Device, Target};
+use netpoll_frame::MacAddr;
 
 use crate::error::EXIT_CODES_HELP;
-use crate::send::TargetSpec;
 
 /// netconsole / netoops from user space: decode captures, send like a kernel, collect
 /// crash dumps.
@@ -351,6 +353,101 @@ pub(crate) enum InputFormat {
     Json,
     /// Plain text, one record per line.
     Text,
+}
+
+/// One target of `--target`, owned (the crate's [`Target`] borrows the spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedTarget {
+    /// `+`.
+    pub(crate) extended: bool,
+    /// `r`.
+    pub(crate) release: bool,
+    /// Source port.
+    pub(crate) local_port: u16,
+    /// Source IP, if given.
+    pub(crate) local_ip: Option<IpAddr>,
+    /// Source MAC, when the device field is a MAC.
+    pub(crate) local_mac: Option<MacAddr>,
+    /// Target port.
+    pub(crate) remote_port: u16,
+    /// Target IP.
+    pub(crate) remote_ip: IpAddr,
+    /// Target MAC.
+    pub(crate) remote_mac: MacAddr,
+}
+
+impl From<&Target<'_>> for OwnedTarget {
+    fn from(target: &Target<'_>) -> Self {
+        OwnedTarget {
+            extended: target.extended,
+            release: target.release,
+            local_port: target.local_port,
+            local_ip: target.local_ip,
+            local_mac: match target.device {
+                Device::Mac(mac) => Some(mac),
+                Device::Name(_) => None,
+            },
+            remote_port: target.remote_port,
+            remote_ip: target.remote_ip,
+            remote_mac: target.remote_mac,
+        }
+    }
+}
+
+/// The parsed `--target` value: one or more targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetSpec {
+    /// The targets, in the order given.
+    pub(crate) targets: Vec<OwnedTarget>,
+}
+
+impl TargetSpec {
+    /// clap's value parser: the kernel's own `netconsole=` syntax, with the crate's error
+    /// saying what is wrong and which target it is in.
+    pub(crate) fn parse_arg(spec: &str) -> Result<Self, String> {
+        let targets = param::parse_targets(spec).map_err(|e| e.to_string())?;
+        let mut owned = Vec::new();
+        for (index, target) in targets.enumerate() {
+            let target = target.map_err(|e| {
+                let mut message = format!(
+                    "{e} in target {} of a netconsole= value ([+][r][src-port]@[src-ip]/[dev],[tgt-port]@<tgt-ip>/[tgt-mac])",
+                    index + 1
+                );
+                if let Some(name) = host_name_in(spec) {
+                    let _ = write!(
+                        message,
+                        "; {name:?} is a host name, and netconsole= takes IP addresses only, as \
+                         the kernel's parameter does: resolve it first, e.g. \
+                         --target \"...@$(getent ahostsv4 {name} | head -n1 | cut -d' ' -f1)/\""
+                    );
+                }
+                message
+            })?;
+            owned.push(OwnedTarget::from(&target));
+        }
+        Ok(TargetSpec { targets: owned })
+    }
+}
+
+/// The first source or target IP field of a `netconsole=` value that looks like a host name
+/// (letters, digits, '-' and '.', with a letter beyond hexadecimal, not an IP address).
+fn host_name_in(spec: &str) -> Option<&str> {
+    spec.split(';')
+        .flat_map(|target| target.split(','))
+        .filter_map(|half| {
+            let (_, after) = half.split_once('@')?;
+            Some(after.split('/').next().unwrap_or(after))
+        })
+        .find(|field| {
+            !field.is_empty()
+                && field.parse::<IpAddr>().is_err()
+                && field
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                && field
+                    .bytes()
+                    .any(|b| b.is_ascii_alphabetic() && !b.is_ascii_hexdigit())
+        })
 }
 
 /// `ncrx send`.
@@ -771,5 +868,70 @@ mod tests {
             panic!("not oops decode");
         };
         assert_eq!(args.port, [1, 2]);
+    }
+
+    #[test]
+    fn capture_spec() {
+        let spec = TargetSpec::parse_arg(
+            "+6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57",
+        )
+        .unwrap();
+        let [target] = &spec.targets[..] else {
+            panic!("one target expected");
+        };
+        assert!(target.extended && !target.release);
+        assert_eq!(target.local_ip, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            target.local_mac,
+            Some(MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]))
+        );
+        assert_eq!(
+            target.remote_mac,
+            MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x57])
+        );
+        assert_eq!((target.local_port, target.remote_port), (6665, 6666));
+    }
+
+    #[test]
+    fn host_names_are_named_as_such() {
+        assert_eq!(
+            host_name_in("+@/,@logs.example.com/"),
+            Some("logs.example.com")
+        );
+        assert_eq!(host_name_in("@myhost/,@10.0.0.1/"), Some("myhost"));
+        // Addresses, MACs, interface names and a missing '/' are not host names.
+        assert_eq!(
+            host_name_in("+6665@192.0.2.1/eth0,6666@192.0.2.2/52:54:00:12:34:57"),
+            None
+        );
+        assert_eq!(host_name_in("@/,@2001:db8::2/"), None);
+        assert_eq!(host_name_in("+6665@192.0.2.1,6666@192.0.2.2/"), None);
+        assert_eq!(
+            host_name_in("@/,@cafe/"),
+            None,
+            "hexadecimal only: not said to be a name"
+        );
+        let error = TargetSpec::parse_arg("+@/,@logs.example.com/").unwrap_err();
+        assert!(
+            error.starts_with("bad IP address in target 1")
+                && error.contains(
+                    "\"logs.example.com\" is a host name, and netconsole= takes IP addresses only"
+                )
+                && error.contains("getent ahostsv4 logs.example.com"),
+            "{error}"
+        );
+        let error = TargetSpec::parse_arg("@/,@10.0.0.300/").unwrap_err();
+        assert!(!error.contains("host name"), "{error}");
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_the_target() {
+        let error = TargetSpec::parse_arg("@/,@10.0.0.1/;@/,@10.0.0.300/").unwrap_err();
+        assert!(error.starts_with("bad IP address in target 2"), "{error}");
+        let error = TargetSpec::parse_arg("r@/,@10.0.0.1/").unwrap_err();
+        assert!(
+            error.contains("release prepend requires extended mode"),
+            "{error}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The listener's sockets: bound with a large receive buffer and ICMP errors turned on, read a
 //! batch of datagrams per system call (`recvmmsg`), their error queues and their kernel drop
-//! counters. Nothing here knows the protocol: bytes and addresses in, bytes and addresses out.
+//! counters; the senders' sockets ([`bind_sender`], for `ncrx send` and `ncrx oops send`).
+//! Nothing here knows the protocol: bytes and addresses in, bytes and addresses out.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -61,6 +62,35 @@ pub(crate) fn bind_listener(
         .bind(&addr.into())
         .map_err(|e| fail("cannot bind", e))?;
     prepare(socket.into(), addr, buffer)
+}
+
+/// A UDP socket to send from, bound to `local`, as netconsole's netpoll sends: an IPv6 socket
+/// is IPv6 only (`IPV6_V6ONLY`), so that an IPv4 target and an IPv6 target can both send from
+/// the same port (the kernel sends both from 6665); an IPv4 socket may send to a broadcast
+/// address (`SO_BROADCAST`; the kernel's default target MAC is broadcast, and
+/// `255.255.255.255` or a subnet's broadcast address are valid targets).
+pub(crate) fn bind_sender(local: SocketAddr) -> Result<UdpSocket, Failure> {
+    let fail = |what, source| Failure::Socket {
+        what,
+        addr: local,
+        source,
+    };
+    let domain = socket2::Domain::for_address(local);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .map_err(|e| fail("cannot open a socket for", e))?;
+    if local.is_ipv6() {
+        socket
+            .set_only_v6(true)
+            .map_err(|e| fail("cannot make IPv6-only (IPV6_V6ONLY)", e))?;
+    } else {
+        socket
+            .set_broadcast(true)
+            .map_err(|e| fail("cannot allow broadcast (SO_BROADCAST) on", e))?;
+    }
+    socket
+        .bind(&local.into())
+        .map_err(|e| fail("cannot bind", e))?;
+    Ok(socket.into())
 }
 
 /// Takes a socket bound by someone else (systemd's socket activation): the options that can

@@ -508,7 +508,7 @@ impl OopsSink {
                 source,
             })?;
             let writer = PcapWriter::new(io::BufWriter::new(file))
-                .map_err(|e| crate::send::pcap_failure(path, e))?;
+                .map_err(|e| capture::pcap_write_failure(path, e))?;
             let time = match args.time {
                 Some(seconds) => Duration::from_secs(seconds),
                 None => SystemTime::now()
@@ -536,7 +536,7 @@ impl OopsSink {
                 "--source {source} and --target {to} are not of the same IP version"
             )));
         }
-        let socket = crate::send::bind_sender(source)?;
+        let socket = crate::net::bind_sender(source)?;
         Ok(OopsSink::Udp { socket, to })
     }
 
@@ -563,7 +563,7 @@ impl OopsSink {
                     .map_err(|e| Failure::Usage(format!("cannot build a frame: {e}")))?;
                 writer
                     .write_packet(&PcapPacket::new(*time, len as u32, &frame[..len]))
-                    .map_err(|e| crate::send::pcap_failure(path, e))?;
+                    .map_err(|e| capture::pcap_write_failure(path, e))?;
                 *time += Duration::from_millis(1);
             }
         }

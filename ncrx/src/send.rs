@@ -1,6 +1,5 @@
 //! `ncrx send`: the kernel's netconsole sender in user space.
 
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -12,114 +11,19 @@ use netconsole_proto::console::{ConsoleOptions, ConsoleRecord, format_console};
 use netconsole_proto::format::{
     DictEntry, KmsgRecord, SendOptions, Sysdata, format_userdata, userdata_len,
 };
-use netconsole_proto::param::{self, Device, Target};
 use netconsole_proto::received::{ReceivedRecord, RecordError};
 use netconsole_proto::{
     Body, ExtFragments, Header, MAX_PRINT_CHUNK, format_kmsg, plain_chunks, unescape,
 };
 use netpoll_frame::{FrameBuilder, FrameConfig, MacAddr};
-use pcap_file::PcapError;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 
-use crate::cli::{ConsoleArgs, InputFormat, SendArgs, SysdataField};
+use crate::capture;
+use crate::cli::{ConsoleArgs, InputFormat, OwnedTarget, SendArgs, SysdataField};
 use crate::error::{Failure, Outcome};
 use crate::input::KmsgRecords;
 use crate::json::{JsonLine, JsonRecord};
-
-/// One target of `--target`, owned (the crate's [`Target`] borrows the spec).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OwnedTarget {
-    /// `+`.
-    pub(crate) extended: bool,
-    /// `r`.
-    pub(crate) release: bool,
-    /// Source port.
-    pub(crate) local_port: u16,
-    /// Source IP, if given.
-    pub(crate) local_ip: Option<IpAddr>,
-    /// Source MAC, when the device field is a MAC.
-    pub(crate) local_mac: Option<MacAddr>,
-    /// Target port.
-    pub(crate) remote_port: u16,
-    /// Target IP.
-    pub(crate) remote_ip: IpAddr,
-    /// Target MAC.
-    pub(crate) remote_mac: MacAddr,
-}
-
-impl From<&Target<'_>> for OwnedTarget {
-    fn from(target: &Target<'_>) -> Self {
-        OwnedTarget {
-            extended: target.extended,
-            release: target.release,
-            local_port: target.local_port,
-            local_ip: target.local_ip,
-            local_mac: match target.device {
-                Device::Mac(mac) => Some(mac),
-                Device::Name(_) => None,
-            },
-            remote_port: target.remote_port,
-            remote_ip: target.remote_ip,
-            remote_mac: target.remote_mac,
-        }
-    }
-}
-
-/// The parsed `--target` value: one or more targets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TargetSpec {
-    /// The targets, in the order given.
-    pub(crate) targets: Vec<OwnedTarget>,
-}
-
-impl TargetSpec {
-    /// clap's value parser: the kernel's own `netconsole=` syntax, with the crate's error
-    /// saying what is wrong and which target it is in.
-    pub(crate) fn parse_arg(spec: &str) -> Result<Self, String> {
-        let targets = param::parse_targets(spec).map_err(|e| e.to_string())?;
-        let mut owned = Vec::new();
-        for (index, target) in targets.enumerate() {
-            let target = target.map_err(|e| {
-                let mut message = format!(
-                    "{e} in target {} of a netconsole= value ([+][r][src-port]@[src-ip]/[dev],[tgt-port]@<tgt-ip>/[tgt-mac])",
-                    index + 1
-                );
-                if let Some(name) = host_name_in(spec) {
-                    let _ = write!(
-                        message,
-                        "; {name:?} is a host name, and netconsole= takes IP addresses only, as \
-                         the kernel's parameter does: resolve it first, e.g. \
-                         --target \"...@$(getent ahostsv4 {name} | head -n1 | cut -d' ' -f1)/\""
-                    );
-                }
-                message
-            })?;
-            owned.push(OwnedTarget::from(&target));
-        }
-        Ok(TargetSpec { targets: owned })
-    }
-}
-
-/// The first source or target IP field of a `netconsole=` value that looks like a host name
-/// (letters, digits, '-' and '.', with a letter beyond hexadecimal, not an IP address).
-fn host_name_in(spec: &str) -> Option<&str> {
-    spec.split(';')
-        .flat_map(|target| target.split(','))
-        .filter_map(|half| {
-            let (_, after) = half.split_once('@')?;
-            Some(after.split('/').next().unwrap_or(after))
-        })
-        .find(|field| {
-            !field.is_empty()
-                && field.parse::<IpAddr>().is_err()
-                && field
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-                && field
-                    .bytes()
-                    .any(|b| b.is_ascii_alphabetic() && !b.is_ascii_hexdigit())
-        })
-}
+use crate::net;
 
 /// Where datagrams go: UDP sockets, or frames in a pcap file.
 enum Sink {
@@ -167,8 +71,8 @@ impl Sink {
                 path: path.clone(),
                 source,
             })?;
-            let writer =
-                PcapWriter::new(BufWriter::new(file)).map_err(|e| pcap_failure(path, e))?;
+            let writer = PcapWriter::new(BufWriter::new(file))
+                .map_err(|e| capture::pcap_write_failure(path, e))?;
             return Ok(Sink::Pcap {
                 path: path.clone(),
                 writer,
@@ -214,7 +118,7 @@ impl Sink {
                 let packet = PcapPacket::new(timestamp, len as u32, &frame[..len]);
                 writer
                     .write_packet(&packet)
-                    .map_err(|e| pcap_failure(path, e))?;
+                    .map_err(|e| capture::pcap_write_failure(path, e))?;
                 Ok(())
             }
         }
@@ -245,35 +149,6 @@ fn local_address(target: &OwnedTarget) -> SocketAddr {
     SocketAddr::new(ip, target.local_port)
 }
 
-/// A UDP socket to send from, bound to `local`, as netconsole's netpoll sends: an IPv6 socket
-/// is IPv6 only (`IPV6_V6ONLY`), so that an IPv4 target and an IPv6 target can both send from
-/// the same port (the kernel sends both from 6665); an IPv4 socket may send to a broadcast
-/// address (`SO_BROADCAST`; the kernel's default target MAC is broadcast, and
-/// `255.255.255.255` or a subnet's broadcast address are valid targets).
-pub(crate) fn bind_sender(local: SocketAddr) -> Result<UdpSocket, Failure> {
-    let fail = |what, source| Failure::Socket {
-        what,
-        addr: local,
-        source,
-    };
-    let domain = socket2::Domain::for_address(local);
-    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
-        .map_err(|e| fail("cannot open a socket for", e))?;
-    if local.is_ipv6() {
-        socket
-            .set_only_v6(true)
-            .map_err(|e| fail("cannot make IPv6-only (IPV6_V6ONLY)", e))?;
-    } else {
-        socket
-            .set_broadcast(true)
-            .map_err(|e| fail("cannot allow broadcast (SO_BROADCAST) on", e))?;
-    }
-    socket
-        .bind(&local.into())
-        .map_err(|e| fail("cannot bind", e))?;
-    Ok(socket.into())
-}
-
 /// Sockets bound for sending, with their local address.
 pub(crate) type BoundSockets = Vec<(SocketAddr, UdpSocket)>;
 
@@ -290,24 +165,12 @@ pub(crate) fn bind_targets(
         let index = if let Some(index) = bound.iter().position(|(addr, _)| *addr == local) {
             index
         } else {
-            bound.push((local, bind_sender(local)?));
+            bound.push((local, net::bind_sender(local)?));
             bound.len() - 1
         };
         sockets.push((index, SocketAddr::new(target.remote_ip, target.remote_port)));
     }
     Ok((bound, sockets))
-}
-
-pub(crate) fn pcap_failure(path: &Path, error: PcapError) -> Failure {
-    let source = match error {
-        PcapError::IoError(e) => e,
-        other => io::Error::other(other.to_string()),
-    };
-    Failure::File {
-        what: "cannot write",
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// This machine's kernel release, for `r` targets when `--release` is not given.
@@ -999,60 +862,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capture_spec() {
-        let spec = TargetSpec::parse_arg(
-            "+6665@192.0.2.1/52:54:00:12:34:56,6666@192.0.2.2/52:54:00:12:34:57",
-        )
-        .unwrap();
-        let [target] = &spec.targets[..] else {
-            panic!("one target expected");
-        };
-        assert!(target.extended && !target.release);
-        assert_eq!(target.local_ip, Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(
-            target.local_mac,
-            Some(MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]))
-        );
-        assert_eq!(
-            target.remote_mac,
-            MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x57])
-        );
-        assert_eq!((target.local_port, target.remote_port), (6665, 6666));
-    }
-
-    #[test]
-    fn host_names_are_named_as_such() {
-        assert_eq!(
-            host_name_in("+@/,@logs.example.com/"),
-            Some("logs.example.com")
-        );
-        assert_eq!(host_name_in("@myhost/,@10.0.0.1/"), Some("myhost"));
-        // Addresses, MACs, interface names and a missing '/' are not host names.
-        assert_eq!(
-            host_name_in("+6665@192.0.2.1/eth0,6666@192.0.2.2/52:54:00:12:34:57"),
-            None
-        );
-        assert_eq!(host_name_in("@/,@2001:db8::2/"), None);
-        assert_eq!(host_name_in("+6665@192.0.2.1,6666@192.0.2.2/"), None);
-        assert_eq!(
-            host_name_in("@/,@cafe/"),
-            None,
-            "hexadecimal only: not said to be a name"
-        );
-        let error = TargetSpec::parse_arg("+@/,@logs.example.com/").unwrap_err();
-        assert!(
-            error.starts_with("bad IP address in target 1")
-                && error.contains(
-                    "\"logs.example.com\" is a host name, and netconsole= takes IP addresses only"
-                )
-                && error.contains("getent ahostsv4 logs.example.com"),
-            "{error}"
-        );
-        let error = TargetSpec::parse_arg("@/,@10.0.0.300/").unwrap_err();
-        assert!(!error.contains("host name"), "{error}");
-    }
-
-    #[test]
     fn bad_json_records_are_named_by_seq_and_field() {
         let why = |line: &str| {
             let Ok(JsonLine::Record(record)) = serde_json::from_str::<JsonLine>(line) else {
@@ -1071,16 +880,5 @@ mod tests {
             r#"seq 5: bad caller "X1""#
         );
         assert_eq!(why(&line(r#""level":9"#)), "seq 5: level 9 is not 0..7");
-    }
-
-    #[test]
-    fn errors_name_the_problem_and_the_target() {
-        let error = TargetSpec::parse_arg("@/,@10.0.0.1/;@/,@10.0.0.300/").unwrap_err();
-        assert!(error.starts_with("bad IP address in target 2"), "{error}");
-        let error = TargetSpec::parse_arg("r@/,@10.0.0.1/").unwrap_err();
-        assert!(
-            error.contains("release prepend requires extended mode"),
-            "{error}"
-        );
     }
 }
