@@ -7,7 +7,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use netpoll_frame::{Frame, FrameBuilder, FrameConfig, MacAddr};
+use netpoll_frame::{
+    Frame, FrameBuilder, FrameConfig, MacAddr, NETCONSOLE_DESTINATION_PORT, NETCONSOLE_SOURCE_PORT,
+};
 
 const SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const DESTINATION: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -31,7 +33,7 @@ fn ours(payload: &[u8], buf: &mut [u8], builder: &mut FrameBuilder) -> usize {
 fn etherparse_build(payload: &[u8], buf: &mut [u8]) -> usize {
     etherparse::PacketBuilder::ethernet2(SOURCE_MAC, DESTINATION_MAC)
         .ipv4(SOURCE.octets(), DESTINATION.octets(), 64)
-        .udp(6665, 6666)
+        .udp(NETCONSOLE_SOURCE_PORT, NETCONSOLE_DESTINATION_PORT)
         .write_to_slice(buf, payload)
         .unwrap()
 }
@@ -60,8 +62,8 @@ fn smoltcp_build(payload: &[u8], buf: &mut [u8]) -> usize {
     };
     ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[14..]), &caps);
     let udp = UdpRepr {
-        src_port: 6665,
-        dst_port: 6666,
+        src_port: NETCONSOLE_SOURCE_PORT,
+        dst_port: NETCONSOLE_DESTINATION_PORT,
     };
     udp.emit(
         &mut UdpPacket::new_unchecked(&mut buf[34..]),

@@ -13,14 +13,14 @@
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use testkit::SplitMix64 as Rng;
 
 use criterion::{Criterion, Throughput, criterion_group};
 use ncrx_core::{Event, Receiver, ReceiverConfig};
 use netconsole_proto::Response;
-use netpoll_frame::Instant;
+use netpoll_frame::{Instant, NETCONSOLE_SOURCE_PORT};
 
 const RECORDS: u64 = 1_000_000;
 
@@ -162,7 +162,7 @@ fn run(trace: &Trace, loss: u64, retransmit: bool) -> Counts {
         trace,
         rx: Receiver::new(config),
         counts: Counts::default(),
-        source: "192.0.2.1:6665".parse().unwrap(),
+        source: SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), NETCONSOLE_SOURCE_PORT)),
         loss,
         retransmit,
         rng: Rng::new(loss),

@@ -231,7 +231,7 @@ pub(crate) struct DecodeArgs {
     /// (`tcpdump -w - | ncrx decode -` decodes live, packet by packet).
     pub(crate) file: PathBuf,
     /// Destination UDP port to decode (repeatable).
-    #[arg(long, value_name = "N", default_value = "6666")]
+    #[arg(long, value_name = "N", default_values_t = [param::DEFAULT_REMOTE_PORT])]
     pub(crate) port: Vec<u16>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -788,6 +788,11 @@ mod tests {
             panic!("not oops listen");
         };
         assert_eq!(args.bind, ["[::]:2004".parse::<SocketAddr>().unwrap()]);
+        let cli = Cli::try_parse_from(["ncrx", "decode", "x.pcap"]).unwrap();
+        let Command::Decode(args) = cli.command else {
+            panic!("not decode");
+        };
+        assert_eq!(args.port, [6666]);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use netpoll_frame::{NETCONSOLE_DESTINATION_PORT, NETCONSOLE_SOURCE_PORT};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, sendmmsg};
 
 const USAGE: &str = "\
@@ -100,7 +101,7 @@ fn sender_addr(i: usize, ports: bool) -> SocketAddr {
     } else {
         let i = u32::try_from(i).expect("sender index") + 1;
         let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + i);
-        SocketAddr::new(IpAddr::V4(ip), 6665)
+        SocketAddr::new(IpAddr::V4(ip), NETCONSOLE_SOURCE_PORT)
     }
 }
 
@@ -151,7 +152,10 @@ fn record_datagrams(sender: usize, seq: u64, size: usize, long: bool, out: &mut 
     reason = "one loop: fill each sender's batch, send it, pace"
 )]
 fn send(options: &Options) -> ExitCode {
-    let target: SocketAddr = options.get("target", "127.0.0.1:6666".parse().expect("addr"));
+    let target: SocketAddr = options.get(
+        "target",
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), NETCONSOLE_DESTINATION_PORT),
+    );
     if !target.ip().is_loopback() {
         eprintln!("ncflood: {target} is not a loopback address; ncflood sends only to loopback");
         return ExitCode::from(2);
