@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use netconsole_proto::format;
 use netconsole_proto::param::{self, Device, Target};
 use netpoll_frame::MacAddr;
 
@@ -566,11 +567,10 @@ pub(crate) struct ExtradataArgs {
     pub(crate) msgid: u32,
 }
 
-/// The longest userdata value the kernel takes (`MAX_USERDATA_VALUE_LENGTH`).
-pub(crate) const USERDATA_VALUE_MAX: usize = 200;
-/// The longest userdata key (`MAX_USERDATA_NAME_LENGTH`: a 256-byte entry less the value
-/// and the three bytes of ` =\n`).
-pub(crate) const USERDATA_KEY_MAX: usize = 53;
+/// The longest userdata value the kernel takes a write of.
+pub(crate) const USERDATA_VALUE_MAX: usize = format::MAX_EXTRADATA_VALUE_LEN;
+/// The longest userdata key.
+pub(crate) const USERDATA_KEY_MAX: usize = format::MAX_EXTRADATA_NAME_LEN;
 
 /// `--userdata KEY=VALUE`.
 fn userdata_entry(text: &str) -> Result<(String, String), String> {

@@ -298,6 +298,27 @@ pub fn format_kmsg(record: &KmsgRecord<'_>, out: &mut [u8]) -> usize {
 /// ```
 pub const EXTRADATA_LINE_OVERHEAD: usize = 3;
 
+/// The longest userdata or sysdata line, the NUL of `scnprintf` included:
+/// `MAX_EXTRADATA_ENTRY_LEN` in drivers/net/netconsole.c (`MAX_USERDATA_ENTRY_LENGTH` before
+/// Linux 6.15), the bound of every `scnprintf` of a line.
+pub const MAX_EXTRADATA_ENTRY_LEN: usize = 256;
+
+/// The buffer of a userdata value, its NUL included: `MAX_EXTRADATA_VALUE_LEN` in
+/// drivers/net/netconsole.c (`MAX_USERDATA_VALUE_LENGTH` before Linux 6.15), the size of
+/// `struct userdatum`'s `value`. `userdatum_value_store()` refuses a write of more bytes
+/// (`-EMSGSIZE`); the value kept is at most one byte less, without its newline.
+pub const MAX_EXTRADATA_VALUE_LEN: usize = 200;
+
+/// The longest userdata key (its configfs item name): `MAX_EXTRADATA_NAME_LEN` in
+/// drivers/net/netconsole.c (`MAX_USERDATA_NAME_LENGTH` before Linux 6.15), which
+/// `userdatum_make_item()` checks: an entry less the value and [`EXTRADATA_LINE_OVERHEAD`].
+///
+/// ```
+/// assert_eq!(netconsole_proto::format::MAX_EXTRADATA_NAME_LEN, 53);
+/// ```
+pub const MAX_EXTRADATA_NAME_LEN: usize =
+    MAX_EXTRADATA_ENTRY_LEN - MAX_EXTRADATA_VALUE_LEN - EXTRADATA_LINE_OVERHEAD;
+
 /// The length of one ` <key>=<value>\n` line as netconsole appends it (userdata, sysdata, and
 /// the appended lines of a received record): the key, the value and
 /// [`EXTRADATA_LINE_OVERHEAD`].
