@@ -546,7 +546,7 @@ pub(crate) enum SysdataField {
 pub(crate) struct ExtradataArgs {
     /// Userdata (configfs `userdata/KEY/value`), repeatable: ` KEY=VALUE\n` after every
     /// extended message, in the order given, unescaped; empty values are skipped as the
-    /// kernel skips them. VALUE at most 200 bytes, KEY at most 53.
+    /// kernel skips them. VALUE at most 199 bytes, KEY at most 53.
     #[arg(long, value_name = "KEY=VALUE", value_parser = userdata_entry)]
     pub(crate) userdata: Vec<(String, String)>,
     /// Sysdata after the userdata (configfs `userdata/*_enabled`, Linux 6.15+), a
@@ -567,8 +567,9 @@ pub(crate) struct ExtradataArgs {
     pub(crate) msgid: u32,
 }
 
-/// The longest userdata value the kernel takes a write of.
-pub(crate) const USERDATA_VALUE_MAX: usize = format::MAX_EXTRADATA_VALUE_LEN;
+/// The longest userdata value a kernel holds: its buffer less the NUL (`strscpy` into
+/// `struct userdatum`'s `value` keeps at most that many bytes).
+pub(crate) const USERDATA_VALUE_MAX: usize = format::MAX_EXTRADATA_VALUE_LEN - 1;
 /// The longest userdata key.
 pub(crate) const USERDATA_KEY_MAX: usize = format::MAX_EXTRADATA_NAME_LEN;
 
@@ -834,7 +835,7 @@ mod tests {
             ("novalue", "has no '='"),
             ("=v", "must be 1 to 53 bytes"),
             ("a/b=v", "without '/'"),
-            (long.as_str(), "at most 200 bytes"),
+            (long.as_str(), "at most 199 bytes"),
         ] {
             let error = Cli::try_parse_from([
                 "ncrx",
