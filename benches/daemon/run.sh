@@ -7,8 +7,9 @@
 # `make` there builds ./netconsd and modules/printer.so); nothing of it is kept here.
 # Each run starts a fresh daemon writing to a file, floods it from 1,000 senders with
 # distinct loopback addresses (127.1.x.y) with ~100-byte extended records, stops it, and
-# prints one line: daemon, phase, rate asked, rate sent, kernel drops, records checked,
-# CPU seconds per million datagrams, peak memory (VmHWM).
+# prints one line: daemon, phase, rate asked, rate sent, the generator's longest stall (it
+# does not catch up beyond 2 ms of datagrams), kernel drops, CPU seconds per million
+# datagrams, peak memory (VmHWM), records checked.
 #   cold:   the 1,000 senders appear at once, at the rate asked.
 #   steady: the senders first send 20 records each at 20,000 datagrams/s, then the flood.
 # netconsd has no receive buffer option: net.core.rmem_default is raised to the size ncrx
@@ -77,9 +78,11 @@ run() {
     fi
     local cpu0 drops0
     cpu0=$(cpu "$pid"); drops0=$(drops)
-    local sent
-    sent=$("$flood" send --senders "$senders" --records "$records" --first-seq "$first" \
-        --rate "$rate" 2>/dev/null | sed -n 's/.*s: \([0-9]*\) datagrams\/s/\1/p')
+    local flooded sent lag
+    flooded=$("$flood" send --senders "$senders" --records "$records" --first-seq "$first" \
+        --rate "$rate" 2>/dev/null)
+    sent=$(sed -n 's/.*s: \([0-9]*\) datagrams\/s/\1/p' <<<"$flooded")
+    lag=$(sed -n 's/.*behind by at most \([0-9.]*\) ms.*/\1/p' <<<"$flooded")
     settle "$file"
     local cpu1 dropped hwm
     cpu1=$(cpu "$pid"); dropped=$(( $(drops) - drops0 ))
@@ -92,8 +95,8 @@ run() {
     local datagrams=$((senders * records))
     local per_million
     per_million=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$datagrams" 'BEGIN { printf "%.2f", (b - a) * 1e6 / n }')
-    printf '%-9s %-6s asked %7s sent %7s drops %7s cpu/M %5s s  VmHWM %7s kB  %s\n' \
-        "$daemon" "$phase" "$rate" "$sent" "$dropped" "$per_million" "$hwm" "$checked"
+    printf '%-9s %-6s asked %7s sent %7s (lag %5s ms) drops %7s cpu/M %5s s  VmHWM %7s kB  %s\n' \
+        "$daemon" "$phase" "$rate" "$sent" "$lag" "$dropped" "$per_million" "$hwm" "$checked"
 }
 
 for round in $(seq "$rounds"); do
