@@ -1,62 +1,13 @@
-//! Receiver parameters: the defaults, libncrx's values, the daemon's preset, and the memory
-//! bounds.
-//!
-//! [`StreamConfig::default`] is libncrx's values plus the handling of senders that do not
-//! answer retransmission requests (mainline Linux never does):
-//! [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) 1 s, and asks for
-//! the head of a stream that starts with a fresh boot
-//! ([`ask_for_boot_head`](StreamConfig::ask_for_boot_head)).
-//! [`StreamConfig::libncrx`] keeps libncrx's values exactly (that handling off), for
-//! comparison; [`StreamConfig::daemon`] is netconsd's preset, also without it.
-//!
-//! | parameter | default | libncrx | daemon preset | meaning |
-//! |---|---|---|---|---|
-//! | [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) | 1 s | off | off | give up on a hole this soon while the sender has not answered a request |
-//! | [`ask_for_boot_head`](StreamConfig::ask_for_boot_head) | on | off | off | a fresh boot's first record: the numbers before it are holes |
-//! | [`slots`](StreamConfig::slots) | 8192 | 8192 | 512 | reorder window, in sequence numbers |
-//! | [`ack_interval`](StreamConfig::ack_interval) | off | off | 200 ms | ack retired records after this long |
-//! | [`retransmit_interval`](StreamConfig::retransmit_interval) | 1000 ms | 1000 ms | 200 ms | ask for a hole again this often |
-//! | [`retransmit_stride`](StreamConfig::retransmit_stride) | 256 | 256 | 256 | ask for a hole each time the head moves this far past it |
-//! | [`message_timeout`](StreamConfig::message_timeout) | 30 s | 30 s | 200 ms | give up on a hole (loss event) once the sender answers |
-//! | [`out_of_order_threshold`](StreamConfig::out_of_order_threshold) | 19 of 32 | 19 of 32 | 19 of 32 | restart the stream |
-//! | [`out_of_order_interval`](StreamConfig::out_of_order_interval) | 5 s | 5 s | 200 ms | kept for libncrx parity (see the field) |
-//! | [`out_of_order_timeout`](StreamConfig::out_of_order_timeout) | 30 s | 30 s | 200 ms | release a buffered out-of-order record |
-//!
-//! # Senders that answer and senders that do not
-//!
-//! A stream learns that its sender answers retransmission requests when a number it asked
-//! for arrives after the request went out, or when an `ncemg` record arrives (only a
-//! reliable sender sends them). Until then, with
-//! [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) set:
-//!
-//! - a hole is held that long (at most `message_timeout`), then reported lost: what follows
-//!   it is written within that time, not 30 s later;
-//! - a hole is first asked for after `min(retransmit_interval, unanswered_hole_timeout / 2)`,
-//!   so that a sender that answers can show it before the hole is given up;
-//! - requests are rate-limited: at most one response carrying requests per spacing, which
-//!   starts at `retransmit_interval` and, once a hole has been given up unanswered, doubles
-//!   with every such response up to [`UNANSWERED_REQUEST_SPACING_MAX`] (64 s). With the
-//!   defaults a stock kernel with steady loss gets about 7 requests in its first minute and
-//!   one a minute after that, instead of one a second per hole.
-//!
-//! Once the sender answers, every open hole is held its full `message_timeout` from when it
-//! was found, and requests follow `retransmit_interval` and `retransmit_stride` without
-//! limit. This knowledge is kept across stream restarts (the sender's software rarely
-//! changes with a reboot; an ICMP error says so when it does).
-//!
-//! [`Stream::handle_unreachable`](crate::Stream::handle_unreachable) (the sender's port is
-//! closed, ICMP port unreachable) makes the stream send that sender nothing at all, neither
-//! requests nor acks, and hold its holes at most `unanswered_hole_timeout` from then on, until
-//! an `ncemg` record arrives (a number asked for before the port closed and arriving after
-//! does not count: it answers a request the port took before it closed).
+//! The receiver's parameters ([`StreamConfig`], [`ReceiverConfig`]), their presets and
+//! limits.
 
 use core::time::Duration;
 
 /// Most out-of-order records one stream buffers (libncrx tracks the last 32 packets).
 pub const OUT_OF_ORDER_MAX: usize = 32;
 
-/// Most [`StreamConfig::slots`]: sixteen million sequence numbers (a ring of about 640 MiB
-/// for one source); more is taken as this.
+/// Most [`StreamConfig::slots`]: 2^24, sixteen million sequence numbers (a ring of about
+/// 640 MiB for one source); more is taken as this.
 pub const MAX_SLOTS: usize = 1 << 24;
 
 /// A stream's first record numbered below this is taken as a fresh boot's
@@ -68,19 +19,72 @@ pub const MAX_SLOTS: usize = 1 << 24;
 /// asking for 0..393 would report as lost records never sent to it.
 pub const BOOT_HEAD: u64 = 64;
 
-/// Largest spacing of requests to a sender that has not answered (see the module
-/// documentation): 64 s.
+/// Largest spacing of requests to a sender that has not answered: 64 s (see
+/// [`StreamConfig`], senders that answer and senders that do not).
 pub const UNANSWERED_REQUEST_SPACING_MAX: Duration = Duration::from_secs(64);
 
-/// Parameters of one source's stream (see the module table).
+/// Parameters of one source's stream.
+///
+/// [`StreamConfig::default`] is libncrx's values plus the handling of senders that do not
+/// answer retransmission requests (mainline Linux never does):
+/// [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) 1 s, and asks for
+/// the head of a stream that starts with a fresh boot
+/// ([`ask_for_boot_head`](StreamConfig::ask_for_boot_head)).
+/// [`StreamConfig::libncrx`] keeps libncrx's values exactly (that handling off), for
+/// comparison; [`StreamConfig::daemon`] is netconsd's preset, also without it.
+///
+/// | parameter | default | libncrx | daemon preset | meaning |
+/// |---|---|---|---|---|
+/// | [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) | 1 s | off | off | give up on a hole this soon while the sender has not answered a request |
+/// | [`ask_for_boot_head`](StreamConfig::ask_for_boot_head) | on | off | off | a fresh boot's first record: the numbers before it are holes |
+/// | [`slots`](StreamConfig::slots) | 8192 | 8192 | 512 | reorder window, in sequence numbers |
+/// | [`ack_interval`](StreamConfig::ack_interval) | off | off | 200 ms | ack retired records after this long |
+/// | [`retransmit_interval`](StreamConfig::retransmit_interval) | 1000 ms | 1000 ms | 200 ms | ask for a hole again this often |
+/// | [`retransmit_stride`](StreamConfig::retransmit_stride) | 256 | 256 | 256 | ask for a hole each time the head moves this far past it |
+/// | [`message_timeout`](StreamConfig::message_timeout) | 30 s | 30 s | 200 ms | give up on a hole (loss event) once the sender answers |
+/// | [`out_of_order_threshold`](StreamConfig::out_of_order_threshold) | 19 of 32 | 19 of 32 | 19 of 32 | restart the stream |
+/// | [`out_of_order_interval`](StreamConfig::out_of_order_interval) | 5 s | 5 s | 200 ms | kept for libncrx parity (see the field) |
+/// | [`out_of_order_timeout`](StreamConfig::out_of_order_timeout) | 30 s | 30 s | 200 ms | release a buffered out-of-order record |
+/// | [`restart_ts_back`](StreamConfig::restart_ts_back) | 1 s | 1 s | 1 s | restart at once when `ts_usec` goes back this far |
+/// | [`max_held_bytes`](StreamConfig::max_held_bytes) | 16 MiB | 16 MiB | 2 MiB | record bytes one stream holds |
+/// | [`max_fragmented_total`](StreamConfig::max_fragmented_total) | 64 KiB | 64 KiB | 64 KiB | largest fragmented record |
+///
+/// # Senders that answer and senders that do not
+///
+/// A stream learns that its sender answers retransmission requests when a number it asked
+/// for arrives after the request went out, or when an `ncemg` record arrives (only a
+/// reliable sender sends them); [`Stream::answering`](crate::Stream::answering) says what it
+/// knows. Until then, with
+/// [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) set:
+///
+/// - a hole is held that long (at most `message_timeout`), then reported lost: what follows
+///   it is written within that time, not 30 s later;
+/// - a hole is first asked for after `min(retransmit_interval, unanswered_hole_timeout / 2)`,
+///   so that a sender that answers can show it before the hole is given up;
+/// - requests are rate-limited: at most one response carrying requests per spacing, which
+///   starts at `retransmit_interval` and, once a hole has been given up unanswered, doubles
+///   with every such response up to 64 s. With the defaults a stock kernel with steady loss
+///   gets about 7 requests in its first minute and one a minute after that, instead of one
+///   a second per hole.
+///
+/// Once the sender answers, every open hole is held its full `message_timeout` from when it
+/// was found, and requests follow `retransmit_interval` and `retransmit_stride` without
+/// limit. This knowledge is kept across stream restarts (the sender's software rarely
+/// changes with a reboot; an ICMP error says so when it does).
+///
+/// [`Stream::handle_unreachable`](crate::Stream::handle_unreachable) (the sender's port is
+/// closed, ICMP port unreachable) makes the stream send that sender nothing at all, neither
+/// requests nor acks, and hold its holes at most `unanswered_hole_timeout` from then on, until
+/// an `ncemg` record arrives (a number asked for before the port closed and arriving after
+/// does not count: it answers a request the port took before it closed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamConfig {
     /// While the sender has not shown that it answers retransmission requests, give up on a
     /// hole this long after it was found (capped at `message_timeout`; `None`: always
     /// `message_timeout`, as libncrx). The reorder window for a stock kernel, which never
-    /// answers: records behind a lost one are written this late at most. See the module
-    /// documentation.
+    /// answers: records behind a lost one are written this late at most. See
+    /// [senders that answer and senders that do not](StreamConfig#senders-that-answer-and-senders-that-do-not).
     pub unanswered_hole_timeout: Option<Duration>,
     /// When the first record of an epoch (a new stream, or a restart) is evidently from a
     /// fresh boot, its `seq` below [`BOOT_HEAD`] (64; every boot numbers its records from 0,
@@ -99,7 +103,8 @@ pub struct StreamConfig {
     /// restarts the stream as before.
     pub ask_for_boot_head: bool,
     /// Reorder window in sequence numbers (at least `retransmit_stride + 1`, at least 2, at
-    /// most [`MAX_SLOTS`]; the ring is allocated at the next power of two).
+    /// most 2^24, a ring of about 640 MiB for one source; the ring is allocated at the next
+    /// power of two).
     /// The stream keeps at most `slots - retransmit_stride` sequence numbers open; the rest of
     /// the ring remembers what was retired, to tell duplicates from late records.
     pub slots: usize,
@@ -238,8 +243,8 @@ pub struct ReceiverConfig {
     /// Most record bytes held by all sources together ([`Stream::held_bytes`](crate::Stream::held_bytes)
     /// summed), on top of each source's [`StreamConfig::max_held_bytes`]. Past it, the source
     /// holding the most gives up its oldest held bytes (complete records at its tail
-    /// delivered, holes reported lost, incomplete records as such) until the total fits:
-    /// nothing is dropped without an event or a counter.
+    /// delivered, holes reported lost, incomplete records as such), then the next one if
+    /// needed, until the total fits: nothing is dropped without an event or a counter.
     pub max_held_bytes_total: usize,
 }
 

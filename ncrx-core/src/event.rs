@@ -1,8 +1,4 @@
-//! What the receiver hands out: records in order, losses, restarts, raw text.
-//!
-//! Events borrow the receiver's output buffer: the bytes stay valid until the next call on
-//! the receiver. Draining events after each call keeps the buffer empty (it is reused, so the
-//! in-order path allocates nothing).
+//! What the receiver hands out ([`Event`]), and the output buffer the events borrow.
 
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -126,7 +122,11 @@ pub struct Restart {
     pub seq: u64,
 }
 
-/// One output of the receiver.
+/// One output of the receiver: a record in order, a loss, a restart, raw text.
+///
+/// Events borrow the receiver's output buffer: the bytes stay valid until the next call on
+/// the receiver. Draining events after each call keeps the buffer empty (it is reused, so the
+/// in-order path allocates nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event<'a> {

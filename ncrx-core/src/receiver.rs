@@ -1,26 +1,10 @@
-//! The multi-source front: one [`Stream`] per source, bounded in number and in bytes.
+//! The multi-source front ([`Receiver`]): one [`Stream`] per source.
 //!
-//! - Sources are keyed by the caller's type `S` (a [`SocketAddr`], IP and port, by default):
-//!   two targets of one machine on different ports are two streams.
-//! - At most [`ReceiverConfig::max_sources`] are tracked. A source quiet for
-//!   [`ReceiverConfig::idle_timeout`] is flushed (its open records delivered or reported
-//!   lost) and evicted with [`Event::SourceEvicted`]. When the table is full, a new source
-//!   evicts the least recently active one if that one has been quiet for
-//!   [`ReceiverConfig::evict_when_full_after`]; otherwise its datagram is refused and counted.
-//! - Each stream holds at most [`StreamConfig::max_held_bytes`](crate::StreamConfig::max_held_bytes)
-//!   of records, and all together at most [`ReceiverConfig::max_held_bytes_total`] (256 MiB
-//!   by default): past it, the source holding the most gives up its oldest held bytes (its
-//!   holes reported lost, the complete records behind them delivered), then the next one if
-//!   needed. Sources are indexed by held bytes only while the total is above half the budget
-//!   (from when it passes half until it falls below a quarter), so a receiver well within
-//!   its budget does no tree work per packet. [`Receiver::memory_used`] and
-//!   [`Receiver::memory_bound`] let a test or a fuzzer check the bound.
-//! - Streams live in a slab; the key map is searched once per datagram (not at all when the
-//!   source is the same as the previous datagram's). Timers: every source's next deadline
-//!   sits in one ordered set, so [`Receiver::poll_timeout`] is its first entry. A packet
-//!   touches neither that set nor the activity index unless its stream's deadline moved: the
-//!   idle check of an active source wakes the caller once per `idle_timeout` and re-arms from
-//!   the last activity; the streams' own deadlines are exact.
+//! Streams live in a slab; the key map is searched once per datagram (not at all when the
+//! source is the same as the previous datagram's). Every source's next deadline sits in one
+//! ordered set, so [`Receiver::poll_timeout`] is its first entry. A packet touches neither
+//! that set nor the activity index unless its stream's deadline moved: the idle check of an
+//! active source re-arms from its last activity when it comes due.
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
@@ -75,7 +59,20 @@ impl<S> Source<S> {
     }
 }
 
-/// The receiver for many sources (see the module documentation).
+/// The receiver for many sources: one [`Stream`] per source, bounded in number and in bytes.
+///
+/// - Sources are keyed by the caller's type `S` (a [`SocketAddr`], IP and port, by default):
+///   two targets of one machine on different ports are two streams.
+/// - At most [`ReceiverConfig::max_sources`] are tracked. A source quiet for
+///   [`ReceiverConfig::idle_timeout`] is flushed (its open records delivered or reported
+///   lost) and evicted with [`Event::SourceEvicted`]. When the table is full, a new source
+///   evicts the least recently active one if that one has been quiet for
+///   [`ReceiverConfig::evict_when_full_after`]; otherwise its datagram is refused and counted.
+/// - Each stream holds at most [`StreamConfig::max_held_bytes`](crate::StreamConfig::max_held_bytes)
+///   of records, and all together at most [`ReceiverConfig::max_held_bytes_total`] (256 MiB
+///   by default; past it the sources holding the most give up their oldest held bytes).
+///   [`Receiver::memory_used`] and [`Receiver::memory_bound`] let a test or a fuzzer check
+///   the bound.
 #[derive(Debug, Clone)]
 pub struct Receiver<S: Ord + Clone = SocketAddr> {
     config: ReceiverConfig,
@@ -571,8 +568,9 @@ impl<S: Ord + Clone> Receiver<S> {
         }
     }
 
-    /// The next deadline over all sources (exact for the streams' timers; see the module
-    /// documentation for the idle check).
+    /// The next deadline over all sources: the streams' own deadlines, exact, and each
+    /// source's idle check, which wakes the caller once per
+    /// [`idle_timeout`](ReceiverConfig::idle_timeout) for a source that stays active.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|&(at, _)| at)
     }

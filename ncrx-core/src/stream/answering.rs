@@ -1,5 +1,5 @@
 //! Senders that answer retransmission requests and senders that do not (see
-//! [the configuration](crate::config#senders-that-answer-and-senders-that-do-not)).
+//! [the configuration](crate::StreamConfig#senders-that-answer-and-senders-that-do-not)).
 
 #[allow(
     clippy::wildcard_imports,
@@ -8,7 +8,7 @@
 use super::*;
 
 /// What a stream knows of its sender's answers to retransmission requests (see
-/// [the configuration](crate::config#senders-that-answer-and-senders-that-do-not)).
+/// [the configuration](crate::StreamConfig#senders-that-answer-and-senders-that-do-not)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Answering {
@@ -74,7 +74,7 @@ impl Stream {
     /// now on the stream sends it nothing, neither requests nor acks, and holds its holes
     /// at most [`unanswered_hole_timeout`](StreamConfig::unanswered_hole_timeout) (when
     /// set), until an `ncemg` record shows that it answers again. See
-    /// [the configuration](crate::config#senders-that-answer-and-senders-that-do-not).
+    /// [the configuration](crate::StreamConfig#senders-that-answer-and-senders-that-do-not).
     pub fn handle_unreachable(&mut self, now: Instant) {
         self.advance_time(now);
         self.stats.unreachable += 1;
