@@ -1,4 +1,9 @@
 //! The bitmap of what this epoch delivered, behind the head.
+//!
+//! It covers [`DELIVERED_SPAN`] times the ring. Beyond its reach, every number from the
+//! last one given up on (`delivered_since`) to the tail was delivered, so a duplicate
+//! within `8 × slots` of the head is still known; where a smaller ring grew, see
+//! [`Stream::resize_ring`].
 
 #[allow(
     clippy::wildcard_imports,

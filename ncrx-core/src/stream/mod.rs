@@ -1,5 +1,5 @@
-//! One source's stream: the reorder window, holes, retransmission requests, acks, timeouts,
-//! out-of-order records and restarts.
+//! One source's stream ([`Stream`]): the reorder window, holes, retransmission requests,
+//! acks, timeouts, out-of-order records and restarts.
 //!
 //! ```text
 //!   remembered (retired)        open window: at most slots - stride       not yet seen
@@ -10,75 +10,6 @@
 //!   ring of up to `slots` entries indexed by seq % ring, tagged (epoch, seq);
 //!   a bitmap of what was delivered over 8 × ring numbers below the head
 //! ```
-//!
-//! - The ring, the runs' ring and the delivered bitmap are sized by what the stream needs,
-//!   not by the window: 32 entries (and 256 bits) for a stream with nothing open, doubled
-//!   when a hole needs more (the open span, and as much again remembered), up to `slots`
-//!   rounded up to a power of two. A stream in order again for 8 × its ring, or with nothing
-//!   open for 10 s at a timer call, gives the larger ring back (and its idle buffers): a
-//!   quiet source costs about 3.3 KiB in all. Beyond the bitmap's reach, every number from
-//!   the last one given up on to the tail was delivered, so a duplicate within `8 × slots`
-//!   of the head is still known; where a smaller ring grew, numbers the old bitmap did not
-//!   reach count as delivered (a late record there is dropped as a duplicate, never
-//!   delivered twice).
-//! - The ring holds what arrived (a whole datagram with its parsed fields, or a fragmented
-//!   record being put together) and, once retired, what became of each sequence number
-//!   (delivered with its `ts_usec`, or given up). Advancing the head writes nothing: a ring
-//!   entry counts only when its tag matches. Whole datagrams waiting behind a hole live in a
-//!   slab of 128-byte blocks reused as records retire (longer ones in their own allocation),
-//!   so holding and retiring a record allocates nothing once the slab has grown.
-//! - The next record with nothing open (the lossless case) takes a fast path: from the
-//!   datagram to the output buffer in one copy, touching no map, queue or timer.
-//! - Every sequence number in `[tail, head)` that is not complete belongs to one *run*: a
-//!   range of missing numbers (or one incomplete fragmented record) with the time the
-//!   receiver gives up on it (`message_timeout` after it learned of it). Runs live in a
-//!   ring indexed by their start like the records, with a bitmap of the starts in use: the
-//!   run at the tail is one lookup, the run holding a number is found by scanning the bitmap
-//!   back from it 64 numbers a word (at most `slots / 64` words), whatever the number of
-//!   holes.
-//! - Records leave from the tail, in order: complete ones at once, a run when its
-//!   [`message_timeout`](StreamConfig::message_timeout) passes ([`Event::Lost`] or
-//!   [`Event::Incomplete`]), or early when the window or the byte budget overflows. Runs are
-//!   created in sequence order as time goes on, so the tail's run is always the next to
-//!   time out: the give-up timer is one deadline.
-//! - Retransmission requests (`ncrx<ack> <seq>...`) ask for the holes of a range every
-//!   [`retransmit_interval`](StreamConfig::retransmit_interval) (a queue in time order, since
-//!   every entry is due one interval after it was pushed; ranges due within a quarter
-//!   interval of a due one go in the same response), and when the head has moved
-//!   [`retransmit_stride`](StreamConfig::retransmit_stride) past a hole, then twice, four
-//!   times that distance further (a heap keyed by the head position, rounded up to a
-//!   quarter stride so that requests leave together). libncrx asks again at every stride for
-//!   every hole, so its requests per packet grow with the holes; here they do not. Acks
-//!   (`ack_seq` = last retired) go out with every request, after
-//!   [`ack_interval`](StreamConfig::ack_interval) when configured, and at once for an
-//!   `ncemg` record.
-//! - A record behind the tail: a duplicate of a delivered one is dropped and counted; one
-//!   that was given up on is delivered once as [`Event::Late`]. A remembered sequence number
-//!   with another `ts_usec`, a record whose `ts_usec` contradicts the sequence order by more
-//!   than [`restart_ts_back`](StreamConfig::restart_ts_back), or a changed release restarts
-//!   the stream at once; so does one before anything remembered whose `ts_usec` is also far
-//!   back. A record just before the one the stream started with (its `ts_usec` within
-//!   `restart_ts_back` of that one's) is delivered late at once. Other records before the
-//!   remembered range or far ahead of the window are
-//!   buffered as out of order (libncrx's rule: 19 of the last 32 out of order restart the
-//!   stream from the lowest). A buffered record not used so is released after
-//!   [`out_of_order_timeout`](StreamConfig::out_of_order_timeout), or when more than
-//!   [`OUT_OF_ORDER_MAX`] wait, as if it arrived then. One at or ahead of the window is
-//!   followed there only if it and the buffered records near it outnumber what the stream
-//!   took meanwhile in the threshold's ratio (a silent stream is followed, one that keeps
-//!   going is not abandoned for far records beside it): then the numbers before it are
-//!   given up on ([`Event::Lost`], `message_timeout` after the record arrived) and it comes
-//!   out in order; else it is dropped and counted
-//!   ([`StreamStats::out_of_order_dropped`]). One behind the tail comes out as
-//!   [`Event::Late`] once, if the stream still remembers what it delivered there (else it is
-//!   dropped and counted). Two different
-//!   records buffered under one number: the first stands, the other is counted as a
-//!   conflict. No number is delivered twice in one epoch.
-//!   `ncemg` records never count as out of order.
-//! - What cannot be known is not invented: records before the first one a stream places
-//!   (unless it is evidently a fresh boot's, see
-//!   [`ask_for_boot_head`](StreamConfig::ask_for_boot_head)), or after the last, whose every
-//!   copy was lost, leave no trace (no receiver can tell they existed).
 //!
 //! The parts, one file each beside this one (as quinn-proto splits its connection): `ring`
 //! (the record ring growing and shrinking), `runs` (runs of missing numbers and the bit
@@ -181,6 +112,10 @@ enum SlotState {
     GivenUpPartial,
 }
 
+/// A ring entry: what arrived for `seq` (a whole datagram, or a fragmented record being put
+/// together) and, once retired, what became of it (delivered with its `ts_usec`, or given
+/// up). Advancing the head writes nothing: an entry counts only while its tag, `(epoch,
+/// seq)`, is the number looked up ([`Stream::tagged`]).
 #[derive(Debug, Clone, Default)]
 struct Slot {
     epoch: u64,
@@ -198,7 +133,15 @@ impl Slot {
 /// Longest UDP payload: a call releases at most the held bytes and one datagram.
 const MAX_DATAGRAM: usize = 65_536;
 
-/// The receiver state machine of one source (see the module documentation).
+/// The receiver state machine of one source: datagrams in; records in sequence order,
+/// losses, restarts, retransmission requests and acks out.
+///
+/// Records leave from the tail of the window, in order: complete ones at once, a hole when
+/// its hold time passes ([`Event::Lost`], or [`Event::Incomplete`] for a fragmented record
+/// with bytes missing), or early when the window ([`slots`](StreamConfig::slots)) or the
+/// byte budget ([`max_held_bytes`](StreamConfig::max_held_bytes)) overflows. The hold time
+/// is [`message_timeout`](StreamConfig::message_timeout), shorter while the sender has not
+/// shown that it answers requests (see [`StreamConfig`]).
 ///
 /// ```
 /// use ncrx_core::{Event, Stream, StreamConfig};
@@ -219,6 +162,40 @@ const MAX_DATAGRAM: usize = 65_536;
 /// .collect();
 /// assert_eq!(seqs, [52011, 52012]);
 /// ```
+///
+/// # Late records, out-of-order records, restarts
+///
+/// - A record behind the tail: a duplicate of a delivered one is dropped and counted; one
+///   that was given up on is delivered once as [`Event::Late`].
+/// - A remembered sequence number with another `ts_usec`, a record whose `ts_usec`
+///   contradicts the sequence order by more than
+///   [`restart_ts_back`](StreamConfig::restart_ts_back), or a changed release restarts the
+///   stream at once ([`Event::Restart`]); so does one before anything remembered whose
+///   `ts_usec` is also far back.
+/// - A record just before the one the stream started with (its `ts_usec` within
+///   `restart_ts_back` of that one's) is delivered late at once.
+/// - Other records before the remembered range or far ahead of the window are buffered as
+///   out of order (libncrx's rule: 19 of the last 32 out of order restart the stream from
+///   the lowest). A buffered record not used so is released after
+///   [`out_of_order_timeout`](StreamConfig::out_of_order_timeout), or when more than 32
+///   wait, as if it arrived then. One at or ahead of the window is followed there only if
+///   it and the buffered records near it outnumber what the stream took meanwhile in the
+///   threshold's ratio (a silent stream is followed, one that keeps going is not abandoned
+///   for far records beside it): then the numbers before it are given up on
+///   ([`Event::Lost`], `message_timeout` after the record arrived) and it comes out in
+///   order; else it is dropped and counted ([`StreamStats::out_of_order_dropped`]). One
+///   behind the tail comes out as [`Event::Late`] once, if the stream still remembers what
+///   it delivered there (else it is dropped and counted). Two different records buffered
+///   under one number: the first stands, the other is counted as a conflict. `ncemg`
+///   records never count as out of order.
+/// - No number is delivered twice in one epoch.
+///
+/// # What cannot be known
+///
+/// What cannot be known is not invented: records before the first one a stream places
+/// (unless it is evidently a fresh boot's, see
+/// [`ask_for_boot_head`](StreamConfig::ask_for_boot_head)), or after the last, whose every
+/// copy was lost, leave no trace (no receiver can tell they existed).
 #[derive(Debug, Clone)]
 pub struct Stream {
     config: StreamConfig,

@@ -1,5 +1,5 @@
 //! Records far from the window, buffered as out of order (libncrx's rule), and what
-//! becomes of them.
+//! becomes of them (the rules as a caller sees them are in [`Stream`]'s documentation).
 
 #[allow(
     clippy::wildcard_imports,

@@ -1,5 +1,15 @@
 //! Retransmission requests and acks: when holes are asked for (interval and stride
 //! rules), and the response packets.
+//!
+//! A range with holes is asked for every
+//! [`retransmit_interval`](StreamConfig::retransmit_interval) (shorter while the sender has
+//! not answered) from a queue in time order, since every entry is due one interval after it
+//! was pushed; ranges due within a quarter interval of a due one go in the same response.
+//! It is also asked for when the head has moved
+//! [`retransmit_stride`](StreamConfig::retransmit_stride) past it, then twice, four times
+//! that distance further (a heap keyed by the head position, rounded up to a quarter stride
+//! so that requests leave together). libncrx asks again at every stride for every hole, so
+//! its requests per packet grow with the holes; here they do not.
 
 #[allow(
     clippy::wildcard_imports,
@@ -21,6 +31,10 @@ impl Stream {
 
     /// Writes the next response packet (`ncrx<ack> <seq>...`, at most 1000 bytes) into
     /// `buf`, for the source's address and port; returns its length.
+    ///
+    /// The ack (the last number retired) goes with every request; alone, it goes
+    /// [`ack_interval`](StreamConfig::ack_interval) after records were retired when that is
+    /// set, and at once for an `ncemg` record.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
         if !self.has_transmit() {
             return None;

@@ -1,4 +1,12 @@
 //! The record ring: growing when holes need it, shrinking back when the stream is quiet.
+//!
+//! The ring, the runs' ring and the delivered bitmap are sized by what the stream needs,
+//! not by the window: [`RING_MIN`] entries (and 256 bits) for a stream with nothing open,
+//! doubled when a hole needs more (the open span, and as much again remembered), up to
+//! `slots` rounded up to a power of two. A stream in order again for eight times as many
+//! numbers as its ring holds (the delivered bitmap's reach), or with nothing open for
+//! [`QUIET_SHRINK`] at a timer call, gives the larger ring back, and its idle buffers: a
+//! quiet source costs about 3.3 KiB in all.
 
 #[allow(
     clippy::wildcard_imports,
@@ -8,10 +16,6 @@ use super::*;
 
 /// Entries of the ring (and its bitmaps) of a stream with nothing open: a quiet source
 /// costs this many slots (about 1.3 KiB) and a 256-bit delivered map, whatever its window.
-/// The ring grows (doubling) when a hole needs it, up to the window, and comes back to
-/// this once the stream has been in order for eight times as many numbers as the ring
-/// holds (the delivered bitmap's reach), or has had nothing open for [`QUIET_SHRINK`] at a
-/// timer call.
 pub(super) const RING_MIN: usize = 32;
 
 /// A stream with nothing open this long since its last hole gives its larger ring back

@@ -1,5 +1,11 @@
 //! Runs of missing numbers, in a ring indexed by their start with a bitmap of the starts
 //! in use, and the bit scans over it.
+//!
+//! Every sequence number in `[tail, head)` that is not complete belongs to one run: a range
+//! of missing numbers (or one incomplete fragmented record) with the time the receiver
+//! learned of it, from which it gives up on it the hold time later. The run at the tail is
+//! one lookup; the run holding a number is found by scanning the bitmap back from it, 64
+//! numbers a word (at most `slots / 64` words), whatever the number of holes.
 
 #[allow(
     clippy::wildcard_imports,

@@ -13,7 +13,8 @@ use super::*;
 pub(super) enum Timer {
     /// The next interval retransmission request (`requests_due`, in time order).
     Request,
-    /// Giving up on the run at the tail (runs time out in sequence order: one deadline).
+    /// Giving up on the run at the tail. Runs are created in sequence order as time goes
+    /// on, so the tail's is always the next to time out: one deadline.
     GiveUp,
     /// Releasing the oldest buffered out-of-order record.
     OutOfOrder,
