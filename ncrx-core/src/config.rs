@@ -4,7 +4,7 @@
 use core::time::Duration;
 
 /// Most out-of-order records one stream buffers (libncrx tracks the last 32 packets).
-pub const OUT_OF_ORDER_MAX: usize = 32;
+pub(crate) const OUT_OF_ORDER_MAX: usize = 32;
 
 /// Most [`StreamConfig::slots`]: 2^24, sixteen million sequence numbers (a ring of about
 /// 640 MiB for one source); more is taken as this.
@@ -215,7 +215,7 @@ impl StreamConfig {
 }
 
 /// Default of [`ReceiverConfig::max_held_bytes_total`]: 256 MiB held over all sources.
-pub const DEFAULT_MAX_HELD_BYTES_TOTAL: usize = 256 << 20;
+pub(crate) const DEFAULT_MAX_HELD_BYTES_TOTAL: usize = 256 << 20;
 
 /// Parameters of the multi-source front ([`crate::Receiver`]).
 ///

@@ -14,7 +14,7 @@
 //! [`Stream`] is one source's state machine; [`Receiver`] keys streams by source (an IP
 //! address and port by default) with bounded sources and bytes. Parameters default to
 //! libncrx's with senders that never answer requests (stock kernels) handled
-//! ([`StreamConfig::default`], see [`config`]); [`StreamConfig::libncrx`] is libncrx's values
+//! ([`StreamConfig::default`], the table in [`StreamConfig`]); [`StreamConfig::libncrx`] is libncrx's values
 //! exactly, [`StreamConfig::daemon`] netconsd's preset.
 //! Held record bytes are bounded per source ([`StreamConfig::max_held_bytes`]) and over all
 //! sources ([`ReceiverConfig::max_held_bytes_total`], 256 MiB by default).
@@ -41,12 +41,12 @@
 
 extern crate alloc;
 
-pub mod config;
-pub mod event;
-pub mod receiver;
+mod config;
+mod event;
+mod receiver;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod stream;
+mod stream;
 
 pub use config::{
     BOOT_HEAD, MAX_SLOTS, ReceiverConfig, StreamConfig, UNANSWERED_REQUEST_SPACING_MAX,
