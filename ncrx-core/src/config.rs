@@ -8,7 +8,7 @@ pub(crate) const OUT_OF_ORDER_MAX: usize = 32;
 
 /// Most [`StreamConfig::slots`]: 2^24, sixteen million sequence numbers (a ring of about
 /// 640 MiB for one source); more is taken as this.
-pub const MAX_SLOTS: usize = 1 << 24;
+pub(crate) const MAX_SLOTS: usize = 1 << 24;
 
 /// A stream's first record numbered below this is taken as a fresh boot's
 /// ([`StreamConfig::ask_for_boot_head`]): a netconsole target that exists at boot sends the
@@ -21,7 +21,7 @@ pub const BOOT_HEAD: u64 = 64;
 
 /// Largest spacing of requests to a sender that has not answered: 64 s (see
 /// [`StreamConfig`], senders that answer and senders that do not).
-pub const UNANSWERED_REQUEST_SPACING_MAX: Duration = Duration::from_secs(64);
+pub(crate) const UNANSWERED_REQUEST_SPACING_MAX: Duration = Duration::from_secs(64);
 
 /// Parameters of one source's stream.
 ///

@@ -278,10 +278,6 @@ impl Output {
         self.next < self.events.len()
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.events.len() - self.next
-    }
-
     /// Gives back what the buffers do not hold now (a quiet stream).
     pub(crate) fn give_back(&mut self) {
         if self.events.is_empty() {

@@ -48,9 +48,7 @@ mod receiver;
 pub mod sim;
 mod stream;
 
-pub use config::{
-    BOOT_HEAD, MAX_SLOTS, ReceiverConfig, StreamConfig, UNANSWERED_REQUEST_SPACING_MAX,
-};
+pub use config::{BOOT_HEAD, ReceiverConfig, StreamConfig};
 pub use event::{Event, IncompleteRecord, Record, Restart, RestartReason};
 pub use receiver::{Receiver, ReceiverStats};
 pub use stream::{Answering, Stream, StreamStats};

@@ -193,7 +193,7 @@ impl<S: Ord + Clone> Receiver<S> {
     /// transmits are drained after each call (so at most one evicted stream drains at once).
     ///
     /// Each source's fixed part (its ring and what is sized by it, see
-    /// [`Stream::memory_bound_for`]) plus what grows with the held bytes, for at most
+    /// [`Stream::memory_bound`]) plus what grows with the held bytes, for at most
     /// [`ReceiverConfig::max_held_bytes_total`] held over all sources (or each source's
     /// [`StreamConfig::max_held_bytes`](crate::StreamConfig::max_held_bytes), whichever is
     /// less).

@@ -367,11 +367,6 @@ impl Stream {
         self.stats
     }
 
-    /// The current epoch (0 until the first restart).
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     /// The next sequence number to retire and the next one expected: `[tail, head)` is open.
     pub fn window(&self) -> Range<u64> {
         self.tail..self.head
@@ -419,7 +414,7 @@ impl Stream {
     }
 
     /// [`Stream::memory_bound`] for a configuration.
-    pub fn memory_bound_for(config: &StreamConfig) -> usize {
+    pub(crate) fn memory_bound_for(config: &StreamConfig) -> usize {
         let config = config.clone().normalized();
         Self::fixed_bound(&config) + Self::held_bound(config.max_held_bytes)
     }
@@ -613,13 +608,8 @@ impl Stream {
     }
 
     /// Whether an event waits.
-    pub fn has_event(&self) -> bool {
+    pub(crate) fn has_event(&self) -> bool {
         self.out.has_event()
-    }
-
-    /// Events waiting.
-    pub fn pending_events(&self) -> usize {
-        self.out.len()
     }
 
     /// Retires everything open now: complete records are delivered, the rest reported lost

@@ -23,7 +23,7 @@ pub(super) const RESPONSE_SEQS: usize = MAX_RESPONSE / 2;
 impl Stream {
     /// Whether a response packet waits.
     #[inline]
-    pub fn has_transmit(&self) -> bool {
+    pub(crate) fn has_transmit(&self) -> bool {
         self.started
             && (self.ack_due || !self.requests.is_empty())
             && self.answering != Answering::Unreachable
