@@ -11,18 +11,13 @@
 //!   restarts, plain text), [`Receiver::poll_transmit`] (response packets and their
 //!   destination), [`Receiver::poll_timeout`] (the exact next deadline).
 //!
-//! [`Stream`] is one source's state machine; [`Receiver`] keys streams by source (an IP
-//! address and port by default) with bounded sources and bytes. Parameters default to
-//! libncrx's with senders that never answer requests (stock kernels) handled
-//! ([`StreamConfig::default`], the table in [`StreamConfig`]); [`StreamConfig::libncrx`] is libncrx's values
-//! exactly, [`StreamConfig::daemon`] netconsd's preset.
-//! Held record bytes are bounded per source ([`StreamConfig::max_held_bytes`]) and over all
-//! sources ([`ReceiverConfig::max_held_bytes_total`], 256 MiB by default).
-//! [`Receiver::memory_used`] / [`Receiver::memory_bound`] and [`Stream::held_bytes`] expose
-//! the memory invariants to tests and fuzzers.
+//! [`Receiver`] keeps one [`Stream`] (one source's state machine, usable alone) per source,
+//! bounded in sources and in bytes held. Their parameters, [`ReceiverConfig`] and
+//! [`StreamConfig`], default to libncrx's with senders that never answer requests (stock
+//! kernels) handled.
 //!
 //! Features: `std` (default; `std::error::Error` in the dependencies), `sim` (the
-//! deterministic network simulator, `sim` module, used by the tests and benches).
+//! deterministic network simulator, module `sim`, for the tests and benches).
 //!
 //! ```
 //! use std::net::SocketAddr;

@@ -8,28 +8,8 @@
 //! (after a downtime longer than any packet's delay, it starts again at seq 0 with a small
 //! `ts_usec`), and some records are long enough to be fragmented.
 //!
-//! [`run`] checks, as it goes and at the end, that every record sent is delivered exactly
-//! once in order with its exact bytes, or covered by a loss event (or an incomplete record),
-//! never both; that a late delivery is of a record given up on or never placed; that within
-//! an epoch, records, losses and incomplete records come in strictly increasing sequence;
-//! that nothing is invented; that memory stays within [`Receiver::memory_bound`]. The only
-//! records allowed to be unaccounted for are those a rebooted sender sent after the last one
-//! the receiver ever heard of in that boot: no receiver can know they existed.
-//!
-//! The report also gives the delivery delay of each record delivered (in order or late): the
-//! virtual time from the first transmission of its first datagram to the moment the receiver
-//! released it, as the 50th and 99th percentiles (from a fixed-size histogram, within 1/256)
-//! and the maximum. Without loss or reordering
-//! that is [`SimConfig::delay`]; retransmissions after a loss add the receiver's and the
-//! sender's timers.
-//!
-//! A run ends once every record is pushed and `message_timeout + 20 s` have passed since the
-//! last push with every sender's records acked: a record lost at the very end is known to
-//! its sender only and comes again by its emergency transmission, after `ack_timeout` (10 s)
-//! without progress, so the run waits for that up to `30 * ack_timeout` more.
-//!
-//! [`run_with_progress`] runs the same simulation and reports how many records were pushed,
-//! for a progress display.
+//! [`run`] simulates what a [`SimConfig`] describes and checks the receiver's promises as it
+//! goes; its [`SimReport`] counts the outcome and the delivery delays.
 
 use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::format;
@@ -175,9 +155,11 @@ pub struct SimReport {
     /// Broken invariants (empty when all hold; at most 20 kept).
     pub violations: Vec<String>,
     /// Delivery delay, 50th percentile (nearest rank) over the records delivered in order or
-    /// late: virtual time from the first transmission of the record to its release by the
-    /// receiver, as the lower bound of its histogram bucket (within 1/256 of the value, never
-    /// below the smallest delay). Zero when nothing was delivered.
+    /// late: virtual time from the first transmission of the record's first datagram to its
+    /// release by the receiver, as the lower bound of its histogram bucket (within 1/256 of
+    /// the value, never below the smallest delay). Zero when nothing was delivered. Without
+    /// loss or reordering every delay is [`SimConfig::delay`]; retransmissions after a loss
+    /// add the receiver's and the sender's timers.
     pub delay_p50: Duration,
     /// Delivery delay, 99th percentile (nearest rank).
     pub delay_p99: Duration,
@@ -580,13 +562,26 @@ fn on_event(
     }
 }
 
-/// Runs one simulation and checks its invariants (see the module documentation).
+/// Runs one simulation and checks its invariants, as it goes and at the end: every record
+/// sent is delivered exactly once in order with its exact bytes, or covered by a loss event
+/// (or an incomplete record), never both; a late delivery is of a record given up on or
+/// never placed; within an epoch, records, losses and incomplete records come in strictly
+/// increasing sequence; nothing is invented; memory stays within
+/// [`Receiver::memory_bound`]. The only records allowed to be unaccounted for
+/// ([`SimReport::unseen`]) are those a rebooted sender sent after the last one the receiver
+/// ever heard of in that boot: no receiver can know they existed. A broken invariant is a
+/// line in [`SimReport::violations`].
+///
+/// A run ends once every record is pushed and `message_timeout + 20 s` have passed since the
+/// last push with every sender's records acked: a record lost at the very end is known to
+/// its sender only and comes again by its emergency transmission, after `ack_timeout` (10 s)
+/// without progress, so the run waits for that up to `30 * ack_timeout` more.
 pub fn run(config: &SimConfig) -> SimReport {
     run_with_progress(config, u64::MAX, |_| {})
 }
 
 /// [`run`], calling `progress` each time another `every` records have been pushed (over all
-/// sources; `every` 0 counts as 1), and once more at the end if the last call was not for
+/// sources; `every` 0 counts as 1), for a progress display, and once more at the end if the last call was not for
 /// all of them. The counts passed are strictly increasing and the last is
 /// [`Progress::total`]. The simulation is the same whatever `every` is.
 #[allow(
