@@ -1,4 +1,5 @@
-//! The multi-source front: keys, limits, eviction, bounded memory under hostile input.
+//! The multi-source front: keys, limits, eviction, the byte budget over all sources, and the
+//! batch calls (`drain_events`, `handle_datagram_and_drain`).
 
 mod common;
 
@@ -6,7 +7,7 @@ use core::time::Duration;
 use std::net::SocketAddr;
 use testkit::SplitMix64 as Rng;
 
-use common::{Ev, body, drain_rx, rec};
+use common::{Ev, body, drain_rx, hostile_datagram, rec};
 use ncrx_core::{Receiver, ReceiverConfig, StreamConfig};
 use netpoll_frame::Instant;
 
@@ -84,103 +85,6 @@ fn idle_sources_are_evicted_at_their_exact_deadline() {
     assert_eq!(drain_rx(&mut rx), [(7, Ev::Evicted)]);
     assert_eq!(rx.sources(), 0);
     assert_eq!(rx.poll_timeout(), None);
-}
-
-fn hostile_datagram(rng: &mut Rng) -> Vec<u8> {
-    let seq = match rng.below(4) {
-        0 => rng.below(64),
-        1 => rng.below(5000),
-        2 => rng.next_u64(),
-        _ => 1_000_000 + rng.below(300),
-    };
-    let ts = if rng.below(8) == 0 {
-        rng.next_u64()
-    } else {
-        seq.wrapping_mul(1000) % (1 << 50)
-    };
-    let release = match rng.below(6) {
-        0 => "6.1.0,",
-        1 => "7.3.4,",
-        _ => "",
-    };
-    let emg = if rng.below(10) == 0 { ",ncemg=1" } else { "" };
-    match rng.below(5) {
-        0 => {
-            let total = 1 + rng.below(60_000) as usize;
-            let offset = rng.below(total as u64) as usize;
-            let len = (1 + rng.below(900) as usize).min(total - offset);
-            let mut d =
-                format!("{release}6,{seq},{ts},-{emg},ncfrag={offset}/{total};").into_bytes();
-            d.extend(std::iter::repeat_n(b'f', len));
-            d
-        }
-        1 => {
-            let n = rng.below(3000) as usize;
-            (0..n).map(|_| rng.next_u64() as u8).collect()
-        }
-        _ => {
-            let n = rng.below(1200) as usize;
-            let mut d = format!("{release}6,{seq},{ts},-{emg};").into_bytes();
-            d.extend(std::iter::repeat_n(b'x', n));
-            d
-        }
-    }
-}
-
-#[test]
-fn hostile_input_stays_within_the_memory_bound() {
-    let mut stream = StreamConfig::libncrx();
-    stream.slots = 256;
-    stream.retransmit_stride = 16;
-    stream.max_held_bytes = 64 * 1024;
-    stream.ack_interval = Some(Duration::from_millis(50));
-    let mut config = ReceiverConfig::libncrx();
-    config.stream = stream;
-    config.max_sources = 8;
-    config.evict_when_full_after = Duration::from_millis(100);
-    config.idle_timeout = Duration::from_secs(2);
-    for seed in 0..12 {
-        let mut rng = Rng::new(seed);
-        let mut rx: Receiver<u16> = Receiver::new(config.clone());
-        let bound = rx.memory_bound();
-        let mut now = Instant::ZERO;
-        let mut buf = [0u8; 1000];
-        let mut max_used = 0;
-        let mut records = 0u64;
-        for _ in 0..3000 {
-            now += Duration::from_micros(rng.below(20_000));
-            if rng.below(10) == 0 {
-                rx.handle_timeout(now);
-            } else {
-                let source = rng.below(20) as u16;
-                rx.handle_datagram(now, &source, &hostile_datagram(&mut rng));
-            }
-            while let Some((_, event)) = rx.poll_event() {
-                if matches!(event, ncrx_core::Event::Record(_)) {
-                    records += 1;
-                }
-            }
-            while let Some((_, n)) = rx.poll_transmit(&mut buf) {
-                assert!(buf[..n].starts_with(b"ncrx"));
-                assert!(netconsole_proto::Response::parse(&buf[..n]).is_ok());
-            }
-            assert!(rx.sources() <= 8);
-            for source in 0..20 {
-                if let Some(s) = rx.stream(&source) {
-                    assert!(s.held_bytes() <= 64 * 1024);
-                    assert!(s.memory_used() <= s.memory_bound());
-                }
-            }
-            let used = rx.memory_used();
-            assert!(used <= bound, "seed {seed}: {used} > {bound}");
-            max_used = max_used.max(used);
-            if let Some(deadline) = rx.poll_timeout() {
-                assert!(deadline >= now || rx.sources() > 0);
-            }
-        }
-        assert!(max_used > 0);
-        assert!(records > 0, "seed {seed}: nothing delivered");
-    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use ncrx_core::{Event, Receiver, RestartReason, Stream};
+use testkit::SplitMix64;
 
 /// An owned summary of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,4 +72,48 @@ pub(crate) fn rec(seq: u64, ts: u64) -> Vec<u8> {
 
 pub(crate) fn body(seq: u64) -> Vec<u8> {
     format!("rec {seq}\n").into_bytes()
+}
+
+/// A datagram a hostile or broken peer might send: a record numbered near 0, below 5000, anywhere
+/// in `u64` or near 10^6, its `ts_usec` now and then random, a release that changes, `ncemg`
+/// now and then; a fragment of a record of up to 60,000 bytes; or garbage.
+pub(crate) fn hostile_datagram(rng: &mut SplitMix64) -> Vec<u8> {
+    let seq = match rng.below(4) {
+        0 => rng.below(64),
+        1 => rng.below(5000),
+        2 => rng.next_u64(),
+        _ => 1_000_000 + rng.below(300),
+    };
+    let ts = if rng.below(8) == 0 {
+        rng.next_u64()
+    } else {
+        seq.wrapping_mul(1000) % (1 << 50)
+    };
+    let release = match rng.below(6) {
+        0 => "6.1.0,",
+        1 => "7.3.4,",
+        _ => "",
+    };
+    let emg = if rng.below(10) == 0 { ",ncemg=1" } else { "" };
+    match rng.below(5) {
+        0 => {
+            let total = 1 + rng.below(60_000) as usize;
+            let offset = rng.below(total as u64) as usize;
+            let len = (1 + rng.below(900) as usize).min(total - offset);
+            let mut d =
+                format!("{release}6,{seq},{ts},-{emg},ncfrag={offset}/{total};").into_bytes();
+            d.extend(std::iter::repeat_n(b'f', len));
+            d
+        }
+        1 => {
+            let n = rng.below(3000) as usize;
+            (0..n).map(|_| rng.next_u64() as u8).collect()
+        }
+        _ => {
+            let n = rng.below(1200) as usize;
+            let mut d = format!("{release}6,{seq},{ts},-{emg};").into_bytes();
+            d.extend(std::iter::repeat_n(b'x', n));
+            d
+        }
+    }
 }
