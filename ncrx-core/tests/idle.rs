@@ -70,7 +70,6 @@ fn idle_sources_cost_about_4_kib_each() {
         per_source <= IDLE_SOURCE_BYTES,
         "{per_source} bytes a source"
     );
-    assert!(rx.memory_used() <= rx.memory_bound());
     drop(rx);
 }
 
@@ -106,7 +105,6 @@ fn a_source_back_in_order_gives_its_ring_back() {
     println!("one source: {lossy} heap bytes with holes, {in_order} back in order");
     assert!(lossy > 64 * 1024, "{lossy}");
     assert!(in_order <= IDLE_SOURCE_BYTES + 2048, "{in_order}");
-    assert!(rx.memory_used() <= rx.memory_bound());
 
     drop(rx);
 

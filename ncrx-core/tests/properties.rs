@@ -100,7 +100,6 @@ proptest! {
         config.max_sources = 3;
         config.evict_when_full_after = Duration::from_millis(1);
         let mut rx: Receiver<u8> = Receiver::new(config);
-        let bound = rx.memory_bound();
         let mut now = Instant::ZERO;
         let mut buf = [0u8; 1000];
         for (source, step, bytes) in inputs {
@@ -120,7 +119,6 @@ proptest! {
                 prop_assert!(netconsole_proto::Response::parse(&buf[..n]).is_ok());
             }
             prop_assert!(rx.held_bytes() <= 3 * 4096);
-            prop_assert!(rx.memory_used() <= bound);
             prop_assert!(rx.sources() <= 3);
         }
     }
