@@ -2,7 +2,8 @@
 //! timestamps as time: every extended source delivers exactly its `kmsg.raw` records, in
 //! order, with nothing lost, late, incomplete or restarted; plain targets come out as plain
 //! text. A sample (`tests/data`, cut by `make_sample.py`) always runs; the whole set runs when
-//! `../shared/captures` exists beside the workspace.
+//! `../shared/captures` exists beside the workspace (its absence skips that test with a note,
+//! and fails it under `CI=true`).
 //!
 //! A replay of the log (module-parameter targets replay it from seq 0 at load, sysrq `R` does
 //! it again: same seq, same `ts_usec`) is what this receiver treats as duplicates while it
@@ -323,9 +324,8 @@ fn sample_captures_deliver_exactly_the_kmsg_records() {
 
 #[test]
 fn full_captures_when_present() {
-    let captures = testkit::captures();
+    let captures = testkit::captures_or_skip();
     if captures.is_empty() {
-        println!("note: ../shared/captures absent, full capture replay skipped");
         return;
     }
     for capture in &captures {
