@@ -49,6 +49,44 @@ impl Stream {
                 && back <= (ring_len(self.config.slots) * DELIVERED_SPAN) as u64)
     }
 
+    /// The delivered bitmap moved to `bits` bits (a power of two, at least 64), a word at a
+    /// time: the numbers the old map reaches keep their bits; those further back, up to the
+    /// new reach, are set ("may have been delivered"). A 64-aligned block of numbers is one
+    /// word in either map, both being powers of two.
+    pub(super) fn delivered_resized(&self, bits: usize) -> Vec<u64> {
+        let mut delivered = alloc::vec![0u64; bits / 64];
+        let head = self.head;
+        let lowest = head.saturating_sub(bits as u64);
+        let known_from = head.saturating_sub(self.bits().min(bits as u64));
+        // The bits of the numbers `[from, to)` of the block starting at `block`.
+        let span = |block: u64, from: u64, to: u64| -> u64 {
+            let (from, to) = (from.max(block), to.min(block.saturating_add(64)));
+            if from >= to {
+                return 0;
+            }
+            let width = to - from;
+            let ones = if width == 64 {
+                u64::MAX
+            } else {
+                (1 << width) - 1
+            };
+            ones << (from - block)
+        };
+        let mut block = lowest & !63;
+        while block < head {
+            let known = span(block, known_from, head);
+            let old = self.delivered[slot_of(self.delivered.len() * 64, block) / 64];
+            let word = (old & known) | span(block, lowest, known_from);
+            // The partial blocks at both ends share a word, each with its own bits.
+            delivered[slot_of(bits, block) / 64] |= word;
+            let Some(next) = block.checked_add(64) else {
+                break;
+            };
+            block = next;
+        }
+        delivered
+    }
+
     /// Forgets the bits of `[from, to)` (numbers the head now passes).
     #[inline]
     pub(super) fn clear_delivered(&mut self, from: u64, to: u64) {

@@ -1477,6 +1477,36 @@ mod tests {
             stream.clear_delivered(from, to);
             prop_assert_eq!(stream.delivered, expected);
         }
+
+        /// The delivered bitmap moved to another size a word at a time holds what a loop
+        /// over each number back from the head gives: the old bit where the old map reaches,
+        /// set beyond it, nothing at or past the head or below 0.
+        #[test]
+        fn delivered_resized_matches_a_bit_by_bit_loop(
+            old_words in prop::sample::select(vec![4usize, 8, 16, 64, 1024]),
+            new_words in prop::sample::select(vec![1usize, 4, 8, 16, 64, 1024]),
+            words in prop::collection::vec(any::<u64>(), 1..50),
+            head in prop_oneof![0u64..3000, 0u64..200_000, Just(u64::MAX - 1)],
+            since in 0u64..200_000,
+        ) {
+            let mut stream = Stream::new(StreamConfig::default());
+            stream.delivered = (0..old_words).map(|i| words[i % words.len()]).collect();
+            stream.head = head;
+            stream.delivered_since = since.min(head);
+            let bits = new_words * 64;
+            let mut expected = alloc::vec![0u64; new_words];
+            let known = stream.bits().min(bits as u64);
+            for back in 1..=bits as u64 {
+                let Some(seq) = head.checked_sub(back) else {
+                    break;
+                };
+                if back > known || stream.was_delivered(seq) {
+                    let bit = (seq % bits as u64) as usize;
+                    expected[bit / 64] |= 1 << (bit % 64);
+                }
+            }
+            prop_assert_eq!(stream.delivered_resized(bits), expected);
+        }
     }
 
     proptest! {

@@ -104,25 +104,8 @@ impl Stream {
         }
         self.slots = slots;
         self.runs.resize(len);
-        let old_bits = self.bits();
         let bits = (len * DELIVERED_SPAN).div_ceil(64) * 64;
-        let mut delivered = alloc::vec![0u64; bits / 64];
-        let known = old_bits.min(bits as u64);
-        for back in 1..=bits as u64 {
-            let Some(seq) = self.head.checked_sub(back) else {
-                break;
-            };
-            let set = if back <= known {
-                self.was_delivered(seq)
-            } else {
-                true
-            };
-            if set {
-                let bit = slot_of(bits, seq);
-                delivered[bit / 64] |= 1 << (bit % 64);
-            }
-        }
-        self.delivered = delivered;
+        self.delivered = self.delivered_resized(bits);
         self.shrink_at = if len > RING_MIN {
             self.head.saturating_add(self.shrink_streak())
         } else {
