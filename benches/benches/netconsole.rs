@@ -7,10 +7,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use netconsole_proto::format::{DictEntry, ExtFragments, KmsgRecord, SendOptions, format_kmsg};
 use netconsole_proto::{
-    CONSOLE_EXT_LOG_MAX, DEFAULT_MAX_TOTAL, Datagram, ExtRecord, FragmentedRecord, MAX_PRINT_CHUNK,
-    Response, encode_response, unescape_into,
+    CONSOLE_EXT_LOG_MAX, DEFAULT_MAX_TOTAL, Datagram, DictEntry, ExtFragments, ExtRecord,
+    FragmentedRecord, KmsgRecord, MAX_PRINT_CHUNK, Response, SendOptions, encode_response,
+    format_kmsg, unescape_into,
 };
 
 /// An extended record of exactly `len` bytes, as a 6.x kernel sends it: printable text with

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use ncrx_core::{Event, Receiver, ReceiverConfig, StreamConfig};
-use netconsole_proto::sender::{Sender, SenderConfig};
-use netconsole_proto::{MAX_PRINT_CHUNK, Response};
+use netconsole_proto::{MAX_PRINT_CHUNK, Response, Sender, SenderConfig};
 use netpoll_frame::Instant;
 
 #[derive(Debug, Arbitrary)]

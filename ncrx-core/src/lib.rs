@@ -2,7 +2,7 @@
 //!
 //! Linux netconsole sends the kernel log as UDP datagrams, one extended record (or
 //! `ncfrag` fragment) each; the reliable extension lets the receiver ask for what is missing
-//! (`ncrx<ack> <seq>...`, see [`netconsole_proto::response`]). This crate is that receiver,
+//! (`ncrx<ack> <seq>...`, see [`netconsole_proto::Response`]). This crate is that receiver,
 //! without sockets or clocks, in the style of quinn-proto:
 //!
 //! - inputs: [`Receiver::handle_datagram`]`(now, source, bytes)`, [`Receiver::handle_timeout`]`(now)`,

@@ -18,8 +18,7 @@ use alloc::vec::Vec;
 use core::cmp::{Ordering, Reverse};
 use core::time::Duration;
 
-use netconsole_proto::sender::{Sender, SenderConfig};
-use netconsole_proto::{Header, MAX_PRINT_CHUNK, Response};
+use netconsole_proto::{Header, MAX_PRINT_CHUNK, Response, Sender, SenderConfig};
 use netpoll_frame::Instant;
 
 use crate::config::{ReceiverConfig, StreamConfig};

@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use netconsole_proto::format;
 use netconsole_proto::param::{self, Device, Target};
+use netconsole_proto::{MAX_EXTRADATA_NAME_LEN, MAX_EXTRADATA_VALUE_LEN};
 use netpoll_frame::MacAddr;
 
 use crate::error::EXIT_CODES_HELP;
@@ -569,9 +569,9 @@ pub(crate) struct ExtradataArgs {
 
 /// The longest userdata value a kernel holds: its buffer less the NUL (`strscpy` into
 /// `struct userdatum`'s `value` keeps at most that many bytes).
-pub(crate) const USERDATA_VALUE_MAX: usize = format::MAX_EXTRADATA_VALUE_LEN - 1;
+pub(crate) const USERDATA_VALUE_MAX: usize = MAX_EXTRADATA_VALUE_LEN - 1;
 /// The longest userdata key.
-pub(crate) const USERDATA_KEY_MAX: usize = format::MAX_EXTRADATA_NAME_LEN;
+pub(crate) const USERDATA_KEY_MAX: usize = MAX_EXTRADATA_NAME_LEN;
 
 /// `--userdata KEY=VALUE`.
 fn userdata_entry(text: &str) -> Result<(String, String), String> {

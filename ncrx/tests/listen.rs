@@ -11,8 +11,7 @@ use std::process::{Child, ChildStderr};
 use std::time::{Duration, Instant};
 
 use common::scratch;
-use netconsole_proto::format::{ExtFragments, SendOptions};
-use netconsole_proto::{MAX_PRINT_CHUNK, Response};
+use netconsole_proto::{ExtFragments, MAX_PRINT_CHUNK, Response, SendOptions};
 use serde_json::Value;
 
 /// Starts `ncrx listen --bind 127.0.0.1:<free port> extra...`.

@@ -1,30 +1,5 @@
-//! The extended record body: escaped text, then ` KEY=VALUE` lines.
-//!
-//! ```text
-//!  <escaped text>\n[ <KEY>=<VALUE>\n]*[ <key>=<value>\n]*[ cpu=<n>\n][ taskname=<comm>\n][ release=<r>\n][ msgid=<n>\n]
-//!  \_____________/ \__________________/ \___________________/ \_____________________________________________________/
-//!   printk text     dictionary (printk,  userdata (6.9+,        sysdata (6.15+, configfs), each only when enabled
-//!   every byte      escaped; 5.10+ only  configfs, values
-//!   < 0x20, >= 0x7f SUBSYSTEM, DEVICE)   sent unescaped)
-//!   or `\` as \xNN
-//! ```
-//!
-//! printk formats the header, text and dictionary into one buffer (8192 bytes,
-//! `CONSOLE_EXT_LOG_MAX`, up to Linux 6.1; 2048 bytes, `PRINTK_MESSAGE_MAX`, in later kernels,
-//! seen on 7.3). A record that does not fit is cut at the buffer's end: it then has no
-//! trailing `\n`, may end inside an escape (a dangling `\`), and netconsole appends userdata
-//! and sysdata directly after it, on the same line. [`Body::parse_limited`] splits such a body
-//! exactly when given that limit; [`Body::parse`] assumes the record was not cut. A line
-//! crossing the limit is taken as cut only when it is the text or a ` SUBSYSTEM=`/` DEVICE=`
-//! line (the only dictionary lines kernels with the 2048-byte limit write); otherwise the
-//! record fitted and the crossing line is userdata, kept whole. (Userdata named `SUBSYSTEM`
-//! or `DEVICE` right after a record that fitted exactly would be misread; no kernel
-//! output tells the two apart.)
-//!
-//! Escapes: `\xNN` with two hex digits (the kernel writes lowercase; uppercase is accepted).
-//! A `\` not followed by `x` and two hex digits is a *malformed escape*: unescaping keeps its
-//! bytes literally and counts it, never fails and never panics. Userdata values are sent
-//! unescaped, so a literal `\` in them (e.g. `eq\back`) comes back unchanged and counted.
+//! The extended record body: escaped text, then ` KEY=VALUE` lines (its byte diagram is on
+//! [`Body`]); escaping and unescaping as printk does.
 
 #[cfg(feature = "alloc")]
 use alloc::{borrow::Cow, vec::Vec};
@@ -44,7 +19,35 @@ pub struct BufferTooSmall {
     pub needed: usize,
 }
 
-/// The body of one extended record, split into text and lines, borrowing the datagram.
+/// The body of one extended record, split into text and lines, borrowing the datagram:
+/// escaped text, then ` KEY=VALUE` lines.
+///
+/// ```text
+///  <escaped text>\n[ <KEY>=<VALUE>\n]*[ <key>=<value>\n]*[ cpu=<n>\n][ taskname=<comm>\n][ release=<r>\n][ msgid=<n>\n]
+///  \_____________/ \__________________/ \___________________/ \_____________________________________________________/
+///   printk text     dictionary (printk,  userdata (6.9+,        sysdata (6.15+, configfs), each only when enabled
+///   every byte      escaped; 5.10+ only  configfs, values
+///   < 0x20, >= 0x7f SUBSYSTEM, DEVICE)   sent unescaped)
+///   or `\` as \xNN
+/// ```
+///
+/// printk formats the header, text and dictionary into one buffer (8192 bytes,
+/// [`CONSOLE_EXT_LOG_MAX`], up to Linux 6.1; 2048 bytes, [`PRINTK_MESSAGE_MAX`], in later kernels,
+/// seen on 7.3). A record that does not fit is cut at the buffer's end: it then has no
+/// trailing `\n`, may end inside an escape (a dangling `\`), and netconsole appends userdata
+/// and sysdata directly after it, on the same line. [`Body::parse_limited`] splits such a body
+/// exactly when given that limit; [`Body::parse`] assumes the record was not cut. A line
+/// crossing the limit is taken as cut only when it is the text or a ` SUBSYSTEM=`/` DEVICE=`
+/// line (the only dictionary lines kernels with the 2048-byte limit write); otherwise the
+/// record fitted and the crossing line is userdata, kept whole. (Userdata named `SUBSYSTEM`
+/// or `DEVICE` right after a record that fitted exactly would be misread; no kernel
+/// output tells the two apart.)
+///
+/// Escapes: `\xNN` with two hex digits (the kernel writes lowercase; uppercase is accepted).
+/// A `\` not followed by `x` and two hex digits is a *malformed escape*: unescaping
+/// ([`unescape_into`]) keeps its bytes literally and counts it, never fails and never panics.
+/// Userdata values are sent unescaped, so a literal `\` in them (e.g. `eq\back`) comes back
+/// unchanged and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Body<'a> {
     text: &'a [u8],
@@ -138,7 +141,7 @@ impl<'a> Body<'a> {
 
     /// The ` KEY=VALUE` lines in order (dictionary, then userdata, then sysdata).
     #[inline]
-    pub fn lines(&self) -> Lines<'a> {
+    pub fn lines(&self) -> impl Iterator<Item = Line<'a>> + Clone + use<'a> {
         Lines {
             rest: self.lines,
             cut: self.cut,
@@ -201,9 +204,9 @@ impl<'a> Line<'a> {
     }
 }
 
-/// Iterator over the lines of a [`Body`].
+/// Iterator over the lines of a [`Body`] ([`Body::lines`]).
 #[derive(Debug, Clone)]
-pub struct Lines<'a> {
+struct Lines<'a> {
     rest: &'a [u8],
     cut: Option<usize>,
 }
@@ -333,8 +336,9 @@ pub fn unescape(src: &[u8]) -> (Cow<'_, [u8]>, usize) {
     (Cow::Owned(out), done.malformed)
 }
 
-/// Whether printk escapes this byte.
-pub const fn needs_escape(b: u8) -> bool {
+/// Whether printk escapes this byte: below 0x20, from 0x7f, and the backslash
+/// (`msg_add_ext_text` in `kernel/printk/printk.c`).
+pub(crate) const fn needs_escape(b: u8) -> bool {
     b < b' ' || b >= 0x7f || b == b'\\'
 }
 

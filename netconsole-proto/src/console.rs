@@ -1,47 +1,5 @@
 //! The plain console line: the bytes a (non-extended) console's `write` receives for one
-//! printk record, which plain netconsole sends as they are.
-//!
-//! Linux builds this text in `kernel/printk/printk.c`: `record_print_text` puts the prefix
-//! from `info_print_prefix` in front of every line of the record's text and ends the last
-//! line with the `\n` that `vprintk_store` removed. The prefix is, in this order:
-//!
-//! ```text
-//!  <PRI>            [sssss.uuuuuu]      [  T123]          ' '
-//!  |                |                   |                 |
-//!  print_syslog     print_time          print_caller      only if time or
-//!  console_msg_     printk.time=1       CONFIG_PRINTK_    CONFIG_PRINTK_CALLER
-//!  format=syslog    "[%5lu.%06lu]"      CALLER "[%6s]"
-//!  (facility<<3 | level)
-//!
-//! text "a\nb"  ->  "[    1.000002] a\n[    1.000002] b\n"
-//! ```
-//!
-//! The console reads the record into a buffer (Linux 5.10 to 6.2: `CONSOLE_LOG_MAX`, 1024
-//! bytes; 6.3 and later, since the printk buffer rework that introduced it:
-//! `PRINTK_MESSAGE_MAX`, 2048 bytes) that also holds a terminating
-//! NUL. Text longer than that buffer is cut, then `record_print_text` prints lines whole or
-//! not at all: it stops at the first line that does not fit with its prefix, its newline
-//! and the NUL (a record whose only line does not fit prints nothing), and once it had to
-//! shorten the text it also drops a last line that has no newline. [`format_console`]
-//! follows that loop step by step with the buffer size in [`ConsoleOptions::buffer_size`],
-//! further limited by `out.len() + 1`. Records written to `/dev/kmsg` are short enough to
-//! fit (`LOG_LINE_MAX` is the buffer less the longest prefix) unless they have many lines:
-//! Linux 6.1's 1024-byte buffer drops the tail of such a record, as the captures show.
-//!
-//! Every other byte goes through unchanged: control bytes, invalid UTF-8, and a NUL (a
-//! `/dev/kmsg` write never stores one, as the kernel formats it with `%s`; a record that
-//! holds one is sent with it). Netconsole's `write_msg` then sends the whole console text of
-//! one record in datagrams of at most [`MAX_PRINT_CHUNK`](crate::MAX_PRINT_CHUNK) bytes
-//! ([`plain_chunks`](crate::plain_chunks)); a datagram never holds two records.
-//!
-//! ```
-//! use netconsole_proto::console::{ConsoleOptions, ConsoleRecord, format_console};
-//!
-//! let record = ConsoleRecord::new(6, 7, 6_498_885, b"one\ntwo");
-//! let mut out = [0u8; 64];
-//! let len = format_console(&record, &ConsoleOptions::default(), &mut out);
-//! assert_eq!(&out[..len], b"[    6.498885] one\n[    6.498885] two\n");
-//! ```
+//! printk record (the rule is on [`format_console`]).
 
 use crate::format::Decimal;
 use crate::header::Caller;
@@ -51,7 +9,7 @@ pub const CONSOLE_LOG_MAX: usize = 1024;
 
 /// The longest prefix [`console_prefix`] writes: `<2047>`, a 14-digit time and an 11-byte
 /// caller, with brackets and the space.
-pub const CONSOLE_PREFIX_MAX: usize = 48;
+pub(crate) const CONSOLE_PREFIX_MAX: usize = 48;
 
 /// A printk record as a console sees it (raw, unescaped text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +101,7 @@ fn put_decimal(out: &mut [u8], at: usize, value: u64, width: usize, pad: u8) -> 
 
 /// The prefix the kernel puts in front of every line of `record` (`info_print_prefix`).
 /// Returns its length.
-pub fn console_prefix(
+pub(crate) fn console_prefix(
     record: &ConsoleRecord<'_>,
     options: &ConsoleOptions,
     out: &mut [u8; CONSOLE_PREFIX_MAX],
@@ -194,11 +152,54 @@ pub fn console_prefix(
     len
 }
 
-/// Formats `record` as the console text Linux hands to netconsole's `write` (see the
-/// [module](self) doc for the rule). Writes at most `out.len()` bytes and returns how many;
-/// the kernel's buffer is taken as `min(options.buffer_size, out.len() + 1)` (the `+ 1` is
-/// the NUL the kernel keeps and this function does not write), so a short `out` cuts the
-/// text the way a short kernel buffer would.
+/// Formats `record` as the console text Linux hands to netconsole's `write`: the bytes a
+/// (non-extended) console's `write` receives for one printk record, which plain netconsole
+/// sends as they are. Writes at most `out.len()` bytes and returns how many; the kernel's
+/// buffer is taken as `min(options.buffer_size, out.len() + 1)` (the `+ 1` is the NUL the
+/// kernel keeps and this function does not write), so a short `out` cuts the text the way a
+/// short kernel buffer would.
+///
+/// Linux builds this text in `kernel/printk/printk.c`: `record_print_text` puts the prefix
+/// from `info_print_prefix` in front of every line of the record's text and ends the last
+/// line with the `\n` that `vprintk_store` removed. The prefix is, in this order:
+///
+/// ```text
+///  <PRI>            [sssss.uuuuuu]      [  T123]          ' '
+///  |                |                   |                 |
+///  print_syslog     print_time          print_caller      only if time or
+///  console_msg_     printk.time=1       CONFIG_PRINTK_    CONFIG_PRINTK_CALLER
+///  format=syslog    "[%5lu.%06lu]"      CALLER "[%6s]"
+///  (facility<<3 | level)
+///
+/// text "a\nb"  ->  "[    1.000002] a\n[    1.000002] b\n"
+/// ```
+///
+/// The console reads the record into a buffer (Linux 5.10 to 6.2: [`CONSOLE_LOG_MAX`], 1024
+/// bytes; 6.3 and later, since the printk buffer rework that introduced it:
+/// [`PRINTK_MESSAGE_MAX`](crate::PRINTK_MESSAGE_MAX), 2048 bytes) that also holds a
+/// terminating NUL. Text longer than that buffer is cut, then `record_print_text` prints
+/// lines whole or not at all: it stops at the first line that does not fit with its prefix,
+/// its newline and the NUL (a record whose only line does not fit prints nothing), and once it
+/// had to shorten the text it also drops a last line that has no newline. This function
+/// follows that loop step by step with the buffer size in [`ConsoleOptions::buffer_size`],
+/// further limited by `out.len() + 1`. Records written to `/dev/kmsg` are short enough to
+/// fit (`LOG_LINE_MAX` is the buffer less the longest prefix) unless they have many lines:
+/// Linux 6.1's 1024-byte buffer drops the tail of such a record, as the captures show.
+///
+/// Every other byte goes through unchanged: control bytes, invalid UTF-8, and a NUL (a
+/// `/dev/kmsg` write never stores one, as the kernel formats it with `%s`; a record that
+/// holds one is sent with it). Netconsole's `write_msg` then sends the whole console text of
+/// one record in datagrams of at most [`MAX_PRINT_CHUNK`](crate::MAX_PRINT_CHUNK) bytes
+/// ([`plain_chunks`](crate::plain_chunks)); a datagram never holds two records.
+///
+/// ```
+/// use netconsole_proto::{ConsoleOptions, ConsoleRecord, format_console};
+///
+/// let record = ConsoleRecord::new(6, 7, 6_498_885, b"one\ntwo");
+/// let mut out = [0u8; 64];
+/// let len = format_console(&record, &ConsoleOptions::default(), &mut out);
+/// assert_eq!(&out[..len], b"[    6.498885] one\n[    6.498885] two\n");
+/// ```
 pub fn format_console(
     record: &ConsoleRecord<'_>,
     options: &ConsoleOptions,
@@ -240,4 +241,26 @@ pub fn format_console(
         rest = &rest[line_len + 1..];
     }
     len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_prefix_fits() {
+        // Prefix 2047, the largest time, a caller id of 31 bits (what the kernel keeps).
+        let mut record = ConsoleRecord::new(7, 0, u64::MAX, b"");
+        record.facility = 255;
+        record.caller = Some(Caller::Cpu(u32::MAX));
+        let options = ConsoleOptions {
+            time: true,
+            caller: true,
+            syslog: true,
+            buffer_size: crate::PRINTK_MESSAGE_MAX,
+        };
+        let mut out = [0u8; CONSOLE_PREFIX_MAX];
+        let len = console_prefix(&record, &options, &mut out);
+        assert_eq!(&out[..len], b"<2047>[18446744073709.551615][C2147483647] ");
+    }
 }

@@ -1,30 +1,6 @@
-//! Writing what the kernel writes: the printk record, its netconsole datagrams, plain chunks.
-//!
-//! Three steps, each byte-exact with Linux:
-//!
-//! 1. [`format_kmsg`]: printk's extended format (`info_print_ext_header` +
-//!    `msg_print_ext_body`) into a buffer whose length is printk's buffer size
-//!    ([`crate::CONSOLE_EXT_LOG_MAX`] up to 6.1, [`crate::PRINTK_MESSAGE_MAX`] later). A record
-//!    that does not fit is cut the way the kernel's `scnprintf`/`append_char` cut it: an escape
-//!    that does not fit is written partially (leaving e.g. a dangling `\`), a later printable
-//!    byte may still take the very last position, and the trailing `\n` is lost.
-//! 2. [`ExtFragments`]: what `send_ext_msg_udp` makes of that message for one target: release
-//!    prepend, userdata and sysdata appended (6.9+; see [`format_userdata`], [`Sysdata`]), and
-//!    `ncfrag` fragmentation when the result exceeds 1000 bytes:
-//!
-//!    ```text
-//!    whole:    [release,]<header>;<body>[userdata][sysdata]          when it all fits in 1000 bytes
-//!    fragment: [release,]<header>[,ncemg=1],ncfrag=<off>/<total>;<chunk>
-//!              chunk = (body ++ userdata ++ sysdata)[off .. off + min(total - off, 1000 - header length)]
-//!    ```
-//!
-//!    The kernel's quirks at exactly 1000 bytes are reproduced: with a release prepend the
-//!    1000th byte of an unfragmented datagram is the `scnprintf` terminator (NUL), and userdata
-//!    or sysdata that would reach exactly 1000 bytes lose their last byte; on request
-//!    ([`SendOptions::userdata_quirk_6_9`]) so is the 6.9–6.13 loss of the fragments after one
-//!    that the body fills exactly. `,ncemg=1` (the
-//!    reliable sender's emergency mark, never sent by Linux) goes before `ncfrag`.
-//! 3. [`plain_chunks`]: plain consoles cut the console text into 1000-byte datagrams.
+//! Writing what the kernel writes, byte-exact with Linux, in three steps: the printk record
+//! ([`format_kmsg`]), its netconsole datagrams ([`ExtFragments`], with [`format_userdata`] and
+//! [`Sysdata`]), and plain consoles' chunks ([`plain_chunks`]).
 
 use crate::MAX_PRINT_CHUNK;
 use crate::body::BufferTooSmall;
@@ -253,8 +229,15 @@ impl<const N: usize> Line<N> {
     }
 }
 
-/// Formats `record` as printk's extended console format into `out`, whose length is
-/// printk's buffer size; returns the bytes written. Cut exactly as the kernel cuts.
+/// Formats `record` as printk's extended console format (`info_print_ext_header` +
+/// `msg_print_ext_body`) into `out`, whose length is printk's buffer size
+/// ([`CONSOLE_EXT_LOG_MAX`](crate::CONSOLE_EXT_LOG_MAX) up to 6.1,
+/// [`PRINTK_MESSAGE_MAX`](crate::PRINTK_MESSAGE_MAX) later); returns the bytes written.
+///
+/// A record that does not fit is cut the way the kernel's `scnprintf`/`append_char` cut it:
+/// an escape that does not fit is written partially (leaving e.g. a dangling `\`), a later
+/// printable byte may still take the very last position, and the trailing `\n` is lost.
+/// [`ExtFragments`] then makes the datagrams of the result.
 pub fn format_kmsg(record: &KmsgRecord<'_>, out: &mut [u8]) -> usize {
     let mut header = Line::<96>::new();
     let prefix = (u64::from(record.facility) << 3) | u64::from(record.level & 7);
@@ -290,18 +273,12 @@ pub fn format_kmsg(record: &KmsgRecord<'_>, out: &mut [u8]) -> usize {
 /// `calc_userdata_len()` in drivers/net/netconsole.c, and the 3 that `MAX_EXTRADATA_NAME_LEN`
 /// (`MAX_USERDATA_NAME_LENGTH` before Linux 6.15) subtracts from the entry length for them
 /// ("The number 3 comes from userdata entry format characters (' ', '=', '\n')").
-///
-/// ```
-/// use netconsole_proto::format::EXTRADATA_LINE_OVERHEAD;
-///
-/// assert_eq!(b" host=web1\n".len(), b"host".len() + b"web1".len() + EXTRADATA_LINE_OVERHEAD);
-/// ```
-pub const EXTRADATA_LINE_OVERHEAD: usize = 3;
+pub(crate) const EXTRADATA_LINE_OVERHEAD: usize = 3;
 
 /// The longest userdata or sysdata line, the NUL of `scnprintf` included:
 /// `MAX_EXTRADATA_ENTRY_LEN` in drivers/net/netconsole.c (`MAX_USERDATA_ENTRY_LENGTH` before
 /// Linux 6.15), the bound of every `scnprintf` of a line.
-pub const MAX_EXTRADATA_ENTRY_LEN: usize = 256;
+pub(crate) const MAX_EXTRADATA_ENTRY_LEN: usize = 256;
 
 /// The buffer of a userdata value, its NUL included: `MAX_EXTRADATA_VALUE_LEN` in
 /// drivers/net/netconsole.c (`MAX_USERDATA_VALUE_LENGTH` before Linux 6.15), the size of
@@ -311,10 +288,12 @@ pub const MAX_EXTRADATA_VALUE_LEN: usize = 200;
 
 /// The longest userdata key (its configfs item name): `MAX_EXTRADATA_NAME_LEN` in
 /// drivers/net/netconsole.c (`MAX_USERDATA_NAME_LENGTH` before Linux 6.15), which
-/// `userdatum_make_item()` checks: an entry less the value and [`EXTRADATA_LINE_OVERHEAD`].
+/// `userdatum_make_item()` checks. The kernel computes it as an entry
+/// (`MAX_EXTRADATA_ENTRY_LEN`, 256 bytes, the NUL included) less the value
+/// ([`MAX_EXTRADATA_VALUE_LEN`]) and the 3 bytes of ` `, `=` and `\n` around them.
 ///
 /// ```
-/// assert_eq!(netconsole_proto::format::MAX_EXTRADATA_NAME_LEN, 53);
+/// assert_eq!(netconsole_proto::MAX_EXTRADATA_NAME_LEN, 53);
 /// ```
 pub const MAX_EXTRADATA_NAME_LEN: usize =
     MAX_EXTRADATA_ENTRY_LEN - MAX_EXTRADATA_VALUE_LEN - EXTRADATA_LINE_OVERHEAD;
@@ -322,13 +301,7 @@ pub const MAX_EXTRADATA_NAME_LEN: usize =
 /// The length of one ` <key>=<value>\n` line as netconsole appends it (userdata, sysdata, and
 /// the appended lines of a received record): the key, the value and
 /// [`EXTRADATA_LINE_OVERHEAD`].
-///
-/// ```
-/// use netconsole_proto::format::extradata_line_len;
-///
-/// assert_eq!(extradata_line_len(b"taskname", b"dd"), b" taskname=dd\n".len());
-/// ```
-pub const fn extradata_line_len(key: &[u8], value: &[u8]) -> usize {
+pub(crate) const fn extradata_line_len(key: &[u8], value: &[u8]) -> usize {
     key.len() + value.len() + EXTRADATA_LINE_OVERHEAD
 }
 
@@ -347,7 +320,7 @@ pub(crate) fn put_extradata_line(key: &[u8], value: &[u8], out: &mut [u8]) -> us
 /// `calc_userdata_len()` in drivers/net/netconsole.c counts them (it skips empty values too).
 ///
 /// ```
-/// use netconsole_proto::format::{format_userdata, userdata_len};
+/// use netconsole_proto::{format_userdata, userdata_len};
 ///
 /// let entries: [(&[u8], &[u8]); 2] = [(b"host", b"web1"), (b"unset", b"")];
 /// assert_eq!(userdata_len(&entries), b" host=web1\n".len());
@@ -422,7 +395,7 @@ impl Sysdata<'_> {
         }
     }
 
-    /// The bytes [`format_into`](Self::format_into) writes: [`extradata_line_len`] of each
+    /// The bytes [`format_into`](Self::format_into) writes: ` <key>=<value>\n` for each
     /// line set (numbers in decimal, as `%u` writes them).
     ///
     /// ```
@@ -481,10 +454,25 @@ pub enum SendError {
     HeaderTooLong,
 }
 
-/// The datagrams `send_ext_msg_udp` makes of one formatted message for one target.
+/// The datagrams `send_ext_msg_udp` makes of one formatted message ([`format_kmsg`]) for one
+/// target: release prepend, userdata and sysdata appended (6.9+; see [`format_userdata`],
+/// [`Sysdata`]), and `ncfrag` fragmentation when the result exceeds 1000 bytes:
+///
+/// ```text
+/// whole:    [release,]<header>;<body>[userdata][sysdata]          when it all fits in 1000 bytes
+/// fragment: [release,]<header>[,ncemg=1],ncfrag=<off>/<total>;<chunk>
+///           chunk = (body ++ userdata ++ sysdata)[off .. off + min(total - off, 1000 - header length)]
+/// ```
+///
+/// The kernel's quirks at exactly 1000 bytes are reproduced: with a release prepend the
+/// 1000th byte of an unfragmented datagram is the `scnprintf` terminator (NUL), and userdata
+/// or sysdata that would reach exactly 1000 bytes lose their last byte; on request
+/// ([`SendOptions::userdata_quirk_6_9`]) so is the 6.9–6.13 loss of the fragments after one
+/// that the body fills exactly. `,ncemg=1` (the reliable sender's emergency mark, never sent
+/// by Linux) goes before `ncfrag`.
 ///
 /// ```
-/// use netconsole_proto::format::{ExtFragments, SendOptions};
+/// use netconsole_proto::{ExtFragments, SendOptions};
 ///
 /// let mut body = b"6,7,8,-;".to_vec();
 /// body.resize(1500, b'a');
@@ -705,9 +693,10 @@ pub fn plain_chunks(console_text: &[u8]) -> core::slice::Chunks<'_, u8> {
 /// Whether a plain datagram is a chunk of [`plain_chunks`] that the next datagram from the
 /// same sender continues, in the middle of a line: it is a whole [`MAX_PRINT_CHUNK`] and does
 /// not end with `\n`. A record's console text always ends with `\n` (see
-/// [`console`](crate::console)) and only its last chunk is shorter, so a chunk that is not
-/// full, or ends with `\n`, ends the record or at least its line (a chunk cut right after a
-/// `\n` inside a record leaves the next one starting with a line of its own, prefix and all).
+/// [`format_console`](crate::format_console)) and only its last chunk is shorter, so a chunk
+/// that is not full, or ends with `\n`, ends the record or at least its line (a chunk cut
+/// right after a `\n` inside a record leaves the next one starting with a line of its own,
+/// prefix and all).
 ///
 /// ```
 /// use netconsole_proto::{format_console, plain_chunk_continues, plain_chunks, ConsoleOptions, ConsoleRecord};
@@ -1006,6 +995,10 @@ mod tests {
         );
         assert_eq!(Sysdata::default().formatted_len(), 0);
         assert_eq!(extradata_line_len(b"", b""), 3);
+        assert_eq!(
+            extradata_line_len(b"taskname", b"dd"),
+            b" taskname=dd\n".len()
+        );
     }
 
     #[test]

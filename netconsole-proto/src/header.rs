@@ -1,29 +1,12 @@
-//! The extended record header: everything before the first `;` of an extended datagram.
-//!
-//! ```text
-//!  [<release>,]<prefix>,<seq>,<ts_usec>,<flag>[,caller=<T|C><n>][,ncemg=1][,ncfrag=<off>/<total>][,<key>=<value>]*;
-//!  \_________/ \______/ \___/ \_______/ \____/ \_______________/ \____________________________/
-//!   netconsole  printk   u64    u64     - c +   printk (CONFIG_      inserted by netconsole
-//!   `r` / release=1  (facility<<3)|level        PRINTK_CALLER)       (ncfrag) or the reliable
-//!                                                                    sender (ncemg)
-//!
-//!  example: 7.3.4+deb13-amd64,14,709,7301468,-,ncfrag=969/2031;
-//! ```
-//!
-//! - `prefix` is `(facility << 3) | level`. printk keeps the facility in a `u8`, so the prefix
-//!   is at most 2047 (Linux 7.3 reports `<99999>` written to `/dev/kmsg` as prefix 1695).
-//! - The release prepend is recognised because its field contains a `.` and is followed by
-//!   the numeric prefix; the first field of a kernel header is always all digits.
-//! - Unknown `key=value` fields are kept, in order, for the caller ([`Header::unknown_fields`]).
-//! - The header as printk formatted it (without release prepend, `ncfrag` and `ncemg`) has
-//!   length [`Header::kernel_len`]; the kernel's 2048-byte format limit counts those bytes.
+//! The extended record header: everything before the first `;` of an extended datagram
+//! (its byte diagram is on [`Header`]).
 
 use core::fmt;
 
 use crate::scan::find;
 
 /// The largest prefix printk can produce: facility is a `u8`, level 3 bits.
-pub const MAX_PREFIX: u16 = (255 << 3) | 7;
+pub(crate) const MAX_PREFIX: u16 = (255 << 3) | 7;
 
 /// The continuation flag after `ts_usec`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -144,7 +127,7 @@ impl Caller {
     pub(crate) fn parse_value(value: &[u8]) -> Result<Self, CallerError> {
         let (&kind, number) = value.split_first().ok_or(CallerError::Kind)?;
         // The number first, then the kind: the order of the header's typed errors.
-        let number = match parse_decimal(number, Field::Caller) {
+        let number = match parse_decimal(number, HeaderField::Caller) {
             Ok(n) => u32::try_from(n).map_err(|_| CallerError::Overflow)?,
             Err(HeaderError::Missing(_)) => return Err(CallerError::MissingNumber),
             Err(HeaderError::Overflow(_)) => return Err(CallerError::Overflow),
@@ -165,8 +148,7 @@ impl fmt::Display for Caller {
 /// the header parser does: the same bytes are accepted, with the same errors.
 ///
 /// ```
-/// use netconsole_proto::Caller;
-/// use netconsole_proto::header::CallerError;
+/// use netconsole_proto::{Caller, CallerError};
 ///
 /// assert_eq!("T123".parse(), Ok(Caller::Task(123)));
 /// assert_eq!("C4".parse(), Ok(Caller::Cpu(4)));
@@ -184,7 +166,7 @@ impl core::str::FromStr for Caller {
 }
 
 /// Why a `caller=` value was refused ([`Caller`]'s `FromStr`; in a header it is a
-/// [`HeaderError`] about [`Field::Caller`]).
+/// [`HeaderError`] about [`HeaderField::Caller`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallerError {
@@ -205,10 +187,10 @@ pub enum CallerError {
 impl From<CallerError> for HeaderError {
     fn from(error: CallerError) -> Self {
         match error {
-            CallerError::MissingNumber => HeaderError::Missing(Field::Caller),
-            CallerError::Overflow => HeaderError::Overflow(Field::Caller),
+            CallerError::MissingNumber => HeaderError::Missing(HeaderField::Caller),
+            CallerError::Overflow => HeaderError::Overflow(HeaderField::Caller),
             CallerError::Kind | CallerError::MalformedNumber => {
-                HeaderError::Malformed(Field::Caller)
+                HeaderError::Malformed(HeaderField::Caller)
             }
         }
     }
@@ -226,7 +208,7 @@ pub struct Ncfrag {
 /// Which header field an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Field {
+pub enum HeaderField {
     /// `<prefix>` (facility and level).
     Prefix,
     /// `<seq>`.
@@ -243,16 +225,16 @@ pub enum Field {
     Ncemg,
 }
 
-impl fmt::Display for Field {
+impl fmt::Display for HeaderField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Field::Prefix => "prefix",
-            Field::Seq => "seq",
-            Field::TsUsec => "ts_usec",
-            Field::Flag => "flag",
-            Field::Caller => "caller",
-            Field::Ncfrag => "ncfrag",
-            Field::Ncemg => "ncemg",
+            HeaderField::Prefix => "prefix",
+            HeaderField::Seq => "seq",
+            HeaderField::TsUsec => "ts_usec",
+            HeaderField::Flag => "flag",
+            HeaderField::Caller => "caller",
+            HeaderField::Ncfrag => "ncfrag",
+            HeaderField::Ncemg => "ncemg",
         })
     }
 }
@@ -266,13 +248,13 @@ pub enum HeaderError {
     NoSemicolon,
     /// A mandatory field is absent.
     #[error("missing {0} field")]
-    Missing(Field),
+    Missing(HeaderField),
     /// A field is not what the kernel writes there (e.g. not decimal digits).
     #[error("malformed {0} field")]
-    Malformed(Field),
+    Malformed(HeaderField),
     /// A decimal number does not fit its type.
     #[error("{0} does not fit its type")]
-    Overflow(Field),
+    Overflow(HeaderField),
     /// The prefix encodes a facility above 255.
     #[error("prefix {0} out of range (at most 2047)")]
     PrefixOutOfRange(u64),
@@ -292,7 +274,26 @@ pub enum HeaderError {
     },
 }
 
-/// A parsed extended header, borrowing from the datagram.
+/// A parsed extended header, borrowing from the datagram: everything before the first `;` of
+/// an extended datagram.
+///
+/// ```text
+///  [<release>,]<prefix>,<seq>,<ts_usec>,<flag>[,caller=<T|C><n>][,ncemg=1][,ncfrag=<off>/<total>][,<key>=<value>]*;
+///  \_________/ \______/ \___/ \_______/ \____/ \_______________/ \____________________________/
+///   netconsole  printk   u64    u64     - c +   printk (CONFIG_      inserted by netconsole
+///   `r` / release=1  (facility<<3)|level        PRINTK_CALLER)       (ncfrag) or the reliable
+///                                                                    sender (ncemg)
+///
+///  example: 7.3.4+deb13-amd64,14,709,7301468,-,ncfrag=969/2031;
+/// ```
+///
+/// - `prefix` is `(facility << 3) | level`. printk keeps the facility in a `u8`, so the prefix
+///   is at most 2047 (Linux 7.3 reports `<99999>` written to `/dev/kmsg` as prefix 1695).
+/// - The release prepend is recognised because its field contains a `.` and is followed by
+///   the numeric prefix; the first field of a kernel header is always all digits.
+/// - Unknown `key=value` fields are kept, in order, for the caller ([`Header::unknown_fields`]).
+/// - The header as printk formatted it (without release prepend, `ncfrag` and `ncemg`) has
+///   length [`Header::kernel_len`]; the kernel's 2048-byte format limit counts those bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Header<'a> {
@@ -348,7 +349,7 @@ pub(crate) fn looks_extended(bytes: &[u8]) -> bool {
 }
 
 /// Parses a decimal number written by the kernel: one or more ASCII digits.
-pub(crate) fn parse_decimal(bytes: &[u8], field: Field) -> Result<u64, HeaderError> {
+pub(crate) fn parse_decimal(bytes: &[u8], field: HeaderField) -> Result<u64, HeaderError> {
     if bytes.is_empty() {
         return Err(HeaderError::Missing(field));
     }
@@ -474,7 +475,7 @@ fn digits_slow(bytes: &[u8], mut pos: usize, mut value: u64, start: usize) -> Op
 
 /// Parses the decimal field at the start of `rest` up to its comma (or the end) in one
 /// pass, and moves `rest` past the comma.
-fn number_field(rest: &mut &[u8], field: Field) -> Result<u64, HeaderError> {
+fn number_field(rest: &mut &[u8], field: HeaderField) -> Result<u64, HeaderError> {
     let bytes = *rest;
     let mut value: u64 = 0;
     let mut len = 0;
@@ -503,7 +504,7 @@ fn number_field(rest: &mut &[u8], field: Field) -> Result<u64, HeaderError> {
     Ok(value)
 }
 
-fn parse_usize(bytes: &[u8], field: Field) -> Result<usize, HeaderError> {
+fn parse_usize(bytes: &[u8], field: HeaderField) -> Result<usize, HeaderError> {
     usize::try_from(parse_decimal(bytes, field)?).map_err(|_| HeaderError::Overflow(field))
 }
 
@@ -707,27 +708,28 @@ impl<'a> Header<'a> {
         let mut release = None;
         let mut release_len = 0;
         let whole = rest;
-        let prefix = match number_field(&mut rest, Field::Prefix) {
+        let prefix = match number_field(&mut rest, HeaderField::Prefix) {
             Err(HeaderError::Malformed(_)) => {
                 let end = find(b',', whole).unwrap_or(whole.len());
                 if !whole[..end].contains(&b'.') {
-                    return Err(HeaderError::Malformed(Field::Prefix));
+                    return Err(HeaderError::Malformed(HeaderField::Prefix));
                 }
                 release = Some(&whole[..end]);
                 release_len = end + 1;
                 rest = whole.get(end + 1..).unwrap_or(&[]);
-                number_field(&mut rest, Field::Prefix)?
+                number_field(&mut rest, HeaderField::Prefix)?
             }
             other => other?,
         };
         if prefix > u64::from(MAX_PREFIX) {
             return Err(HeaderError::PrefixOutOfRange(prefix));
         }
-        let seq = number_field(&mut rest, Field::Seq)?;
-        let ts_usec = number_field(&mut rest, Field::TsUsec)?;
+        let seq = number_field(&mut rest, HeaderField::Seq)?;
+        let ts_usec = number_field(&mut rest, HeaderField::TsUsec)?;
 
-        let end = next_field(&mut rest).ok_or(HeaderError::Missing(Field::Flag))?;
-        let flag = Flag::from_field(&rest[..end]).ok_or(HeaderError::Malformed(Field::Flag))?;
+        let end = next_field(&mut rest).ok_or(HeaderError::Missing(HeaderField::Flag))?;
+        let flag =
+            Flag::from_field(&rest[..end]).ok_or(HeaderError::Malformed(HeaderField::Flag))?;
         let extra = &rest[end..];
 
         let mandatory = (release, prefix, seq, ts_usec, flag);
@@ -745,9 +747,10 @@ impl<'a> Header<'a> {
                 b"" => return Err(HeaderError::MalformedExtra),
                 b"caller" => self.caller = Some(Caller::parse_value(value)?),
                 b"ncfrag" => {
-                    let slash = find(b'/', value).ok_or(HeaderError::Malformed(Field::Ncfrag))?;
-                    let offset = parse_usize(&value[..slash], Field::Ncfrag)?;
-                    let total = parse_usize(&value[slash + 1..], Field::Ncfrag)?;
+                    let slash =
+                        find(b'/', value).ok_or(HeaderError::Malformed(HeaderField::Ncfrag))?;
+                    let offset = parse_usize(&value[..slash], HeaderField::Ncfrag)?;
+                    let total = parse_usize(&value[slash + 1..], HeaderField::Ncfrag)?;
                     let fits = offset.checked_add(body_len).is_some_and(|end| end <= total);
                     if !fits || body_len == 0 {
                         return Err(HeaderError::FragmentOutOfRange {
@@ -765,7 +768,7 @@ impl<'a> Header<'a> {
                     self.ncemg = match value {
                         b"1" => true,
                         b"0" => false,
-                        _ => return Err(HeaderError::Malformed(Field::Ncemg)),
+                        _ => return Err(HeaderError::Malformed(HeaderField::Ncemg)),
                     };
                     self.kernel_len = self
                         .kernel_len
@@ -798,8 +801,10 @@ impl<'a> Header<'a> {
         self.kernel_len
     }
 
-    /// Every `key=value` field after the flag, in order, known ones included.
-    pub fn fields(&self) -> Fields<'a> {
+    /// Every `key=value` field after the flag, in order, known ones included. A field without
+    /// `=` yields an empty key (which [`Header::parse`] refuses, so this only happens on
+    /// headers built elsewhere).
+    pub fn fields(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + use<'a> {
         Fields { rest: self.extra }
     }
 
@@ -810,10 +815,9 @@ impl<'a> Header<'a> {
     }
 }
 
-/// Iterator over the `key=value` fields after the flag. A field without `=` yields an empty
-/// key (which [`Header::parse`] refuses, so this only happens on headers built elsewhere).
+/// Iterator over the `key=value` fields after the flag ([`Header::fields`]).
 #[derive(Debug, Clone)]
-pub struct Fields<'a> {
+struct Fields<'a> {
     rest: &'a [u8],
 }
 
@@ -887,15 +891,15 @@ mod tests {
         assert_eq!(Header::parse(b"6,1,2,-"), Err(HeaderError::NoSemicolon));
         assert_eq!(
             Header::parse(b"6,1,2;x"),
-            Err(HeaderError::Missing(Field::Flag))
+            Err(HeaderError::Missing(HeaderField::Flag))
         );
         assert_eq!(
             Header::parse(b"6,1,2,x;x"),
-            Err(HeaderError::Malformed(Field::Flag))
+            Err(HeaderError::Malformed(HeaderField::Flag))
         );
         assert_eq!(
             Header::parse(b"6,18446744073709551616,2,-;x"),
-            Err(HeaderError::Overflow(Field::Seq))
+            Err(HeaderError::Overflow(HeaderField::Seq))
         );
         assert_eq!(
             Header::parse(b"2048,1,2,-;x"),
@@ -920,7 +924,7 @@ mod tests {
         );
         assert_eq!(
             Header::parse(b"6,1,2,-,ncfrag=10;abc"),
-            Err(HeaderError::Malformed(Field::Ncfrag))
+            Err(HeaderError::Malformed(HeaderField::Ncfrag))
         );
         assert_eq!(
             Header::parse(b"6,1,2,-,novalue;abc"),
@@ -928,7 +932,7 @@ mod tests {
         );
         assert_eq!(
             Header::parse(b"6,1,2,-,caller=X1;abc"),
-            Err(HeaderError::Malformed(Field::Caller))
+            Err(HeaderError::Malformed(HeaderField::Caller))
         );
     }
 

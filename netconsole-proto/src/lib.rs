@@ -1,19 +1,32 @@
 //! Linux netconsole on the wire, byte for byte: what a program needs to read or write the
 //! UDP payloads netconsole sends, for every kernel generation still in use (3.x to 7.x).
 //!
-//! | wire format | module (byte diagram) | read | write |
+//! Each wire format is drawn once, on the type that reads or writes it (or in the module
+//! that holds it):
+//!
+//! | wire format | drawn on | read | write |
 //! |---|---|---|---|
-//! | extended header | [`header`] | [`Header::parse`] | [`format_kmsg`] |
-//! | text, dictionary, userdata, sysdata | [`body`] | [`Body`], [`unescape_into`] | [`format_kmsg`], [`format_userdata`], [`Sysdata`] |
-//! | a datagram: extended, response or plain | [`record`] | [`Datagram::parse`] | |
-//! | `ncfrag` fragments, release prepend | [`format`](mod@format) | [`FragmentedRecord`] (`alloc`) | [`ExtFragments`] |
-//! | plain console text | [`format`](mod@format) | [`Datagram::Plain`] | [`plain_chunks`] |
+//! | extended header | [`Header`] | [`Header::parse`] | [`format_kmsg`] |
+//! | text, dictionary, userdata, sysdata | [`Body`] | [`Body`], [`unescape_into`] | [`format_kmsg`], [`format_userdata`], [`Sysdata`] |
+//! | a datagram: extended, response or plain | [`Datagram`] | [`Datagram::parse`] | |
+//! | `ncfrag` fragments, release prepend | [`ExtFragments`] | [`FragmentedRecord`] (`alloc`) | [`ExtFragments`] |
+//! | plain console text | [`format_console`] | [`Datagram::Plain`], [`plain_chunk_continues`] | [`format_console`], [`plain_chunks`] |
 //! | a received record: printk's part, appended lines | [`received`] | [`received::split_body`] | [`received::ReceivedRecord`], [`received::format_received`] |
 //! | `netconsole=` | [`param`] | [`param::Target::parse`] | `Display` |
-//! | `ncrx` response | [`response`] | [`Response::parse`] | [`encode_response`] |
+//! | `ncrx` response | [`Response`] | [`Response::parse`] | [`encode_response`] |
 //!
-//! [`sender::Sender`] (`alloc`) is the sender half of reliable netconsole as a sans-IO state
+//! [`Sender`] (`alloc`) is the sender half of reliable netconsole as a sans-IO state
 //! machine (time comes in as a [`netpoll_frame::Instant`]).
+//!
+//! The API is at the crate root, one path per item. Two modules stay public, as namespaces
+//! whose names only read right under them: [`param`], the `netconsole=` parameter
+//! (configuration, not a datagram: `param::Target`, `param::Device`, `param::parse_targets`
+//! and the parameter's defaults), and [`received`], a received record taken apart and
+//! written back byte for byte (`received::split_body` beside [`Body::parse`],
+//! `received::RecordError`). The kernel's limits keep their kernel names at the root
+//! ([`MAX_PRINT_CHUNK`], [`PRINTK_MESSAGE_MAX`], [`CONSOLE_EXT_LOG_MAX`], [`CONSOLE_LOG_MAX`],
+//! [`MAX_EXTRADATA_VALUE_LEN`], [`MAX_EXTRADATA_NAME_LEN`]): the names already say what they
+//! bound, so a `limits::` prefix would add nothing.
 //!
 //! Parsing borrows from the datagram and copies nothing; parsing, unescaping into a buffer,
 //! formatting and fragmenting allocate nothing (they build without `alloc`). Every parser
@@ -45,19 +58,19 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
-pub mod body;
-pub mod console;
-pub mod format;
-pub mod header;
+mod body;
+mod console;
+mod format;
+mod header;
 pub mod param;
 #[cfg(feature = "alloc")]
-pub mod reassembly;
+mod reassembly;
 pub mod received;
-pub mod record;
-pub mod response;
+mod record;
+mod response;
 mod scan;
 #[cfg(feature = "alloc")]
-pub mod sender;
+mod sender;
 
 pub use body::{
     Body, BufferTooSmall, CONSOLE_EXT_LOG_MAX, Line, PRINTK_MESSAGE_MAX, Unescaped, escape_into,
@@ -65,19 +78,27 @@ pub use body::{
 };
 #[cfg(feature = "alloc")]
 pub use body::{escape, unescape};
-pub use console::{ConsoleOptions, ConsoleRecord, format_console};
-pub use format::{
-    DictEntry, EXTRADATA_LINE_OVERHEAD, ExtFragments, KmsgRecord, SendError, SendOptions, Sysdata,
-    extradata_line_len, format_kmsg, format_userdata, plain_chunk_continues, plain_chunks,
-    userdata_len,
+pub use console::{
+    CONSOLE_LOG_MAX, ConsoleOptions, ConsoleRecord, format_console, printed_on_console,
 };
-pub use header::{Caller, CallerError, Flag, FlagConvention, Header, HeaderError, Ncfrag};
+pub use format::{
+    DictEntry, ExtFragments, KmsgRecord, MAX_EXTRADATA_NAME_LEN, MAX_EXTRADATA_VALUE_LEN,
+    SendError, SendOptions, Sysdata, format_kmsg, format_userdata, plain_chunk_continues,
+    plain_chunks, userdata_len,
+};
+pub use header::{
+    Caller, CallerError, Flag, FlagConvention, Header, HeaderError, HeaderField, Ncfrag,
+};
 #[cfg(feature = "alloc")]
-pub use reassembly::{DEFAULT_MAX_TOTAL, FragmentedRecord, Reassembly, ReassemblyError};
+pub use reassembly::{
+    DEFAULT_MAX_TOTAL, FragmentedRecord, MAX_PIECES, Reassembly, ReassemblyError,
+};
 #[cfg(feature = "alloc")]
 pub use record::OwnedRecord;
 pub use record::{Datagram, DatagramError, ExtRecord};
 pub use response::{MAX_RESPONSE, Response, ResponseError, encode_response};
+#[cfg(feature = "alloc")]
+pub use sender::{Sender, SenderConfig, SenderError, SenderStats};
 
 /// The most payload bytes netconsole puts in one datagram (`MAX_PRINT_CHUNK`).
 pub const MAX_PRINT_CHUNK: usize = 1000;

@@ -1,30 +1,5 @@
-//! Reassembling one record from its `ncfrag` fragments.
-//!
-//! Each fragment carries `ncfrag=<offset>/<total>`: its chunk goes at `offset` in a body of
-//! `total` bytes. Fragments may come in any order, duplicated, or overlapping (a sender that
-//! re-cuts a record differently); overlapping bytes must agree, or the fragment is refused
-//! with [`ReassemblyError::Conflict`] and nothing is written. A total above the cap (default
-//! [`DEFAULT_MAX_TOTAL`], 64 KiB) is refused before any allocation. While incomplete,
-//! [`Reassembly::missing`] lists the byte ranges not yet received and
-//! [`Reassembly::bytes`] shows the body as it stands (zero where missing: no byte is ever
-//! invented), so a receiver that gives up on a record can hand out what arrived without
-//! keeping its own copy. [`FragmentedRecord::header`] gives the header of the first
-//! fragment without allocating.
-//!
-//! Memory is bounded: `total` bytes, the first fragment's release and extra fields, and at
-//! most [`MAX_PIECES`] received ranges.
-//!
-//! ```
-//! use netconsole_proto::{DEFAULT_MAX_TOTAL, ExtRecord, FragmentedRecord};
-//!
-//! let second = ExtRecord::parse(b"6,7,8,-,ncfrag=5/10;56789")?;
-//! let first = ExtRecord::parse(b"6,7,8,-,ncfrag=0/10;01234")?;
-//! let mut record = FragmentedRecord::new(&second, DEFAULT_MAX_TOTAL)?;
-//! assert_eq!(record.body().missing().collect::<Vec<_>>(), [0..5]);
-//! record.push(&first)?;
-//! assert_eq!(record.to_record().unwrap().body, b"0123456789");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Reassembling one record from its `ncfrag` fragments (the rules are on
+//! [`FragmentedRecord`]).
 
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -221,10 +196,36 @@ impl Reassembly {
 
 /// One fragmented record being reassembled from its datagrams.
 ///
-/// Keeps the header of the first fragment seen (its release and extra fields in one
-/// buffer, the rest as values) and the body being put together; every later fragment must
-/// repeat that header (same seq, ts_usec, level, facility, flag, caller, release and
-/// total), or it is refused as [`ReassemblyError::OtherRecord`].
+/// Each fragment carries `ncfrag=<offset>/<total>`: its chunk goes at `offset` in a body of
+/// `total` bytes. Fragments may come in any order, duplicated, or overlapping (a sender that
+/// re-cuts a record differently); overlapping bytes must agree, or the fragment is refused
+/// with [`ReassemblyError::Conflict`] and nothing is written. A total above the cap (default
+/// [`DEFAULT_MAX_TOTAL`], 64 KiB) is refused before any allocation. While incomplete,
+/// [`Reassembly::missing`] lists the byte ranges not yet received and
+/// [`Reassembly::bytes`] shows the body as it stands (zero where missing: no byte is ever
+/// invented), so a receiver that gives up on a record can hand out what arrived without
+/// keeping its own copy.
+///
+/// The record keeps the header of the first fragment seen (its release and extra fields in
+/// one buffer, the rest as values; [`FragmentedRecord::header`] gives it back without
+/// allocating) and the body being put together; every later fragment must repeat that header
+/// (same seq, ts_usec, level, facility, flag, caller, release and total), or it is refused as
+/// [`ReassemblyError::OtherRecord`].
+///
+/// Memory is bounded: `total` bytes, the first fragment's release and extra fields, and at
+/// most [`MAX_PIECES`] received ranges.
+///
+/// ```
+/// use netconsole_proto::{DEFAULT_MAX_TOTAL, ExtRecord, FragmentedRecord};
+///
+/// let second = ExtRecord::parse(b"6,7,8,-,ncfrag=5/10;56789")?;
+/// let first = ExtRecord::parse(b"6,7,8,-,ncfrag=0/10;01234")?;
+/// let mut record = FragmentedRecord::new(&second, DEFAULT_MAX_TOTAL)?;
+/// assert_eq!(record.body().missing().collect::<Vec<_>>(), [0..5]);
+/// record.push(&first)?;
+/// assert_eq!(record.to_record().unwrap().body, b"0123456789");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct FragmentedRecord {
     /// The first fragment's header without its slices (see [`FragmentedRecord::header`]).

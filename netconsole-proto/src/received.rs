@@ -70,6 +70,8 @@
 //! assert_eq!([&msg[..len], &appended[..extra]].concat(), [&header[..], &body].concat());
 //! ```
 
+#[cfg(feature = "alloc")]
+use crate::body::needs_escape;
 use crate::body::{Body, BufferTooSmall, PRINTK_MESSAGE_MAX, escape_into, escaped_len};
 use crate::format::{DictEntry, KmsgRecord, extradata_line_len, format_kmsg, put_extradata_line};
 use crate::header::{Caller, CallerError, Flag};
@@ -228,18 +230,11 @@ pub fn decode_exact(wire: &[u8]) -> Option<alloc::borrow::Cow<'_, [u8]>> {
         // No escape: the bytes stand for themselves when printk would leave them as they are.
         return wire
             .iter()
-            .all(|&b| !needs_printk_escape(b))
+            .all(|&b| !needs_escape(b))
             .then_some(alloc::borrow::Cow::Borrowed(wire));
     }
     let mut bytes = alloc::vec::Vec::with_capacity(wire.len());
     decode_exact_into(wire, &mut bytes).then_some(alloc::borrow::Cow::Owned(bytes))
-}
-
-/// Whether printk writes byte `b` of a text or dictionary as `\xNN`: below 0x20, from 0x7f,
-/// and the backslash (`msg_add_ext_text` in `kernel/printk/printk.c`).
-#[cfg(feature = "alloc")]
-const fn needs_printk_escape(b: u8) -> bool {
-    b < 0x20 || b >= 0x7f || b == b'\\'
 }
 
 /// [`decode_exact`] into a caller's buffer, for a receiver that decodes every record without
@@ -262,7 +257,7 @@ pub fn decode_exact_into(wire: &[u8], out: &mut alloc::vec::Vec<u8>) -> bool {
         // Runs of bytes printk leaves as they are, copied at once.
         let run = wire[i..]
             .iter()
-            .position(|&b| needs_printk_escape(b))
+            .position(|&b| needs_escape(b))
             .unwrap_or(wire.len() - i);
         out.extend_from_slice(&wire[i..i + run]);
         i += run;
@@ -277,7 +272,7 @@ pub fn decode_exact_into(wire: &[u8], out: &mut alloc::vec::Vec<u8>) -> bool {
             return false;
         };
         let byte = hi << 4 | lo;
-        if !needs_printk_escape(byte) {
+        if !needs_escape(byte) {
             return false;
         }
         out.push(byte);
@@ -286,7 +281,7 @@ pub fn decode_exact_into(wire: &[u8], out: &mut alloc::vec::Vec<u8>) -> bool {
     true
 }
 
-/// The bytes [`format_appended`] writes for `entries`: [`extradata_line_len`] of each.
+/// The bytes [`format_appended`] writes for `entries`: ` <key>=<value>\n` for each.
 ///
 /// ```
 /// use netconsole_proto::DictEntry;

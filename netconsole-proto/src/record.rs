@@ -1,20 +1,12 @@
-//! Classifying a netconsole datagram and borrowing an extended record from it.
-//!
-//! A UDP payload from netconsole is one of:
-//! - an extended record or one fragment of it (header, `;`, body; see [`crate::header`] and
-//!   [`crate::body`]),
-//! - a response packet of the reliable extension (`ncrx...`, see [`crate::response`]),
-//! - plain console text (any bytes; never an error).
-//!
-//! A payload is taken as extended when it starts like a kernel header: an optional release
-//! field containing `.`, then `<digits>,<digits>,<digits>,<flag>` with flag `-`, `c` or `+`.
-//! If it starts so but the rest of the header is wrong (no `;`, a bad field), parsing fails
-//! with a typed [`HeaderError`]; anything that does not start so is plain text.
+//! Classifying a netconsole datagram and borrowing an extended record from it (the rule is
+//! on [`Datagram`]).
 
 use crate::body::Body;
 use crate::header::{Header, HeaderError, looks_extended};
 use crate::response::{Response, ResponseError};
 
+#[cfg(feature = "alloc")]
+use crate::header::{Caller, Flag};
 #[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
@@ -53,7 +45,16 @@ impl<'a> ExtRecord<'a> {
     }
 }
 
-/// What a netconsole UDP payload holds.
+/// What a netconsole UDP payload holds: one of
+/// - an extended record or one fragment of it (header, `;`, body; see [`Header`] and
+///   [`Body`]),
+/// - a response packet of the reliable extension (`ncrx...`, see [`Response`]),
+/// - plain console text (any bytes; never an error).
+///
+/// A payload is taken as extended when it starts like a kernel header: an optional release
+/// field containing `.`, then `<digits>,<digits>,<digits>,<flag>` with flag `-`, `c` or `+`.
+/// If it starts so but the rest of the header is wrong (no `;`, a bad field), parsing fails
+/// with a typed [`HeaderError`]; anything that does not start so is plain text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Datagram<'a> {
@@ -111,9 +112,9 @@ pub struct OwnedRecord {
     /// Microseconds since boot.
     pub ts_usec: u64,
     /// Continuation flag.
-    pub flag: crate::header::Flag,
+    pub flag: Flag,
     /// `caller=`.
-    pub caller: Option<crate::header::Caller>,
+    pub caller: Option<Caller>,
     /// `ncemg=1` was present.
     pub ncemg: bool,
     /// Unknown header fields, in order.

@@ -1,39 +1,7 @@
-//! The response packet of reliable netconsole (receiver → sender's source port).
-//!
-//! ```text
-//!  n c r x <ack_seq> [ ' ' <missing_seq> ]*        ASCII, no terminator, at most 1000 bytes
-//!  \_____/ \_______/   \___________________/
-//!  magic   last seq     sequences to re-send, strictly ascending, each above ack_seq
-//!          retired
-//!
-//!  example: ncrx1234 1240 1241 1300
-//!  nothing retired yet (the receiver's next number is 0): ncrx18446744073709551615 0 1 2
-//! ```
-//!
-//! The ack is the receiver's next expected number minus one, modulo 2^64, as libncrx
-//! writes it (`acked_seq = tail_seq - 1` in `ncrx_response`): `u64::MAX` says that nothing
-//! is retired yet ([`Response::acked`] is `None`), and only then may the list start at 0.
-//! No record is numbered `u64::MAX` for this reason (a receiver refuses one).
-//!
-//! The encoder fills at most [`MAX_RESPONSE`] bytes and never cuts a number: the entries
-//! that do not fit are returned so they can go in the next response. The parser is strict:
-//! decimal digits without leading zeros, single spaces, ascending, nothing else, so a packet
-//! that parses has exactly one encoding.
-//!
-//! ```
-//! use netconsole_proto::{Response, encode_response};
-//!
-//! let mut packet = [0u8; 1000];
-//! let (len, sent) = encode_response(1234, &[1240, 1241, 1300], &mut packet).unwrap();
-//! assert_eq!((&packet[..len], sent), (&b"ncrx1234 1240 1241 1300"[..], 3));
-//! let response = Response::parse(&packet[..len])?;
-//! assert_eq!(response.ack(), 1234);
-//! assert_eq!(response.missing().collect::<Vec<_>>(), [1240, 1241, 1300]);
-//! # Ok::<(), netconsole_proto::ResponseError>(())
-//! ```
+//! The response packet of reliable netconsole (its byte diagram is on [`Response`]).
 
 use crate::format::{Decimal, put_decimal};
-use crate::header::{Field, HeaderError, digits_at, parse_decimal};
+use crate::header::{HeaderError, HeaderField, digits_at, parse_decimal};
 use crate::scan::find;
 
 /// Largest response packet (netconsole's `MAX_PRINT_CHUNK`).
@@ -61,7 +29,40 @@ pub enum ResponseError {
     NotAscending,
 }
 
-/// A parsed response packet, borrowing the datagram.
+/// A parsed response packet of reliable netconsole (receiver → sender's source port),
+/// borrowing the datagram.
+///
+/// ```text
+///  n c r x <ack_seq> [ ' ' <missing_seq> ]*        ASCII, no terminator, at most 1000 bytes
+///  \_____/ \_______/   \___________________/
+///  magic   last seq     sequences to re-send, strictly ascending, each above ack_seq
+///          retired
+///
+///  example: ncrx1234 1240 1241 1300
+///  nothing retired yet (the receiver's next number is 0): ncrx18446744073709551615 0 1 2
+/// ```
+///
+/// The ack is the receiver's next expected number minus one, modulo 2^64, as libncrx
+/// writes it (`acked_seq = tail_seq - 1` in `ncrx_response`): `u64::MAX` says that nothing
+/// is retired yet ([`Response::acked`] is `None`), and only then may the list start at 0.
+/// No record is numbered `u64::MAX` for this reason (a receiver refuses one).
+///
+/// The encoder ([`encode_response`]) fills at most [`MAX_RESPONSE`] bytes and never cuts a number: the entries
+/// that do not fit are returned so they can go in the next response. The parser is strict:
+/// decimal digits without leading zeros, single spaces, ascending, nothing else, so a packet
+/// that parses has exactly one encoding.
+///
+/// ```
+/// use netconsole_proto::{Response, encode_response};
+///
+/// let mut packet = [0u8; 1000];
+/// let (len, sent) = encode_response(1234, &[1240, 1241, 1300], &mut packet).unwrap();
+/// assert_eq!((&packet[..len], sent), (&b"ncrx1234 1240 1241 1300"[..], 3));
+/// let response = Response::parse(&packet[..len])?;
+/// assert_eq!(response.ack(), 1234);
+/// assert_eq!(response.missing().collect::<Vec<_>>(), [1240, 1241, 1300]);
+/// # Ok::<(), netconsole_proto::ResponseError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Response<'a> {
     ack: u64,
@@ -74,7 +75,7 @@ fn parse_canonical(bytes: &[u8]) -> Result<u64, ResponseError> {
     if bytes.len() > 1 && bytes[0] == b'0' {
         return Err(ResponseError::Malformed);
     }
-    parse_decimal(bytes, Field::Seq).map_err(map_err)
+    parse_decimal(bytes, HeaderField::Seq).map_err(map_err)
 }
 
 fn map_err(e: HeaderError) -> ResponseError {
@@ -147,14 +148,14 @@ impl<'a> Response<'a> {
     }
 
     /// The sequences the receiver asks to be re-sent, ascending.
-    pub fn missing(&self) -> Missing<'a> {
+    pub fn missing(&self) -> impl Iterator<Item = u64> + Clone + use<'a> {
         Missing { rest: self.missing }
     }
 }
 
-/// Iterator over the missing sequences of a [`Response`].
+/// Iterator over the missing sequences of a [`Response`] ([`Response::missing`]).
 #[derive(Debug, Clone)]
-pub struct Missing<'a> {
+struct Missing<'a> {
     rest: &'a [u8],
 }
 

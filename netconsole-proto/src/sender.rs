@@ -1,49 +1,5 @@
-//! The sender half of reliable netconsole, as a sans-IO state machine.
-//!
-//! From Tejun Heo's 2015 series (never merged; `nctx` in netconsd implements it in user
-//! space): the sender keeps the records the receiver has not acknowledged yet, answers
-//! response packets ([`crate::Response`]) and, when acknowledgements stop making progress,
-//! re-sends on its own ("emergency transmission").
-//!
-//! - [`Sender::push`] takes a record as printk formatted it ([`crate::format_kmsg`]) and
-//!   queues its datagrams (fragmented as the kernel does, [`crate::ExtFragments`]). The window
-//!   holds at most [`SenderConfig::window`] records: when full, the oldest is dropped and
-//!   counted ([`SenderStats::dropped`]).
-//! - [`Sender::handle_response`] drops every record up to `ack_seq` and queues every
-//!   fragment of each listed record still held. The first response arms the emergency timer.
-//! - Emergency transmission starts when the oldest unacknowledged record has waited
-//!   [`SenderConfig::ack_timeout`] (10 s) since it was pushed or since the last progress of
-//!   the ack, whichever is later. It then sends one record per interval, oldest first,
-//!   marked `,ncemg=1`; the interval starts at 100 ms and doubles after each full pass up to
-//!   1 s. Any progress of the ack ends it.
-//! - [`Sender::poll_transmit`] hands out the datagrams, [`Sender::poll_timeout`] the exact next
-//!   deadline, [`Sender::handle_timeout`] acts on it (early or repeated calls are harmless).
-//!
-//! Memory is bounded by the window and [`SenderConfig::max_record`], whatever the peer sends.
-//!
-//! ```
-//! use core::time::Duration;
-//! use netconsole_proto::sender::{Sender, SenderConfig};
-//! use netconsole_proto::Response;
-//! use netpoll_frame::Instant;
-//!
-//! let mut sender = Sender::new(SenderConfig::default());
-//! let t0 = Instant::from_millis(0);
-//! sender.push(t0, b"6,10,5,-;first\n")?;
-//! sender.push(t0, b"6,11,6,-;second\n")?;
-//! let mut out = [0u8; 1000];
-//! let mut next = |s: &mut Sender| s.poll_transmit(&mut out).map(|n| out[..n].to_vec());
-//! assert_eq!(next(&mut sender).unwrap(), b"6,10,5,-;first\n");
-//! assert_eq!(next(&mut sender).unwrap(), b"6,11,6,-;second\n");
-//! assert_eq!(sender.poll_timeout(), None); // no receiver heard yet
-//!
-//! sender.handle_response(t0, &Response::parse(b"ncrx10 11")?);
-//! assert_eq!(next(&mut sender).unwrap(), b"6,11,6,-;second\n");
-//! assert_eq!(sender.poll_timeout(), Some(t0 + Duration::from_secs(10)));
-//! sender.handle_timeout(t0 + Duration::from_secs(10));
-//! assert_eq!(next(&mut sender).unwrap(), b"6,11,6,-,ncemg=1;second\n");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! The sender half of reliable netconsole, as a sans-IO state machine (described on
+//! [`Sender`]).
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -176,7 +132,51 @@ struct Emergency {
     next_at: Instant,
 }
 
-/// The reliable sender state machine (see the module documentation).
+/// The sender half of reliable netconsole, as a sans-IO state machine.
+///
+/// From Tejun Heo's 2015 series (never merged; `nctx` in netconsd implements it in user
+/// space): the sender keeps the records the receiver has not acknowledged yet, answers
+/// response packets ([`crate::Response`]) and, when acknowledgements stop making progress,
+/// re-sends on its own ("emergency transmission").
+///
+/// - [`Sender::push`] takes a record as printk formatted it ([`crate::format_kmsg`]) and
+///   queues its datagrams (fragmented as the kernel does, [`crate::ExtFragments`]). The window
+///   holds at most [`SenderConfig::window`] records: when full, the oldest is dropped and
+///   counted ([`SenderStats::dropped`]).
+/// - [`Sender::handle_response`] drops every record up to `ack_seq` and queues every
+///   fragment of each listed record still held. The first response arms the emergency timer.
+/// - Emergency transmission starts when the oldest unacknowledged record has waited
+///   [`SenderConfig::ack_timeout`] (10 s) since it was pushed or since the last progress of
+///   the ack, whichever is later. It then sends one record per interval, oldest first,
+///   marked `,ncemg=1`; the interval starts at 100 ms and doubles after each full pass up to
+///   1 s. Any progress of the ack ends it.
+/// - [`Sender::poll_transmit`] hands out the datagrams, [`Sender::poll_timeout`] the exact next
+///   deadline, [`Sender::handle_timeout`] acts on it (early or repeated calls are harmless).
+///
+/// Memory is bounded by the window and [`SenderConfig::max_record`], whatever the peer sends.
+///
+/// ```
+/// use core::time::Duration;
+/// use netconsole_proto::{Response, Sender, SenderConfig};
+/// use netpoll_frame::Instant;
+///
+/// let mut sender = Sender::new(SenderConfig::default());
+/// let t0 = Instant::from_millis(0);
+/// sender.push(t0, b"6,10,5,-;first\n")?;
+/// sender.push(t0, b"6,11,6,-;second\n")?;
+/// let mut out = [0u8; 1000];
+/// let mut next = |s: &mut Sender| s.poll_transmit(&mut out).map(|n| out[..n].to_vec());
+/// assert_eq!(next(&mut sender).unwrap(), b"6,10,5,-;first\n");
+/// assert_eq!(next(&mut sender).unwrap(), b"6,11,6,-;second\n");
+/// assert_eq!(sender.poll_timeout(), None); // no receiver heard yet
+///
+/// sender.handle_response(t0, &Response::parse(b"ncrx10 11")?);
+/// assert_eq!(next(&mut sender).unwrap(), b"6,11,6,-;second\n");
+/// assert_eq!(sender.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+/// sender.handle_timeout(t0 + Duration::from_secs(10));
+/// assert_eq!(next(&mut sender).unwrap(), b"6,11,6,-,ncemg=1;second\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Sender {
     config: SenderConfig,

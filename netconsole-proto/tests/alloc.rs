@@ -15,14 +15,11 @@
 use std::alloc::System;
 use std::path::PathBuf;
 
-use netconsole_proto::format::{
-    DictEntry, ExtFragments, KmsgRecord, SendOptions, Sysdata, format_kmsg, format_userdata,
-    plain_chunks,
-};
-use netconsole_proto::sender::{Sender, SenderConfig};
 use netconsole_proto::{
-    CONSOLE_EXT_LOG_MAX, DEFAULT_MAX_TOTAL, Datagram, FragmentedRecord, Header, MAX_PRINT_CHUNK,
-    PRINTK_MESSAGE_MAX, Response, encode_response, unescape_into,
+    CONSOLE_EXT_LOG_MAX, DEFAULT_MAX_TOTAL, Datagram, DictEntry, ExtFragments, FragmentedRecord,
+    Header, KmsgRecord, MAX_PRINT_CHUNK, PRINTK_MESSAGE_MAX, Response, SendOptions, Sender,
+    SenderConfig, Sysdata, encode_response, format_kmsg, format_userdata, plain_chunks,
+    unescape_into,
 };
 use netpoll_frame::{Frame, Instant};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};

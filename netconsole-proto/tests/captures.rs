@@ -16,13 +16,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use netconsole_proto::format::{
-    DictEntry, ExtFragments, KmsgRecord, SendOptions, Sysdata, format_kmsg, format_userdata,
-    plain_chunks,
-};
 use netconsole_proto::{
-    Body, CONSOLE_EXT_LOG_MAX, DEFAULT_MAX_TOTAL, Datagram, FragmentedRecord, Header,
-    MAX_PRINT_CHUNK, OwnedRecord, PRINTK_MESSAGE_MAX, unescape,
+    Body, CONSOLE_EXT_LOG_MAX, DEFAULT_MAX_TOTAL, Datagram, DictEntry, ExtFragments,
+    FragmentedRecord, Header, KmsgRecord, MAX_PRINT_CHUNK, OwnedRecord, PRINTK_MESSAGE_MAX,
+    SendOptions, Sysdata, format_kmsg, format_userdata, plain_chunks, unescape,
 };
 use netpoll_frame::Frame;
 

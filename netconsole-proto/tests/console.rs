@@ -9,11 +9,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use netconsole_proto::console::{
-    CONSOLE_PREFIX_MAX, ConsoleOptions, ConsoleRecord, console_prefix, format_console,
-    printed_on_console,
+use netconsole_proto::{
+    Caller, ConsoleOptions, ConsoleRecord, Header, format_console, plain_chunks,
+    printed_on_console, unescape,
 };
-use netconsole_proto::{Caller, Header, plain_chunks, unescape};
 use netpoll_frame::Frame;
 use proptest::prelude::*;
 
@@ -283,11 +282,15 @@ proptest! {
         prop_assert!(len <= out_len && len < buffer_size.max(1));
         prop_assert!(backing[out_len..].iter().all(|&b| b == 0xa5));
 
-        // With room for everything, every line is the prefix and the line.
-        let mut prefix = [0u8; CONSOLE_PREFIX_MAX];
-        let prefix_len = console_prefix(&record, &options, &mut prefix);
-        let want = expected_lines(&prefix[..prefix_len], &text);
+        // With room for everything, every line is the prefix and the line. The prefix is
+        // what an empty text gets before its newline.
         options.buffer_size = usize::MAX;
+        let mut empty = record;
+        empty.text = b"";
+        let mut prefix = [0u8; 64];
+        let prefix_len = format_console(&empty, &options, &mut prefix) - 1;
+        prop_assert_eq!(prefix[prefix_len], b'\n');
+        let want = expected_lines(&prefix[..prefix_len], &text);
         let mut roomy = vec![0u8; want.len() + 1];
         let len = format_console(&record, &options, &mut roomy);
         prop_assert_eq!(&roomy[..len], want.as_slice());

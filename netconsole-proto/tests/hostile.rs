@@ -18,8 +18,9 @@
 use std::alloc::System;
 use std::time::Duration;
 
-use netconsole_proto::sender::{Sender, SenderConfig};
-use netconsole_proto::{Datagram, Flag, MAX_PRINT_CHUNK, Response, encode_response};
+use netconsole_proto::{
+    Datagram, Flag, MAX_PRINT_CHUNK, Response, Sender, SenderConfig, encode_response,
+};
 use netpoll_frame::Instant;
 use testkit::heap::{self, INSTRUMENTED_SYSTEM, StatsAlloc};
 

@@ -2,12 +2,11 @@
 
 use core::time::Duration;
 
-use netconsole_proto::format::{DictEntry, ExtFragments, KmsgRecord, SendOptions, format_kmsg};
-use netconsole_proto::sender::{Sender, SenderConfig};
 use netconsole_proto::{
-    Body, CONSOLE_EXT_LOG_MAX, Caller, DEFAULT_MAX_TOTAL, Datagram, ExtRecord, Flag,
-    FragmentedRecord, MAX_PRINT_CHUNK, MAX_RESPONSE, Reassembly, Response, ResponseError,
-    encode_response, escape, param, unescape,
+    Body, CONSOLE_EXT_LOG_MAX, Caller, DEFAULT_MAX_TOTAL, Datagram, DictEntry, ExtFragments,
+    ExtRecord, Flag, FragmentedRecord, KmsgRecord, MAX_PRINT_CHUNK, MAX_RESPONSE, Reassembly,
+    Response, ResponseError, SendOptions, Sender, SenderConfig, encode_response, escape,
+    format_kmsg, param, unescape,
 };
 use netpoll_frame::Instant;
 use proptest::prelude::*;

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use netconsole_proto::format::{Sysdata, format_userdata, userdata_len};
+use netconsole_proto::{Sysdata, format_userdata, userdata_len};
 
 use crate::cli::{SendArgs, SysdataField};
 use crate::error::Failure;

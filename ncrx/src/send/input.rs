@@ -5,10 +5,8 @@
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 
-use netconsole_proto::console::ConsoleRecord;
-use netconsole_proto::format::{DictEntry, KmsgRecord};
 use netconsole_proto::received::{ReceivedRecord, RecordError};
-use netconsole_proto::{Body, Header, format_kmsg, unescape};
+use netconsole_proto::{Body, ConsoleRecord, DictEntry, Header, KmsgRecord, format_kmsg, unescape};
 
 use super::Sender;
 use crate::cli::{InputFormat, SendArgs};

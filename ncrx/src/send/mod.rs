@@ -13,9 +13,10 @@ mod sink;
 
 use std::io;
 
-use netconsole_proto::console::{ConsoleOptions, ConsoleRecord, format_console};
-use netconsole_proto::format::SendOptions;
-use netconsole_proto::{ExtFragments, MAX_PRINT_CHUNK, plain_chunks};
+use netconsole_proto::{
+    ConsoleOptions, ConsoleRecord, ExtFragments, MAX_PRINT_CHUNK, SendOptions, format_console,
+    plain_chunks,
+};
 
 use crate::cli::{ConsoleArgs, SendArgs};
 use crate::error::{Failure, Outcome};
@@ -119,11 +120,11 @@ impl Sender<'_> {
 
     /// Whether the console loglevel lets a record of `level` out (`suppress_message_printing`).
     fn printed(&self, level: u8) -> bool {
-        netconsole_proto::console::printed_on_console(level, self.args.console.console_loglevel)
+        netconsole_proto::printed_on_console(level, self.args.console.console_loglevel)
     }
 
     /// Sends `record` to every plain target as the console prints it
-    /// (`netconsole_proto::console::format_console`), in 1000-byte chunks.
+    /// (`netconsole_proto::format_console`), in 1000-byte chunks.
     fn send_console(&mut self, record: &ConsoleRecord<'_>) -> Result<(), Failure> {
         if !self.has_plain_targets() {
             return Ok(());

@@ -1,4 +1,4 @@
-//! `--reliable`: one `netconsole_proto::sender::Sender` per target, driven with real time
+//! `--reliable`: one `netconsole_proto::Sender` per target, driven with real time
 //! while a reader thread feeds it the input's messages.
 
 use std::io;
@@ -7,8 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use netconsole_proto::sender::{Sender as ReliableSender, SenderConfig};
-use netconsole_proto::{MAX_PRINT_CHUNK, Response};
+use netconsole_proto::{MAX_PRINT_CHUNK, Response, Sender as ReliableSender, SenderConfig};
 use netpoll_frame::Instant;
 
 use super::extradata::Extradata;
