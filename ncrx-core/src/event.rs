@@ -167,12 +167,12 @@ pub(crate) struct RecordMeta {
 impl RecordMeta {
     pub(crate) fn of(header: &Header<'_>) -> Self {
         RecordMeta {
-            seq: header.seq,
-            ts_usec: header.ts_usec,
-            level: header.level,
-            facility: header.facility,
-            flag: header.flag,
-            caller: header.caller,
+            seq: header.fields.seq,
+            ts_usec: header.fields.ts_usec,
+            level: header.fields.level,
+            facility: header.fields.facility,
+            flag: header.fields.flag,
+            caller: header.fields.caller,
             ncemg: header.ncemg,
             // The release is always the first field.
             release_len: header

@@ -737,7 +737,7 @@ pub fn run_with_progress(
             }
             while let Some(n) = state.sender.poll_transmit(&mut buf) {
                 if let Ok((header, _)) = Header::parse(&buf[..n]) {
-                    if let Some(sent) = state.sent.get_mut(&(state.boot, header.seq)) {
+                    if let Some(sent) = state.sent.get_mut(&(state.boot, header.fields.seq)) {
                         sent.first_sent.get_or_insert(now);
                     }
                 }

@@ -61,7 +61,7 @@ fn udp_datagrams(pcap: &Path) -> Vec<(Instant, SocketAddr, Vec<u8>)> {
 fn kmsg_records(path: &Path) -> BTreeMap<u64, Vec<u8>> {
     testkit::kmsg_records(path)
         .into_iter()
-        .map(|r| (Header::parse(&r).unwrap().0.seq, r))
+        .map(|r| (Header::parse(&r).unwrap().0.fields.seq, r))
         .collect()
 }
 
@@ -111,12 +111,12 @@ fn finish(rx: &mut Receiver, end: Instant, outcome: &mut Outcome) {
 fn check_record(kernel: &str, case: &str, got: &Delivered, kmsg: &[u8]) {
     let (header, body) = Header::parse(kmsg).unwrap();
     let want = (
-        header.seq,
-        header.ts_usec,
-        header.level,
-        header.facility,
-        header.flag,
-        header.caller,
+        header.fields.seq,
+        header.fields.ts_usec,
+        header.fields.level,
+        header.fields.facility,
+        header.fields.flag,
+        header.fields.caller,
     );
     let have = (
         got.seq,

@@ -531,7 +531,7 @@ fn every_byte_in_every_header_field() {
             mutated.copy_from_slice(&template);
             mutated[position] = value;
             match Datagram::parse(&mutated) {
-                Ok(Datagram::Extended(r)) if r.header.seq == u64::MAX => malformed += 1,
+                Ok(Datagram::Extended(r)) if r.header.fields.seq == u64::MAX => malformed += 1,
                 Ok(Datagram::Extended(_)) => extended += 1,
                 Ok(Datagram::Plain(_)) => plain += 1,
                 Ok(Datagram::Response(_)) => responses += 1,

@@ -283,9 +283,9 @@ fn text_lines_become_extended_records() {
         let Ok(Datagram::Extended(record)) = Datagram::parse(datagram) else {
             panic!("not extended: {}", datagram.escape_ascii());
         };
-        assert_eq!(record.header.seq, 41 + index as u64);
-        assert_eq!(record.header.level, 3);
-        assert_eq!(record.header.facility, 1);
+        assert_eq!(record.header.fields.seq, 41 + index as u64);
+        assert_eq!(record.header.fields.level, 3);
+        assert_eq!(record.header.fields.facility, 1);
         // The wire text is escaped as printk escapes it, then '\n'.
         assert_eq!(record.body, [text, b"\n"].concat());
         let head = format!("11,{},", 41 + index);
@@ -500,7 +500,7 @@ fn reliable_resends_what_the_receiver_asks_for() {
             let Ok(Datagram::Extended(record)) = Datagram::parse(&first[seq]) else {
                 panic!("not extended");
             };
-            assert_eq!(record.header.seq, seq as u64);
+            assert_eq!(record.header.fields.seq, seq as u64);
             assert_eq!(record.body, format!("{text}\n").as_bytes());
         }
         // "Record 1 never arrived": ack 0, ask for 1.
@@ -555,7 +555,7 @@ fn userdata_messages(pcap: &Path) -> Vec<UserdataMessage> {
     for frame in captured_udp(pcap, 6666) {
         let parsed = Frame::parse(&frame).unwrap();
         let (header, body) = netconsole_proto::Header::parse(parsed.payload()).unwrap();
-        let seq = header.seq;
+        let seq = header.fields.seq;
         let body = body.to_vec();
         match messages.last_mut() {
             Some((last, frames, bodies))
@@ -643,7 +643,7 @@ fn reproduce_userdata(dir: &Path, whole: bool) -> usize {
     let kmsg: std::collections::BTreeMap<u64, &[u8]> = raw
         .split(|&b| b == 0x1e)
         .filter(|r| !r.is_empty())
-        .map(|r| (netconsole_proto::Header::parse(r).unwrap().0.seq, r))
+        .map(|r| (netconsole_proto::Header::parse(r).unwrap().0.fields.seq, r))
         .collect();
     let scratch = scratch("userdata");
     let mut ip_id = first_ip_id(&pcap, 6666);

@@ -2,7 +2,7 @@
 //! printk record (the rule is on [`format_console`]).
 
 use crate::format::Decimal;
-use crate::header::Caller;
+use crate::header::{Flag, RecordFields};
 
 /// The console buffer of Linux 5.10 to 6.2 (`CONSOLE_LOG_MAX`).
 pub const CONSOLE_LOG_MAX: usize = 1024;
@@ -15,32 +15,37 @@ pub(crate) const CONSOLE_PREFIX_MAX: usize = 48;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConsoleRecord<'a> {
-    /// Log level 0..=7 (higher bits are dropped, as in the kernel's 3-bit field).
-    pub level: u8,
-    /// Facility (used only by the syslog prefix).
-    pub facility: u8,
-    /// Sequence number (not printed; kept to match records with datagrams).
-    pub seq: u64,
-    /// Microseconds since boot.
-    pub ts_usec: u64,
-    /// The caller (CONFIG_PRINTK_CALLER), printed when [`ConsoleOptions::caller`] is set.
-    pub caller: Option<Caller>,
+    /// The record's fields. The console prints `ts_usec` with [`ConsoleOptions::time`], the
+    /// prefix (level and facility) with [`ConsoleOptions::syslog`] and the caller with
+    /// [`ConsoleOptions::caller`]. It never prints `seq` (kept to match records with
+    /// datagrams) nor `flag`: `record_print_text` prefixes every record alike, `LOG_CONT` or
+    /// not.
+    pub fields: RecordFields,
     /// The text, raw, without the final newline.
     pub text: &'a [u8],
 }
 
 impl<'a> ConsoleRecord<'a> {
-    /// A record with the given level, sequence, timestamp and text; facility 0, no caller.
+    /// A record with the given level, sequence, timestamp and text; facility 0, flag `-`, no
+    /// caller.
     #[must_use]
     pub const fn new(level: u8, seq: u64, ts_usec: u64, text: &'a [u8]) -> Self {
-        ConsoleRecord {
-            level,
-            facility: 0,
+        let fields = RecordFields {
             seq,
             ts_usec,
+            level,
+            facility: 0,
+            flag: Flag::Normal,
             caller: None,
-            text,
-        }
+        };
+        Self::from_fields(fields, text)
+    }
+
+    /// A record with the given fields (those of a parsed [`Header`](crate::Header), for one)
+    /// and text.
+    #[must_use]
+    pub const fn from_fields(fields: RecordFields, text: &'a [u8]) -> Self {
+        ConsoleRecord { fields, text }
     }
 }
 
@@ -106,24 +111,24 @@ pub(crate) fn console_prefix(
     options: &ConsoleOptions,
     out: &mut [u8; CONSOLE_PREFIX_MAX],
 ) -> usize {
+    let fields = &record.fields;
     let mut len = 0;
     if options.syslog {
         out[0] = b'<';
-        let pri = (u64::from(record.facility) << 3) | u64::from(record.level & 7);
-        len = put_decimal(out, 1, pri, 0, b'0');
+        len = put_decimal(out, 1, u64::from(fields.prefix()), 0, b'0');
         out[len] = b'>';
         len += 1;
     }
     if options.time {
         out[len] = b'[';
-        len = put_decimal(out, len + 1, record.ts_usec / 1_000_000, 5, b' ');
+        len = put_decimal(out, len + 1, fields.ts_usec / 1_000_000, 5, b' ');
         out[len] = b'.';
-        len = put_decimal(out, len + 1, record.ts_usec % 1_000_000, 6, b'0');
+        len = put_decimal(out, len + 1, fields.ts_usec % 1_000_000, 6, b'0');
         out[len] = b']';
         len += 1;
     }
     if options.caller {
-        if let Some(caller) = record.caller {
+        if let Some(caller) = fields.caller {
             let (letter, id) = caller.parts();
             // The kernel keeps 31 bits of id; "%c%u" then right-aligned in six columns.
             let id = u64::from(id & 0x7fff_ffff);
@@ -246,13 +251,14 @@ pub fn format_console(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Caller;
 
     #[test]
     fn the_longest_prefix_fits() {
         // Prefix 2047, the largest time, a caller id of 31 bits (what the kernel keeps).
         let mut record = ConsoleRecord::new(7, 0, u64::MAX, b"");
-        record.facility = 255;
-        record.caller = Some(Caller::Cpu(u32::MAX));
+        record.fields.facility = 255;
+        record.fields.caller = Some(Caller::Cpu(u32::MAX));
         let options = ConsoleOptions {
             time: true,
             caller: true,

@@ -4,7 +4,7 @@
 
 use crate::MAX_PRINT_CHUNK;
 use crate::body::BufferTooSmall;
-use crate::header::{Caller, Flag};
+use crate::header::{Flag, RecordFields};
 
 /// One dictionary entry (printk escapes both key and value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,18 +19,9 @@ pub struct DictEntry<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KmsgRecord<'a> {
-    /// Log level 0..=7 (higher bits are dropped).
-    pub level: u8,
-    /// Facility.
-    pub facility: u8,
-    /// Sequence number.
-    pub seq: u64,
-    /// Microseconds since boot.
-    pub ts_usec: u64,
-    /// Continuation flag (see [`Flag::for_record`]).
-    pub flag: Flag,
-    /// `caller=` (CONFIG_PRINTK_CALLER).
-    pub caller: Option<Caller>,
+    /// The header's fields (the level's low 3 bits are written; see [`Flag::for_record`] for
+    /// the flag each kernel generation writes).
+    pub fields: RecordFields,
     /// The text, raw.
     pub text: &'a [u8],
     /// Dictionary entries, in order.
@@ -44,13 +35,22 @@ impl<'a> KmsgRecord<'a> {
     /// A record with the given level, sequence, timestamp and text; facility 0, flag `-`,
     /// no caller, no dictionary.
     pub const fn new(level: u8, seq: u64, ts_usec: u64, text: &'a [u8]) -> Self {
-        KmsgRecord {
-            level,
-            facility: 0,
+        let fields = RecordFields {
             seq,
             ts_usec,
+            level,
+            facility: 0,
             flag: Flag::Normal,
             caller: None,
+        };
+        Self::from_fields(fields, text)
+    }
+
+    /// A record with the given fields (those of a parsed [`Header`](crate::Header), for one)
+    /// and text; no dictionary.
+    pub const fn from_fields(fields: RecordFields, text: &'a [u8]) -> Self {
+        KmsgRecord {
+            fields,
             text,
             dict: &[],
             keep_empty_values: false,
@@ -240,14 +240,14 @@ impl<const N: usize> Line<N> {
 /// [`ExtFragments`] then makes the datagrams of the result.
 pub fn format_kmsg(record: &KmsgRecord<'_>, out: &mut [u8]) -> usize {
     let mut header = Line::<96>::new();
-    let prefix = (u64::from(record.facility) << 3) | u64::from(record.level & 7);
-    header.push(Decimal::new(prefix).as_bytes());
+    let fields = &record.fields;
+    header.push(Decimal::new(u64::from(fields.prefix())).as_bytes());
     header.push(b",");
-    header.push(Decimal::new(record.seq).as_bytes());
+    header.push(Decimal::new(fields.seq).as_bytes());
     header.push(b",");
-    header.push(Decimal::new(record.ts_usec).as_bytes());
-    header.push(&[b',', record.flag.as_byte()]);
-    if let Some(caller) = record.caller {
+    header.push(Decimal::new(fields.ts_usec).as_bytes());
+    header.push(&[b',', fields.flag.as_byte()]);
+    if let Some(caller) = fields.caller {
         let (kind, n) = caller.parts();
         header.push(b",caller=");
         header.push(&[kind]);
@@ -717,7 +717,7 @@ pub fn plain_chunk_continues(datagram: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::CONSOLE_EXT_LOG_MAX;
+    use crate::{CONSOLE_EXT_LOG_MAX, Caller};
 
     proptest::proptest! {
         #[test]
@@ -792,9 +792,9 @@ mod tests {
             &out[..n],
             b"6,714,7464018,-;pci 0000:00:03.0: x\n SUBSYSTEM=pci\n DEVICE=+pci:0000:00:03.0\n"
         );
-        record.caller = Some(Caller::Cpu(3));
-        record.facility = 3;
-        record.flag = Flag::Cont;
+        record.fields.caller = Some(Caller::Cpu(3));
+        record.fields.facility = 3;
+        record.fields.flag = Flag::Cont;
         record.dict = &[];
         let n = format_kmsg(&record, &mut out);
         assert_eq!(

@@ -274,6 +274,57 @@ pub enum HeaderError {
     },
 }
 
+/// The fields printk keeps for every record and writes at the start of its extended header
+/// (`<prefix>,<seq>,<ts_usec>,<flag>[,caller=...]`, see [`Header`]), with the names of the
+/// kernel's `struct printk_info` (kernel/printk/printk_ringbuffer.h).
+///
+/// The records this crate reads ([`Header`], [`OwnedRecord`](crate::OwnedRecord)) and writes
+/// ([`KmsgRecord`](crate::KmsgRecord), [`ConsoleRecord`](crate::ConsoleRecord)) hold them as
+/// their `fields`, so a record read is written again with the same fields:
+///
+/// ```
+/// use netconsole_proto::{CONSOLE_EXT_LOG_MAX, Caller, Flag, Header, KmsgRecord, format_kmsg};
+///
+/// let (header, _) = Header::parse(b"30,714,7464018,c,caller=C3;x\n")?;
+/// assert_eq!((header.fields.level, header.fields.facility), (6, 3));
+/// assert_eq!((header.fields.seq, header.fields.ts_usec), (714, 7_464_018));
+/// assert_eq!(header.fields.flag, Flag::Cont);
+/// assert_eq!(header.fields.caller, Some(Caller::Cpu(3)));
+/// assert_eq!(header.fields.prefix(), 30);
+///
+/// let record = KmsgRecord::from_fields(header.fields, b"x");
+/// let mut out = [0u8; CONSOLE_EXT_LOG_MAX];
+/// let len = format_kmsg(&record, &mut out);
+/// assert_eq!(&out[..len], b"30,714,7464018,c,caller=C3;x\n");
+/// # Ok::<(), netconsole_proto::HeaderError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RecordFields {
+    /// `seq`: the record's sequence number, counted by printk from 0 at boot.
+    pub seq: u64,
+    /// `ts_nsec / 1000`: when the record was stored, in microseconds since boot.
+    pub ts_usec: u64,
+    /// `level`: the log level, 0 (`KERN_EMERG`) to 7 (`KERN_DEBUG`). printk keeps it in 3
+    /// bits: what parses is at most 7, and the writers use only the low 3 bits.
+    pub level: u8,
+    /// `facility`: the syslog facility (0 kernel, 1 user, ...; `/dev/kmsg` writers may set
+    /// any up to 255). With the level it makes the header's prefix ([`RecordFields::prefix`]).
+    pub facility: u8,
+    /// From `flags`: `LOG_CONT` is written `c` (and `+` by Linux 3.x–4.x for a record
+    /// continuing another, see [`Flag::for_record`]), anything else `-`.
+    pub flag: Flag,
+    /// `caller_id` (CONFIG_PRINTK_CALLER): `caller=T<pid>` for a task, `C<cpu>` for
+    /// interrupt context; `None` when the header has no `caller=`.
+    pub caller: Option<Caller>,
+}
+
+impl RecordFields {
+    /// The prefix as printk writes it: `(facility << 3) | level`, the level's low 3 bits.
+    pub const fn prefix(&self) -> u16 {
+        ((self.facility as u16) << 3) | (self.level & 7) as u16
+    }
+}
+
 /// A parsed extended header, borrowing from the datagram: everything before the first `;` of
 /// an extended datagram.
 ///
@@ -299,18 +350,8 @@ pub enum HeaderError {
 pub struct Header<'a> {
     /// The kernel release prepended by netconsole (`r`, configfs `release`), without its comma.
     pub release: Option<&'a [u8]>,
-    /// Log level, 0 (emerg) to 7 (debug).
-    pub level: u8,
-    /// Syslog facility (0 kernel, 1 user, ...).
-    pub facility: u8,
-    /// printk sequence number.
-    pub seq: u64,
-    /// Microseconds since boot.
-    pub ts_usec: u64,
-    /// Continuation flag.
-    pub flag: Flag,
-    /// `caller=`, when CONFIG_PRINTK_CALLER is on.
-    pub caller: Option<Caller>,
+    /// The record's fields: prefix (level and facility), seq, ts_usec, flag and `caller=`.
+    pub fields: RecordFields,
     /// `ncfrag=`, when the datagram holds one fragment of a longer record.
     pub ncfrag: Option<Ncfrag>,
     /// `ncemg=1`: sent by the reliable sender's emergency transmission.
@@ -663,7 +704,7 @@ impl<'a> Header<'a> {
         let extra = datagram.get(extra_start..semi)?;
         let mandatory = (release, prefix, seq, ts_usec, flag);
         let mut header = Self::from_mandatory(mandatory, extra, semi, release_len);
-        header.caller = caller;
+        header.fields.caller = caller;
         header.ncfrag = ncfrag;
         header.ncemg = ncemg;
         header.kernel_len = header.kernel_len.checked_sub(not_printk)?;
@@ -682,12 +723,14 @@ impl<'a> Header<'a> {
     ) -> Self {
         Header {
             release,
-            level: (prefix & 7) as u8,
-            facility: (prefix >> 3) as u8,
-            seq,
-            ts_usec,
-            flag,
-            caller: None,
+            fields: RecordFields {
+                seq,
+                ts_usec,
+                level: (prefix & 7) as u8,
+                facility: (prefix >> 3) as u8,
+                flag,
+                caller: None,
+            },
             ncfrag: None,
             ncemg: false,
             extra,
@@ -742,10 +785,10 @@ impl<'a> Header<'a> {
 
     /// Interprets the `key=value` fields after the flag.
     fn apply_fields(&mut self, body_len: usize) -> Result<(), HeaderError> {
-        for (key, value) in self.fields() {
+        for (key, value) in self.extra_fields() {
             match key {
                 b"" => return Err(HeaderError::MalformedExtra),
-                b"caller" => self.caller = Some(Caller::parse_value(value)?),
+                b"caller" => self.fields.caller = Some(Caller::parse_value(value)?),
                 b"ncfrag" => {
                     let slash =
                         find(b'/', value).ok_or(HeaderError::Malformed(HeaderField::Ncfrag))?;
@@ -780,11 +823,6 @@ impl<'a> Header<'a> {
         Ok(())
     }
 
-    /// The prefix as written: `(facility << 3) | level`.
-    pub const fn prefix(&self) -> u16 {
-        ((self.facility as u16) << 3) | self.level as u16
-    }
-
     /// Length of the header in the datagram, `;` included.
     pub const fn len(&self) -> usize {
         self.len
@@ -804,18 +842,18 @@ impl<'a> Header<'a> {
     /// Every `key=value` field after the flag, in order, known ones included. A field without
     /// `=` yields an empty key (which [`Header::parse`] refuses, so this only happens on
     /// headers built elsewhere).
-    pub fn fields(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + use<'a> {
+    pub fn extra_fields(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + use<'a> {
         Fields { rest: self.extra }
     }
 
     /// The `key=value` fields this crate does not interpret, in order.
     pub fn unknown_fields(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
-        self.fields()
+        self.extra_fields()
             .filter(|(k, _)| !matches!(*k, b"caller" | b"ncfrag" | b"ncemg"))
     }
 }
 
-/// Iterator over the `key=value` fields after the flag ([`Header::fields`]).
+/// Iterator over the `key=value` fields after the flag ([`Header::extra_fields`]).
 #[derive(Debug, Clone)]
 struct Fields<'a> {
     rest: &'a [u8],
@@ -845,10 +883,16 @@ mod tests {
     fn parses_plain_header() {
         let (h, body) = Header::parse(b"6,1234,5678901,-;hello\n").unwrap();
         assert_eq!(
-            (h.level, h.facility, h.seq, h.ts_usec),
-            (6, 0, 1234, 5_678_901)
+            h.fields,
+            RecordFields {
+                seq: 1234,
+                ts_usec: 5_678_901,
+                level: 6,
+                facility: 0,
+                flag: Flag::Normal,
+                caller: None,
+            }
         );
-        assert_eq!(h.flag, Flag::Normal);
         assert_eq!(h.release, None);
         assert_eq!(body, b"hello\n");
         assert_eq!(h.len(), 17);
@@ -860,7 +904,7 @@ mod tests {
         let d = b"7.3.4+deb13-amd64,14,709,7301468,-,ncfrag=969/2031;abc";
         let (h, body) = Header::parse(d).unwrap();
         assert_eq!(h.release, Some(&b"7.3.4+deb13-amd64"[..]));
-        assert_eq!((h.level, h.facility), (6, 1));
+        assert_eq!((h.fields.level, h.fields.facility), (6, 1));
         assert_eq!(
             h.ncfrag,
             Some(Ncfrag {
@@ -875,9 +919,9 @@ mod tests {
     #[test]
     fn keeps_unknown_fields_and_caller() {
         let (h, _) = Header::parse(b"4,9,10,c,caller=T42,ncemg=1,foo=bar=baz,x=;t\n").unwrap();
-        assert_eq!(h.caller, Some(Caller::Task(42)));
+        assert_eq!(h.fields.caller, Some(Caller::Task(42)));
         assert!(h.ncemg);
-        assert_eq!(h.flag, Flag::Cont);
+        assert_eq!(h.fields.flag, Flag::Cont);
         let unknown: Vec<_> = h.unknown_fields().collect();
         assert_eq!(
             unknown,
@@ -973,7 +1017,7 @@ mod tests {
             "T0x1",
         ] {
             let datagram = format!("6,1,2,-,caller={value};x\n");
-            let header = Header::parse(datagram.as_bytes()).map(|(h, _)| h.caller);
+            let header = Header::parse(datagram.as_bytes()).map(|(h, _)| h.fields.caller);
             let parsed = value.parse::<Caller>().map(Some).map_err(HeaderError::from);
             assert_eq!(parsed, header, "{value}");
         }
@@ -983,7 +1027,7 @@ mod tests {
     fn legacy_continuation_flag() {
         // Linux 3.x-4.x: a record continuing the previous one.
         let (h, body) = Header::parse(b"4,97,1234567,+;more text\n").unwrap();
-        assert_eq!(h.flag, Flag::ContMore);
+        assert_eq!(h.fields.flag, Flag::ContMore);
         assert_eq!(body, b"more text\n");
         assert_eq!(Flag::ContMore.as_byte(), b'+');
     }
@@ -991,7 +1035,11 @@ mod tests {
     #[test]
     fn prefix_1695_from_linux_7_3() {
         let (h, _) = Header::parse(b"1695,697,7151883,-;rig-spec-15\n").unwrap();
-        assert_eq!((h.facility, h.level, h.prefix()), (211, 7, 1695));
+        let fields = h.fields;
+        assert_eq!(
+            (fields.facility, fields.level, fields.prefix()),
+            (211, 7, 1695)
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@
 //! | `ncrx` response | [`Response`] | [`Response::parse`] | [`encode_response`] |
 //!
 //! [`Sender`] (`alloc`) is the sender half of reliable netconsole as a sans-IO state
-//! machine (time comes in as a [`netpoll_frame::Instant`]).
+//! machine (time comes in as a [`netpoll_frame::Instant`]). [`RecordFields`] are the fields
+//! printk keeps for every record (seq, ts_usec, level, facility, flag, caller), one struct
+//! in the records read ([`Header`], [`OwnedRecord`]) and written ([`KmsgRecord`],
+//! [`ConsoleRecord`]).
 //!
 //! The API is at the crate root, one path per item. Two modules stay public, as namespaces
 //! whose names only read right under them: [`param`], the `netconsole=` parameter
@@ -44,8 +47,8 @@
 //!
 //! let payload = b"6,1234,5678901,-;eth0: link up\n SUBSYSTEM=net\n";
 //! let Ok(Datagram::Extended(record)) = Datagram::parse(payload) else { panic!() };
-//! assert_eq!((record.header.level, record.header.seq), (6, 1234));
-//! assert_eq!(record.header.flag, Flag::Normal);
+//! assert_eq!((record.header.fields.level, record.header.fields.seq), (6, 1234));
+//! assert_eq!(record.header.fields.flag, Flag::Normal);
 //! let body = record.split_body();
 //! assert_eq!(body.text(), b"eth0: link up");
 //! assert_eq!(body.lines().next().unwrap().value(), b"net");
@@ -88,6 +91,7 @@ pub use format::{
 };
 pub use header::{
     Caller, CallerError, Flag, FlagConvention, Header, HeaderError, HeaderField, Ncfrag,
+    RecordFields,
 };
 #[cfg(feature = "alloc")]
 pub use reassembly::{

@@ -250,12 +250,7 @@ impl FragmentedRecord {
         let mut record = FragmentedRecord {
             first: Header {
                 release: None,
-                level: h.level,
-                facility: h.facility,
-                seq: h.seq,
-                ts_usec: h.ts_usec,
-                flag: h.flag,
-                caller: h.caller,
+                fields: h.fields,
                 ncfrag: h.ncfrag,
                 ncemg: h.ncemg,
                 extra: &[],
@@ -271,7 +266,7 @@ impl FragmentedRecord {
     }
 
     /// The header of the first fragment seen, borrowing the record (nothing is allocated).
-    /// Its `ncfrag` is that fragment's; [`Header::fields`] and [`Header::unknown_fields`]
+    /// Its `ncfrag` is that fragment's; [`Header::extra_fields`] and [`Header::unknown_fields`]
     /// give its extra fields.
     pub fn header(&self) -> Header<'_> {
         let (release, extra) = self.head.split_at(self.release_len.unwrap_or(0));
@@ -284,19 +279,14 @@ impl FragmentedRecord {
 
     /// The record's sequence number.
     pub fn seq(&self) -> u64 {
-        self.first.seq
+        self.first.fields.seq
     }
 
     /// Whether `fragment` repeats this record's header.
     fn same_record(&self, fragment: &ExtRecord<'_>) -> bool {
         let (first, h) = (&self.first, &fragment.header);
-        h.seq == first.seq
+        h.fields == first.fields
             && h.ncfrag.map(|f| f.total) == Some(self.body.total())
-            && h.ts_usec == first.ts_usec
-            && h.level == first.level
-            && h.facility == first.facility
-            && h.flag == first.flag
-            && h.caller == first.caller
             && h.release == self.header().release
     }
 
@@ -448,7 +438,7 @@ mod tests {
         assert_eq!(done.release.as_deref(), Some(&b"7.3.4+deb13-amd64"[..]));
         assert_eq!(done.unknown_fields, [(b"zz".to_vec(), b"1".to_vec())]);
         assert_eq!(
-            (done.caller, done.body.as_slice()),
+            (done.fields.caller, done.body.as_slice()),
             (Some(Caller::Task(9)), &b"abcdef"[..])
         );
         assert_eq!(rec.into_body().into_bytes(), b"abcdef");
@@ -469,7 +459,7 @@ mod tests {
         assert_eq!(rec.to_record(), None);
         rec.push(&a).unwrap();
         let done = rec.to_record().unwrap();
-        assert_eq!(done.seq, 7);
+        assert_eq!(done.fields.seq, 7);
         assert_eq!(done.body, b"0123456789");
     }
 }

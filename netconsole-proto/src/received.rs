@@ -321,7 +321,9 @@ pub fn format_appended(entries: &[DictEntry<'_>], out: &mut [u8]) -> Result<usiz
 ///
 /// The header fields are taken as written on the wire and checked
 /// ([`RecordError`]): the level (0 to 7), the flag (`-`, `c` or `+`) and the `caller=`
-/// value (`T<pid>` or `C<cpu>`).
+/// value (`T<pid>` or `C<cpu>`). So they are not a [`RecordFields`](crate::RecordFields),
+/// whose flag and caller are parsed already: here they are text a receiver reported, and
+/// writing the record is where a bad one is found.
 ///
 /// `lines` are split as the sender's kernel wrote them: printk's dictionary, then the
 /// appended lines ([`dictionary_len`](Self::dictionary_len)). A record in wire form
@@ -466,9 +468,9 @@ impl<'a> ReceivedRecord<'a> {
             return Err(RecordError::Level(self.level));
         }
         let mut record = KmsgRecord::new(self.level, self.seq, self.ts_usec, self.text);
-        record.facility = self.facility;
-        record.flag = flag;
-        record.caller = caller;
+        record.fields.facility = self.facility;
+        record.fields.flag = flag;
+        record.fields.caller = caller;
         record.dict = self.lines.get(..self.dictionary_len()).unwrap_or_default();
         Ok(record)
     }

@@ -6,7 +6,7 @@ use crate::header::{Header, HeaderError, looks_extended};
 use crate::response::{Response, ResponseError};
 
 #[cfg(feature = "alloc")]
-use crate::header::{Caller, Flag};
+use crate::header::RecordFields;
 #[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
@@ -103,18 +103,8 @@ impl<'a> Datagram<'a> {
 pub struct OwnedRecord {
     /// Kernel release prepended by netconsole.
     pub release: Option<Vec<u8>>,
-    /// Log level, 0..=7.
-    pub level: u8,
-    /// Facility.
-    pub facility: u8,
-    /// printk sequence number.
-    pub seq: u64,
-    /// Microseconds since boot.
-    pub ts_usec: u64,
-    /// Continuation flag.
-    pub flag: Flag,
-    /// `caller=`.
-    pub caller: Option<Caller>,
+    /// The header's record fields (prefix, seq, ts_usec, flag, `caller=`).
+    pub fields: RecordFields,
     /// `ncemg=1` was present.
     pub ncemg: bool,
     /// Unknown header fields, in order.
@@ -131,12 +121,7 @@ impl OwnedRecord {
     pub fn from_parts(header: &Header<'_>, body: &[u8]) -> Self {
         OwnedRecord {
             release: header.release.map(<[u8]>::to_vec),
-            level: header.level,
-            facility: header.facility,
-            seq: header.seq,
-            ts_usec: header.ts_usec,
-            flag: header.flag,
-            caller: header.caller,
+            fields: header.fields,
             ncemg: header.ncemg,
             unknown_fields: header
                 .unknown_fields()
@@ -188,7 +173,7 @@ mod tests {
         let r = ExtRecord::parse(b"6.1.0,4,2,3,c,caller=C1,zz=9;t\n K=V\n").unwrap();
         let o = OwnedRecord::from_parts(&r.header, r.body);
         assert_eq!(o.release.as_deref(), Some(&b"6.1.0"[..]));
-        assert_eq!(o.caller, Some(crate::header::Caller::Cpu(1)));
+        assert_eq!(o.fields.caller, Some(crate::Caller::Cpu(1)));
         assert_eq!(o.unknown_fields, [(b"zz".to_vec(), b"9".to_vec())]);
         assert_eq!(o.split_body().lines().next().unwrap().raw, b"K=V");
     }

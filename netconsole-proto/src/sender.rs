@@ -246,7 +246,7 @@ impl Sender {
         let (header, _) = Header::parse(msg)?;
         // Both the plain and the emergency forms must be sendable.
         ExtFragments::new(msg, send_options(self.config.release.as_deref(), true))?;
-        let seq = header.seq;
+        let seq = header.fields.seq;
         if self.held.back().is_some_and(|h| h.seq >= seq) {
             while let Some(held) = self.held.pop_front() {
                 self.recycle(held);

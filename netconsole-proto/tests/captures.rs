@@ -67,7 +67,7 @@ fn udp_payloads(pcap: &Path, stats: &mut Stats) -> Vec<(u16, Vec<u8>)> {
 fn kmsg_records(path: &Path) -> BTreeMap<u64, Vec<u8>> {
     testkit::kmsg_records(path)
         .into_iter()
-        .map(|r| (Header::parse(&r).unwrap().0.seq, r))
+        .map(|r| (Header::parse(&r).unwrap().0.fields.seq, r))
         .collect()
 }
 
@@ -101,10 +101,7 @@ fn check_reformat(kmsg: &[u8], limit: usize, manifest: &[Vec<u8>]) -> bool {
         .iter()
         .map(|(k, v)| DictEntry { key: k, value: v })
         .collect();
-    let mut record = KmsgRecord::new(header.level, header.seq, header.ts_usec, &text);
-    record.facility = header.facility;
-    record.flag = header.flag;
-    record.caller = header.caller;
+    let mut record = KmsgRecord::from_fields(header.fields, &text);
     record.dict = &dict;
     let mut out = vec![0u8; limit];
     let n = format_kmsg(&record, &mut out);
@@ -125,32 +122,30 @@ fn check_record(
     stats: &mut Stats,
 ) {
     let kmsg_record = kmsg
-        .get(&record.seq)
-        .unwrap_or_else(|| panic!("seq {} not in kmsg.raw", record.seq));
+        .get(&record.fields.seq)
+        .unwrap_or_else(|| panic!("seq {} not in kmsg.raw", record.fields.seq));
     let (kh, kbody) = Header::parse(kmsg_record).unwrap();
     assert_eq!(
-        (
-            record.level,
-            record.facility,
-            record.ts_usec,
-            record.flag,
-            record.caller
-        ),
-        (kh.level, kh.facility, kh.ts_usec, kh.flag, kh.caller),
+        record.fields, kh.fields,
         "header of seq {}",
-        record.seq
+        record.fields.seq
     );
     assert_eq!(record.release.as_deref(), release);
     assert_eq!(record.kernel_header_len, kh.kernel_len());
     assert!(
         record.body.starts_with(kbody),
         "body of seq {} differs from kmsg.raw",
-        record.seq
+        record.fields.seq
     );
     let extradata = &record.body[kbody.len()..];
     let ours = record.split_body_limited(limit);
     let theirs = Body::parse_limited(kbody, kh.kernel_len(), limit);
-    assert_eq!(ours.text(), theirs.text(), "text of seq {}", record.seq);
+    assert_eq!(
+        ours.text(),
+        theirs.text(),
+        "text of seq {}",
+        record.fields.seq
+    );
     assert_eq!(ours.text_terminated(), theirs.text_terminated());
     let our_lines: Vec<_> = ours.lines().collect();
     let dict: Vec<_> = theirs.lines().collect();
@@ -158,7 +153,7 @@ fn check_record(
         &our_lines[..dict.len()],
         &dict[..],
         "dictionary of seq {}",
-        record.seq
+        record.fields.seq
     );
     if extradata.is_empty() {
         assert_eq!(our_lines.len(), dict.len());
@@ -167,7 +162,7 @@ fn check_record(
         }
     } else {
         stats.with_extradata += 1;
-        check_extradata(record.seq, &our_lines[dict.len()..], extradata);
+        check_extradata(record.fields.seq, &our_lines[dict.len()..], extradata);
     }
     // Send the kernel's record again with the target's options.
     let (userdata_len, _) = extradata_split(extradata);
@@ -188,14 +183,14 @@ fn check_record(
         ours.len(),
         datagrams.len(),
         "datagram count of seq {}",
-        record.seq
+        record.fields.seq
     );
     for (a, b) in ours.iter().zip(datagrams) {
         assert_eq!(
             String::from_utf8_lossy(a),
             String::from_utf8_lossy(b),
             "datagram of seq {}",
-            record.seq
+            record.fields.seq
         );
     }
     stats.records += 1;
@@ -292,7 +287,7 @@ fn run_case(dir: &Path, kernel: &str, case: &str, manifest: &[Vec<u8>]) -> Stats
                 assert!(payload.len() <= MAX_PRINT_CHUNK);
                 stats.extended_datagrams += 1;
                 if record.is_fragment() {
-                    let key = (*port, record.header.seq);
+                    let key = (*port, record.header.fields.seq);
                     let entry = match partial.entry(key) {
                         std::collections::hash_map::Entry::Occupied(e) => {
                             let entry = e.into_mut();

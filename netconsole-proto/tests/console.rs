@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use netconsole_proto::{
-    Caller, ConsoleOptions, ConsoleRecord, Header, format_console, plain_chunks,
+    Caller, ConsoleOptions, ConsoleRecord, Header, RecordFields, format_console, plain_chunks,
     printed_on_console, unescape,
 };
 use netpoll_frame::Frame;
@@ -53,10 +53,10 @@ fn udp_payloads(pcap: &Path, port: u16) -> Vec<Vec<u8>> {
     out
 }
 
-/// Every record of a `kmsg.raw` as (level, facility, seq, ts_usec, raw text), in seq order;
-/// a record `/dev/kmsg` cut (no newline after the text, or a dangling escape) gets the
-/// whole text from the manifest.
-fn kmsg_records(path: &Path) -> Vec<(u8, u8, u64, u64, Vec<u8>)> {
+/// Every record of a `kmsg.raw` as (fields, raw text), in seq order; a record `/dev/kmsg`
+/// cut (no newline after the text, or a dangling escape) gets the whole text from the
+/// manifest.
+fn kmsg_records(path: &Path) -> Vec<(RecordFields, Vec<u8>)> {
     let manifest = testkit::workload_texts();
     let raw = std::fs::read(path).unwrap();
     let mut records: Vec<_> = raw
@@ -75,16 +75,10 @@ fn kmsg_records(path: &Path) -> Vec<(u8, u8, u64, u64, Vec<u8>)> {
             } else {
                 text.into_owned()
             };
-            (
-                header.level,
-                header.facility,
-                header.seq,
-                header.ts_usec,
-                text,
-            )
+            (header.fields, text)
         })
         .collect();
-    records.sort_by_key(|r| r.2);
+    records.sort_by_key(|(fields, _)| fields.seq);
     records
 }
 
@@ -114,13 +108,13 @@ fn run_case(dir: &Path, kernel: &str) -> Outcome {
     let mut next = captured.iter();
     let mut out = vec![0u8; 16 * 1024];
     let mut scratch = vec![0u8; 16 * 1024];
-    for (level, facility, seq, ts_usec, text) in &records {
-        if !printed_on_console(*level, CONSOLE_LOGLEVEL) {
+    for (fields, text) in &records {
+        if !printed_on_console(fields.level, CONSOLE_LOGLEVEL) {
             outcome.suppressed += 1;
             continue;
         }
-        let mut record = ConsoleRecord::new(*level, *seq, *ts_usec, text);
-        record.facility = *facility;
+        let record = ConsoleRecord::from_fields(*fields, text);
+        let seq = fields.seq;
         let len = format_console(&record, &options, &mut out);
         let chunks: Vec<&[u8]> = plain_chunks(&out[..len]).collect();
         outcome.records += 1;
@@ -196,8 +190,8 @@ fn full_captures_when_present() {
 fn prefixes_follow_the_kernel_formats() {
     let mut out = [0u8; 128];
     let mut record = ConsoleRecord::new(7, 1, 123_456_789_012, b"x");
-    record.facility = 23;
-    record.caller = Some(Caller::Task(123));
+    record.fields.facility = 23;
+    record.fields.caller = Some(Caller::Task(123));
     let mut options = ConsoleOptions::default();
     options.caller = true;
     options.syslog = true;
@@ -205,7 +199,7 @@ fn prefixes_follow_the_kernel_formats() {
     // "<%u>" of 23 << 3 | 7, "[%5lu.%06lu]", "[%6s]" of "T123", then a space.
     assert_eq!(&out[..len], b"<191>[123456.789012][  T123] x\n");
 
-    record.caller = Some(Caller::Cpu(1));
+    record.fields.caller = Some(Caller::Cpu(1));
     options.time = false;
     options.syslog = false;
     let len = format_console(&record, &options, &mut out);
@@ -270,8 +264,8 @@ proptest! {
         flags in any::<u8>(),
     ) {
         let mut record = ConsoleRecord::new(level, 0, ts_usec, &text);
-        record.facility = facility;
-        record.caller = caller.map(Caller::Task);
+        record.fields.facility = facility;
+        record.fields.caller = caller.map(Caller::Task);
         let mut options = ConsoleOptions::default();
         options.time = flags & 1 != 0;
         options.caller = flags & 2 != 0;

@@ -109,9 +109,9 @@ fn every_byte_in_the_header(template: &[u8], with_release: bool) -> (u32, u32, u
                         panic!("{:?}: {parsed:?}", String::from_utf8_lossy(&mutated))
                     });
                     let got = if field == Field::Seq {
-                        header.seq
+                        header.fields.seq
                     } else {
-                        header.ts_usec
+                        header.fields.ts_usec
                     };
                     assert_eq!(got, number, "{:?}", String::from_utf8_lossy(&mutated));
                 }
@@ -122,8 +122,8 @@ fn every_byte_in_the_header(template: &[u8], with_release: bool) -> (u32, u32, u
                     // level 0..7 and facility 0..31, so a prefix of 256 or more is an error.
                     if prefix < 256 {
                         let header = header.expect("a prefix below 256 parses");
-                        assert_eq!(u32::from(header.level), prefix & 7);
-                        assert_eq!(u32::from(header.facility), prefix >> 3);
+                        assert_eq!(u32::from(header.fields.level), prefix & 7);
+                        assert_eq!(u32::from(header.fields.facility), prefix >> 3);
                     } else {
                         assert!(header.is_none(), "prefix {prefix} accepted");
                     }
@@ -131,9 +131,10 @@ fn every_byte_in_the_header(template: &[u8], with_release: bool) -> (u32, u32, u
                 Field::Seq | Field::TsUsec | Field::Prefix => {
                     // A number with a non-digit in it is not that record any more.
                     assert!(
-                        header.is_none_or(|h| h.seq != original.seq
-                            || h.ts_usec != original.ts_usec
-                            || (h.level, h.facility) != (original.level, original.facility)),
+                        header.is_none_or(|h| h.fields.seq != original.fields.seq
+                            || h.fields.ts_usec != original.fields.ts_usec
+                            || (h.fields.level, h.fields.facility)
+                                != (original.fields.level, original.fields.facility)),
                         "{:?} parsed as the original",
                         String::from_utf8_lossy(&mutated)
                     );
@@ -146,7 +147,7 @@ fn every_byte_in_the_header(template: &[u8], with_release: bool) -> (u32, u32, u
                         _ => None,
                     };
                     match expected {
-                        Some(flag) => assert_eq!(header.map(|h| h.flag), Some(flag)),
+                        Some(flag) => assert_eq!(header.map(|h| h.fields.flag), Some(flag)),
                         None => assert!(header.is_none(), "flag byte {value:#04x} accepted"),
                     }
                 }
@@ -218,7 +219,7 @@ fn empty_and_64_kib_datagrams() {
     assert_eq!(Datagram::parse(&garbage), Ok(Datagram::Plain(&garbage[..])));
     match Datagram::parse(&record) {
         Ok(Datagram::Extended(r)) => {
-            assert_eq!((r.header.seq, r.header.ts_usec), (4, 4000));
+            assert_eq!((r.header.fields.seq, r.header.fields.ts_usec), (4, 4000));
             assert_eq!(r.body.len(), 65_507 - 11);
         }
         other => panic!("{other:?}"),

@@ -5,8 +5,8 @@ use core::time::Duration;
 use netconsole_proto::{
     Body, CONSOLE_EXT_LOG_MAX, Caller, DEFAULT_MAX_TOTAL, Datagram, DictEntry, ExtFragments,
     ExtRecord, Flag, FragmentedRecord, KmsgRecord, MAX_PRINT_CHUNK, MAX_RESPONSE, Reassembly,
-    Response, ResponseError, SendOptions, Sender, SenderConfig, encode_response, escape,
-    format_kmsg, param, unescape,
+    RecordFields, Response, ResponseError, SendOptions, Sender, SenderConfig, encode_response,
+    escape, format_kmsg, param, unescape,
 };
 use netpoll_frame::Instant;
 use proptest::prelude::*;
@@ -120,10 +120,8 @@ proptest! {
     ) {
         let entries: Vec<DictEntry<'_>> =
             dict.iter().map(|(k, v)| DictEntry { key: k, value: v }).collect();
-        let mut record = KmsgRecord::new(level, seq, ts_usec, &text);
-        record.facility = facility;
-        record.flag = flag;
-        record.caller = caller;
+        let fields = RecordFields { seq, ts_usec, level, facility, flag, caller };
+        let mut record = KmsgRecord::from_fields(fields, &text);
         record.dict = &entries;
         let mut buf = vec![0u8; CONSOLE_EXT_LOG_MAX];
         let n = format_kmsg(&record, &mut buf);
@@ -162,10 +160,7 @@ proptest! {
             (None, Some(f)) => f.to_record().unwrap(),
             _ => return Err(TestCaseError::fail("mixed whole and fragments")),
         };
-        prop_assert_eq!(
-            (got.level, got.facility, got.seq, got.ts_usec, got.flag, got.caller),
-            (level, facility, seq, ts_usec, flag, caller)
-        );
+        prop_assert_eq!(got.fields, fields);
         let body = got.split_body();
         prop_assert!(body.text_terminated());
         let (decoded, malformed) = unescape(body.text());

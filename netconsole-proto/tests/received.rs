@@ -109,15 +109,8 @@ fn again(message: &[u8], decode: bool) -> (Vec<u8>, bool, Vec<u8>, usize) {
     } else {
         lines[..dictionary].to_vec()
     };
-    let mut record = KmsgRecord::new(
-        header.level,
-        header.seq,
-        header.ts_usec,
-        decoded.as_deref().unwrap_or(split.text()),
-    );
-    record.facility = header.facility;
-    record.flag = header.flag;
-    record.caller = header.caller;
+    let mut record =
+        KmsgRecord::from_fields(header.fields, decoded.as_deref().unwrap_or(split.text()));
     record.dict = &dict_entries;
     let mut out = vec![0u8; 16 * 1024];
     let len = format_received(&record, decoded.is_none(), cut, &mut out).unwrap();

@@ -638,7 +638,7 @@ impl Stream {
         datagram: &[u8],
         direct: Option<&mut dyn FnMut(Event<'_>)>,
     ) -> bool {
-        let seq = header.seq;
+        let seq = header.fields.seq;
         let release_differs = match (header.release, &self.epoch_release) {
             (Some(release), Some(current)) => release != &current[..],
             _ => false,
@@ -654,7 +654,8 @@ impl Stream {
             || header.ncemg
             || release_differs
             || header.ncfrag.is_some()
-            || header.ts_usec.saturating_add(self.ts_back) < self.newest_ts.max(self.epoch_first_ts)
+            || header.fields.ts_usec.saturating_add(self.ts_back)
+                < self.newest_ts.max(self.epoch_first_ts)
         {
             return false;
         }
@@ -664,7 +665,7 @@ impl Stream {
         }
         self.stats.datagrams += 1;
         self.oos_history <<= 1;
-        self.newest_ts = self.newest_ts.max(header.ts_usec);
+        self.newest_ts = self.newest_ts.max(header.fields.ts_usec);
         self.head = seq + 1;
         let meta = RecordMeta::of(header);
         let header_len = datagram.len() - body_len;
@@ -677,7 +678,7 @@ impl Stream {
         let slot = self.slot_mut(seq);
         slot.epoch = epoch;
         slot.seq = seq;
-        slot.ts_usec = header.ts_usec;
+        slot.ts_usec = header.fields.ts_usec;
         slot.state = SlotState::Delivered;
         self.delivered_in_order(seq);
         if !self.requests_due.is_empty() {
@@ -692,7 +693,7 @@ impl Stream {
 
     fn on_record(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
         let header = &record.header;
-        let seq = header.seq;
+        let seq = header.fields.seq;
         if seq == u64::MAX {
             // No record can follow it: refused rather than special-cased everywhere.
             self.stats.malformed += 1;
@@ -708,7 +709,7 @@ impl Stream {
         }
         if !self.started {
             self.started = true;
-            self.begin_epoch(seq, header.release, header.ts_usec);
+            self.begin_epoch(seq, header.release, header.fields.ts_usec);
         }
         if let (Some(release), Some(current)) = (header.release, &self.epoch_release) {
             if release != &current[..] {
@@ -718,18 +719,20 @@ impl Stream {
         }
         let slots = self.config.slots as u64;
         let back = self.ts_back_usec();
-        if seq >= self.epoch_start && header.ts_usec.saturating_add(back) < self.epoch_first_ts {
+        if seq >= self.epoch_start
+            && header.fields.ts_usec.saturating_add(back) < self.epoch_first_ts
+        {
             // At or after the epoch's first record, yet far earlier in time: another boot.
             self.restart(RestartReason::Timestamp, record, datagram);
         } else if seq < self.epoch_start
             && seq >= self.epoch_origin
-            && header.ts_usec > self.epoch_first_ts.saturating_add(back)
+            && header.fields.ts_usec > self.epoch_first_ts.saturating_add(back)
         {
             // Before the epoch's first record (at a fresh boot's head), yet far later in
             // time: another boot.
             self.restart(RestartReason::Timestamp, record, datagram);
         } else if seq >= self.head {
-            if header.ts_usec.saturating_add(back) < self.newest_ts {
+            if header.fields.ts_usec.saturating_add(back) < self.newest_ts {
                 // Later in sequence yet far earlier in time: another boot.
                 self.restart(RestartReason::Timestamp, record, datagram);
             } else if seq - self.head >= slots && !header.ncemg {
@@ -748,13 +751,13 @@ impl Stream {
         } else if seq < self.epoch_start
             && self.epoch_start - seq <= slots
             && self.remembers(seq)
-            && header.ts_usec.abs_diff(self.epoch_first_ts) <= back
+            && header.fields.ts_usec.abs_diff(self.epoch_first_ts) <= back
         {
             // Sent just before the record the stream started with, overtaken on the way.
             self.before_start(record, datagram);
         } else if header.ncemg {
             self.stats.stale_emergency += 1;
-        } else if header.ts_usec.saturating_add(self.ts_back_usec()) < self.newest_ts {
+        } else if header.fields.ts_usec.saturating_add(self.ts_back_usec()) < self.newest_ts {
             self.restart(RestartReason::FarBack, record, datagram);
         } else {
             self.out_of_order(record, datagram);
@@ -795,7 +798,7 @@ impl Stream {
         let ncemg_ack = self.ack_due && record.header.ncemg;
         // For the out-of-order rule, the new epoch starts at the lowest buffered record.
         let mut buffered = Vec::new();
-        let (mut start, mut first_ts) = (record.header.seq, record.header.ts_usec);
+        let (mut start, mut first_ts) = (record.header.fields.seq, record.header.fields.ts_usec);
         if reason == RestartReason::OutOfOrder {
             buffered.extend(self.oos.drain(..));
             for entry in &buffered {
@@ -818,7 +821,7 @@ impl Stream {
         buffered.sort_by_key(|entry| entry.seq);
         let mut placed_trigger = false;
         for entry in &buffered {
-            if !placed_trigger && entry.seq > record.header.seq {
+            if !placed_trigger && entry.seq > record.header.fields.seq {
                 self.place_again(record, datagram);
                 placed_trigger = true;
             }
@@ -836,7 +839,7 @@ impl Stream {
     /// moves), in the window, or behind it late once. Delivering one far ahead as late would
     /// let it come again in order.
     fn place_again(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
-        let seq = record.header.seq;
+        let seq = record.header.fields.seq;
         if seq >= self.head {
             self.place_ahead(record, datagram);
         } else if seq >= self.tail {
@@ -851,7 +854,7 @@ impl Stream {
     /// duplicate, one the ring remembers with another `ts_usec` a conflict, and one further
     /// back than the delivered bitmap reaches is dropped (it may have come out already).
     fn late_once(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
-        let (seq, ts_usec) = (record.header.seq, record.header.ts_usec);
+        let (seq, ts_usec) = (record.header.fields.seq, record.header.fields.ts_usec);
         if self.delivered_already(seq, ts_usec) {
             self.stats.duplicates += 1;
             return;
@@ -914,7 +917,7 @@ impl Stream {
             self.stats.late_fragments += 1;
             return;
         }
-        let (seq, ts_usec) = (record.header.seq, record.header.ts_usec);
+        let (seq, ts_usec) = (record.header.fields.seq, record.header.fields.ts_usec);
         self.deliver_late(record, datagram);
         self.mark_delivered(seq);
         if in_ring {
@@ -930,7 +933,7 @@ impl Stream {
 
     /// A record sent shortly before the one the epoch started with: delivered late once.
     fn before_start(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
-        let seq = record.header.seq;
+        let seq = record.header.fields.seq;
         if record.is_fragment() {
             self.stats.late_fragments += 1;
         } else if self.was_delivered(seq) {
@@ -943,8 +946,8 @@ impl Stream {
 
     /// A record in `[epoch_origin, tail)` that the ring still remembers.
     fn behind_tail(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
-        let seq = record.header.seq;
-        let ts_usec = record.header.ts_usec;
+        let seq = record.header.fields.seq;
+        let ts_usec = record.header.fields.ts_usec;
         let in_ring = self.head - seq <= self.ring_span();
         if in_ring && self.tagged(seq) {
             let slot = self.slot(seq);
@@ -1003,9 +1006,9 @@ impl Stream {
     /// Places a record at or ahead of the head; the hole it opens is given up on at
     /// the hold time after `learned_at`.
     fn place_ahead_at(&mut self, record: &ExtRecord<'_>, datagram: &[u8], learned_at: Instant) {
-        let seq = record.header.seq;
+        let seq = record.header.fields.seq;
         let old_head = self.head;
-        self.newest_ts = self.newest_ts.max(record.header.ts_usec);
+        self.newest_ts = self.newest_ts.max(record.header.fields.ts_usec);
         // Fast path: the next record with nothing open.
         if seq == self.tail && self.tail == self.head && !record.is_fragment() {
             self.head = seq + 1;
@@ -1020,7 +1023,7 @@ impl Stream {
             let slot = self.slot_mut(seq);
             slot.epoch = epoch;
             slot.seq = seq;
-            slot.ts_usec = record.header.ts_usec;
+            slot.ts_usec = record.header.fields.ts_usec;
             slot.state = SlotState::Delivered;
             self.note_retired();
             return;
@@ -1089,7 +1092,7 @@ impl Stream {
             return;
         }
         let epoch = self.epoch;
-        let ts_usec = record.header.ts_usec;
+        let ts_usec = record.header.fields.ts_usec;
         if record.is_fragment() {
             let Ok(fragmented) = FragmentedRecord::new(record, self.config.max_fragmented_total)
             else {
@@ -1155,15 +1158,15 @@ impl Stream {
     }
 
     fn place_in_window(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
-        let seq = record.header.seq;
-        self.newest_ts = self.newest_ts.max(record.header.ts_usec);
+        let seq = record.header.fields.seq;
+        self.newest_ts = self.newest_ts.max(record.header.fields.ts_usec);
         if self.tagged(seq) {
             let is_partial = matches!(self.slot(seq).state, SlotState::Partial(_));
             if !is_partial {
                 self.stats.duplicates += 1;
                 return;
             }
-            if self.slot(seq).ts_usec != record.header.ts_usec {
+            if self.slot(seq).ts_usec != record.header.fields.ts_usec {
                 self.restart(RestartReason::Timestamp, record, datagram);
                 return;
             }
@@ -1172,7 +1175,7 @@ impl Stream {
         }
         // A missing number: its timestamp must fit between its neighbours' (same boot).
         let back = self.ts_back_usec();
-        let ts_usec = record.header.ts_usec;
+        let ts_usec = record.header.fields.ts_usec;
         let before = if seq < self.epoch_start {
             // At a fresh boot's head, where most numbers may be missing: the nearest record
             // received below it, within 64 numbers (a record of the next boot filling a hole

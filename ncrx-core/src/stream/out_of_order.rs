@@ -33,7 +33,7 @@ pub(super) enum Release {
 
 impl Stream {
     pub(super) fn out_of_order(&mut self, record: &ExtRecord<'_>, datagram: &[u8]) {
-        let (seq, ts_usec) = (record.header.seq, record.header.ts_usec);
+        let (seq, ts_usec) = (record.header.fields.seq, record.header.fields.ts_usec);
         self.far_arrivals += 1;
         for entry in self.oos.iter().filter(|e| e.seq == seq) {
             if entry.ts_usec == ts_usec && *entry.datagram == *datagram {
@@ -67,8 +67,8 @@ impl Stream {
         self.held_bytes += datagram.len();
         self.oos.push_back(OutOfOrder {
             at: self.now,
-            seq: record.header.seq,
-            ts_usec: record.header.ts_usec,
+            seq: record.header.fields.seq,
+            ts_usec: record.header.fields.ts_usec,
             taken: self.taken(),
             datagram: Box::from(datagram),
         });

@@ -82,7 +82,7 @@ impl Sender<'_> {
                     continue;
                 }
             };
-            if !self.printed(header.0.level) {
+            if !self.printed(header.0.fields.level) {
                 self.counts.skipped += 1;
                 continue;
             }
@@ -92,11 +92,7 @@ impl Sender<'_> {
                 // The console prints the raw text (escapes undone), without the dictionary.
                 let body = Body::parse(&record[record.len() - body_len..]);
                 let (text, _) = unescape(body.text());
-                let mut console =
-                    ConsoleRecord::new(header.level, header.seq, header.ts_usec, &text);
-                console.facility = header.facility;
-                console.caller = header.caller;
-                self.send_console(&console)?;
+                self.send_console(&ConsoleRecord::from_fields(header.fields, &text))?;
             }
         }
     }
@@ -131,8 +127,8 @@ impl Sender<'_> {
                                 record.meta.ts_usec,
                                 &text,
                             );
-                            console.facility = record.meta.facility;
-                            console.caller =
+                            console.fields.facility = record.meta.facility;
+                            console.fields.caller =
                                 record.meta.caller.as_deref().and_then(|c| c.parse().ok());
                             self.send_console(&console)?;
                         }
@@ -165,12 +161,12 @@ impl Sender<'_> {
             }
             let ts_usec = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
             let mut record = KmsgRecord::new(self.args.level, seq, ts_usec, &line);
-            record.facility = self.args.facility;
+            record.fields.facility = self.args.facility;
             let len = format_kmsg(&record, &mut buf);
             let msg = buf[..len].to_vec();
             self.send_extended(&msg, None, &[])?;
             let mut console = ConsoleRecord::new(self.args.level, seq, ts_usec, &line);
-            console.facility = self.args.facility;
+            console.fields.facility = self.args.facility;
             self.send_console(&console)?;
         }
         Ok(())
