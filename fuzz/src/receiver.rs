@@ -144,7 +144,7 @@ pub fn receiver(data: &[u8]) {
             let s = usize::from(source);
             match event {
                 Event::Record(record) => {
-                    let key = (source, epochs[s], record.seq);
+                    let key = (source, epochs[s], record.fields.seq);
                     let covered = lost
                         .range(..=key)
                         .next_back()
@@ -158,7 +158,7 @@ pub fn receiver(data: &[u8]) {
                 }
                 Event::Late(record) => {
                     // Once, and never for a record already delivered in order.
-                    let key = (source, epochs[s], record.seq);
+                    let key = (source, epochs[s], record.fields.seq);
                     assert!(
                         !delivered.contains(&key),
                         "{key:?} delivered in order and late"

@@ -1,26 +1,17 @@
 //! What the receiver hands out ([`Event`]), and the output buffer the events borrow.
 
 use alloc::vec::Vec;
+use core::num::NonZeroU32;
 use core::ops::Range;
 
-use netconsole_proto::{Caller, Flag, Header, HeaderError};
+use netconsole_proto::{Header, HeaderError, RecordFields};
 
 /// An extended record as delivered, borrowing the receiver's output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Record<'a> {
-    /// printk sequence number.
-    pub seq: u64,
-    /// Microseconds since boot.
-    pub ts_usec: u64,
-    /// Log level, 0..=7.
-    pub level: u8,
-    /// Facility.
-    pub facility: u8,
-    /// Continuation flag.
-    pub flag: Flag,
-    /// `caller=`.
-    pub caller: Option<Caller>,
+    /// The header's record fields: seq, ts_usec, level, facility, flag, `caller=`.
+    pub fields: RecordFields,
     /// The (first) datagram carried `ncemg=1`: it came by emergency transmission.
     pub ncemg: bool,
     /// The kernel release netconsole prepended, if any.
@@ -153,31 +144,22 @@ pub enum Event<'a> {
 /// The fields of a record kept while its event waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordMeta {
-    seq: u64,
-    ts_usec: u64,
-    level: u8,
-    facility: u8,
-    flag: Flag,
-    caller: Option<Caller>,
+    fields: RecordFields,
     ncemg: bool,
-    /// The release's length (at most the datagram's, which the stream keeps within `u32`).
-    release_len: Option<u32>,
+    /// The release's length (at most the datagram's, which the stream keeps within `u32`;
+    /// never 0, as a release holds a `.`): four bytes, so that the meta stays 40 bytes.
+    release_len: Option<NonZeroU32>,
 }
 
 impl RecordMeta {
     pub(crate) fn of(header: &Header<'_>) -> Self {
         RecordMeta {
-            seq: header.fields.seq,
-            ts_usec: header.fields.ts_usec,
-            level: header.fields.level,
-            facility: header.fields.facility,
-            flag: header.fields.flag,
-            caller: header.fields.caller,
+            fields: header.fields,
             ncemg: header.ncemg,
             // The release is always the first field.
             release_len: header
                 .release
-                .map(|r| u32::try_from(r.len()).unwrap_or(u32::MAX)),
+                .and_then(|r| NonZeroU32::new(u32::try_from(r.len()).unwrap_or(u32::MAX))),
         }
     }
 
@@ -185,16 +167,11 @@ impl RecordMeta {
     pub(crate) fn view<'a>(&self, datagram: &'a [u8], header_len: usize) -> Record<'a> {
         let (header, body) = datagram.split_at(header_len.min(datagram.len()));
         Record {
-            seq: self.seq,
-            ts_usec: self.ts_usec,
-            level: self.level,
-            facility: self.facility,
-            flag: self.flag,
-            caller: self.caller,
+            fields: self.fields,
             ncemg: self.ncemg,
             release: self
                 .release_len
-                .and_then(|len| header.get(..usize::try_from(len).ok()?)),
+                .and_then(|len| header.get(..usize::try_from(len.get()).ok()?)),
             header,
             body,
             datagram,
@@ -462,7 +439,7 @@ mod tests {
         let Some(Event::Incomplete(record)) = out.poll() else {
             panic!("expected an incomplete record");
         };
-        assert_eq!(record.record.seq, 9);
+        assert_eq!(record.record.fields.seq, 9);
         assert_eq!(record.missing, [2..5, 8..10]);
         let received: Vec<_> = record.received().collect();
         assert_eq!(received, [(0, &b"ab"[..]), (5, &b"fgh"[..])]);

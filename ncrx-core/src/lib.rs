@@ -28,7 +28,7 @@
 //! let source: SocketAddr = "192.0.2.1:6665".parse()?;
 //! rx.handle_datagram(Instant::from_millis(1), &source, b"6,52007,1000,-;eth0: link up\n");
 //! let Some((from, Event::Record(record))) = rx.poll_event() else { panic!() };
-//! assert_eq!((from, record.seq, record.body), (source, 52007, &b"eth0: link up\n"[..]));
+//! assert_eq!((from, record.fields.seq, record.body), (source, 52007, &b"eth0: link up\n"[..]));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]

@@ -618,7 +618,7 @@ impl<S: Ord + Clone> Receiver<S> {
     /// rx.drain_events(|from, event| {
     ///     assert_eq!(*from, source);
     ///     if let Event::Record(r) = event {
-    ///         seqs.push(r.seq);
+    ///         seqs.push(r.fields.seq);
     ///     }
     /// });
     /// assert_eq!(seqs, [52007, 52008]);

@@ -476,15 +476,16 @@ fn on_event(
     match event {
         Event::Record(r) | Event::Late(r) => {
             let late = matches!(event, Event::Late(_));
-            let Some(&boot) = state.by_stamp.get(&(r.seq, r.ts_usec)) else {
-                checker.fail(format!("source {source}: invented record seq {}", r.seq));
+            let seq = r.fields.seq;
+            let Some(&boot) = state.by_stamp.get(&(seq, r.fields.ts_usec)) else {
+                checker.fail(format!("source {source}: invented record seq {seq}"));
                 return;
             };
-            let Some(sent) = state.sent.get_mut(&(boot, r.seq)) else {
+            let Some(sent) = state.sent.get_mut(&(boot, seq)) else {
                 return;
             };
             if r.body != &sent.msg[sent.header_len..] {
-                checker.fail(format!("source {source}: seq {} bytes differ", r.seq));
+                checker.fail(format!("source {source}: seq {seq} bytes differ"));
             }
             if sent.fate == Fate::Pending {
                 if let Some(first) = sent.first_sent {
@@ -493,21 +494,18 @@ fn on_event(
                         .delays
                         .record(u32::try_from(delay).unwrap_or(u32::MAX));
                 } else {
-                    checker.fail(format!(
-                        "source {source}: seq {} delivered, never sent",
-                        r.seq
-                    ));
+                    checker.fail(format!("source {source}: seq {seq} delivered, never sent"));
                 }
             }
             if late {
                 if sent.fate != Fate::Pending {
-                    checker.fail(format!("source {source}: seq {} delivered twice", r.seq));
+                    checker.fail(format!("source {source}: seq {seq} delivered twice"));
                 }
                 sent.fate = Fate::Late;
                 report.late += 1;
             } else {
                 if sent.fate != Fate::Pending {
-                    checker.fail(format!("source {source}: seq {} delivered twice", r.seq));
+                    checker.fail(format!("source {source}: seq {seq} delivered twice"));
                 }
                 sent.fate = Fate::Delivered;
                 report.delivered += 1;
@@ -519,7 +517,7 @@ fn on_event(
                     }
                     Some(_) => {}
                 }
-                in_order(checker, state, r.seq, r.seq);
+                in_order(checker, state, seq, seq);
             }
         }
         Event::Lost { seqs } => {
@@ -531,8 +529,8 @@ fn on_event(
             state.epochs[epoch].losses.push(seqs.clone());
         }
         Event::Incomplete(i) => {
-            let seq = i.record.seq;
-            if let Some(&boot) = state.by_stamp.get(&(seq, i.record.ts_usec)) {
+            let seq = i.record.fields.seq;
+            if let Some(&boot) = state.by_stamp.get(&(seq, i.record.fields.ts_usec)) {
                 let log = &mut state.epochs[epoch];
                 if log.boot.is_some_and(|b| b != boot) {
                     checker.fail(format!("source {source}: boots mixed in epoch {epoch}"));

@@ -69,12 +69,12 @@ fn collect(rx: &mut Receiver, outcome: &mut Outcome) {
     while let Some((source, event)) = rx.poll_event() {
         match &event {
             Event::Record(r) => outcome.records.entry(source).or_default().push(Delivered {
-                seq: r.seq,
-                ts_usec: r.ts_usec,
-                level: r.level,
-                facility: r.facility,
-                flag: r.flag,
-                caller: r.caller,
+                seq: r.fields.seq,
+                ts_usec: r.fields.ts_usec,
+                level: r.fields.level,
+                facility: r.fields.facility,
+                flag: r.fields.flag,
+                caller: r.fields.caller,
                 release: r.release.map(<[u8]>::to_vec),
                 body: r.body.to_vec(),
             }),

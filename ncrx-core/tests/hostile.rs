@@ -175,7 +175,7 @@ impl Bench {
                 Event::Record(r) | Event::Late(r) => {
                     let late = matches!(event, Event::Late(_));
                     let mut cursor = &mut expected[..];
-                    writeln!(cursor, "good {}", r.seq).unwrap();
+                    writeln!(cursor, "good {}", r.fields.seq).unwrap();
                     let left = cursor.len();
                     let body = &expected[..expected.len() - left];
                     if r.body == body {
@@ -183,7 +183,7 @@ impl Bench {
                             self.seen.good.len() < self.seen.good.capacity(),
                             "more good records than sent"
                         );
-                        self.seen.good.push((source, r.seq, late));
+                        self.seen.good.push((source, r.fields.seq, late));
                     } else {
                         self.seen.other_records += 1;
                         self.seen.other_bytes += r.body.len() as u64;

@@ -509,7 +509,7 @@ impl Sink {
             Event::Record(record) | Event::Late(record) => {
                 let split = self.body(record, record.body);
                 self.syslog_head(
-                    u32::from(record.facility) * 8 + u32::from(record.level & 7),
+                    u32::from(record.fields.prefix()),
                     if matches!(event, Event::Late(_)) {
                         "late"
                     } else {
@@ -524,10 +524,7 @@ impl Sink {
             }
             Event::Incomplete(incomplete) => {
                 let record = &incomplete.record;
-                self.syslog_head(
-                    u32::from(record.facility) * 8 + u32::from(record.level & 7),
-                    "incomplete",
-                );
+                self.syslog_head(u32::from(record.fields.prefix()), "incomplete");
                 self.syslog_record_sd(record);
                 self.message.push(b' ');
                 let first = incomplete
@@ -610,11 +607,11 @@ impl Sink {
             Line(&mut self.message),
             "[{} seq=\"{}\" ts_usec=\"{}\" flag=\"{}\"",
             crate::syslog::SD_ID,
-            record.seq,
-            record.ts_usec,
-            flag_str(record.flag)
+            record.fields.seq,
+            record.fields.ts_usec,
+            flag_str(record.fields.flag)
         );
-        if let Some(caller) = record.caller {
+        if let Some(caller) = record.fields.caller {
             let _ = write!(Line(&mut self.message), " caller=\"{caller}\"");
         }
         if let Some(release) = record.release {
@@ -826,17 +823,17 @@ impl Sink {
         self.json_start(kind);
         let line = &mut self.line;
         line.extend_from_slice(b",\"seq\":");
-        number(line, record.seq);
+        number(line, record.fields.seq);
         line.extend_from_slice(b",\"facility\":");
-        number(line, record.facility);
+        number(line, record.fields.facility);
         line.extend_from_slice(b",\"level\":");
-        number(line, record.level);
+        number(line, record.fields.level);
         line.extend_from_slice(b",\"ts_usec\":");
-        number(line, record.ts_usec);
+        number(line, record.fields.ts_usec);
         line.extend_from_slice(b",\"flag\":\"");
-        line.extend_from_slice(flag_str(record.flag).as_bytes());
+        line.extend_from_slice(flag_str(record.fields.flag).as_bytes());
         line.extend_from_slice(b"\",\"caller\":");
-        match record.caller {
+        match record.fields.caller {
             Some(caller) => {
                 let _ = write!(Line(line), "\"{caller}\"");
             }
@@ -870,9 +867,9 @@ impl Sink {
             }
             Format::Text => {
                 self.text_start();
-                let _ = write!(Line(&mut self.line), " #{}", record.seq);
-                self.text_kernel_time(record.ts_usec);
-                let _ = write!(Line(&mut self.line), " <{}> ", record.level);
+                let _ = write!(Line(&mut self.line), " #{}", record.fields.seq);
+                self.text_kernel_time(record.fields.ts_usec);
+                let _ = write!(Line(&mut self.line), " <{}> ", record.fields.level);
                 self.line
                     .extend_from_slice(String::from_utf8_lossy(split.text()).as_bytes());
                 for (mark, on) in [
@@ -924,9 +921,9 @@ impl Sink {
             }
             Format::Text => {
                 self.text_start();
-                let _ = write!(Line(&mut self.line), " #{}", record.seq);
-                self.text_kernel_time(record.ts_usec);
-                let _ = write!(Line(&mut self.line), " <{}> ", record.level);
+                let _ = write!(Line(&mut self.line), " #{}", record.fields.seq);
+                self.text_kernel_time(record.fields.ts_usec);
+                let _ = write!(Line(&mut self.line), " <{}> ", record.fields.level);
                 if let Some(bytes) = first {
                     let split = self.body(record, bytes);
                     if self.decode_all(&split) {

@@ -152,11 +152,11 @@ const MAX_DATAGRAM: usize = 65_536;
 /// stream.handle_datagram(t, b"6,52010,100,-;first\n");
 /// stream.handle_datagram(t, b"6,52012,300,-;third\n");
 /// let Some(Event::Record(r)) = stream.poll_event() else { panic!() };
-/// assert_eq!((r.seq, r.body), (52010, &b"first\n"[..]));
+/// assert_eq!((r.fields.seq, r.body), (52010, &b"first\n"[..]));
 /// assert!(stream.poll_event().is_none()); // 52011 is missing: 52012 waits
 /// stream.handle_datagram(t, b"6,52011,200,-;second\n");
 /// let seqs: Vec<u64> = core::iter::from_fn(|| match stream.poll_event()? {
-///     Event::Record(r) => Some(r.seq),
+///     Event::Record(r) => Some(r.fields.seq),
 ///     _ => None,
 /// })
 /// .collect();

@@ -25,11 +25,11 @@ pub(crate) enum Ev {
 
 pub(crate) fn own(event: &Event<'_>) -> Ev {
     match event {
-        Event::Record(r) => Ev::Rec(r.seq, r.body.to_vec()),
-        Event::Late(r) => Ev::Late(r.seq, r.body.to_vec()),
+        Event::Record(r) => Ev::Rec(r.fields.seq, r.body.to_vec()),
+        Event::Late(r) => Ev::Late(r.fields.seq, r.body.to_vec()),
         Event::Lost { seqs } => Ev::Lost(seqs.clone()),
         Event::Incomplete(i) => Ev::Incomplete {
-            seq: i.record.seq,
+            seq: i.record.fields.seq,
             missing: i.missing.to_vec(),
             received: i.received().map(|(o, b)| (o, b.to_vec())).collect(),
         },
