@@ -11,29 +11,10 @@
 //!
 //!  cut:      [release,]<header>;<text up to the limit, maybe a dangling \>[ <key>=<value>\n]*
 //!                                 (no \n: the appended lines go on the same line; but
-//!                                 see below for a \n in the limit's last byte)
+//!                                 see split_body for a \n in the limit's last byte)
 //! ```
 //!
-//! [`split_body`] finds the two parts of a received body without being told the sender's
-//! kernel: a record is taken as cut at [`PRINTK_MESSAGE_MAX`] only when its text (or a
-//! ` SUBSYSTEM=`/` DEVICE=` line) runs past that limit *and* everything after the limit is
-//! ` key=value` lines with no dictionary key among them, which is what Linux 6.9+ senders
-//! with userdata or sysdata produce; otherwise the body is split as [`Body::parse`] does
-//! (records of kernels before 6.3 run up to 8192 bytes uncut). A pre-6.3 record whose escaped
-//! text has ` key=value` lines' shape from exactly that byte to its end would be misread as
-//! cut; re-sending it with [`format_received`] still gives the same bytes.
-//!
-//! A record printk cut can still end its text with `\n`. printk writes an escape with
-//! `scnprintf`, which keeps the buffer's last byte for its NUL, and writes the `\n` only while
-//! there is room. So when the text's output stops one byte short of the limit (an escape cut
-//! to `\`, `\x` or `\xN` there, or escapes left out whole, and no printable byte of the text
-//! after them to fill the last byte), the `\n` takes the limit's last byte and the dictionary
-//! is left out. [`split_body`] reads such a body as the kernel wrote it: the text ends at that
-//! `\n` (terminated, so [`format_received`] writes the `\n` again) and the appended lines
-//! follow. That the text was cut is only seen when it ends in a dangling escape
-//! (no whole escaped text does; `decode_exact` refuses it). When only whole escapes were left
-//! out, the bytes are those of the uncut record holding the shorter text, and no reader can
-//! tell the two apart.
+//! [`split_body`] finds the two parts without being told the sender's kernel.
 //!
 //! [`dictionary_len`] tells which of a record's ` KEY=VALUE` lines are printk's dictionary
 //! (Linux 5.10+ writes at most ` SUBSYSTEM=` then ` DEVICE=`) and which were appended.
@@ -107,8 +88,28 @@ fn appended_lines(mut rest: &[u8]) -> bool {
 
 /// Splits a received record body (after the header's `;`; fragments reassembled) into
 /// text and lines, finding by itself whether a Linux 6.9+ sender cut the record at
-/// [`PRINTK_MESSAGE_MAX`] with userdata or sysdata after it (see the [module](self) doc).
-/// `kernel_header_len` is [`Header::kernel_len`](crate::Header::kernel_len).
+/// [`PRINTK_MESSAGE_MAX`] with userdata or sysdata after it (the [module](self) doc draws
+/// both shapes). `kernel_header_len` is [`Header::kernel_len`](crate::Header::kernel_len).
+///
+/// A record is taken as cut at [`PRINTK_MESSAGE_MAX`] only when its text (or a
+/// ` SUBSYSTEM=`/` DEVICE=` line) runs past that limit *and* everything after the limit is
+/// ` key=value` lines with no dictionary key among them, which is what Linux 6.9+ senders
+/// with userdata or sysdata produce; otherwise the body is split as [`Body::parse`] does
+/// (records of kernels before 6.3 run up to 8192 bytes uncut). A pre-6.3 record whose escaped
+/// text has ` key=value` lines' shape from exactly that byte to its end would be misread as
+/// cut; re-sending it with [`format_received`] still gives the same bytes.
+///
+/// A record printk cut can still end its text with `\n`. printk writes an escape with
+/// `scnprintf`, which keeps the buffer's last byte for its NUL, and writes the `\n` only while
+/// there is room. So when the text's output stops one byte short of the limit (an escape cut
+/// to `\`, `\x` or `\xN` there, or escapes left out whole, and no printable byte of the text
+/// after them to fill the last byte), the `\n` takes the limit's last byte and the dictionary
+/// is left out. It reads such a body as the kernel wrote it: the text ends at that
+/// `\n` (terminated, so [`format_received`] writes the `\n` again) and the appended lines
+/// follow. That the text was cut is only seen when it ends in a dangling escape
+/// (no whole escaped text does; `decode_exact` refuses it). When only whole escapes were left
+/// out, the bytes are those of the uncut record holding the shorter text, and no reader can
+/// tell the two apart.
 pub fn split_body(body: &[u8], kernel_header_len: usize) -> Body<'_> {
     let whole = Body::parse(body);
     let Some(limit) = PRINTK_MESSAGE_MAX.checked_sub(kernel_header_len) else {
