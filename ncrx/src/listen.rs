@@ -501,10 +501,11 @@ impl Shard {
             if stopped_at.is_none() && shared.stop.load(Ordering::Relaxed) {
                 stopped_at = Some(StdInstant::now());
             }
-            let got = self.receive_all();
+            // Idle: every socket gave less than a full batch, so it had nothing more queued
+            // (not asking again saves a call that would only say so).
+            let idle = self.receive_all();
             self.run_timers();
             self.send_responses();
-            let idle = got == 0;
             if idle || self.sink.full() || last_flush.elapsed() >= FLUSH_INTERVAL {
                 self.flush(shared)?;
                 last_flush = StdInstant::now();
@@ -621,12 +622,14 @@ impl Shard {
         }
     }
 
-    /// One batch from each socket; returns how many datagrams were read.
-    fn receive_all(&mut self) -> usize {
-        let mut got = 0;
+    /// One batch from each socket; true when none filled a whole batch (the sockets had
+    /// nothing more queued when read).
+    fn receive_all(&mut self) -> bool {
+        let mut drained = true;
         for index in 0..self.sockets.len() {
             match self.batch.receive(&self.sockets[index].socket) {
-                Ok(n) => got += n,
+                Ok(0) => continue,
+                Ok(n) => drained &= n < net::BATCH,
                 Err(error) => {
                     // An ICMP error queued for the socket is reported by the next receive.
                     if error.kind() != std::io::ErrorKind::ConnectionRefused {
@@ -660,7 +663,7 @@ impl Shard {
         if self.errors.iter().any(|&e| e) {
             self.take_errors();
         }
-        got
+        drained
     }
 
     /// Reads the sockets' ICMP errors: a sender whose port is closed.
