@@ -252,12 +252,31 @@ pub(crate) fn wait(
     errors: &mut [bool],
 ) -> io::Result<()> {
     let millis = u32::try_from(timeout.as_millis().clamp(1, 60_000)).unwrap_or(60_000);
-    let mut fds: Vec<PollFd<'_>> = sockets
-        .iter()
-        .map(|s| PollFd::new(s.socket.as_fd(), PollFlags::POLLIN))
-        .collect();
+    let Some(first) = sockets.first() else {
+        std::thread::sleep(timeout);
+        return Ok(());
+    };
+    // On the stack for the usual few sockets (nothing allocated per wake-up); the unused
+    // entries repeat the first socket and are not passed to poll.
+    let mut few: [PollFd<'_>; 8];
+    let mut many: Vec<PollFd<'_>>;
+    let fds: &mut [PollFd<'_>] = if sockets.len() <= 8 {
+        few = std::array::from_fn(|i| {
+            PollFd::new(
+                sockets.get(i).unwrap_or(first).socket.as_fd(),
+                PollFlags::POLLIN,
+            )
+        });
+        &mut few[..sockets.len()]
+    } else {
+        many = sockets
+            .iter()
+            .map(|s| PollFd::new(s.socket.as_fd(), PollFlags::POLLIN))
+            .collect();
+        &mut many
+    };
     match poll(
-        &mut fds,
+        fds,
         PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
     ) {
         Ok(_) | Err(Errno::EINTR) => {}
