@@ -14,6 +14,11 @@
 #   steady: the senders first send 20 records each at 20,000 datagrams/s, then the flood.
 # netconsd has no receive buffer option: net.core.rmem_default is raised to the size ncrx
 # asks for (8 MiB) for its runs and put back after. Needs root (sysctl), Linux, loopback.
+#
+# CPU=C (e.g. CPU=0.3) runs each daemon in a cgroup (v1 `cpu` or v2) limited to C cores (a
+# quota of C x 10 ms every 10 ms), the same budget for every daemon; CPU_PER_THREAD=1 gives
+# ncrx with 2 threads twice C. On a machine whose cores the generator fills first, this finds
+# each daemon's zero-loss rate for a given CPU budget, and how a second thread scales.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 netconsd_dir="${1:?usage: $0 NETCONSD_DIR [RATES...]}"
@@ -25,11 +30,14 @@ records="${RECORDS:-300}"
 rounds="${ROUNDS:-1}"
 daemons="${DAEMONS:-ncrx1 ncrx2 netconsd}"
 NCRX_ARGS="${NCRX_ARGS:-}"
+cpu_budget="${CPU:-}"
+cpu_per_thread="${CPU_PER_THREAD:-}"
 buffer=$((8 << 20))
 port=6666
 out="$(mktemp -d)"
 daemon_pid=
-trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; rm -rf "$out"; sysctl -qw net.core.rmem_default="$old_default" net.core.rmem_max="$old_max"' EXIT
+cgroup=
+trap '[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; rm -rf "$out"; sysctl -qw net.core.rmem_default="$old_default" net.core.rmem_max="$old_max"; [ -n "$cgroup" ] && rmdir "$cgroup" 2>/dev/null' EXIT
 old_default="$(sysctl -n net.core.rmem_default)"
 old_max="$(sysctl -n net.core.rmem_max)"
 
@@ -41,6 +49,41 @@ flood=target/release/ncflood
 drops() {
     awk -v p="$(printf ':%04X' "$port")" 'NR > 1 && index($2, p) { d += $13 } END { print d + 0 }' \
         /proc/net/udp /proc/net/udp6
+}
+
+# A cgroup for the daemons, when a CPU budget is asked for.
+if [ -n "$cpu_budget" ]; then
+    if [ -d /sys/fs/cgroup/cpu ] && [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+        cgroup=/sys/fs/cgroup/cpu/ncrx-bench-$$
+    elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        cgroup=/sys/fs/cgroup/ncrx-bench-$$
+        echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+    else
+        echo "CPU=$cpu_budget: no cgroup cpu controller found" >&2
+        exit 1
+    fi
+    mkdir "$cgroup"
+fi
+
+# Limits the cgroup to $1 cores.
+limit() {
+    local quota
+    quota=$(awk -v c="$1" 'BEGIN { printf "%d", c * 10000 }')
+    if [ -f "$cgroup/cpu.cfs_quota_us" ]; then
+        echo 10000 >"$cgroup/cpu.cfs_period_us"
+        echo "$quota" >"$cgroup/cpu.cfs_quota_us"
+    else
+        echo "$quota 10000" >"$cgroup/cpu.max"
+    fi
+}
+
+# Starts "$@" inside the cgroup (when there is one), in the background.
+start() {
+    if [ -n "$cgroup" ]; then
+        sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' sh "$cgroup" "$@" &
+    else
+        "$@" &
+    fi
 }
 
 # CPU seconds (user + system) of a process so far.
@@ -55,16 +98,23 @@ settle() {
 run() {
     local daemon=$1 phase=$2 rate=$3 file="$out/out" format
     : >"$file"
+    if [ -n "$cgroup" ]; then
+        if [ "$daemon" = ncrx2 ] && [ -n "$cpu_per_thread" ]; then
+            limit "$(awk -v c="$cpu_budget" 'BEGIN { print 2 * c }')"
+        else
+            limit "$cpu_budget"
+        fi
+    fi
     case $daemon in
         ncrx1|ncrx2)
             sysctl -qw net.core.rmem_default="$old_default"
-            "$ncrx" listen --bind "127.0.0.1:$port" --format json --threads "${daemon#ncrx}" $NCRX_ARGS \
-                --recv-buffer "$buffer" >"$file" 2>"$out/err" &
+            start "$ncrx" listen --bind "127.0.0.1:$port" --format json --threads "${daemon#ncrx}" $NCRX_ARGS \
+                --recv-buffer "$buffer" >"$file" 2>"$out/err"
             format=ncrx-json ;;
         netconsd)
             sysctl -qw net.core.rmem_max="$buffer" net.core.rmem_default="$buffer"
-            "$netconsd_dir/netconsd" -l 1 -w 2 -u "$port" "$netconsd_dir/modules/printer.so" \
-                >"$file" 2>"$out/err" &
+            start "$netconsd_dir/netconsd" -l 1 -w 2 -u "$port" "$netconsd_dir/modules/printer.so" \
+                >"$file" 2>"$out/err"
             format=netconsd ;;
     esac
     local pid=$! first=0 total=$records

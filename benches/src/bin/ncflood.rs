@@ -49,6 +49,22 @@ const LONG_TEXT: usize = 1500;
 /// The kernel's fragment payload limit (`MAX_PRINT_CHUNK`).
 const CHUNK: usize = 1000;
 
+/// Options that take a value.
+const VALUED: &[&str] = &[
+    "target",
+    "senders",
+    "records",
+    "size",
+    "fragment-every",
+    "rate",
+    "batch",
+    "loss",
+    "seed",
+    "max-seconds",
+    "first-seq",
+    "format",
+];
+
 struct Options {
     values: HashMap<String, String>,
     flags: Vec<String>,
@@ -56,7 +72,8 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: &[String]) -> Options {
+    /// The arguments, or what is wrong with them.
+    fn parse(args: &[String]) -> Result<Options, String> {
         let mut values = HashMap::new();
         let mut flags = Vec::new();
         let mut positional = Vec::new();
@@ -64,22 +81,28 @@ impl Options {
         while i < args.len() {
             let arg = &args[i];
             if let Some(name) = arg.strip_prefix("--") {
-                if name == "ports" {
+                if name == "ports" || name == "help" {
                     flags.push(name.to_owned());
+                } else if !VALUED.contains(&name) {
+                    return Err(format!("unknown option --{name}"));
                 } else if let Some(value) = args.get(i + 1) {
                     values.insert(name.to_owned(), value.clone());
                     i += 1;
+                } else {
+                    return Err(format!("--{name} needs a value"));
                 }
+            } else if arg == "-h" {
+                flags.push("help".to_owned());
             } else {
                 positional.push(arg.clone());
             }
             i += 1;
         }
-        Options {
+        Ok(Options {
             values,
             flags,
             positional,
-        }
+        })
     }
 
     fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
@@ -366,7 +389,17 @@ fn check(options: &Options) -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = Options::parse(&args);
+    let options = match Options::parse(&args) {
+        Ok(options) => options,
+        Err(problem) => {
+            eprintln!("ncflood: {problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if options.flags.iter().any(|f| f == "help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     match options.positional.first().map(String::as_str) {
         Some("send") => send(&options),
         Some("check") => check(&options),
