@@ -539,6 +539,7 @@ impl Stream {
                 }
                 self.on_record(&ExtRecord { header, body }, datagram);
                 self.retire_into(direct);
+                self.shrink_if_due();
                 return false;
             }
         }
@@ -552,7 +553,18 @@ impl Stream {
             Ok(_) | Err(_) => self.stats.malformed += 1,
         }
         self.retire();
+        self.shrink_if_due();
         false
+    }
+
+    /// Once the stream has been in order up to the shrink mark with nothing open, the larger
+    /// ring goes back ([`Stream::shrink_quiet`]), whichever way the records came: the fast
+    /// path checks the mark after each record it delivers, the window after each datagram.
+    #[inline]
+    fn shrink_if_due(&mut self) {
+        if self.tail == self.head && self.head > self.shrink_at {
+            self.shrink_quiet();
+        }
     }
 
     /// Acts on the passage of time; early or repeated calls are harmless.
@@ -684,10 +696,8 @@ impl Stream {
         if !self.requests_due.is_empty() {
             self.retire();
         }
-        if seq >= self.shrink_at {
-            // In order for as many numbers as the larger ring holds.
-            self.shrink_quiet();
-        }
+        // In order for as many numbers as the larger ring holds?
+        self.shrink_if_due();
         true
     }
 
