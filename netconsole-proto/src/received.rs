@@ -57,6 +57,8 @@ use crate::body::{Body, BufferTooSmall, PRINTK_MESSAGE_MAX, escape_into, escaped
 use crate::format::{DictEntry, KmsgRecord, extradata_line_len, format_kmsg, put_extradata_line};
 use crate::header::{Caller, CallerError, Flag};
 use crate::scan::find;
+#[cfg(feature = "alloc")]
+use crate::scan::find_escape;
 
 /// The keys of printk's dictionary on Linux 5.10+, in the order printk writes them.
 const DICTIONARY_KEYS: [&[u8]; 2] = [b"SUBSYSTEM", b"DEVICE"];
@@ -245,41 +247,43 @@ pub fn decode_exact(wire: &[u8]) -> Option<alloc::borrow::Cow<'_, [u8]>> {
 /// escape of a byte printk leaves as it is, or a byte printk would have escaped.
 #[cfg(feature = "alloc")]
 pub fn decode_exact_into(wire: &[u8], out: &mut alloc::vec::Vec<u8>) -> bool {
-    fn lower_hex(d: u8) -> Option<u8> {
-        match d {
-            b'0'..=b'9' => Some(d - b'0'),
-            b'a'..=b'f' => Some(d - b'a' + 10),
-            _ => None,
+    /// The value of each lowercase hex digit; 0xff for the other bytes.
+    const LOWER_HEX: [u8; 256] = {
+        let mut table = [0xff; 256];
+        let mut d = 0;
+        while d < 16 {
+            table[b"0123456789abcdef"[d] as usize] = d as u8;
+            d += 1;
         }
-    }
+        table
+    };
     out.clear();
-    let mut i = 0;
-    while i < wire.len() {
-        // Runs of bytes printk leaves as they are, copied at once.
-        let run = wire[i..]
-            .iter()
-            .position(|&b| needs_escape(b))
-            .unwrap_or(wire.len() - i);
-        out.extend_from_slice(&wire[i..i + run]);
-        i += run;
-        if i == wire.len() {
-            break;
+    let mut rest = wire;
+    loop {
+        // Runs of bytes printk leaves as they are, found eight at a time and copied at once.
+        let run = find_escape(rest).unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        rest = &rest[run..];
+        if rest.is_empty() {
+            return true;
         }
-        let (Some(b'x'), Some(hi), Some(lo)) = (
-            wire.get(i + 1).filter(|_| wire[i] == b'\\'),
-            wire.get(i + 2).copied().and_then(lower_hex),
-            wire.get(i + 3).copied().and_then(lower_hex),
-        ) else {
-            return false;
-        };
-        let byte = hi << 4 | lo;
-        if !needs_escape(byte) {
-            return false;
+        // Then escapes, as long as they follow one another (`\xe2\x82\xac`).
+        loop {
+            let Some((&[b'\\', b'x', hi, lo], after)) = rest.split_first_chunk::<4>() else {
+                return false;
+            };
+            let (hi, lo) = (LOWER_HEX[usize::from(hi)], LOWER_HEX[usize::from(lo)]);
+            let byte = hi << 4 | lo;
+            if (hi | lo) > 0x0f || !needs_escape(byte) {
+                return false;
+            }
+            out.push(byte);
+            rest = after;
+            if rest.first() != Some(&b'\\') {
+                break;
+            }
         }
-        out.push(byte);
-        i += 4;
     }
-    true
 }
 
 /// The bytes [`format_appended`] writes for `entries`: ` <key>=<value>\n` for each.
