@@ -741,6 +741,21 @@ impl Sink {
     }
 
     fn body<'b>(&self, record: &Record<'_>, body: &'b [u8]) -> Body<'b> {
+        // printk's part of the header is at most the header received: a body that fits the
+        // limit after the whole received header was not cut, and splits as `Body::parse`
+        // splits it whatever the header holds. Most records are short; their header is not
+        // parsed again.
+        let limit = self
+            .format_limit
+            .unwrap_or(netconsole_proto::PRINTK_MESSAGE_MAX);
+        if record.header.len().saturating_add(body.len()) <= limit {
+            return Body::parse(body);
+        }
+        self.body_parsed(record, body)
+    }
+
+    /// [`Sink::body`] with the header parsed again for its printk length.
+    fn body_parsed<'b>(&self, record: &Record<'_>, body: &'b [u8]) -> Body<'b> {
         match (self.format_limit, record.parse_header()) {
             (Some(limit), Ok(header)) => Body::parse_limited(body, header.kernel_len(), limit),
             // The sender's limit is not known: a Linux 6.3+ cut is recognised by what follows it.
@@ -825,9 +840,9 @@ impl Sink {
         line.extend_from_slice(b",\"seq\":");
         number(line, record.fields.seq);
         line.extend_from_slice(b",\"facility\":");
-        number(line, record.fields.facility);
+        small_number(line, record.fields.facility);
         line.extend_from_slice(b",\"level\":");
-        number(line, record.fields.level);
+        small_number(line, record.fields.level);
         line.extend_from_slice(b",\"ts_usec\":");
         number(line, record.fields.ts_usec);
         line.extend_from_slice(b",\"flag\":\"");
@@ -1099,8 +1114,22 @@ fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// [`number`] for a byte, one digit (the level, the kernel's facility) pushed at once.
+fn small_number(out: &mut Vec<u8>, n: u8) {
+    if n < 10 {
+        out.push(b'0' + n);
+    } else {
+        number(out, n);
+    }
+}
+
+/// Writes `true` or `false` (each a copy of known length, not a call to `memcpy`).
 fn boolean(out: &mut Vec<u8>, b: bool) {
-    out.extend_from_slice(if b { b"true" } else { b"false" });
+    if b {
+        out.extend_from_slice(b"true");
+    } else {
+        out.extend_from_slice(b"false");
+    }
 }
 
 /// What follows the `\` of each byte's JSON escape as `serde_json` writes it: `"`, `\`,
@@ -1387,6 +1416,57 @@ mod tests {
                 assert!(value.get("host").is_none() && value.get("received").is_none());
             }
         }
+    }
+
+    /// The short cut of [`Sink::body`] (no second parse of the header for a body that fits
+    /// the limit after the received header) splits every record as the header parse does:
+    /// bodies around every limit, with a release, `caller=`, `ncemg=`, fragments, userdata
+    /// after a cut, and no `\n` at all.
+    #[test]
+    fn body_short_cut_agrees_with_header_parse() {
+        let heads: [&[u8]; 5] = [
+            b"6,1,1,-;",
+            b"6.1.0-rc1,6,1,1,-;",
+            b"6,1,1,c,caller=T123,ncemg=1;",
+            b"6.1.0,14,1,1,-,caller=C1,ncemg=1,foo=bar;",
+            b"6,1,1,-,ncfrag=0/",
+        ];
+        let mut checked = 0;
+        for limit in [None, Some(100), Some(2048), Some(8192)] {
+            let sink = Sink::new(&SinkOptions::capture(Format::Json, limit, None)).unwrap();
+            for head in heads {
+                for len in (0..120).chain(1960..2100).chain(8100..8200) {
+                    for tail in [&b""[..], b"\n", b" cpu=1\n", b"\n SUBSYSTEM=x\n a=b\n"] {
+                        let mut text = vec![b'x'; len];
+                        if len > 10 {
+                            text[len / 2] = b'\\';
+                        }
+                        text.extend_from_slice(tail);
+                        let mut datagram = head.to_vec();
+                        if head.ends_with(b"/") {
+                            datagram.extend_from_slice(format!("{};", text.len()).as_bytes());
+                        }
+                        datagram.extend_from_slice(&text);
+                        let mut rx: Receiver<SocketAddr> = Receiver::new(ReceiverConfig::libncrx());
+                        let source: SocketAddr = "192.0.2.1:6665".parse().unwrap();
+                        rx.handle_datagram(Instant::from_millis(1), &source, &datagram);
+                        rx.handle_timeout(Instant::MAX);
+                        while let Some((_, event)) = rx.poll_event() {
+                            if let Event::Record(record) = event {
+                                assert_eq!(
+                                    sink.body(&record, record.body),
+                                    sink.body_parsed(&record, record.body),
+                                    "{limit:?} {}",
+                                    datagram.escape_ascii()
+                                );
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 20_000, "{checked}");
     }
 
     #[test]
