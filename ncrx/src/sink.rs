@@ -478,6 +478,7 @@ impl Sink {
     /// in one look-up; `false` for an event that writes no line.
     fn count(&mut self, source: SocketAddr, event: &Event<'_>) -> bool {
         // One look-up per event: the counts, and the sender as its lines show it.
+        let current = Arc::as_ptr(&self.who);
         let info = self.info(source);
         let counts = &mut info.counts;
         match event {
@@ -493,7 +494,10 @@ impl Sink {
             // Kinds added later say nothing about the log itself.
             _ => return false,
         }
-        self.who = Arc::clone(&info.who);
+        // The same sender as the last event keeps its `who` (no reference count changed).
+        if !std::ptr::eq(Arc::as_ptr(&info.who), current) {
+            self.who = Arc::clone(&info.who);
+        }
         true
     }
 
@@ -768,14 +772,14 @@ impl Sink {
     /// (`ends` marks each string's end). `false` when one of them cannot be decoded
     /// without loss: then every string is written in wire form.
     fn decode_all(&mut self, split: &Body<'_>) -> bool {
-        self.decoded.clear();
         self.ends.clear();
-        let pieces =
-            std::iter::once(split.text()).chain(split.lines().flat_map(|l| [l.key(), l.value()]));
-        for wire in pieces {
-            if !received::decode_exact_into(wire, &mut self.scratch)
-                || std::str::from_utf8(&self.scratch).is_err()
-            {
+        // The text straight into `decoded`, the keys and values through `scratch`.
+        if !decode_utf8(split.text(), &mut self.decoded) {
+            return false;
+        }
+        self.ends.push(self.decoded.len());
+        for wire in split.lines().flat_map(|l| [l.key(), l.value()]) {
+            if !decode_utf8(wire, &mut self.scratch) {
                 return false;
             }
             self.decoded.extend_from_slice(&self.scratch);
@@ -1109,6 +1113,15 @@ pub(crate) fn show_malformed(source: SocketAddr, payload: &[u8]) {
     );
 }
 
+/// Decodes `wire` into `out` (cleared first) as [`received::decode_exact_into`] does;
+/// whether it decoded exactly, to UTF-8. Decoding keeps the bytes printk leaves as they are
+/// (printable ASCII) and makes one byte of each four-byte escape: bytes that come out as many
+/// as went in held no escape and are ASCII, with no UTF-8 check needed.
+fn decode_utf8(wire: &[u8], out: &mut Vec<u8>) -> bool {
+    received::decode_exact_into(wire, out)
+        && (out.len() == wire.len() || std::str::from_utf8(out).is_ok())
+}
+
 /// Writes the decimal digits of `n`.
 fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -1414,6 +1427,47 @@ mod tests {
                 assert!(received.parse::<jiff::Timestamp>().is_ok(), "{received}");
             } else {
                 assert!(value.get("host").is_none() && value.get("received").is_none());
+            }
+        }
+    }
+
+    /// Wire strings of printk's escaping: escapes (of ASCII, of UTF-8 sequences, malformed,
+    /// cut), raw bytes printk would have escaped, and plain text.
+    fn wire_heavy() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b"a".to_vec()),
+                Just(b"\\x5c".to_vec()),
+                Just(b"\\x0a".to_vec()),
+                Just(b"\\xc3\\xa9".to_vec()),
+                Just(b"\\xe2\\x82\\xac".to_vec()),
+                Just(b"\\xff".to_vec()),
+                Just(b"\\x41".to_vec()),
+                Just(b"\\x0A".to_vec()),
+                Just(b"\\x0".to_vec()),
+                Just(b"\\".to_vec()),
+                (0x80..=0xffu8).prop_map(|b| vec![b]),
+                (0..0x20u8).prop_map(|b| vec![b]),
+                (0x20..0x7fu8).prop_map(|b| vec![b]),
+            ],
+            0..30,
+        )
+        .prop_map(|pieces| pieces.concat())
+    }
+
+    proptest::proptest! {
+        /// [`decode_utf8`] (no UTF-8 check when nothing was unescaped) answers as decoding
+        /// then checking the whole result does, and decodes the same bytes.
+        #[test]
+        fn decode_utf8_is_decode_then_check(wire in wire_heavy()) {
+            let mut slow = Vec::new();
+            let expected = received::decode_exact_into(&wire, &mut slow)
+                && std::str::from_utf8(&slow).is_ok();
+            let mut fast = b"left over".to_vec();
+            proptest::prop_assert_eq!(decode_utf8(&wire, &mut fast), expected);
+            if expected {
+                proptest::prop_assert_eq!(fast, slow);
             }
         }
     }
