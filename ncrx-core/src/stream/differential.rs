@@ -271,6 +271,15 @@ fn fast_path_on_and_off_agree_over_long_runs() {
     }
 }
 
+/// Cases the proptest below found: a late `ncemg` record far behind the head, delivered by
+/// one stream and counted as stale by the other, when only the fast path gave the larger
+/// ring back at the shrink mark.
+#[test]
+fn fast_path_on_and_off_agree_on_found_cases() {
+    compare(66_325_097_758_355_934, &configs()[2], 600, 20, 24);
+    compare(37_476_144_037_555_064, &configs()[2], 600, 15, 29);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
