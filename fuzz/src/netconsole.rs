@@ -9,8 +9,9 @@ use netconsole_proto::{
 };
 
 /// Classifies arbitrary bytes. Whatever parses is consistent: the text and dictionary lines
-/// are subslices of the body, unescaping fits the length it announces, and escaping the
-/// unescaped text then unescaping again gives the same bytes.
+/// are subslices of the body, unescaping fits the length it announces, escaping the
+/// unescaped text then unescaping again gives the same bytes, and the exact decoding agrees
+/// with unescaping.
 pub fn datagram(data: &[u8]) {
     let Ok(datagram) = Datagram::parse(data) else {
         return;
@@ -33,6 +34,14 @@ pub fn datagram(data: &[u8]) {
                 &decoded[..],
                 "escape then unescape is the identity"
             );
+            // The receiver's exact decoding (eight bytes at a time) keeps its definition: the
+            // unescaped bytes exactly when nothing was malformed and escaping gives the wire.
+            let mut exact = vec![0xee; 3];
+            let ok = netconsole_proto::received::decode_exact_into(text, &mut exact);
+            assert_eq!(ok, unescaped.malformed == 0 && escaped == text);
+            if ok {
+                assert_eq!(exact, decoded, "decode_exact_into is unescaping");
+            }
             for line in body.lines() {
                 assert!(line.key().len() + line.value().len() < record.body.len());
             }
