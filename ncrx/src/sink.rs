@@ -745,14 +745,11 @@ impl Sink {
     }
 
     fn body<'b>(&self, record: &Record<'_>, body: &'b [u8]) -> Body<'b> {
-        // printk's part of the header is at most the header received: a body that fits the
-        // limit after the whole received header was not cut, and splits as `Body::parse`
-        // splits it whatever the header holds. Most records are short; their header is not
-        // parsed again.
+        // Most records are short: their header is not parsed again.
         let limit = self
             .format_limit
             .unwrap_or(netconsole_proto::PRINTK_MESSAGE_MAX);
-        if record.header.len().saturating_add(body.len()) <= limit {
+        if received::fits_format_limit(record.header.len(), body.len(), limit) {
             return Body::parse(body);
         }
         self.body_parsed(record, body)

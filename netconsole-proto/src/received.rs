@@ -15,6 +15,8 @@
 //! ```
 //!
 //! [`split_body`] finds the two parts without being told the sender's kernel.
+//! [`fits_format_limit`] tells from the lengths alone that a record was not cut, so that most
+//! records split without their header being parsed again.
 //!
 //! [`dictionary_len`] tells which of a record's ` KEY=VALUE` lines are printk's dictionary
 //! (Linux 5.10+ writes at most ` SUBSYSTEM=` then ` DEVICE=`) and which were appended.
@@ -126,6 +128,35 @@ pub fn split_body(body: &[u8], kernel_header_len: usize) -> Body<'_> {
     } else {
         whole
     }
+}
+
+/// Whether a record fits printk's format limit whole, judged from the lengths alone: its
+/// header as received (`received_header_len` bytes, `;` included) and the body after it
+/// (`body_len` bytes, fragments reassembled). When it does, printk did not cut it, and
+/// [`Body::parse`] splits its body as [`split_body`] and [`Body::parse_limited`] would,
+/// without the header being parsed again.
+///
+/// printk's part of the header ([`Header::kernel_len`](crate::Header::kernel_len)) is what
+/// the received header holds without netconsole's additions (release, `ncfrag`, `ncemg`), so
+/// it is never longer; a record that is not whole (a fragment, a piece of one) has no more
+/// body than the whole record.
+///
+/// ```
+/// use netconsole_proto::{Body, PRINTK_MESSAGE_MAX, received};
+///
+/// let header = b"6.1.0,6,12,5000,-,ncfrag=0/41;";
+/// let body = b"hello\n SUBSYSTEM=net\n DEVICE=n2\n cpu=1\n";
+/// assert!(received::fits_format_limit(header.len(), body.len(), PRINTK_MESSAGE_MAX));
+/// assert!(!received::fits_format_limit(header.len(), 2048, PRINTK_MESSAGE_MAX));
+/// let (h, _) = netconsole_proto::Header::parse(b"6.1.0,6,12,5000,-;x").unwrap();
+/// assert_eq!(received::split_body(body, h.kernel_len()), Body::parse(body));
+/// ```
+pub const fn fits_format_limit(
+    received_header_len: usize,
+    body_len: usize,
+    format_limit: usize,
+) -> bool {
+    received_header_len.saturating_add(body_len) <= format_limit
 }
 
 /// How many of a record's ` KEY=VALUE` lines, given by their keys in wire order, are

@@ -3,7 +3,10 @@
 //! `format_received` + `format_appended`, gives back the same bytes; and the parts come out
 //! as the kernel wrote them (the text cut where printk cut it, the appended lines whole).
 
-use netconsole_proto::received::{dictionary_len, format_appended, format_received, split_body};
+use netconsole_proto::Body;
+use netconsole_proto::received::{
+    dictionary_len, fits_format_limit, format_appended, format_received, split_body,
+};
 use netconsole_proto::{
     DictEntry, Header, KmsgRecord, PRINTK_MESSAGE_MAX, escape, format_kmsg, format_userdata,
     unescape,
@@ -202,6 +205,70 @@ proptest! {
             }
         }
         prop_assert_eq!(appended, userdata.iter().filter(|(_, v)| !v.is_empty()).count());
+    }
+
+    /// A record that `fits_format_limit` says is whole splits the same with its header
+    /// parsed (`split_body`, `Body::parse_limited`) as without (`Body::parse`), whatever
+    /// netconsole added to the header: release, `caller=`, `ncfrag=`, `ncemg=1`.
+    #[test]
+    fn a_record_within_the_limit_splits_without_its_header(
+        release in proptest::option::of("[0-9]\\.[0-9]{1,2}\\.[0-9]{1,3}(-[a-z0-9]{1,30})?"),
+        caller in proptest::option::of(prop_oneof![
+            (0u32..100_000).prop_map(|t| format!("T{t}")),
+            (0u32..64).prop_map(|c| format!("C{c}")),
+        ]),
+        fragment in any::<bool>(),
+        ncemg in any::<bool>(),
+        seq in any::<u64>(),
+        ts_usec in any::<u64>(),
+        text in proptest::collection::vec(prop_oneof![8 => b' '..=b'~', 1 => Just(b'\\')], 0..2200),
+        terminated in proptest::bool::weighted(0.8),
+        lines in proptest::collection::vec((key(), value()), 0..4),
+        limit in prop_oneof![Just(PRINTK_MESSAGE_MAX), 64usize..2100, Just(8192)],
+    ) {
+        let mut body = text;
+        if terminated {
+            body.push(b'\n');
+        }
+        for (key, value) in &lines {
+            body.push(b' ');
+            body.extend_from_slice(key);
+            body.push(b'=');
+            body.extend(value.iter().map(|&b| if b == b'\n' { b'.' } else { b }));
+            body.push(b'\n');
+        }
+        prop_assume!(!body.is_empty());
+        let mut header = Vec::new();
+        if let Some(release) = &release {
+            header.extend_from_slice(release.as_bytes());
+            header.push(b',');
+        }
+        header.extend_from_slice(format!("6,{seq},{ts_usec},-").as_bytes());
+        if let Some(caller) = &caller {
+            header.extend_from_slice(format!(",caller={caller}").as_bytes());
+        }
+        if fragment {
+            header.extend_from_slice(format!(",ncfrag=0/{}", body.len()).as_bytes());
+        }
+        if ncemg {
+            header.extend_from_slice(b",ncemg=1");
+        }
+        header.push(b';');
+        let datagram = [header.as_slice(), &body].concat();
+        let (parsed, parsed_body) = Header::parse(&datagram).unwrap();
+        prop_assert_eq!(parsed_body, body.as_slice());
+        prop_assert_eq!(parsed.len(), header.len());
+        prop_assert!(parsed.kernel_len() <= header.len());
+
+        let fits = fits_format_limit(header.len(), body.len(), limit);
+        prop_assert_eq!(fits, header.len() + body.len() <= limit);
+        if fits {
+            let whole = Body::parse(&body);
+            prop_assert_eq!(Body::parse_limited(&body, parsed.kernel_len(), limit), whole);
+            if limit == PRINTK_MESSAGE_MAX {
+                prop_assert_eq!(split_body(&body, parsed.kernel_len()), whole);
+            }
+        }
     }
 
     #[test]
