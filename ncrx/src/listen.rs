@@ -193,7 +193,58 @@ fn sink_options(args: &ListenArgs) -> Result<SinkOptions, Failure> {
         stamp: true,
         names: Names::new(hosts, args.resolve),
         syslog: args.syslog.is_some(),
+        max_open_files: crate::sink::MAX_OPEN_FILES,
     })
+}
+
+/// The soft limit on open files raised to the hard limit, as daemons do: the soft limit of
+/// 1,024 that shells and systemd units give by default guards `select()`, which ncrx does not
+/// use. Returns the soft limit in force (`None` when it cannot be read).
+fn raise_open_files_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    // The kernel refuses more than `fs.nr_open` (1,048,576 by default), even as a hard
+    // limit of "unlimited".
+    let wanted = hard.min(1 << 20);
+    if wanted > soft && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+        return Some(wanted);
+    }
+    Some(soft)
+}
+
+/// Raises the open-file limit and gives each thread its share for `--dir` files, saying so
+/// when the share is less than [`MAX_OPEN_FILES`](crate::sink::MAX_OPEN_FILES).
+fn share_open_files(options: &mut SinkOptions, shards: &[Vec<Listening>], threads: usize) {
+    let Some(limit) = raise_open_files_limit() else {
+        return;
+    };
+    let sockets = shards.iter().map(Vec::len).sum();
+    options.max_open_files = files_per_thread(limit, threads, sockets);
+    if options.dir.is_some() && options.max_open_files < crate::sink::MAX_OPEN_FILES {
+        eprintln!(
+            "ncrx: the open-file limit is {limit}: each thread keeps at most {} files of --dir \
+             open, and opens and closes the others as their lines come (raise it with \
+             `ulimit -n` or LimitNOFILE=)",
+            options.max_open_files
+        );
+    }
+}
+
+/// File descriptors set aside from the open-file limit for all but `--dir` files: standard
+/// streams, metrics and syslog connections, name lookups.
+const RESERVED_FDS: u64 = 128;
+
+/// How many `--dir` files each of `threads` threads may keep open under an open-file limit
+/// of `limit` with `sockets` sockets bound: [`MAX_OPEN_FILES`](crate::sink::MAX_OPEN_FILES),
+/// or an equal share of what the sockets and [`RESERVED_FDS`] leave; at least 1.
+fn files_per_thread(limit: u64, threads: usize, sockets: usize) -> usize {
+    let left = limit
+        .saturating_sub(RESERVED_FDS)
+        .saturating_sub(u64::try_from(sockets).unwrap_or(u64::MAX));
+    let share = left / u64::try_from(threads.max(1)).unwrap_or(u64::MAX);
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .clamp(1, crate::sink::MAX_OPEN_FILES)
 }
 
 /// Says where the listener receives, and whether the kernel granted the buffer asked for.
@@ -250,7 +301,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         .threads
         .map_or_else(default_threads, usize::from)
         .max(1);
-    let sink_options = sink_options(args)?;
+    let mut sink_options = sink_options(args)?;
     // Checked before any socket is bound, so that a bad directory fails fast.
     Sink::new(&sink_options)?;
     let (threads, shards) = match activated_sockets(args)? {
@@ -267,6 +318,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
     };
     let stop = net::stop_on_signals()?;
     announce(&shards, threads, args.recv_buffer);
+    share_open_files(&mut sink_options, &shards, threads);
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup)).map_err(
         |source| Failure::Stream {
@@ -844,6 +896,22 @@ fn feed_verbose(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dir_files_share_the_open_file_limit() {
+        use crate::sink::MAX_OPEN_FILES;
+        // The usual hard limits leave every thread its full count.
+        assert_eq!(files_per_thread(524_288, 16, 32), MAX_OPEN_FILES);
+        // A soft limit of 1,024 that could not be raised: 4 threads, 4 sockets, 128 set
+        // aside, (1024 - 128 - 4) / 4 = 223 each, which together fit.
+        assert_eq!(files_per_thread(1024, 4, 4), 223);
+        assert!(4 * 223 + 4 + RESERVED_FDS as usize <= 1024);
+        assert_eq!(files_per_thread(1024, 1, 2), MAX_OPEN_FILES);
+        assert_eq!(files_per_thread(300, 4, 4), 42);
+        // Below what is set aside, one file each (and a full table closes files to open).
+        assert_eq!(files_per_thread(64, 2, 2), 1);
+        assert_eq!(files_per_thread(0, 0, 0), 1);
+    }
 
     #[test]
     fn the_sleep_between_reads_leaves_half_the_buffer_free() {

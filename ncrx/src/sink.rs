@@ -30,7 +30,9 @@ use crate::names::Names;
 const STDOUT_BATCH: usize = 256 * 1024;
 /// Bytes of lines gathered for one source's file before they are written.
 const FILE_BATCH: usize = 64 * 1024;
-/// Files kept open at most with `--dir`; past it the least recently written is closed.
+/// Files a sink keeps open at most with `--dir`; past it the least recently written is
+/// closed. A listener gives each thread less when the open-file limit is low
+/// ([`SinkOptions::max_open_files`]).
 pub(crate) const MAX_OPEN_FILES: usize = 256;
 /// Write errors are reported on stderr at most this often.
 const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
@@ -83,7 +85,16 @@ struct Files {
     pending: HashMap<Arc<str>, Vec<u8>>,
     /// Open files and when each was last written (a flush count).
     open: HashMap<Arc<str>, (File, u64)>,
+    /// `open` holds at most this many.
+    max_open: usize,
+    /// Opens a file for appending ([`open_append`]; a test's stand-in).
+    opener: fn(&Path) -> io::Result<File>,
     flushes: u64,
+}
+
+/// Opens `path` for appending, creating it.
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// Failures to write a file, gathered between two reports.
@@ -118,6 +129,9 @@ pub(crate) struct SinkOptions {
     pub(crate) names: Names,
     /// Every line is also forwarded as an RFC 5424 message (`--syslog`).
     pub(crate) syslog: bool,
+    /// With `dir`: files kept open at most ([`MAX_OPEN_FILES`], or a thread's share of the
+    /// process's open-file limit).
+    pub(crate) max_open_files: usize,
 }
 
 impl SinkOptions {
@@ -136,6 +150,7 @@ impl SinkOptions {
             stamp: false,
             names: Names::default(),
             syslog: false,
+            max_open_files: MAX_OPEN_FILES,
         }
     }
 }
@@ -220,6 +235,8 @@ impl Sink {
                     },
                     pending: HashMap::new(),
                     open: HashMap::new(),
+                    max_open: options.max_open_files.max(1),
+                    opener: open_append,
                     flushes: 0,
                 })
             }
@@ -288,7 +305,7 @@ impl Sink {
     pub(crate) fn full(&self) -> bool {
         match &self.destination {
             Destination::Stdout(batch) => batch.len() >= STDOUT_BATCH,
-            Destination::Dir(files) => files.pending.len() >= MAX_OPEN_FILES,
+            Destination::Dir(files) => files.pending.len() >= files.max_open,
         }
     }
 
@@ -976,34 +993,45 @@ impl Files {
         self.dir.join(format!("{stem}.{}", self.extension))
     }
 
+    /// Closes the least recently written file; `false` when none is open.
+    fn close_oldest(&mut self) -> bool {
+        let oldest = self
+            .open
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(host, _)| Arc::clone(host));
+        oldest.is_some_and(|oldest| self.open.remove(&oldest).is_some())
+    }
+
     /// Appends `lines` to `source`'s file, opening it (and closing the least recently
-    /// written one when [`MAX_OPEN_FILES`] are open) if needed.
+    /// written one when `max_open` are open) if needed. When the process is out of file
+    /// descriptors (`EMFILE`, `ENFILE`: other threads' files, connections), the least
+    /// recently written files are closed until it opens, rather than the lines lost.
     fn write(&mut self, host: &Arc<str>, lines: &[u8], errors: &mut WriteErrors) {
         if lines.is_empty() {
             return;
         }
         let flushes = self.flushes;
         if !self.open.contains_key(host) {
-            if self.open.len() >= MAX_OPEN_FILES {
-                let oldest = self
-                    .open
-                    .iter()
-                    .min_by_key(|(_, (_, used))| *used)
-                    .map(|(host, _)| Arc::clone(host));
-                if let Some(oldest) = oldest {
-                    self.open.remove(&oldest);
-                }
+            if self.open.len() >= self.max_open {
+                self.close_oldest();
             }
             let path = self.path(host);
-            match OpenOptions::new().create(true).append(true).open(&path) {
-                Ok(file) => {
-                    self.open.insert(Arc::clone(host), (file, flushes));
+            let file = loop {
+                match (self.opener)(&path) {
+                    Ok(file) => break file,
+                    Err(error)
+                        if matches!(
+                            error.raw_os_error(),
+                            Some(nix::libc::EMFILE | nix::libc::ENFILE)
+                        ) && self.close_oldest() => {}
+                    Err(error) => {
+                        errors.failed(lines, &path, &error);
+                        return;
+                    }
                 }
-                Err(error) => {
-                    errors.failed(lines, &path, &error);
-                    return;
-                }
-            }
+            };
+            self.open.insert(Arc::clone(host), (file, flushes));
         }
         let Some((file, used)) = self.open.get_mut(host) else {
             return;
@@ -1297,6 +1325,57 @@ mod tests {
 
     fn options(format: Format) -> SinkOptions {
         SinkOptions::capture(format, None, None)
+    }
+
+    /// Opens as `open_append` does, but fails with `EMFILE` every second call: as if the
+    /// process were out of file descriptors until a file is closed.
+    fn open_every_second(path: &Path) -> io::Result<File> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        if CALLS.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            return Err(io::Error::from_raw_os_error(nix::libc::EMFILE));
+        }
+        open_append(path)
+    }
+
+    /// Out of file descriptors, a sink closes its least recently written file and opens the
+    /// one it needs; only with no file of its own to close are the lines lost (and counted).
+    #[test]
+    fn out_of_file_descriptors_closes_a_file_instead_of_losing_lines() {
+        let dir = std::env::temp_dir().join(format!("ncrx-emfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = Files {
+            dir: dir.clone(),
+            extension: "log",
+            pending: HashMap::new(),
+            open: HashMap::new(),
+            max_open: 8,
+            opener: open_every_second,
+            flushes: 0,
+        };
+        let mut errors = WriteErrors::default();
+        // The first open fails with nothing to close: that one line is lost.
+        let hosts: Vec<Arc<str>> = (0..6).map(|n| Arc::from(format!("h{n}"))).collect();
+        files.write(&hosts[0], b"lost\n", &mut errors);
+        assert_eq!((errors.lines_lost, errors.errors), (1, 1));
+        assert!(errors.last().unwrap().contains("h0.log"));
+        assert!(files.open.is_empty());
+        // Then every failed open closes the oldest file and the next open succeeds.
+        for (n, host) in hosts.iter().enumerate() {
+            files.flushes += 1;
+            files.write(host, format!("line {n}\n").as_bytes(), &mut errors);
+        }
+        assert_eq!((errors.lines_lost, errors.errors), (1, 1));
+        for (n, host) in hosts.iter().enumerate() {
+            let written = std::fs::read_to_string(dir.join(format!("{host}.log"))).unwrap();
+            assert_eq!(written, format!("line {n}\n"));
+        }
+        // h0 opened at the second call; each later host's first open failed and closed the
+        // one before it, so only the last host's file is still open.
+        assert_eq!(files.open.len(), 1);
+        assert!(files.open.contains_key(&hosts[5]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Datagrams that reach every shape of line: dictionaries, escapes (decodable or not),

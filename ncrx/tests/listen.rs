@@ -914,3 +914,95 @@ fn more_senders_than_open_files_each_get_their_file() {
         assert!(lines[1].ends_with("record 1"), "{lines:?}");
     }
 }
+
+/// Under a low open-file limit that cannot be raised (300, soft and hard, as `ulimit -n`
+/// sets it), four threads with more senders than the limit share it out: the listener says
+/// how many files each keeps open, every line reaches its file, nothing is counted as a
+/// write error, and the process stays under the limit. (Each thread kept 256 before, so
+/// `Too many open files` lost lines as soon as the threads together passed the limit.)
+#[test]
+fn four_threads_share_a_low_open_file_limit_and_lose_no_line() {
+    let dir = scratch("listen-nofile");
+    let mut spawned = None;
+    for _ in 0..5 {
+        let bind = format!("127.0.0.1:{}", common::free_port());
+        let mut child = std::process::Command::new("bash")
+            .args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_ncrx"))
+            .args([
+                "listen",
+                "--bind",
+                &bind,
+                "--threads",
+                "4",
+                "--time",
+                "kernel",
+            ])
+            .args(["--dir", dir.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut banner = String::new();
+        stderr.read_line(&mut banner).unwrap();
+        if banner.contains("in use") {
+            child.wait().unwrap();
+            continue;
+        }
+        assert!(banner.contains("(4 threads, SO_REUSEPORT)"), "{banner}");
+        spawned = Some((child, bind.parse::<SocketAddr>().unwrap(), stderr));
+        break;
+    }
+    let (mut child, target, mut stderr) = spawned.expect("a free port in 5 tries");
+
+    let senders: Vec<UdpSocket> = (0..400u32)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 5, 0, 1)) + i);
+            UdpSocket::bind((ip, 0)).unwrap()
+        })
+        .collect();
+    let mut most_open = 0;
+    for seq in 0..3u64 {
+        for sender in &senders {
+            sender
+                .send_to(
+                    format!("6,{seq},{seq}000,-;record {seq}\n").as_bytes(),
+                    target,
+                )
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        let open = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .unwrap()
+            .count();
+        most_open = most_open.max(open);
+    }
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    // (300 - 128 set aside - 4 sockets) / 4 threads.
+    assert!(
+        report.starts_with("ncrx: the open-file limit is 300: each thread keeps at most 42 files"),
+        "{report}"
+    );
+    assert!(!report.contains("write error"), "{report}");
+    assert!(!report.contains("could not be written"), "{report}");
+    assert!(
+        report.contains("all sources: 1200 records, 0 lost"),
+        "{report}"
+    );
+    // 4 threads x 42 files, 4 sockets, the standard streams.
+    assert!(
+        most_open <= 4 * 42 + 4 + 3 + 8,
+        "{most_open} descriptors open"
+    );
+    for sender in &senders {
+        let ip = sender.local_addr().unwrap().ip();
+        let lines = lines_of(&dir.join(format!("{ip}.log")), 3);
+        assert_eq!(lines.len(), 3, "{ip}");
+        for (seq, line) in lines.iter().enumerate() {
+            assert!(line.ends_with(&format!("record {seq}")), "{ip}: {lines:?}");
+        }
+    }
+}
