@@ -101,6 +101,9 @@ struct Report {
     port_unreachable: u64,
     kernel_drops: u64,
     lines_not_written: u64,
+    write_errors: u64,
+    /// The last write error, with the file (or standard output) it happened to.
+    last_write_error: Option<String>,
 }
 
 impl Report {
@@ -119,6 +122,8 @@ impl Report {
         self.port_unreachable += other.port_unreachable;
         self.kernel_drops += other.kernel_drops;
         self.lines_not_written += other.lines_not_written;
+        self.write_errors += other.write_errors;
+        self.last_write_error = other.last_write_error.or(self.last_write_error.take());
     }
 }
 
@@ -194,6 +199,7 @@ fn sink_options(args: &ListenArgs) -> Result<SinkOptions, Failure> {
         names: Names::new(hosts, args.resolve),
         syslog: args.syslog.is_some(),
         max_open_files: crate::sink::MAX_OPEN_FILES,
+        keep_going: true,
     })
 }
 
@@ -362,37 +368,24 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         .div_ceil(threads);
     let mut handles = Vec::with_capacity(threads);
     for (index, sockets) in shards.into_iter().enumerate() {
-        let shared = Arc::clone(&shared);
-        let args = args.clone();
-        let sink_options = sink_options.clone();
-        let board = board.clone().map(|board| (index, board));
-        let forwarder = forwarder.clone();
-        handles.push(thread::spawn(move || {
-            let result = Shard::new(&args, &sink_options, sockets, max_sources, epoch, forwarder)
-                .and_then(|shard| shard.run(index, &shared, board.as_ref()));
-            if result.is_err() {
-                // One thread failing (standard output closed) stops the others too.
-                shared.stop.store(true, Ordering::Relaxed);
-            }
-            shared.finished.fetch_add(1, Ordering::Release);
-            result
-        }));
+        let shard = ShardStart {
+            index,
+            threads,
+            args: args.clone(),
+            sink_options: sink_options.clone(),
+            sockets,
+            max_sources,
+            epoch,
+            forwarder: forwarder.clone(),
+            board: board.clone(),
+        };
+        handles.push(spawn_shard(shard, Arc::clone(&shared)));
     }
     // systemd (Type=notify): ready once every socket is bound and the threads run.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     supervise(&shared, threads, args.dir.is_some());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    let mut total = Report::default();
-    let mut failure = None;
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(report)) => total.add(report),
-            Ok(Err(error)) => failure = failure.or(Some(error)),
-            Err(_) => {
-                failure = failure.or(Some(Failure::Usage("a listener thread failed".into())));
-            }
-        }
-    }
+    let (mut total, failure) = join_shards(handles);
     drop(forwarder);
     finish_forwarding(forwarding);
     print_report(&mut total, args.verbose);
@@ -419,6 +412,72 @@ fn finish_forwarding(forwarding: Option<(Forwarder, thread::JoinHandle<()>)>) {
         stats.dropped.load(Ordering::Relaxed),
         stats.connections.load(Ordering::Relaxed)
     );
+}
+
+/// A receiving thread: its report and a failure of its output, or the failure that kept
+/// it from starting.
+type ShardHandle = thread::JoinHandle<Result<(Report, Option<Failure>), Failure>>;
+
+/// What a receiving thread starts with.
+struct ShardStart {
+    index: usize,
+    threads: usize,
+    args: ListenArgs,
+    sink_options: SinkOptions,
+    sockets: Vec<Listening>,
+    max_sources: usize,
+    epoch: StdInstant,
+    forwarder: Option<Forwarder>,
+    board: Option<Board>,
+}
+
+/// Starts a receiving thread. It runs until the stop, then keeps its sockets open until
+/// every thread has stopped reading: closed sooner, the kernel would hand their senders to
+/// the threads still reading, as new senders (the supervisor gives up waiting after
+/// [`STOP_GRACE`]).
+fn spawn_shard(start: ShardStart, shared: Arc<Shared>) -> ShardHandle {
+    thread::spawn(move || {
+        let board = start.board.map(|board| (start.index, board));
+        let result = Shard::new(
+            &start.args,
+            &start.sink_options,
+            start.sockets,
+            start.max_sources,
+            start.epoch,
+            start.forwarder,
+        )
+        .map(|mut shard| (shard.run(start.index, &shared, board.as_ref()), shard));
+        if result.is_err() {
+            shared.stop.store(true, Ordering::Relaxed);
+        }
+        shared.finished.fetch_add(1, Ordering::Release);
+        let deadline = StdInstant::now() + STOP_GRACE;
+        while shared.finished.load(Ordering::Acquire) < start.threads
+            && StdInstant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        result.map(|(outcome, _sockets_closed_now)| outcome)
+    })
+}
+
+/// The threads' reports summed, and the first failure of one.
+fn join_shards(handles: Vec<ShardHandle>) -> (Report, Option<Failure>) {
+    let mut total = Report::default();
+    let mut failure = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok((report, failed))) => {
+                total.add(report);
+                failure = failure.or(failed);
+            }
+            Ok(Err(error)) => failure = failure.or(Some(error)),
+            Err(_) => {
+                failure = failure.or(Some(Failure::Usage("a listener thread failed".into())));
+            }
+        }
+    }
+    (total, failure)
 }
 
 /// Passes SIGHUP on to the threads until a stop or until every thread ended, then gives them
@@ -490,8 +549,10 @@ fn print_report(total: &mut Report, verbose: bool) {
     );
     if total.lines_not_written > 0 {
         eprintln!(
-            "ncrx: {} lines could not be written (see the write errors above)",
-            total.lines_not_written
+            "ncrx: {} lines could not be written ({} write errors; last: {})",
+            total.lines_not_written,
+            total.write_errors,
+            total.last_write_error.as_deref().unwrap_or("none")
         );
     }
     if verbose || total.per_source.len() <= PER_SOURCE_SHOWN {
@@ -567,13 +628,16 @@ impl Shard {
         Instant::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
-    /// Receives until the stop, then drains, flushes and reports.
+    /// Receives until the stop, then drains, flushes and reports. A failure of standard
+    /// output (its reader is gone) stops the listener; this thread's report is still given,
+    /// with the failure.
     fn run(
-        mut self,
+        &mut self,
         index: usize,
         shared: &Shared,
         board: Option<&(usize, Board)>,
-    ) -> Result<Report, Failure> {
+    ) -> (Report, Option<Failure>) {
+        let mut failed = None;
         let mut last_flush = StdInstant::now();
         let mut last_publish = StdInstant::now();
         let mut stopped_at: Option<StdInstant> = None;
@@ -583,7 +647,10 @@ impl Shard {
             let reopen = shared.reopen.load(Ordering::Acquire);
             if reopen != reopened {
                 reopened = reopen;
-                self.flush(shared)?;
+                if let Err(error) = self.flush(shared) {
+                    failed = Some(error);
+                    break;
+                }
                 self.sink.reopen();
             }
             if stopped_at.is_none() && shared.stop.load(Ordering::Relaxed) {
@@ -595,7 +662,10 @@ impl Shard {
             self.run_timers();
             self.send_responses();
             if idle || self.sink.full() || last_flush.elapsed() >= FLUSH_INTERVAL {
-                self.flush(shared)?;
+                if let Err(error) = self.flush(shared) {
+                    failed = Some(error);
+                    break;
+                }
                 last_flush = StdInstant::now();
                 self.sink.report_write_errors(last_flush);
                 self.check_drops(false);
@@ -640,7 +710,15 @@ impl Shard {
         self.rx
             .drain_events(|source, event| sink.event(*source, &event));
         self.send_responses();
-        self.flush(shared)?;
+        if failed.is_none() {
+            failed = self.flush(shared).err();
+        }
+        // What standard output could not take by now is counted as not written.
+        self.sink.discard();
+        if failed.is_some() {
+            // One thread's output failing (standard output closed) stops the others too.
+            shared.stop.store(true, Ordering::Relaxed);
+        }
         self.check_drops(true);
         let stats = self.rx.stats();
         let mut report = std::mem::take(&mut self.report);
@@ -653,7 +731,9 @@ impl Shard {
         report.refused = stats.refused;
         report.malformed = malformed;
         report.lines_not_written = self.sink.write_errors.lines_lost;
-        Ok(report)
+        report.write_errors = self.sink.write_errors.errors;
+        report.last_write_error = self.sink.write_errors.last().map(str::to_owned);
+        (report, failed)
     }
 
     /// The counters as the metrics show them.

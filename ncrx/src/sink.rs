@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -132,6 +133,10 @@ pub(crate) struct SinkOptions {
     /// With `dir`: files kept open at most ([`MAX_OPEN_FILES`], or a thread's share of the
     /// process's open-file limit).
     pub(crate) max_open_files: usize,
+    /// A daemon's standard output: a write that fails for any reason but a closed pipe (a
+    /// full disk, a quota) loses its lines, counted as for `dir`, and the sink goes on.
+    /// Otherwise (a command's output) every failure is returned.
+    pub(crate) keep_going: bool,
 }
 
 impl SinkOptions {
@@ -151,6 +156,7 @@ impl SinkOptions {
             names: Names::default(),
             syslog: false,
             max_open_files: MAX_OPEN_FILES,
+            keep_going: false,
         }
     }
 }
@@ -217,6 +223,14 @@ pub(crate) struct Sink {
     /// Evicted sources keep their own counts (at stop, when every source is flushed).
     closing: bool,
     pub(crate) write_errors: WriteErrors,
+    /// See [`SinkOptions::keep_going`].
+    keep_going: bool,
+    /// The rest of a line whose write to standard output failed part way: written first
+    /// next time, so that the line comes out whole.
+    stdout_tail: Vec<u8>,
+    /// Standard output, unbuffered (a duplicate of descriptor 1): what a write reports
+    /// written is in the file, not kept back in `std`'s line buffer to come out later.
+    stdout: Option<File>,
 }
 
 impl Sink {
@@ -261,7 +275,17 @@ impl Sink {
             gone: Counts::default(),
             closing: false,
             write_errors: WriteErrors::default(),
+            keep_going: options.keep_going,
+            stdout_tail: Vec::new(),
+            stdout: None,
         };
+        if matches!(sink.destination, Destination::Stdout(_)) {
+            sink.stdout = io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()
+                .map(File::from);
+        }
         sink.set_received(SystemTime::now());
         Ok(sink)
     }
@@ -301,6 +325,17 @@ impl Sink {
         }
     }
 
+    /// Drops what is left for standard output (the lines gathered, the rest of a line cut
+    /// by a failed write), counted as not written: the listener stops and standard output
+    /// failed.
+    pub(crate) fn discard(&mut self) {
+        if let Destination::Stdout(batch) = &mut self.destination {
+            self.write_errors.lines_lost += newlines(batch) + newlines(&self.stdout_tail);
+            batch.clear();
+            self.stdout_tail.clear();
+        }
+    }
+
     /// Whether enough is gathered that it should be written now.
     pub(crate) fn full(&self) -> bool {
         match &self.destination {
@@ -309,18 +344,34 @@ impl Sink {
         }
     }
 
-    /// Writes out everything gathered. Only a failure of standard output is returned; file
-    /// errors are counted (see [`Sink::report_write_errors`]).
+    /// Writes out everything gathered. Only a failure of standard output is returned (with
+    /// [`SinkOptions::keep_going`], only a closed pipe); the lines it lost and file errors
+    /// are counted (see [`Sink::report_write_errors`]).
     pub(crate) fn flush(&mut self) -> Result<(), Failure> {
         match &mut self.destination {
             Destination::Stdout(batch) => {
-                if batch.is_empty() {
+                if batch.is_empty() && self.stdout_tail.is_empty() {
                     return Ok(());
                 }
-                let mut stdout = io::stdout().lock();
-                let written = stdout.write_all(batch).and_then(|()| stdout.flush());
+                let tail = &mut self.stdout_tail;
+                // The lock keeps other threads' lines out of this batch (a pipe takes more
+                // than 4 KiB in several pieces).
+                let mut locked = io::stdout().lock();
+                let written = match &mut self.stdout {
+                    Some(file) => write_lines(file, batch, tail),
+                    None => write_lines(&mut locked, batch, tail),
+                };
+                drop(locked);
                 batch.clear();
-                written.map_err(|source| Failure::Stream {
+                let Err((source, lines)) = written else {
+                    return Ok(());
+                };
+                self.write_errors
+                    .failed_lines(lines, "standard output", &source);
+                if self.keep_going && source.kind() != io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                Err(Failure::Stream {
                     what: "cannot write to standard output",
                     source,
                 })
@@ -1054,11 +1105,66 @@ impl WriteErrors {
 
     fn failed(&mut self, lines: &[u8], path: &Path, error: &io::Error) {
         let count = lines.split(|&b| b == b'\n').count() as u64 - 1;
-        self.lines_lost += count;
+        self.failed_lines(count, &path.display().to_string(), error);
+    }
+
+    fn failed_lines(&mut self, lines: u64, what: &str, error: &io::Error) {
+        self.lines_lost += lines;
         self.errors += 1;
         self.since_report += 1;
-        self.last_error = Some(format!("{}: {error}", path.display()));
+        self.last_error = Some(format!("{what}: {error}"));
     }
+}
+
+/// How many lines `bytes` holds (its newlines).
+fn newlines(bytes: &[u8]) -> u64 {
+    bytes.split(|&b| b == b'\n').count() as u64 - 1
+}
+
+/// Writes as much of `bytes` as `out` takes: how many bytes, and the error that stopped it.
+fn write_some(out: &mut impl Write, bytes: &[u8]) -> (usize, Option<io::Error>) {
+    let mut written = 0;
+    while written < bytes.len() {
+        match out.write(&bytes[written..]) {
+            Ok(0) => return (written, Some(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Some(e)),
+        }
+    }
+    (written, None)
+}
+
+/// Writes `tail` (the rest of a line cut by the last failure), then `batch` (whole lines),
+/// to `out`, and flushes it. When a write fails part way through a line, the rest of that
+/// line is left in `tail` for next time. On failure, returns the error and how many lines
+/// were not written (a line left in `tail` is not counted).
+fn write_lines(
+    out: &mut impl Write,
+    batch: &[u8],
+    tail: &mut Vec<u8>,
+) -> Result<(), (io::Error, u64)> {
+    if !tail.is_empty() {
+        let (written, error) = write_some(out, tail);
+        tail.drain(..written);
+        if let Some(error) = error {
+            return Err((error, newlines(batch)));
+        }
+    }
+    let (written, error) = write_some(out, batch);
+    if let Some(error) = error {
+        let rest = &batch[written..];
+        let cut = if written > 0 && batch[written - 1] != b'\n' {
+            rest.iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |nl| nl + 1)
+        } else {
+            0
+        };
+        tail.extend_from_slice(&rest[..cut]);
+        return Err((error, newlines(&rest[cut..])));
+    }
+    out.flush().map_err(|error| (error, 0))
 }
 
 /// Checks that `dir` is (or can be made) a directory this process can create files in.
@@ -1325,6 +1431,64 @@ mod tests {
 
     fn options(format: Format) -> SinkOptions {
         SinkOptions::capture(format, None, None)
+    }
+
+    /// A disk that takes `room` more bytes, then fails with `ENOSPC` until given more.
+    struct Disk {
+        bytes: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+            }
+            let n = buf.len().min(self.room).min(7); // short writes too
+            self.bytes.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A write that fails part way through a line loses the lines after it (counted) but
+    /// not that line: its rest is written first once there is room, so every line that
+    /// comes out is whole.
+    #[test]
+    fn a_full_disk_cuts_no_line_in_two() {
+        let mut disk = Disk {
+            bytes: Vec::new(),
+            room: 20,
+        };
+        let mut tail = Vec::new();
+        let batch = b"first line\nsecond line\nthird line\n";
+        let (error, lost) = write_lines(&mut disk, batch, &mut tail).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(nix::libc::ENOSPC));
+        // "first line\nsecond li" went out; "ne\n" is kept, the third line is lost.
+        assert_eq!(lost, 1);
+        assert_eq!(tail, b"ne\n");
+        // Still full: the next batch is lost whole, the rest of the line kept.
+        let (_, lost) = write_lines(&mut disk, b"fourth\nfifth\n", &mut tail).unwrap_err();
+        assert_eq!((lost, tail.as_slice()), (2, &b"ne\n"[..]));
+        // A little room: the line goes on before anything else.
+        disk.room = 2;
+        let (_, lost) = write_lines(&mut disk, b"sixth\n", &mut tail).unwrap_err();
+        assert_eq!((lost, tail.as_slice()), (1, &b"\n"[..]));
+        disk.room = 1000;
+        write_lines(&mut disk, b"seventh\n", &mut tail).unwrap();
+        assert!(tail.is_empty());
+        assert_eq!(disk.bytes, b"first line\nsecond line\nseventh\n");
+        // Cut just before a newline, then just after one (nothing kept back).
+        disk.room = 4;
+        let (_, lost) = write_lines(&mut disk, b"abcd\nefg\n", &mut tail).unwrap_err();
+        assert_eq!((lost, tail.as_slice()), (1, &b"\n"[..]));
+        disk.room = 1 + 5;
+        let (_, lost) = write_lines(&mut disk, b"hijk\nlmn\n", &mut tail).unwrap_err();
+        assert_eq!((lost, tail.len()), (1, 0));
+        assert!(disk.bytes.ends_with(b"seventh\nabcd\nhijk\n"));
     }
 
     /// Opens as `open_append` does, but fails with `EMFILE` every second call: as if the

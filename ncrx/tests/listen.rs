@@ -1006,3 +1006,110 @@ fn four_threads_share_a_low_open_file_limit_and_lose_no_line() {
         }
     }
 }
+
+/// Standard output on a full disk (`/dev/full`): the listener goes on receiving, counts the
+/// lines it could not write, says so on stderr, and at SIGTERM exits 0 with every record
+/// counted.
+#[test]
+fn a_full_standard_output_is_counted_and_the_listener_goes_on() {
+    let (mut child, bind, banner, mut stderr) =
+        common::spawn_bound_to(&["listen"], &["--format", "json", "--threads", "1"], || {
+            std::fs::File::options()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full")
+                .into()
+        });
+    assert!(
+        banner.starts_with("ncrx: receiving netconsole on"),
+        "{banner}"
+    );
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..100u64 {
+        let record = format!("6,{seq},{seq}000,-;record {seq}\n");
+        kernel.send_to(record.as_bytes(), &bind).unwrap();
+        if seq == 49 {
+            // The first writes fail meanwhile; the listener must still be there after.
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(child.try_wait().unwrap().is_none(), "the listener stopped");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the listener stopped");
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(
+        report.contains("lines not written so far; last: standard output: No space left on device"),
+        "{report}"
+    );
+    assert!(
+        report.contains("all sources: 100 records, 0 lost"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ncrx: 100 lines could not be written ("),
+        "{report}"
+    );
+    assert!(!report.contains("error: "), "{report}");
+}
+
+/// Standard output closed by its reader (`ncrx listen | head -3`): the listener stops with
+/// the file-error code, and its report still counts what every thread received.
+#[test]
+fn a_closed_standard_output_stops_the_listener_with_its_counts() {
+    let (mut child, target, mut stderr) = listener(&["--format", "json", "--threads", "1"]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0u64;
+    let mut send = |n: u64| {
+        for _ in 0..n {
+            let record = format!("6,{sent},{sent}000,-;record {sent}\n");
+            kernel.send_to(record.as_bytes(), target).unwrap();
+            sent += 1;
+        }
+    };
+    send(3);
+    for _ in 0..3 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains("\"type\":\"record\""), "{line}");
+    }
+    drop(stdout);
+    // The next write finds the pipe closed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the listener did not stop");
+        send(5);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert_eq!(code, Some(3), "{report}");
+    assert!(
+        report.contains("error: cannot write to standard output: Broken pipe"),
+        "{report}"
+    );
+    // Every record the listener took is counted (it may stop before reading the last ones
+    // sent), and all but the three read went unwritten.
+    let records: u64 = report
+        .split("all sources: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        records > 3 && records <= sent,
+        "{records} of {sent}: {report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "ncrx: {} lines could not be written (",
+            records - 3
+        )),
+        "{report}"
+    );
+}

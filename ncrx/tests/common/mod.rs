@@ -138,13 +138,23 @@ pub(crate) fn spawn_bound(
     command: &[&str],
     extra: &[&str],
 ) -> (Child, String, String, BufReader<ChildStderr>) {
+    spawn_bound_to(command, extra, Stdio::piped)
+}
+
+/// [`spawn_bound`] with standard output given by `stdout` (a file, `/dev/full`).
+#[allow(dead_code, reason = "not every test binary uses it")]
+pub(crate) fn spawn_bound_to(
+    command: &[&str],
+    extra: &[&str],
+    stdout: impl Fn() -> Stdio,
+) -> (Child, String, String, BufReader<ChildStderr>) {
     for _ in 0..5 {
         let bind = format!("127.0.0.1:{}", free_port());
         let mut child = ncrx()
             .args(command)
             .args(["--bind", &bind])
             .args(extra)
-            .stdout(Stdio::piped())
+            .stdout(stdout())
             .stderr(Stdio::piped())
             .spawn()
             .expect("ncrx runs");
