@@ -34,6 +34,14 @@ struct DumpSink<'a> {
     output: &'a OopsOutput,
     complete: u64,
     partial: u64,
+    /// A listener's: a dump file that cannot be written (a full disk, a directory gone),
+    /// or a stdout line that cannot (but for a closed pipe), is counted and said on stderr,
+    /// and the listener goes on. A capture's decode stops at the first.
+    keep_going: bool,
+    /// Dumps whose file could not be written (`keep_going`).
+    files_not_written: u64,
+    /// Lines that standard output did not take (`keep_going`).
+    lines_not_written: u64,
 }
 
 /// The most numbered names tried for one dump before giving up.
@@ -73,7 +81,7 @@ fn create_dump_file(
 }
 
 impl<'a> DumpSink<'a> {
-    fn new(output: &'a OopsOutput) -> Result<Self, Failure> {
+    fn new(output: &'a OopsOutput, keep_going: bool) -> Result<Self, Failure> {
         if let Some(dir) = &output.dir {
             fs::create_dir_all(dir).map_err(|source| Failure::File {
                 what: "cannot create directory",
@@ -85,6 +93,9 @@ impl<'a> DumpSink<'a> {
             output,
             complete: 0,
             partial: 0,
+            keep_going,
+            files_not_written: 0,
+            lines_not_written: 0,
         })
     }
 
@@ -120,20 +131,19 @@ impl<'a> DumpSink<'a> {
             self.partial += 1;
         }
         let path = match &self.output.dir {
-            Some(dir) => {
-                let (path, mut file) = create_dump_file(dir, *dump.source(), dump.meta().dump_id)?;
-                let mut contents = metadata(dump, status).into_bytes();
-                contents.push(b'\n');
-                contents.extend_from_slice(dump.log());
-                file.write_all(&contents)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|source| Failure::File {
-                        what: "cannot write",
-                        path: path.clone(),
-                        source,
-                    })?;
-                Some(path)
-            }
+            Some(dir) => match write_dump_file(dir, dump, status) {
+                Ok(path) => Some(path),
+                Err(failure) if self.keep_going => {
+                    self.files_not_written += 1;
+                    eprintln!(
+                        "ncrx: dump {} from {}: {failure}; its file is not kept",
+                        dump.meta().dump_id,
+                        dump.source()
+                    );
+                    None
+                }
+                Err(failure) => return Err(failure),
+            },
             None => None,
         };
         let meta = dump.meta();
@@ -171,12 +181,42 @@ impl<'a> DumpSink<'a> {
             }
         };
         let mut stdout = io::stdout().lock();
-        writeln!(stdout, "{line}")
-            .and_then(|()| stdout.flush())
-            .map_err(|source| Failure::Stream {
+        match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+            Err(error) if self.keep_going && error.kind() != io::ErrorKind::BrokenPipe => {
+                self.lines_not_written += 1;
+                eprintln!(
+                    "ncrx: dump {} from {}: cannot write its line to standard output: {error}",
+                    meta.dump_id,
+                    dump.source()
+                );
+                Ok(())
+            }
+            written => written.map_err(|source| Failure::Stream {
                 what: "cannot write to standard output",
                 source,
+            }),
+        }
+    }
+}
+
+/// Writes `dump` into a new file under `dir` (see [`create_dump_file`]): its metadata,
+/// then its log, synced. A file that could not be written whole is removed.
+fn write_dump_file(dir: &Path, dump: &Dump<SocketAddr>, status: &str) -> Result<PathBuf, Failure> {
+    let (path, mut file) = create_dump_file(dir, *dump.source(), dump.meta().dump_id)?;
+    let mut contents = metadata(dump, status).into_bytes();
+    contents.push(b'\n');
+    contents.extend_from_slice(dump.log());
+    match file.write_all(&contents).and_then(|()| file.sync_data()) {
+        Ok(()) => Ok(path),
+        Err(source) => {
+            drop(file);
+            let _ = fs::remove_file(&path);
+            Err(Failure::File {
+                what: "cannot write",
+                path,
+                source,
             })
+        }
     }
 }
 
@@ -244,7 +284,7 @@ fn feed(
 
 /// `ncrx oops decode`.
 pub(crate) fn decode(args: &OopsDecodeArgs) -> Result<Outcome, Failure> {
-    let mut sink = DumpSink::new(&args.output)?;
+    let mut sink = DumpSink::new(&args.output, false)?;
     let mut collector = Collector::new(CollectorConfig::default());
     let mut rejected = 0;
     let summary = capture::read_capture(
@@ -322,7 +362,7 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
     }
     drop(sender);
 
-    let mut sink = DumpSink::new(&args.output)?;
+    let mut sink = DumpSink::new(&args.output, true)?;
     let mut collector = Collector::new(CollectorConfig::default());
     let mut rejected = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -351,6 +391,12 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
         "ncrx: stopped: {} datagrams, {} refused, {} duplicates, {} dumps complete, {} partial",
         stats.datagrams, rejected, stats.duplicates, sink.complete, sink.partial
     );
+    if sink.files_not_written > 0 || sink.lines_not_written > 0 {
+        eprintln!(
+            "ncrx: {} dump files and {} lines could not be written (see above)",
+            sink.files_not_written, sink.lines_not_written
+        );
+    }
     Ok(Outcome::default())
 }
 

@@ -603,3 +603,74 @@ fn oops_send_errors_say_what_is_wrong() {
         assert!(stderr.contains(message), "{full:?}: {stderr}");
     }
 }
+
+/// A dump file that cannot be written (here the directory was replaced by a file) is said
+/// on stderr and counted, its line still comes out, and the listener goes on: the next dump,
+/// once the directory is back, gets its file.
+#[test]
+fn live_listener_goes_on_when_a_dump_file_cannot_be_written() {
+    let dir = scratch("oops-listen-gone");
+    let (mut child, bind, _banner, mut stderr) = common::spawn_bound(
+        &["oops", "listen"],
+        &["--format", "json", "--dir", dir.to_str().unwrap()],
+    );
+    let target: SocketAddr = bind.parse().unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let source = sender.local_addr().unwrap().to_string();
+    let dump_log = log(1500, 3);
+    let send = |dump_id: u16| {
+        let mut encoder = DumpEncoder::new(
+            &DumpMeta::v2(dump_id, DumpType::PrintkBuffer, b"6.6.0"),
+            b"",
+            &dump_log,
+        )
+        .unwrap();
+        let mut buf = [0u8; 2048];
+        while let Some(len) = encoder.write_next(&mut buf).unwrap() {
+            sender.send_to(&buf[..len], target).unwrap();
+        }
+    };
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+
+    std::fs::remove_dir(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    send(21);
+    stdout.read_line(&mut line).unwrap();
+    let json: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (json["dump_id"].as_u64(), json["complete"].as_bool()),
+        (Some(21), Some(true))
+    );
+    assert_eq!(json["file"], Value::Null);
+    assert!(child.try_wait().unwrap().is_none(), "the listener stopped");
+
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    send(22);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let json: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["dump_id"], 22);
+    let file = dir.join(format!("{source}-22.log"));
+    assert_eq!(json["file"], file.display().to_string());
+    let written = std::fs::read(&file).unwrap();
+    assert!(written.ends_with(&dump_log));
+
+    common::signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut report = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut report).unwrap();
+    assert!(
+        report.contains(&format!("ncrx: dump 21 from {source}: cannot create ")),
+        "{report}"
+    );
+    assert!(report.contains("its file is not kept"), "{report}");
+    assert!(report.contains("2 dumps complete, 0 partial"), "{report}");
+    assert!(
+        report.contains("ncrx: 1 dump files and 0 lines could not be written"),
+        "{report}"
+    );
+    assert!(dir.join(format!("{source}-22.log")).is_file());
+    assert!(!dir.join(format!("{source}-21.log")).exists());
+}
