@@ -328,6 +328,8 @@ const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// `ncrx oops listen`.
 pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
+    // The directory is made before any socket is bound: a bad one fails at once.
+    let mut sink = DumpSink::new(&args.output, true)?;
     let mut sockets = Vec::new();
     for &addr in &args.bind {
         let socket = crate::net::bind_listener(addr, false, RECEIVE_BUFFER)?.socket;
@@ -362,7 +364,6 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
     }
     drop(sender);
 
-    let mut sink = DumpSink::new(&args.output, true)?;
     let mut collector = Collector::new(CollectorConfig::default());
     let mut rejected = 0;
     while !stop.load(Ordering::Relaxed) {

@@ -871,6 +871,28 @@ fn a_file_that_cannot_be_written_is_counted_and_the_rest_goes_on() {
     );
 }
 
+/// `count` sockets on consecutive loopback addresses from `first`.
+fn senders_from(first: std::net::Ipv4Addr, count: u32) -> Vec<UdpSocket> {
+    (0..count)
+        .map(|i| UdpSocket::bind((std::net::Ipv4Addr::from(u32::from(first) + i), 0)).unwrap())
+        .collect()
+}
+
+/// Record `seq` from every sender.
+fn send_round(senders: &[UdpSocket], seq: u64, target: SocketAddr) {
+    for sender in senders {
+        let record = format!("6,{seq},{seq}000,-;record {seq}\n");
+        sender.send_to(record.as_bytes(), target).unwrap();
+    }
+}
+
+/// How many descriptors `child` has open.
+fn open_descriptors(child: &Child) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .unwrap()
+        .count()
+}
+
 /// More senders than files kept open (256): every file gets its lines, and the listener's
 /// open descriptors stay bounded.
 #[test]
@@ -884,27 +906,13 @@ fn more_senders_than_open_files_each_get_their_file() {
         "--threads",
         "1",
     ]);
-    let senders: Vec<UdpSocket> = (0..300u32)
-        .map(|i| {
-            let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 3, 0, 1)) + i);
-            UdpSocket::bind((ip, 0)).unwrap()
-        })
-        .collect();
+    let senders = senders_from(std::net::Ipv4Addr::new(127, 3, 0, 1), 300);
     for seq in 0..2u64 {
-        for sender in &senders {
-            sender
-                .send_to(
-                    format!("6,{seq},{seq}000,-;record {seq}\n").as_bytes(),
-                    target,
-                )
-                .unwrap();
-        }
+        send_round(&senders, seq, target);
         // Each round is written (and its files opened) before the next.
         std::thread::sleep(Duration::from_millis(400));
     }
-    let open = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
-        .unwrap()
-        .count();
+    let open = open_descriptors(&child);
     assert_eq!(terminate(&mut child), 0);
     assert!(open < 256 + 32, "{open} descriptors open");
     for sender in &senders {
@@ -923,60 +931,27 @@ fn more_senders_than_open_files_each_get_their_file() {
 #[test]
 fn four_threads_share_a_low_open_file_limit_and_lose_no_line() {
     let dir = scratch("listen-nofile");
-    let mut spawned = None;
-    for _ in 0..5 {
-        let bind = format!("127.0.0.1:{}", common::free_port());
-        let mut child = std::process::Command::new("bash")
-            .args(["-c", "ulimit -n 300 && exec \"$0\" \"$@\""])
-            .arg(env!("CARGO_BIN_EXE_ncrx"))
-            .args([
-                "listen",
-                "--bind",
-                &bind,
-                "--threads",
-                "4",
-                "--time",
-                "kernel",
-            ])
-            .args(["--dir", dir.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut banner = String::new();
-        stderr.read_line(&mut banner).unwrap();
-        if banner.contains("in use") {
-            child.wait().unwrap();
-            continue;
-        }
-        assert!(banner.contains("(4 threads, SO_REUSEPORT)"), "{banner}");
-        spawned = Some((child, bind.parse::<SocketAddr>().unwrap(), stderr));
-        break;
-    }
-    let (mut child, target, mut stderr) = spawned.expect("a free port in 5 tries");
-
-    let senders: Vec<UdpSocket> = (0..400u32)
-        .map(|i| {
-            let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 5, 0, 1)) + i);
-            UdpSocket::bind((ip, 0)).unwrap()
-        })
-        .collect();
+    let (mut child, bind, banner, mut stderr) = common::spawn_bound_in(
+        &["bash", "-c", "ulimit -n 300 && exec \"$0\" \"$@\""],
+        &["listen"],
+        &[
+            "--threads",
+            "4",
+            "--time",
+            "kernel",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        std::process::Stdio::null,
+    );
+    assert!(banner.contains("(4 threads, SO_REUSEPORT)"), "{banner}");
+    let target: SocketAddr = bind.parse().unwrap();
+    let senders = senders_from(std::net::Ipv4Addr::new(127, 5, 0, 1), 400);
     let mut most_open = 0;
     for seq in 0..3u64 {
-        for sender in &senders {
-            sender
-                .send_to(
-                    format!("6,{seq},{seq}000,-;record {seq}\n").as_bytes(),
-                    target,
-                )
-                .unwrap();
-        }
+        send_round(&senders, seq, target);
         std::thread::sleep(Duration::from_millis(400));
-        let open = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
-            .unwrap()
-            .count();
-        most_open = most_open.max(open);
+        most_open = most_open.max(open_descriptors(&child));
     }
     assert_eq!(terminate(&mut child), 0);
     let mut report = String::new();

@@ -148,9 +148,30 @@ pub(crate) fn spawn_bound_to(
     extra: &[&str],
     stdout: impl Fn() -> Stdio,
 ) -> (Child, String, String, BufReader<ChildStderr>) {
+    spawn_bound_in(&[], command, extra, stdout)
+}
+
+/// [`spawn_bound_to`], ncrx started by `wrapper` (a program and its arguments, ncrx's path
+/// and arguments after them), e.g. a shell that sets a limit first and `exec`s it (so the
+/// child is ncrx itself).
+#[allow(dead_code, reason = "not every test binary uses it")]
+pub(crate) fn spawn_bound_in(
+    wrapper: &[&str],
+    command: &[&str],
+    extra: &[&str],
+    stdout: impl Fn() -> Stdio,
+) -> (Child, String, String, BufReader<ChildStderr>) {
     for _ in 0..5 {
         let bind = format!("127.0.0.1:{}", free_port());
-        let mut child = ncrx()
+        let mut ncrx = match wrapper {
+            [] => ncrx(),
+            [program, arguments @ ..] => {
+                let mut wrapped = Command::new(program);
+                wrapped.args(arguments).arg(env!("CARGO_BIN_EXE_ncrx"));
+                wrapped
+            }
+        };
+        let mut child = ncrx
             .args(command)
             .args(["--bind", &bind])
             .args(extra)
