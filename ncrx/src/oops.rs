@@ -49,18 +49,30 @@ const MAX_SUFFIX: u32 = 100_000;
 
 /// Creates a new file for a dump: `DIR/<source>-<dump_id>.log`, or when that exists (a dump
 /// of the same source and id written before, in this run or an earlier one)
-/// `<source>-<dump_id>.2.log`, `.3.log`, ...: a dump file is never overwritten.
+/// `<source>-<dump_id>.2.log`, `.3.log`, ...: a dump file is never overwritten. A directory
+/// removed since the start is made again.
 fn create_dump_file(
     dir: &Path,
     source: SocketAddr,
     dump_id: u16,
 ) -> Result<(PathBuf, File), Failure> {
     let mut path = dir.join(format!("{source}-{dump_id}.log"));
-    for n in 2..=MAX_SUFFIX + 1 {
+    let mut made_dir = false;
+    let mut n = 2;
+    while n <= MAX_SUFFIX + 1 {
         match File::options().write(true).create_new(true).open(&path) {
             Ok(file) => return Ok((path, file)),
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
                 path = dir.join(format!("{source}-{dump_id}.{n}.log"));
+                n += 1;
+            }
+            // The directory was removed since the start: made again once.
+            Err(error)
+                if error.kind() == io::ErrorKind::NotFound
+                    && !made_dir
+                    && fs::create_dir_all(dir).is_ok() =>
+            {
+                made_dir = true;
             }
             Err(source) => {
                 return Err(Failure::File {

@@ -1057,7 +1057,8 @@ impl Files {
     /// Appends `lines` to `source`'s file, opening it (and closing the least recently
     /// written one when `max_open` are open) if needed. When the process is out of file
     /// descriptors (`EMFILE`, `ENFILE`: other threads' files, connections), the least
-    /// recently written files are closed until it opens, rather than the lines lost.
+    /// recently written files are closed until it opens, rather than the lines lost; when
+    /// the directory is gone, it is made again.
     fn write(&mut self, host: &Arc<str>, lines: &[u8], errors: &mut WriteErrors) {
         if lines.is_empty() {
             return;
@@ -1068,6 +1069,7 @@ impl Files {
                 self.close_oldest();
             }
             let path = self.path(host);
+            let mut made_dir = false;
             let file = loop {
                 match (self.opener)(&path) {
                     Ok(file) => break file,
@@ -1076,6 +1078,14 @@ impl Files {
                             error.raw_os_error(),
                             Some(nix::libc::EMFILE | nix::libc::ENFILE)
                         ) && self.close_oldest() => {}
+                    // The directory was removed (by hand, by a clean-up): made again once.
+                    Err(error)
+                        if error.kind() == io::ErrorKind::NotFound
+                            && !made_dir
+                            && std::fs::create_dir_all(&self.dir).is_ok() =>
+                    {
+                        made_dir = true;
+                    }
                     Err(error) => {
                         errors.failed(lines, &path, &error);
                         return;

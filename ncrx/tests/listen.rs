@@ -1088,3 +1088,34 @@ fn a_closed_standard_output_stops_the_listener_with_its_counts() {
         "{report}"
     );
 }
+
+/// The --dir directory removed while the listener runs (its files with it) is made again
+/// when a file is next opened: for a new sender, and for every sender after SIGHUP (files
+/// already open are written where they are until then, as logrotate's moves need).
+#[test]
+fn a_removed_dir_is_made_again() {
+    let dir = scratch("listen-dir-removed");
+    let (mut child, target, mut stderr) =
+        listener(&["--dir", dir.to_str().unwrap(), "--time", "kernel"]);
+    let senders = senders_from(std::net::Ipv4Addr::new(127, 6, 0, 1), 3);
+    send_round(&senders[..2], 0, target);
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::remove_dir_all(&dir).unwrap();
+    common::signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    send_round(&senders[..2], 1, target);
+    // A sender not seen before.
+    send_round(&senders[2..], 0, target);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(!report.contains("write error"), "{report}");
+    for (n, sender) in senders.iter().enumerate() {
+        let ip = sender.local_addr().unwrap().ip();
+        let lines = lines_of(&dir.join(format!("{ip}.log")), 1);
+        assert_eq!(lines.len(), 1, "{ip}: {lines:?}");
+        let last = if n < 2 { "record 1" } else { "record 0" };
+        assert!(lines[0].ends_with(last), "{ip}: {lines:?}");
+    }
+}
