@@ -78,18 +78,22 @@ impl std::fmt::Display for Counts {
     }
 }
 
-/// Files of `--dir`: lines gathered per source, written at each flush.
-struct Files {
+/// Files of `--dir`: lines gathered per source, written at each flush. (`W` is a file; a
+/// test's stand-in for one.)
+struct Files<W = File> {
     dir: PathBuf,
     extension: &'static str,
     /// Lines waiting, by file stem (the sender's name, or its address).
     pending: HashMap<Arc<str>, Vec<u8>>,
     /// Open files and when each was last written (a flush count).
-    open: HashMap<Arc<str>, (File, u64)>,
+    open: HashMap<Arc<str>, (W, u64)>,
     /// `open` holds at most this many.
     max_open: usize,
     /// Opens a file for appending ([`open_append`]; a test's stand-in).
-    opener: fn(&Path) -> io::Result<File>,
+    opener: fn(&Path) -> io::Result<W>,
+    /// The rest of a line whose write failed part way, by file stem: written first next
+    /// time (see [`write_lines`]).
+    tails: HashMap<Arc<str>, Vec<u8>>,
     flushes: u64,
 }
 
@@ -251,6 +255,7 @@ impl Sink {
                     open: HashMap::new(),
                     max_open: options.max_open_files.max(1),
                     opener: open_append,
+                    tails: HashMap::new(),
                     flushes: 0,
                 })
             }
@@ -325,14 +330,20 @@ impl Sink {
         }
     }
 
-    /// Drops what is left for standard output (the lines gathered, the rest of a line cut
-    /// by a failed write), counted as not written: the listener stops and standard output
-    /// failed.
+    /// Drops what could not be written by the stop, counted as not written: for standard
+    /// output (it failed) the lines gathered and the rest of a line cut by a failed write;
+    /// for files, the rest of such lines.
     pub(crate) fn discard(&mut self) {
-        if let Destination::Stdout(batch) = &mut self.destination {
-            self.write_errors.lines_lost += newlines(batch) + newlines(&self.stdout_tail);
-            batch.clear();
-            self.stdout_tail.clear();
+        match &mut self.destination {
+            Destination::Stdout(batch) => {
+                self.write_errors.lines_lost += newlines(batch) + newlines(&self.stdout_tail);
+                batch.clear();
+                self.stdout_tail.clear();
+            }
+            Destination::Dir(files) => {
+                self.write_errors.lines_lost += files.unfinished();
+                files.tails.clear();
+            }
         }
     }
 
@@ -1029,13 +1040,24 @@ impl Sink {
     }
 }
 
-impl Files {
+impl<W: Write> Files<W> {
     fn flush(&mut self, errors: &mut WriteErrors) {
         self.flushes += 1;
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
+        // A line cut by a failed write is finished even when its sender sent nothing since.
+        for host in self.tails.keys() {
+            if !pending.contains_key(host) {
+                pending.insert(Arc::clone(host), Vec::new());
+            }
+        }
         for (host, lines) in pending {
             self.write(&host, &lines, errors);
         }
+    }
+
+    /// Lines cut by a failed write and never finished.
+    fn unfinished(&self) -> u64 {
+        self.tails.values().map(|tail| newlines(tail)).sum()
     }
 
     /// `DIR/<host>.<extension>`, with any `/` of a name from a hosts file made `_`.
@@ -1060,7 +1082,7 @@ impl Files {
     /// recently written files are closed until it opens, rather than the lines lost; when
     /// the directory is gone, it is made again.
     fn write(&mut self, host: &Arc<str>, lines: &[u8], errors: &mut WriteErrors) {
-        if lines.is_empty() {
+        if lines.is_empty() && !self.tails.contains_key(host) {
             return;
         }
         let flushes = self.flushes;
@@ -1087,7 +1109,10 @@ impl Files {
                         made_dir = true;
                     }
                     Err(error) => {
-                        errors.failed(lines, &path, &error);
+                        // (A retry only to finish a cut line is not counted again.)
+                        if !lines.is_empty() {
+                            errors.failed(lines, &path, &error);
+                        }
                         return;
                     }
                 }
@@ -1098,9 +1123,16 @@ impl Files {
             return;
         };
         *used = flushes;
-        if let Err(error) = file.write_all(lines) {
-            let path = self.path(host);
-            errors.failed(lines, &path, &error);
+        let mut tail = self.tails.remove(host).unwrap_or_default();
+        let written = write_lines(file, lines, &mut tail);
+        if !tail.is_empty() {
+            self.tails.insert(Arc::clone(host), tail);
+        }
+        if let Err((error, lost)) = written {
+            if !lines.is_empty() {
+                let path = self.path(host);
+                errors.failed_lines(lost, &path.display().to_string(), &error);
+            }
             // Opened again next time (the disk may have room by then).
             self.open.remove(host);
         }
@@ -1501,6 +1533,102 @@ mod tests {
         assert!(disk.bytes.ends_with(b"seventh\nabcd\nhijk\n"));
     }
 
+    thread_local! {
+        /// The disk of [`open_shared_disk`]'s files: their bytes by path, and the room left.
+        static DISK: std::cell::RefCell<(HashMap<PathBuf, Vec<u8>>, usize)> =
+            std::cell::RefCell::new((HashMap::new(), 0));
+    }
+
+    /// A file on [`DISK`].
+    struct DiskFile(PathBuf);
+
+    impl Write for DiskFile {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            DISK.with_borrow_mut(|(files, room)| {
+                if *room == 0 {
+                    return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+                }
+                let n = buf.len().min(*room);
+                files
+                    .entry(self.0.clone())
+                    .or_default()
+                    .extend_from_slice(&buf[..n]);
+                *room -= n;
+                Ok(n)
+            })
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[allow(
+        clippy::unnecessary_wraps,
+        reason = "the signature of Files::opener; this disk always opens"
+    )]
+    fn open_shared_disk(path: &Path) -> io::Result<DiskFile> {
+        Ok(DiskFile(path.to_path_buf()))
+    }
+
+    /// `--dir` on a disk that fills up, then gets room again: a line cut by the full disk is
+    /// finished first (even for a sender that sends nothing more), the lines of the batches
+    /// that found no room are counted as not written, and every file holds whole lines only.
+    #[test]
+    fn dir_files_on_a_full_disk_keep_whole_lines() {
+        let mut files = Files {
+            dir: PathBuf::from("/d"),
+            extension: "log",
+            pending: HashMap::new(),
+            open: HashMap::new(),
+            max_open: 8,
+            opener: open_shared_disk,
+            tails: HashMap::new(),
+            flushes: 0,
+        };
+        let mut errors = WriteErrors::default();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let gather = |files: &mut Files<DiskFile>, host: &Arc<str>, line: &str| {
+            files
+                .pending
+                .entry(Arc::clone(host))
+                .or_default()
+                .extend_from_slice(line.as_bytes());
+        };
+        DISK.with_borrow_mut(|(_, room)| *room = 9);
+        gather(&mut files, &a, "a one\na two\n");
+        gather(&mut files, &b, "b one\n");
+        files.flush(&mut errors);
+        // 9 bytes of room, whichever sender goes first: one line out, one cut (its rest
+        // kept), one lost.
+        assert_eq!((errors.lines_lost, files.tails.len()), (1, 1));
+        DISK.with_borrow_mut(|(_, room)| *room = 0);
+        gather(&mut files, &b, "b two\n");
+        files.flush(&mut errors);
+        let lost_while_full = errors.lines_lost;
+        // Room again; `a`, whose line was cut, sends nothing more.
+        DISK.with_borrow_mut(|(_, room)| *room = 1000);
+        gather(&mut files, &b, "b three\n");
+        files.flush(&mut errors);
+        assert!(files.tails.is_empty(), "{:?}", files.tails);
+        DISK.with_borrow(|(written, _)| {
+            for (path, bytes) in written {
+                let text = String::from_utf8(bytes.clone()).unwrap();
+                assert!(text.ends_with('\n'), "{path:?}: {text:?}");
+                for line in text.lines() {
+                    assert!(
+                        ["a one", "a two", "b one", "b two", "b three"].contains(&line),
+                        "{path:?}: {text:?}"
+                    );
+                }
+            }
+            let lines: u64 = written.values().map(|b| newlines(b)).sum();
+            // Five lines were gathered; those out plus those counted lost make five.
+            assert_eq!(lines + lost_while_full, 5, "{written:?}");
+        });
+        assert_eq!(errors.lines_lost, lost_while_full);
+        assert_eq!(lost_while_full, 2);
+    }
+
     /// Opens as `open_append` does, but fails with `EMFILE` every second call: as if the
     /// process were out of file descriptors until a file is closed.
     fn open_every_second(path: &Path) -> io::Result<File> {
@@ -1526,6 +1654,7 @@ mod tests {
             open: HashMap::new(),
             max_open: 8,
             opener: open_every_second,
+            tails: HashMap::new(),
             flushes: 0,
         };
         let mut errors = WriteErrors::default();
