@@ -37,8 +37,9 @@ pub(crate) enum Command {
         "  ncrx listen --dir /var/log/netconsole        # one file per sender\n",
         "  ncrx listen --threads 4                      # 4 receivers, senders sharded by the kernel\n\n",
         "Datagrams are read in batches (recvmmsg) and lines written in batches: when the sockets\n",
-        "have nothing more, and at least every 100 ms. The kernel's drops for the sockets (their\n",
-        "receive buffer was full) are counted and reported; so are senders refused.\n",
+        "have nothing more, and at least every 100 ms (standard output by a thread of its own,\n",
+        "which queues up to 16 MiB while a write stalls). The kernel's drops for the sockets\n",
+        "(their receive buffer was full) are counted and reported; so are senders refused.\n",
         "Records come out in sequence order as the receiver releases them; retransmission\n",
         "requests and acks go back to each sender's address and port. On SIGINT/SIGTERM\n",
         "everything held is flushed (holes as 'lost'), counts go to stderr, exit code 0."

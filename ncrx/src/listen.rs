@@ -5,9 +5,10 @@
 //! reads a batch of datagrams per system call, feeds them to the receiver, writes the events
 //! into a buffer, sends the receiver's responses from the socket the sender's datagrams came
 //! to, and writes the buffer when the sockets have nothing more to give, when it is full, and
-//! at least every [`FLUSH_INTERVAL`]. Nothing is allocated or handed to another thread per
-//! datagram. While datagrams keep coming, it sleeps [`COALESCE`] between reads rather than
-//! waking for each datagram.
+//! at least every [`FLUSH_INTERVAL`] (standard output is written by a thread of the sink's,
+//! which takes whole batches: see `sink::WRITER_BATCHES`). Nothing is allocated or handed to
+//! another thread per datagram. While datagrams keep coming, it sleeps [`COALESCE`] between
+//! reads rather than waking for each datagram.
 //!
 //! SIGINT or SIGTERM stops it: each thread reads what its sockets still hold, flushes what
 //! its receiver holds (holes come out as `lost`), writes it out and reports; the totals go to
@@ -308,8 +309,12 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         .map_or_else(default_threads, usize::from)
         .max(1);
     let mut sink_options = sink_options(args)?;
-    // Checked before any socket is bound, so that a bad directory fails fast.
-    Sink::new(&sink_options)?;
+    // Checked before any socket is bound, so that a bad directory fails fast (without a
+    // thread for standard output: this sink writes nothing).
+    Sink::new(&SinkOptions {
+        keep_going: false,
+        ..sink_options.clone()
+    })?;
     let (threads, shards) = match activated_sockets(args)? {
         Some(sockets) => {
             if threads > 1 && args.threads.is_some() {
@@ -713,6 +718,15 @@ impl Shard {
         if failed.is_none() {
             failed = self.flush(shared).err();
         }
+        // Standard output's thread writes what it was handed (the supervisor says how much
+        // is left if it cannot), then says whether its reader went away meanwhile.
+        let unwritten = self.sink.unwritten();
+        shared.writing.fetch_add(unwritten, Ordering::AcqRel);
+        self.sink.finish();
+        shared.writing.fetch_sub(unwritten, Ordering::AcqRel);
+        if failed.is_none() {
+            failed = self.sink.flush().err();
+        }
         // What standard output could not take by now is counted as not written.
         self.sink.discard();
         if failed.is_some() {
@@ -923,7 +937,9 @@ impl Shard {
         if let (Some(forwarder), Some(batch)) = (&self.forwarder, self.sink.take_syslog()) {
             forwarder.send(batch);
         }
-        let pending = self.sink.pending();
+        // With standard output's queue full, `flush` waits for its thread: what it has not
+        // written counts then too.
+        let pending = self.sink.unwritten();
         shared.writing.fetch_add(pending, Ordering::AcqRel);
         let result = self.sink.flush();
         shared.writing.fetch_sub(pending, Ordering::AcqRel);
