@@ -17,7 +17,8 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use ncrx_core::{Event, IncompleteRecord, Record, RestartReason};
@@ -137,9 +138,10 @@ pub(crate) struct SinkOptions {
     /// With `dir`: files kept open at most ([`MAX_OPEN_FILES`], or a thread's share of the
     /// process's open-file limit).
     pub(crate) max_open_files: usize,
-    /// A daemon's standard output: a write that fails for any reason but a closed pipe (a
-    /// full disk, a quota) loses its lines, counted as for `dir`, and the sink goes on.
-    /// Otherwise (a command's output) every failure is returned.
+    /// A daemon's standard output, written by a thread of its own: a write that fails for
+    /// any reason but a closed pipe (a full disk, a quota) loses its lines, counted as for
+    /// `dir`, and the sink goes on. Otherwise (a command's output) it is written as it goes,
+    /// and every failure is returned.
     pub(crate) keep_going: bool,
 }
 
@@ -227,15 +229,8 @@ pub(crate) struct Sink {
     /// Evicted sources keep their own counts (at stop, when every source is flushed).
     closing: bool,
     pub(crate) write_errors: WriteErrors,
-    /// See [`SinkOptions::keep_going`].
-    keep_going: bool,
-    /// The rest of a line whose write to standard output failed part way: written first
-    /// next time, so that the line comes out whole.
-    stdout_tail: Vec<u8>,
-    /// Standard output, unbuffered (a duplicate of descriptor 1): what a write reports
-    /// written is in the file, not kept back in `std`'s line buffer to come out later.
-    stdout: Option<File>,
-    /// A listener's standard output, written by a thread of its own.
+    /// A listener's standard output ([`SinkOptions::keep_going`]), written by a thread of its
+    /// own; a command's is written as it goes, and its first failure stops it.
     writer: Option<Writer>,
 }
 
@@ -250,8 +245,8 @@ const WRITER_BATCHES: usize = 64;
 /// Standard output written by a thread of its own: full batches go to it, their buffers come
 /// back empty for the next ones, so nothing is allocated once enough exist.
 struct Writer {
-    to_write: std::sync::mpsc::SyncSender<Vec<u8>>,
-    written: std::sync::mpsc::Receiver<Vec<u8>>,
+    to_write: mpsc::SyncSender<Vec<u8>>,
+    written: mpsc::Receiver<Vec<u8>>,
     /// Buffers made so far (queued, being written or back): at most [`WRITER_BATCHES`].
     buffers: usize,
     state: Arc<WriterState>,
@@ -265,20 +260,26 @@ struct Writer {
 #[derive(Default)]
 struct WriterState {
     /// Bytes handed over and not yet written.
-    queued: std::sync::atomic::AtomicUsize,
-    lines_lost: std::sync::atomic::AtomicU64,
-    errors: std::sync::atomic::AtomicU64,
-    last_error: std::sync::Mutex<Option<String>>,
+    queued: AtomicUsize,
+    lines_lost: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
     /// Standard output's reader is gone.
-    broken: std::sync::atomic::AtomicBool,
+    broken: AtomicBool,
 }
 
 impl Writer {
-    /// Starts the thread that writes to `out`.
-    fn start(mut out: File) -> io::Result<Self> {
-        use std::sync::atomic::Ordering;
-        let (to_write, batches) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITER_BATCHES);
-        let (give_back, written) = std::sync::mpsc::sync_channel(WRITER_BATCHES);
+    /// Starts the thread that writes standard output: a duplicate of descriptor 1, written
+    /// unbuffered (what a write reports written is in the file, not kept in `std`'s line
+    /// buffer to come out later, after lines counted as lost), or `std`'s `Stdout` when the
+    /// descriptor cannot be duplicated.
+    fn start() -> io::Result<Self> {
+        let mut out: Box<dyn Write + Send> = match io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(File::from(fd)),
+            Err(_) => Box::new(io::stdout()),
+        };
+        let (to_write, batches) = mpsc::sync_channel::<Vec<u8>>(WRITER_BATCHES);
+        let (give_back, written) = mpsc::sync_channel(WRITER_BATCHES);
         let state = Arc::new(WriterState::default());
         let shared = Arc::clone(&state);
         let thread = std::thread::Builder::new()
@@ -286,7 +287,7 @@ impl Writer {
             .spawn(move || {
                 let mut tail = Vec::new();
                 for mut batch in batches {
-                    let lines = if shared.broken.load(Ordering::Relaxed) {
+                    let outcome = if shared.broken.load(Ordering::Relaxed) {
                         Err((
                             io::Error::from_raw_os_error(nix::libc::EPIPE),
                             newlines(&batch),
@@ -296,7 +297,7 @@ impl Writer {
                         let _locked = io::stdout().lock();
                         write_lines(&mut out, &batch, &mut tail)
                     };
-                    if let Err((error, lost)) = lines {
+                    if let Err((error, lost)) = outcome {
                         shared.lines_lost.fetch_add(lost, Ordering::Relaxed);
                         if !shared.broken.load(Ordering::Relaxed) {
                             shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -332,7 +333,6 @@ impl Writer {
     /// Hands `batch` over and leaves an empty buffer in its place, waiting for one only when
     /// [`WRITER_BATCHES`] are queued.
     fn hand_over(&mut self, batch: &mut Vec<u8>) {
-        use std::sync::atomic::Ordering;
         let spare = match self.written.try_recv() {
             Ok(spare) => spare,
             Err(_) if self.buffers < WRITER_BATCHES => {
@@ -346,7 +346,7 @@ impl Writer {
         };
         let full = std::mem::replace(batch, spare);
         self.state.queued.fetch_add(full.len(), Ordering::AcqRel);
-        if let Err(std::sync::mpsc::SendError(full)) = self.to_write.send(full) {
+        if let Err(mpsc::SendError(full)) = self.to_write.send(full) {
             // The thread is gone (it cannot be, but then the lines are lost, and counted).
             self.state.queued.fetch_sub(full.len(), Ordering::AcqRel);
             self.state
@@ -357,7 +357,6 @@ impl Writer {
 
     /// Adds what the thread counted since the last call to `errors`.
     fn report_into(&mut self, errors: &mut WriteErrors) {
-        use std::sync::atomic::Ordering;
         let lost = self.state.lines_lost.load(Ordering::Acquire);
         let failed = self.state.errors.load(Ordering::Acquire);
         errors.lines_lost += lost - self.seen_lost;
@@ -374,7 +373,7 @@ impl Writer {
 
     /// Waits until everything handed over is written (or counted lost).
     fn finish(&mut self) {
-        let (closed, _) = std::sync::mpsc::sync_channel(0);
+        let (closed, _) = mpsc::sync_channel(0);
         drop(std::mem::replace(&mut self.to_write, closed));
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -425,27 +424,13 @@ impl Sink {
             gone: Counts::default(),
             closing: false,
             write_errors: WriteErrors::default(),
-            keep_going: options.keep_going,
-            stdout_tail: Vec::new(),
-            stdout: None,
             writer: None,
         };
-        if matches!(sink.destination, Destination::Stdout(_)) {
-            sink.stdout = io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .ok()
-                .map(File::from);
-            // A listener's (`keep_going`) is written by a thread of its own; a command's
-            // as it goes, so that its first failure stops it.
-            if options.keep_going {
-                if let Some(out) = sink.stdout.take() {
-                    sink.writer = Some(Writer::start(out).map_err(|source| Failure::Stream {
-                        what: "cannot start the thread that writes standard output",
-                        source,
-                    })?);
-                }
-            }
+        if options.keep_going && matches!(sink.destination, Destination::Stdout(_)) {
+            sink.writer = Some(Writer::start().map_err(|source| Failure::Stream {
+                what: "cannot start the thread that writes standard output",
+                source,
+            })?);
         }
         sink.set_received(SystemTime::now());
         Ok(sink)
@@ -487,14 +472,13 @@ impl Sink {
     }
 
     /// Drops what could not be written by the stop, counted as not written: for standard
-    /// output (it failed) the lines gathered and the rest of a line cut by a failed write;
-    /// for files, the rest of such lines.
+    /// output (it failed) the lines gathered (the writer thread counts the rest of a line
+    /// cut by a failed write); for files, the rest of such lines.
     pub(crate) fn discard(&mut self) {
         match &mut self.destination {
             Destination::Stdout(batch) => {
-                self.write_errors.lines_lost += newlines(batch) + newlines(&self.stdout_tail);
+                self.write_errors.lines_lost += newlines(batch);
                 batch.clear();
-                self.stdout_tail.clear();
             }
             Destination::Dir(files) => {
                 self.write_errors.lines_lost += files.unfinished();
@@ -519,9 +503,10 @@ impl Sink {
 
     /// Bytes handed to the writer thread and not yet written, and bytes gathered.
     pub(crate) fn unwritten(&self) -> usize {
-        let queued = self.writer.as_ref().map_or(0, |w| {
-            w.state.queued.load(std::sync::atomic::Ordering::Acquire)
-        });
+        let queued = self
+            .writer
+            .as_ref()
+            .map_or(0, |w| w.state.queued.load(Ordering::Acquire));
         queued + self.pending()
     }
 
@@ -533,31 +518,21 @@ impl Sink {
         }
     }
 
-    /// Writes out everything gathered. Only a failure of standard output is returned (with
-    /// [`SinkOptions::keep_going`], only a closed pipe); the lines it lost and file errors
-    /// are counted (see [`Sink::report_write_errors`]).
+    /// Writes out everything gathered (a listener's standard output: hands it to its
+    /// thread). Only a failure of standard output is returned (a listener's: only a closed
+    /// pipe); the lines it lost and file errors are counted (see
+    /// [`Sink::report_write_errors`]).
     pub(crate) fn flush(&mut self) -> Result<(), Failure> {
-        match &mut self.destination {
-            Destination::Stdout(batch) if self.writer.is_some() => {
-                let Some(writer) = self.writer.as_mut() else {
-                    return Ok(());
-                };
+        match (&mut self.destination, self.writer.as_mut()) {
+            (Destination::Stdout(batch), Some(writer)) => {
                 // While the thread is behind, lines gather into whole batches: the queue
                 // then holds its full 16 MiB, not 64 batches of a millisecond each.
-                let behind = writer
-                    .state
-                    .queued
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    > 0;
+                let behind = writer.state.queued.load(Ordering::Acquire) > 0;
                 if !batch.is_empty() && (!behind || batch.len() >= STDOUT_BATCH) {
                     writer.hand_over(batch);
                 }
                 writer.report_into(&mut self.write_errors);
-                if writer
-                    .state
-                    .broken
-                    .load(std::sync::atomic::Ordering::Acquire)
-                {
+                if writer.state.broken.load(Ordering::Acquire) {
                     return Err(Failure::Stream {
                         what: "cannot write to standard output",
                         source: io::Error::from_raw_os_error(nix::libc::EPIPE),
@@ -565,34 +540,19 @@ impl Sink {
                 }
                 Ok(())
             }
-            Destination::Stdout(batch) => {
-                if batch.is_empty() && self.stdout_tail.is_empty() {
+            (Destination::Stdout(batch), None) => {
+                if batch.is_empty() {
                     return Ok(());
                 }
-                let tail = &mut self.stdout_tail;
-                // The lock keeps other threads' lines out of this batch (a pipe takes more
-                // than 4 KiB in several pieces).
-                let mut locked = io::stdout().lock();
-                let written = match &mut self.stdout {
-                    Some(file) => write_lines(file, batch, tail),
-                    None => write_lines(&mut locked, batch, tail),
-                };
-                drop(locked);
+                let mut stdout = io::stdout().lock();
+                let written = stdout.write_all(batch).and_then(|()| stdout.flush());
                 batch.clear();
-                let Err((source, lines)) = written else {
-                    return Ok(());
-                };
-                self.write_errors
-                    .failed_lines(lines, "standard output", &source);
-                if self.keep_going && source.kind() != io::ErrorKind::BrokenPipe {
-                    return Ok(());
-                }
-                Err(Failure::Stream {
+                written.map_err(|source| Failure::Stream {
                     what: "cannot write to standard output",
                     source,
                 })
             }
-            Destination::Dir(files) => {
+            (Destination::Dir(files), _) => {
                 files.flush(&mut self.write_errors);
                 Ok(())
             }
@@ -1351,8 +1311,7 @@ impl WriteErrors {
     }
 
     fn failed(&mut self, lines: &[u8], path: &Path, error: &io::Error) {
-        let count = lines.split(|&b| b == b'\n').count() as u64 - 1;
-        self.failed_lines(count, &path.display().to_string(), error);
+        self.failed_lines(newlines(lines), &path.display().to_string(), error);
     }
 
     fn failed_lines(&mut self, lines: u64, what: &str, error: &io::Error) {
@@ -1837,7 +1796,6 @@ mod tests {
     /// Opens as `open_append` does, but fails with `EMFILE` every second call: as if the
     /// process were out of file descriptors until a file is closed.
     fn open_every_second(path: &Path) -> io::Result<File> {
-        use std::sync::atomic::{AtomicUsize, Ordering};
         static CALLS: AtomicUsize = AtomicUsize::new(0);
         if CALLS.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
             return Err(io::Error::from_raw_os_error(nix::libc::EMFILE));
