@@ -34,7 +34,7 @@ struct DumpSink<'a> {
     output: &'a OopsOutput,
     complete: u64,
     partial: u64,
-    /// A listener's: a dump file that cannot be written (a full disk, a directory gone),
+    /// A listener's: a dump file that cannot be written (a full disk, no permission),
     /// or a stdout line that cannot (but for a closed pipe), is counted and said on stderr,
     /// and the listener goes on. A capture's decode stops at the first.
     keep_going: bool,
