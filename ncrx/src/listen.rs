@@ -5,8 +5,9 @@
 //! reads a batch of datagrams per system call, feeds them to the receiver, writes the events
 //! into a buffer, sends the receiver's responses from the socket the sender's datagrams came
 //! to, and writes the buffer when the sockets have nothing more to give, when it is full, and
-//! at least every [`FLUSH_INTERVAL`] (standard output is written by a thread of the sink's,
-//! which takes whole batches: see `sink::WRITER_BATCHES`). Nothing is allocated or handed to
+//! at least every [`FLUSH_INTERVAL`] (the output, standard output or the files of `--dir`, is
+//! written by a thread of the sink's, which takes whole batches: see `sink::WRITER_BATCHES`;
+//! the files' lines are handed to it at most every 100 ms: see `sink::DIR_LINGER`). Nothing is allocated or handed to
 //! another thread per datagram. While datagrams keep coming, it sleeps [`COALESCE`] between
 //! reads rather than waking for each datagram.
 //!
@@ -692,15 +693,7 @@ impl Shard {
                 // Datagrams are coming: let some more arrive (see COALESCE).
                 thread::sleep(self.coalesce);
             } else if idle {
-                let wait = self.rx.poll_timeout().map_or(POLL_INTERVAL, |deadline| {
-                    deadline
-                        .saturating_duration_since(self.now())
-                        .min(POLL_INTERVAL)
-                });
-                if net::wait(&self.sockets, wait, &mut self.errors).is_err() {
-                    thread::sleep(Duration::from_millis(1));
-                }
-                self.take_errors();
+                self.wait_for_datagrams();
             }
         }
         // Everything held comes out: holes as lost, sources flushed.
@@ -748,6 +741,25 @@ impl Shard {
         report.write_errors = self.sink.write_errors.errors;
         report.last_write_error = self.sink.write_errors.last().map(str::to_owned);
         (report, failed)
+    }
+
+    /// Waits until a socket has a datagram, the receiver's next timer, or the sink's lines
+    /// are due, for at most [`POLL_INTERVAL`].
+    fn wait_for_datagrams(&mut self) {
+        let wait = self.rx.poll_timeout().map_or(POLL_INTERVAL, |deadline| {
+            deadline
+                .saturating_duration_since(self.now())
+                .min(POLL_INTERVAL)
+        });
+        // Lines the sink holds back (see `sink::DIR_LINGER`) are written in time.
+        let wait = self
+            .sink
+            .flush_due()
+            .map_or(wait, |due| wait.min(due.max(Duration::from_millis(1))));
+        if net::wait(&self.sockets, wait, &mut self.errors).is_err() {
+            thread::sleep(Duration::from_millis(1));
+        }
+        self.take_errors();
     }
 
     /// The counters as the metrics show them.

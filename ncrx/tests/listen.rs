@@ -191,6 +191,11 @@ fn one_file_per_source() {
     let file = dir.join("127.0.0.1.log");
     let lines = lines_of(&file, 1);
     let after = jiff::Timestamp::now();
+    // A record right after the first is held back (lines are handed to the files' thread
+    // at most every 100 ms), and still written with nothing more coming and no signal.
+    kernel.send_to(b"3,1,12345679,-;again\n", target).unwrap();
+    let both = lines_of(&file, 2);
+    assert!(both[1].ends_with("#1 [   12.345679] <3> again"), "{both:?}");
     assert_eq!(terminate(&mut child), 0);
     let (received, rest) = lines[0].split_once(' ').unwrap();
     let received = time_of(received);
@@ -1151,6 +1156,60 @@ fn a_reader_that_pauses_makes_the_kernel_drop_nothing() {
         kernel.send_to(record.as_bytes(), target).unwrap();
         // About 12,000 records a second, in bursts of 60: far within the socket buffer
         // while the receiving thread reads, far beyond it if it stopped for a second.
+        if seq % 60 == 59 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(terminate(&mut child), 0);
+    let lines = reader.join().unwrap();
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(report.contains(" 0 kernel drops"), "{report}");
+    assert!(
+        report.contains(&format!("all sources: {records} records, 0 lost")),
+        "{report}"
+    );
+    assert_eq!(lines as u64, records, "{report}");
+}
+
+/// A `--dir` file that takes nothing for a while (a stalled disk, a hung network file
+/// system; here a named pipe that nobody opens for 1.5 s) holds up the listener's file
+/// writer thread, not its receiving thread: the records sent meanwhile wait in the writer's
+/// queue instead of overflowing the socket buffer, and every line comes out. (When the
+/// receiving thread wrote the files itself, it stopped reading its socket at the first
+/// open.)
+#[test]
+fn a_stalled_dir_file_makes_the_kernel_drop_nothing() {
+    let dir = scratch("listen-dir-stalled");
+    let fifo = dir.join("127.0.0.1.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (mut child, target, mut stderr) = listener(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+        "--threads",
+        "1",
+        "--recv-buffer",
+        "262144",
+    ]);
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        let file = std::fs::File::open(&fifo).unwrap();
+        BufReader::new(file).lines().count()
+    });
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let text = "z".repeat(100);
+    let records = 12_000u64;
+    for seq in 0..records {
+        let record = format!("6,{seq},{seq},-;{text}\n");
+        kernel.send_to(record.as_bytes(), target).unwrap();
+        // As in `a_reader_that_pauses_makes_the_kernel_drop_nothing`.
         if seq % 60 == 59 {
             std::thread::sleep(Duration::from_millis(5));
         }
