@@ -221,14 +221,14 @@ fn raise_open_files_limit() -> Option<u64> {
 }
 
 /// Raises the open-file limit and gives each thread its share for `--dir` files, saying so
-/// when the share is less than [`MAX_OPEN_FILES`](crate::sink::MAX_OPEN_FILES).
+/// when the share is less than [`FEW_OPEN_FILES`].
 fn share_open_files(options: &mut SinkOptions, shards: &[Vec<Listening>], threads: usize) {
     let Some(limit) = raise_open_files_limit() else {
         return;
     };
     let sockets = shards.iter().map(Vec::len).sum();
     options.max_open_files = files_per_thread(limit, threads, sockets);
-    if options.dir.is_some() && options.max_open_files < crate::sink::MAX_OPEN_FILES {
+    if options.dir.is_some() && options.max_open_files < FEW_OPEN_FILES {
         eprintln!(
             "ncrx: the open-file limit is {limit}: each thread keeps at most {} files of --dir \
              open, and opens and closes the others as their lines come (raise it with \
@@ -237,6 +237,10 @@ fn share_open_files(options: &mut SinkOptions, shards: &[Vec<Listening>], thread
         );
     }
 }
+
+/// Below this many `--dir` files kept open per thread, the listener says that the open-file
+/// limit is low.
+const FEW_OPEN_FILES: usize = 256;
 
 /// File descriptors set aside from the open-file limit for all but `--dir` files: standard
 /// streams, metrics and syslog connections, name lookups.
@@ -1014,7 +1018,8 @@ mod tests {
         // aside, (1024 - 128 - 4) / 4 = 223 each, which together fit.
         assert_eq!(files_per_thread(1024, 4, 4), 223);
         assert!(4 * 223 + 4 + RESERVED_FDS as usize <= 1024);
-        assert_eq!(files_per_thread(1024, 1, 2), MAX_OPEN_FILES);
+        assert_eq!(files_per_thread(1024, 1, 2), 894);
+        assert_eq!(files_per_thread(1 << 20, 1, 2), MAX_OPEN_FILES);
         assert_eq!(files_per_thread(300, 4, 4), 42);
         // Below what is set aside, one file each (and a full table closes files to open).
         assert_eq!(files_per_thread(64, 2, 2), 1);

@@ -43,8 +43,9 @@ const DIR_BATCH: usize = 1 << 20;
 const DIR_LINGER: Duration = Duration::from_millis(100);
 /// Files a sink keeps open at most with `--dir`; past it the least recently written is
 /// closed. A listener gives each thread less when the open-file limit is low
-/// ([`SinkOptions::max_open_files`]).
-pub(crate) const MAX_OPEN_FILES: usize = 256;
+/// ([`SinkOptions::max_open_files`]). With 1,000 senders and 256 (the limit before), every
+/// write was an `openat` and a `close` too.
+pub(crate) const MAX_OPEN_FILES: usize = 4096;
 /// Write errors are reported on stderr at most this often.
 const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
