@@ -797,6 +797,7 @@ impl Shard {
             sources: self.rx.sources() as u64,
             sources_evicted: stats.sources_evicted,
             held_bytes: self.rx.held_bytes() as u64,
+            unwritten_bytes: self.sink.unwritten() as u64,
             oldest_hole_seconds: self.rx.oldest_hole().map_or(0.0, |found| {
                 self.now().saturating_duration_since(found).as_secs_f64()
             }),

@@ -44,6 +44,8 @@ pub(crate) struct Snapshot {
     pub(crate) sources: u64,
     pub(crate) sources_evicted: u64,
     pub(crate) held_bytes: u64,
+    /// Bytes of lines gathered or queued for the output and not yet written.
+    pub(crate) unwritten_bytes: u64,
     /// Age of the oldest hole still open, in seconds (0 without holes).
     pub(crate) oldest_hole_seconds: f64,
     /// The senders with series: (host, source address, counts).
@@ -68,6 +70,7 @@ impl Snapshot {
         self.sources += slot.sources;
         self.sources_evicted += slot.sources_evicted;
         self.held_bytes += slot.held_bytes;
+        self.unwritten_bytes += slot.unwritten_bytes;
         self.oldest_hole_seconds = self.oldest_hole_seconds.max(slot.oldest_hole_seconds);
     }
 }
@@ -117,6 +120,12 @@ impl Board {
                 "held_bytes",
                 "Record bytes held, waiting for holes to fill",
                 total.held_bytes,
+            ),
+            (
+                "unwritten_bytes",
+                "Bytes of lines gathered or queued for the output and not yet written (grows \
+                 while the output is stalled, up to 16 MiB a thread)",
+                total.unwritten_bytes,
             ),
         ] {
             let gauge = Gauge::<i64>::default();

@@ -520,6 +520,36 @@ fn http_get(addr: &str, path: &str, accept: &str) -> (String, String) {
     (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
 
+/// The address of the metrics server, from the listener's next line on stderr.
+fn metrics_addr(stderr: &mut BufReader<ChildStderr>) -> String {
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    line.trim_end()
+        .strip_prefix("ncrx: metrics on http://")
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned()
+}
+
+/// Reads the metric `name` from the server at `addr` until `wanted` holds for its value (the
+/// threads publish once a second), and returns that value.
+fn metric_until(addr: &str, name: &str, wanted: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(addr, "/metrics", "text/plain");
+        let value = body
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {body}"));
+        let value: u64 = value.parse().unwrap();
+        if wanted(value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{name} stays at {value}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
     let (mut child, target, mut stderr) = listener(&[
@@ -530,14 +560,7 @@ fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
         "--metrics-sources",
         "1",
     ]);
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim_end()
-        .strip_prefix("ncrx: metrics on http://")
-        .and_then(|l| l.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
+    let addr = metrics_addr(&mut stderr);
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
     let other = UdpSocket::bind("127.0.0.1:0").unwrap();
     for seq in [0, 1, 2, 4] {
@@ -1133,15 +1156,9 @@ fn a_removed_dir_is_made_again() {
 }
 
 /// Sends 12,000 records of 100 bytes from one sender at about 12,000 a second, in bursts of
-/// 60 (far within a socket buffer of 256 KiB while the receiving thread reads, far beyond it
-/// if that thread stopped for a second), stops the listener, and checks that the kernel
-/// dropped none of them and that `reader` (which counts the output's lines) saw them all.
-fn all_out_with_no_kernel_drop(
-    mut child: Child,
-    target: SocketAddr,
-    mut stderr: BufReader<ChildStderr>,
-    reader: std::thread::JoinHandle<usize>,
-) {
+/// 60: far within a socket buffer of 256 KiB while the receiving thread reads, far beyond it
+/// if that thread stopped for a second. Returns how many.
+fn send_paced(target: SocketAddr) -> u64 {
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
     let text = "z".repeat(100);
     let records = 12_000u64;
@@ -1152,6 +1169,17 @@ fn all_out_with_no_kernel_drop(
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+    records
+}
+
+/// Stops the listener, and checks that the kernel dropped none of the `records` sent and
+/// that `reader` (which counts the output's lines) saw them all.
+fn all_out_with_no_kernel_drop(
+    mut child: Child,
+    mut stderr: BufReader<ChildStderr>,
+    reader: std::thread::JoinHandle<usize>,
+    records: u64,
+) {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(terminate(&mut child), 0);
     let lines = reader.join().unwrap();
@@ -1188,15 +1216,16 @@ fn a_reader_that_pauses_makes_the_kernel_drop_nothing() {
         std::thread::sleep(Duration::from_millis(1500));
         BufReader::new(stdout).lines().count()
     });
-    all_out_with_no_kernel_drop(child, target, stderr, reader);
+    let records = send_paced(target);
+    all_out_with_no_kernel_drop(child, stderr, reader, records);
 }
 
 /// A `--dir` file that takes nothing for a while (a stalled disk, a hung network file
-/// system; here a named pipe that nobody opens for 1.5 s) holds up the listener's file
-/// writer thread, not its receiving thread: the records sent meanwhile wait in the writer's
-/// queue instead of overflowing the socket buffer, and every line comes out. (When the
-/// receiving thread wrote the files itself, it stopped reading its socket at the first
-/// open.)
+/// system; here a named pipe that nobody opens yet) holds up the listener's file writer
+/// thread, not its receiving thread: the records sent meanwhile wait in the writer's queue
+/// (`ncrx_unwritten_bytes` says how much) instead of overflowing the socket buffer, and every
+/// line comes out once the file takes them. (When the receiving thread wrote the files
+/// itself, it stopped reading its socket at the first open.)
 #[test]
 fn a_stalled_dir_file_makes_the_kernel_drop_nothing() {
     let dir = scratch("listen-dir-stalled");
@@ -1206,7 +1235,7 @@ fn a_stalled_dir_file_makes_the_kernel_drop_nothing() {
         .status()
         .unwrap();
     assert!(made.success());
-    let (child, target, stderr) = listener(&[
+    let (child, target, mut stderr) = listener(&[
         "--dir",
         dir.to_str().unwrap(),
         "--format",
@@ -1215,11 +1244,20 @@ fn a_stalled_dir_file_makes_the_kernel_drop_nothing() {
         "1",
         "--recv-buffer",
         "262144",
+        "--metrics",
+        "127.0.0.1:0",
     ]);
+    let addr = metrics_addr(&mut stderr);
+    let (open, opened) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
+        let _ = opened.recv_timeout(Duration::from_secs(30));
         let file = std::fs::File::open(&fifo).unwrap();
         BufReader::new(file).lines().count()
     });
-    all_out_with_no_kernel_drop(child, target, stderr, reader);
+    let records = send_paced(target);
+    // Nothing is written yet: all the lines wait (about 3 MB of them).
+    metric_until(&addr, "ncrx_unwritten_bytes", |bytes| bytes > 2_000_000);
+    open.send(()).unwrap();
+    metric_until(&addr, "ncrx_unwritten_bytes", |bytes| bytes == 0);
+    all_out_with_no_kernel_drop(child, stderr, reader, records);
 }
