@@ -107,6 +107,18 @@ struct Files<W = File> {
     flushes: u64,
     /// One file's lines of a batch, put together.
     scratch: Vec<u8>,
+    /// The directory's device and inode when the last batch was written (`None`: it was not
+    /// there): when they change, the open files are in a directory that was removed or
+    /// replaced, and are opened again.
+    dir_id: Option<(u64, u64)>,
+    /// The directory was made again during this batch.
+    made_dir: bool,
+}
+
+/// The device and inode of `dir`, or `None` when it is not there.
+fn dir_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Lines gathered for the files of `--dir`: their bytes in the order they came, and whose
@@ -1475,6 +1487,8 @@ impl<W: Write> Files<W> {
             tails: HashMap::new(),
             flushes: 0,
             scratch: Vec::new(),
+            dir_id: dir_id(dir),
+            made_dir: false,
         }
     }
 
@@ -1482,6 +1496,13 @@ impl<W: Write> Files<W> {
     /// came (the order of runs in `batch` is lost).
     fn write_batch(&mut self, batch: &mut FileBatch, errors: &mut WriteErrors) {
         self.flushes += 1;
+        // A directory removed or replaced (by hand, by a clean-up) since the last batch:
+        // the files open are no longer in it, and are opened again (one `stat` a batch).
+        let id = dir_id(&self.dir);
+        if id != self.dir_id {
+            self.open.clear();
+            self.dir_id = id;
+        }
         // A line cut by a failed write is finished first, even when its sender sent nothing
         // since.
         if !self.tails.is_empty() {
@@ -1509,6 +1530,10 @@ impl<W: Write> Files<W> {
             }
         }
         self.scratch = scratch;
+        if self.made_dir {
+            self.made_dir = false;
+            self.dir_id = dir_id(&self.dir);
+        }
     }
 
     /// Lines cut by a failed write and never finished.
@@ -1563,6 +1588,7 @@ impl<W: Write> Files<W> {
                             && std::fs::create_dir_all(&self.dir).is_ok() =>
                     {
                         made_dir = true;
+                        self.made_dir = true;
                     }
                     Err(error) => {
                         // (A retry only to finish a cut line is not counted again.)
