@@ -1511,13 +1511,19 @@ impl<W: Write> Files<W> {
                 self.write(host, &[], errors);
             }
         }
-        // Each sender's runs together, in order (a sender's name is one `Arc` per source:
-        // two sources with one name may take two writes).
+        // Each file's runs together, in the order they came, also when two sources share a
+        // file (one address, two ports): their names are then two `Arc`s with one text.
         batch
             .runs
-            .sort_unstable_by_key(|(host, start, _)| (Arc::as_ptr(host).cast::<u8>(), *start));
+            .sort_unstable_by(|(a, a_start, _), (b, b_start, _)| {
+                if Arc::ptr_eq(a, b) {
+                    a_start.cmp(b_start)
+                } else {
+                    a.cmp(b).then(a_start.cmp(b_start))
+                }
+            });
         let mut scratch = std::mem::take(&mut self.scratch);
-        for runs in batch.runs.chunk_by(|a, b| Arc::ptr_eq(&a.0, &b.0)) {
+        for runs in batch.runs.chunk_by(|a, b| a.0 == b.0) {
             let host = &runs[0].0;
             if let [(_, start, end)] = runs {
                 self.write(host, &batch.bytes[*start..*end], errors);
@@ -2099,6 +2105,37 @@ mod tests {
         });
         assert_eq!(lost, lost_while_full);
         assert_eq!(lost_while_full, 2);
+    }
+
+    /// Two sources that share a file (one address, two ports: two names with one text) have
+    /// their lines in it in the order they came, and another sender's go to its own file.
+    #[test]
+    fn two_sources_of_one_file_keep_the_order_of_their_lines() {
+        DISK.with_borrow_mut(|(files, room)| {
+            files.clear();
+            *room = 1000;
+        });
+        let mut files = Files::new(Path::new("/e"), "log", 8, open_shared_disk);
+        let mut errors = WriteErrors::default();
+        let (port_a, port_b, other): (Arc<str>, Arc<str>, Arc<str>) =
+            (Arc::from("h"), Arc::from("h"), Arc::from("g"));
+        let mut batch = FileBatch::default();
+        for (host, line) in [
+            (&port_b, "1\n"),
+            (&port_a, "2\n"),
+            (&other, "x\n"),
+            (&port_b, "3\n"),
+            (&port_a, "4\n"),
+            (&port_a, "5\n"),
+        ] {
+            batch.push(host, line.as_bytes());
+        }
+        files.write_batch(&mut batch, &mut errors);
+        DISK.with_borrow(|(written, _)| {
+            assert_eq!(written[Path::new("/e/h.log")], b"1\n2\n3\n4\n5\n");
+            assert_eq!(written[Path::new("/e/g.log")], b"x\n");
+        });
+        assert_eq!(errors.lines_lost, 0);
     }
 
     /// Opens as `open_append` does, but fails with `EMFILE` every second call: as if the
