@@ -792,10 +792,13 @@ impl Sink {
     }
 
     /// How long the lines gathered may still wait before [`Sink::flush`] hands them over,
-    /// when it would not now (a listener waits for its sockets no longer).
+    /// when it would not now (a listener waits for its sockets no longer). `None` while the
+    /// writer thread is behind: they wait for it, however long.
     pub(crate) fn flush_due(&self) -> Option<Duration> {
         match &self.destination {
-            Destination::Dir(batch, FilesOut::Thread(writer)) if !batch.bytes.is_empty() => {
+            Destination::Dir(batch, FilesOut::Thread(writer))
+                if !batch.bytes.is_empty() && writer.queued() == 0 =>
+            {
                 let last = writer.last_hand_over?;
                 Some(writer.linger.saturating_sub(last.elapsed()))
             }
