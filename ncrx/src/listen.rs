@@ -5,11 +5,12 @@
 //! reads a batch of datagrams per system call, feeds them to the receiver, writes the events
 //! into a buffer, sends the receiver's responses from the socket the sender's datagrams came
 //! to, and writes the buffer when the sockets have nothing more to give, when it is full, and
-//! at least every [`FLUSH_INTERVAL`] (the output, standard output or the files of `--dir`, is
-//! written by a thread of the sink's, which takes whole batches: see `sink::WRITER_BATCHES`;
-//! the files' lines are handed to it at most every 100 ms: see `sink::DIR_LINGER`). Nothing is allocated or handed to
-//! another thread per datagram. While datagrams keep coming, it sleeps [`COALESCE`] between
-//! reads rather than waking for each datagram.
+//! at least every [`FLUSH_INTERVAL`]. The output (standard output, or the files of `--dir`)
+//! is written by a thread of the sink's, which takes whole batches (see
+//! `sink::WRITER_BATCHES`); the files' lines are handed to it at most every 100 ms (see
+//! `sink::DIR_LINGER`). Nothing is allocated or handed to another thread per datagram.
+//! While datagrams keep coming, it sleeps [`COALESCE`] between reads rather than waking for
+//! each datagram.
 //!
 //! SIGINT or SIGTERM stops it: each thread reads what its sockets still hold, flushes what
 //! its receiver holds (holes come out as `lost`), writes it out and reports; the totals go to

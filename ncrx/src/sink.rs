@@ -336,11 +336,11 @@ pub(crate) struct Sink {
 
 /// Batches of lines a listener may have handed to its writer thread and not yet seen
 /// written: 64, and while the thread is behind at most [`QUEUE_BYTES`] of them (each full
-/// then: [`BATCH`], [`DIR_BATCH`]). A write that stalls (a disk's journal, a slow reader, a file on a
-/// hung network file system) holds up the writer, not the receiving thread, until they are
-/// all queued: at 150,000 datagrams/s on ext4 single writes were measured taking up to
-/// 32 ms, and a reader that stops for 0.4 s every second made 98,204 of 520,000 datagrams
-/// dropped by the kernel when the receiving thread wrote itself.
+/// then: [`BATCH`], [`DIR_BATCH`]). A write that stalls (a disk's journal, a slow reader, a
+/// file on a hung network file system) holds up the writer, not the receiving thread, until
+/// they are all queued: at 150,000 datagrams/s on ext4 single writes were measured taking
+/// up to 32 ms, and a reader that stops for 0.4 s every second made 98,204 of 520,000
+/// datagrams dropped by the kernel when the receiving thread wrote itself.
 const WRITER_BATCHES: usize = 64;
 /// Bytes a listener may have handed to its writer thread and not yet seen written (one batch
 /// more may be queued when it is larger).
