@@ -462,6 +462,10 @@ struct Writer<B> {
     full: usize,
     linger: Duration,
     last_hand_over: Option<Instant>,
+    /// What it does, for stderr ("writing standard output").
+    what: &'static str,
+    /// When a full queue was last said on stderr.
+    stall_reported: Option<Instant>,
 }
 
 /// What a writer thread tells its sink.
@@ -494,10 +498,11 @@ impl WriterState {
 }
 
 impl<B: Batch> Writer<B> {
-    /// Starts the thread `name` that writes to `output`, to be handed batches of `full`
-    /// bytes, or at most once per `linger` ([`Writer::flush`]).
+    /// Starts the thread `name` that writes to `output` (`what` it is, for stderr), to be
+    /// handed batches of `full` bytes, or at most once per `linger` ([`Writer::flush`]).
     fn start<O: Output<Batch = B>>(
         name: &str,
+        what: &'static str,
         mut output: O,
         full: usize,
         linger: Duration,
@@ -538,6 +543,8 @@ impl<B: Batch> Writer<B> {
             full,
             linger,
             last_hand_over: None,
+            what,
+            stall_reported: None,
         })
     }
 
@@ -559,6 +566,7 @@ impl<B: Batch> Writer<B> {
             if !no_batch && (queued == 0 || queued + bytes <= QUEUE_BYTES) {
                 break;
             }
+            self.say_stalled(queued);
             match self.written.recv() {
                 Ok(back) => self.spare.push(back),
                 Err(_) => break,
@@ -581,6 +589,25 @@ impl<B: Batch> Writer<B> {
                 .lines_lost
                 .fetch_add(full.lines(), Ordering::Relaxed);
         }
+    }
+
+    /// Says on stderr, at most once a minute, that the queue is full and the receiving waits
+    /// for the output.
+    fn say_stalled(&mut self, queued: usize) {
+        let now = Instant::now();
+        if self
+            .stall_reported
+            .is_some_and(|at| now.duration_since(at) < ERROR_REPORT_INTERVAL)
+        {
+            return;
+        }
+        self.stall_reported = Some(now);
+        eprintln!(
+            "ncrx: {} is not keeping up: {queued} bytes of lines wait to be written, the most \
+             a thread queues; receiving waits for it, and the kernel drops what the socket \
+             buffer cannot hold meanwhile",
+            self.what
+        );
     }
 
     /// Hands `batch` over when it is full, or when the thread is not behind and the last
@@ -658,12 +685,17 @@ impl Sink {
             };
             let files = Files::new(dir, extension, options.max_open_files, open_append);
             let out = if options.keep_going {
-                let writer = Writer::start("ncrx-files", files, DIR_BATCH, DIR_LINGER).map_err(
-                    |source| Failure::Stream {
-                        what: "cannot start the thread that writes the files",
-                        source,
-                    },
-                )?;
+                let writer = Writer::start(
+                    "ncrx-files",
+                    "writing the --dir files",
+                    files,
+                    DIR_BATCH,
+                    DIR_LINGER,
+                )
+                .map_err(|source| Failure::Stream {
+                    what: "cannot start the thread that writes the files",
+                    source,
+                })?;
                 FilesOut::Thread(writer)
             } else {
                 FilesOut::Here(files)
@@ -671,12 +703,17 @@ impl Sink {
             Destination::Dir(FileBatch::fresh(), out)
         } else {
             let writer = if options.keep_going {
-                let writer =
-                    Writer::start("ncrx-stdout", StandardOutput::new(), BATCH, Duration::ZERO)
-                        .map_err(|source| Failure::Stream {
-                            what: "cannot start the thread that writes standard output",
-                            source,
-                        })?;
+                let writer = Writer::start(
+                    "ncrx-stdout",
+                    "writing standard output",
+                    StandardOutput::new(),
+                    BATCH,
+                    Duration::ZERO,
+                )
+                .map_err(|source| Failure::Stream {
+                    what: "cannot start the thread that writes standard output",
+                    source,
+                })?;
                 Some(writer)
             } else {
                 None

@@ -381,17 +381,20 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<i32> {
     None
 }
 
+/// Nobody reads the listener's standard output: once the pipe is full, the writer thread's
+/// writes block; once its queue is full too (16 MiB), the listener says so; at SIGTERM it
+/// says how much it could not write and exits 3 within the second it gives the output.
 #[test]
 fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
-    // Nobody reads the listener's stdout: once the pipe is full its writes block.
     let (mut child, target, mut stderr) = listener(&["--format", "json", "--threads", "1"]);
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let text = "y".repeat(400);
-    for seq in 1..=2000u64 {
+    let text = "y".repeat(1000);
+    // 20 MB of lines, at about 12,000 records a second.
+    for seq in 1..=20_000u64 {
         let record = format!("6,{seq},{seq},-;{text}\n");
         kernel.send_to(record.as_bytes(), target).unwrap();
-        if seq % 200 == 0 {
-            std::thread::sleep(Duration::from_millis(10));
+        if seq % 60 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     // Let the listener take them and block on the full pipe.
@@ -401,6 +404,10 @@ fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
     let mut report = String::new();
     stderr.read_to_string(&mut report).unwrap();
     assert_eq!(code, Some(3), "{report}");
+    assert!(
+        report.contains("ncrx: writing standard output is not keeping up: "),
+        "{report}"
+    );
     let stalled = report
         .lines()
         .find(|l| l.contains("the output is stalled"))
