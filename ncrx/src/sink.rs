@@ -46,6 +46,10 @@ const DIR_LINGER: Duration = Duration::from_millis(100);
 /// ([`SinkOptions::max_open_files`]). With 1,000 senders and 256 (the limit before), every
 /// write was an `openat` and a `close` too.
 pub(crate) const MAX_OPEN_FILES: usize = 4096;
+/// A `--dir` file not written for this long is checked before it is written again: deleted
+/// (a clean-up job) or moved (a rotation without SIGHUP) meanwhile, it is opened again at its
+/// path. (Files written more often are not checked: moving them needs a SIGHUP.)
+const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// Write errors are reported on stderr at most this often.
 const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -94,12 +98,16 @@ impl std::fmt::Display for Counts {
 struct Files<W = File> {
     dir: PathBuf,
     extension: &'static str,
-    /// Open files and when each was last written (a flush count).
-    open: HashMap<Arc<str>, (W, u64)>,
+    /// Open files, by file stem.
+    open: HashMap<Arc<str>, OpenFile<W>>,
     /// `open` holds at most this many.
     max_open: usize,
     /// Opens a file for appending ([`open_append`]; a test's stand-in).
     opener: fn(&Path) -> io::Result<W>,
+    /// Whether an open file is still the one at its path ([`file_is_at`]; a test's stand-in).
+    still_there: fn(&W, &Path) -> bool,
+    /// The time of the batch being written.
+    now: Instant,
     /// The rest of a line whose write failed part way, by file stem: written first next
     /// time (see [`write_lines`]).
     tails: HashMap<Arc<str>, Vec<u8>>,
@@ -119,6 +127,25 @@ struct Files<W = File> {
 fn dir_id(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// A file of `--dir` kept open.
+struct OpenFile<W> {
+    file: W,
+    /// When it was last written: the batch's number, and its time.
+    used: u64,
+    written: Instant,
+}
+
+/// Whether `file` is still the file at `path`: not deleted, not moved away.
+fn file_is_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => {
+            open.nlink() > 0 && open.dev() == named.dev() && open.ino() == named.ino()
+        }
+        _ => false,
+    }
 }
 
 /// Lines gathered for the files of `--dir`: their bytes in the order they came, and whose
@@ -418,7 +445,7 @@ impl<W: Write + Send + 'static> Output for Files<W> {
     type Batch = FileBatch;
 
     fn write(&mut self, batch: &mut FileBatch, errors: &mut WriteErrors) {
-        self.write_batch(batch, errors);
+        self.write_batch(batch, Instant::now(), errors);
     }
 
     fn reopen(&mut self) {
@@ -683,7 +710,13 @@ impl Sink {
                 Format::Json => "jsonl",
                 Format::Text => "log",
             };
-            let files = Files::new(dir, extension, options.max_open_files, open_append);
+            let files = Files::new(
+                dir,
+                extension,
+                options.max_open_files,
+                open_append,
+                file_is_at,
+            );
             let out = if options.keep_going {
                 let writer = Writer::start(
                     "ncrx-files",
@@ -864,7 +897,7 @@ impl Sink {
                 })
             }
             Destination::Dir(batch, FilesOut::Here(files)) => {
-                files.write_batch(batch, errors);
+                files.write_batch(batch, Instant::now(), errors);
                 Batch::clear(batch);
                 Ok(())
             }
@@ -1511,12 +1544,13 @@ impl Sink {
 
 impl<W: Write> Files<W> {
     /// Files in `dir` named `<host>.<extension>`, at most `max_open` open at once, opened
-    /// by `opener`.
+    /// by `opener`, checked by `still_there` after [`IDLE_CHECK`].
     fn new(
         dir: &Path,
         extension: &'static str,
         max_open: usize,
         opener: fn(&Path) -> io::Result<W>,
+        still_there: fn(&W, &Path) -> bool,
     ) -> Self {
         Files {
             dir: dir.to_path_buf(),
@@ -1524,6 +1558,8 @@ impl<W: Write> Files<W> {
             open: HashMap::new(),
             max_open: max_open.max(1),
             opener,
+            still_there,
+            now: Instant::now(),
             tails: HashMap::new(),
             flushes: 0,
             scratch: Vec::new(),
@@ -1533,9 +1569,10 @@ impl<W: Write> Files<W> {
     }
 
     /// Writes each sender's lines of `batch` to its file in one write, in the order they
-    /// came (the order of runs in `batch` is lost).
-    fn write_batch(&mut self, batch: &mut FileBatch, errors: &mut WriteErrors) {
+    /// came (the order of runs in `batch` is lost), at `now`.
+    fn write_batch(&mut self, batch: &mut FileBatch, now: Instant, errors: &mut WriteErrors) {
         self.flushes += 1;
+        self.now = now;
         // A directory removed or replaced (by hand, by a clean-up) since the last batch:
         // the files open are no longer in it, and are opened again (one `stat` a batch).
         let id = dir_id(&self.dir);
@@ -1598,7 +1635,7 @@ impl<W: Write> Files<W> {
         let oldest = self
             .open
             .iter()
-            .min_by_key(|(_, (_, used))| *used)
+            .min_by_key(|(_, open)| open.used)
             .map(|(host, _)| Arc::clone(host));
         oldest.is_some_and(|oldest| self.open.remove(&oldest).is_some())
     }
@@ -1607,12 +1644,21 @@ impl<W: Write> Files<W> {
     /// written one when `max_open` are open) if needed. When the process is out of file
     /// descriptors (`EMFILE`, `ENFILE`: other threads' files, connections), the least
     /// recently written files are closed until it opens, rather than the lines lost; when
-    /// the directory is gone, it is made again.
+    /// the directory is gone, it is made again. A file idle for [`IDLE_CHECK`] that was
+    /// deleted or moved meanwhile is opened again at its path.
     fn write(&mut self, host: &Arc<str>, lines: &[u8], errors: &mut WriteErrors) {
         if lines.is_empty() && !self.tails.contains_key(host) {
             return;
         }
         let flushes = self.flushes;
+        let now = self.now;
+        if let Some(open) = self.open.get(host) {
+            if now.saturating_duration_since(open.written) >= IDLE_CHECK
+                && !(self.still_there)(&open.file, &self.path(host))
+            {
+                self.open.remove(host);
+            }
+        }
         if !self.open.contains_key(host) {
             if self.open.len() >= self.max_open {
                 self.close_oldest();
@@ -1645,14 +1691,20 @@ impl<W: Write> Files<W> {
                     }
                 }
             };
-            self.open.insert(Arc::clone(host), (file, flushes));
+            let open = OpenFile {
+                file,
+                used: flushes,
+                written: now,
+            };
+            self.open.insert(Arc::clone(host), open);
         }
-        let Some((file, used)) = self.open.get_mut(host) else {
+        let Some(open) = self.open.get_mut(host) else {
             return;
         };
-        *used = flushes;
+        open.used = flushes;
+        open.written = now;
         let mut tail = self.tails.remove(host).unwrap_or_default();
-        let written = write_lines(file, lines, &mut tail);
+        let written = write_lines(&mut open.file, lines, &mut tail);
         if !tail.is_empty() {
             self.tails.insert(Arc::clone(host), tail);
         }
@@ -2102,12 +2154,12 @@ mod tests {
     /// that found no room are counted as not written, and every file holds whole lines only.
     #[test]
     fn dir_files_on_a_full_disk_keep_whole_lines() {
-        let mut files = Files::new(Path::new("/d"), "log", 8, open_shared_disk);
+        let mut files = Files::new(Path::new("/d"), "log", 8, open_shared_disk, |_, _| true);
         let mut errors = WriteErrors::default();
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
         let mut batch = FileBatch::default();
         let mut flush = |files: &mut Files<DiskFile>, batch: &mut FileBatch| {
-            files.write_batch(batch, &mut errors);
+            files.write_batch(batch, std::time::Instant::now(), &mut errors);
             Batch::clear(batch);
             errors.lines_lost
         };
@@ -2155,7 +2207,7 @@ mod tests {
             files.clear();
             *room = 1000;
         });
-        let mut files = Files::new(Path::new("/e"), "log", 8, open_shared_disk);
+        let mut files = Files::new(Path::new("/e"), "log", 8, open_shared_disk, |_, _| true);
         let mut errors = WriteErrors::default();
         let (port_a, port_b, other): (Arc<str>, Arc<str>, Arc<str>) =
             (Arc::from("h"), Arc::from("h"), Arc::from("g"));
@@ -2170,12 +2222,46 @@ mod tests {
         ] {
             batch.push(host, line.as_bytes());
         }
-        files.write_batch(&mut batch, &mut errors);
+        files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
         DISK.with_borrow(|(written, _)| {
             assert_eq!(written[Path::new("/e/h.log")], b"1\n2\n3\n4\n5\n");
             assert_eq!(written[Path::new("/e/g.log")], b"x\n");
         });
         assert_eq!(errors.lines_lost, 0);
+    }
+
+    /// A file deleted (a clean-up job) or moved (a rotation without SIGHUP) while its sender
+    /// is quiet is opened again at its path when the sender writes again after
+    /// [`IDLE_CHECK`]; before that, the open file is written where it is.
+    #[test]
+    fn a_file_deleted_or_moved_while_idle_is_opened_again() {
+        let dir = std::env::temp_dir().join(format!("ncrx-idle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = Files::new(&dir, "log", 8, open_append, file_is_at);
+        let mut errors = WriteErrors::default();
+        let (gone, moved): (Arc<str>, Arc<str>) = (Arc::from("gone"), Arc::from("moved"));
+        let mut batch = FileBatch::default();
+        let mut write = |files: &mut Files, line: &str, at: std::time::Instant| {
+            batch.push(&gone, line.as_bytes());
+            batch.push(&moved, line.as_bytes());
+            files.write_batch(&mut batch, at, &mut errors);
+            Batch::clear(&mut batch);
+        };
+        let start = std::time::Instant::now();
+        write(&mut files, "one\n", start);
+        std::fs::remove_file(dir.join("gone.log")).unwrap();
+        std::fs::rename(dir.join("moved.log"), dir.join("moved.log.1")).unwrap();
+        let second = start + Duration::from_secs(1);
+        write(&mut files, "two\n", second);
+        assert!(!dir.join("gone.log").exists());
+        write(&mut files, "three\n", second + IDLE_CHECK);
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(read("gone.log"), "three\n");
+        assert_eq!(read("moved.log"), "three\n");
+        assert_eq!(read("moved.log.1"), "one\ntwo\n");
+        assert_eq!(errors.lines_lost, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Opens as `open_append` does, but fails with `EMFILE` every second call: as if the
@@ -2195,7 +2281,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ncrx-emfile-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut files = Files::new(&dir, "log", 8, open_every_second);
+        let mut files = Files::new(&dir, "log", 8, open_every_second, file_is_at);
         let mut errors = WriteErrors::default();
         // The first open fails with nothing to close: that one line is lost.
         let hosts: Vec<Arc<str>> = (0..6).map(|n| Arc::from(format!("h{n}"))).collect();
