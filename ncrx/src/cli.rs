@@ -37,12 +37,14 @@ pub(crate) enum Command {
         "  ncrx listen --dir /var/log/netconsole        # one file per sender\n",
         "  ncrx listen --threads 4                      # 4 receivers, senders sharded by the kernel\n\n",
         "Datagrams are read in batches (recvmmsg) and lines written in batches: when the sockets\n",
-        "have nothing more, and at least every 100 ms (standard output by a thread of its own,\n",
-        "which queues up to 16 MiB while a write stalls). The kernel's drops for the sockets\n",
-        "(their receive buffer was full) are counted and reported; so are senders refused.\n",
-        "Records come out in sequence order as the receiver releases them; retransmission\n",
-        "requests and acks go back to each sender's address and port. On SIGINT/SIGTERM\n",
-        "everything held is flushed (holes as 'lost'), counts go to stderr, exit code 0."
+        "have nothing more, and at least every 100 ms, by a thread of their own that queues up\n",
+        "to 16 MiB while a write stalls (--dir files: each sender's lines in one write, at most\n",
+        "every 100 ms). The kernel's drops for the sockets (their receive buffer was full) are\n",
+        "counted and reported; so are senders refused. Records come out in sequence order as\n",
+        "the receiver releases them; retransmission requests and acks go back to each sender's\n",
+        "address and port. On SIGINT/SIGTERM everything held is flushed (holes as 'lost'),\n",
+        "counts go to stderr, exit code 0 (3 when an output is still stalled 0.9 s later; what\n",
+        "it could not write is said)."
     ))]
     Listen(ListenArgs),
     /// Decode netconsole records from a pcap/pcapng capture (through the ncrx-core receiver).

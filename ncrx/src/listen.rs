@@ -531,9 +531,14 @@ fn supervise(shared: &Shared, threads: usize, files: bool) {
         thread::sleep(Duration::from_millis(5));
     }
     if shared.finished.load(Ordering::Acquire) < threads {
+        let why = if files {
+            "a --dir file takes nothing: a hung disk or network file system"
+        } else {
+            "nobody reads it"
+        };
         eprintln!(
-            "ncrx: stopped: the output is stalled (nobody reads it): {} bytes could not be \
-             written; {} of {threads} threads could not finish",
+            "ncrx: stopped: the output is stalled ({why}): {} bytes could not be written; {} \
+             of {threads} threads could not finish",
             shared.writing.load(Ordering::Acquire),
             threads - shared.finished.load(Ordering::Acquire)
         );

@@ -423,6 +423,38 @@ fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
     assert!(bytes > 1000, "{stalled}");
 }
 
+/// A `--dir` file that never takes anything (a named pipe nobody opens; a hung network file
+/// system): SIGTERM still ends the listener, which says what it could not write and exits 3.
+#[test]
+fn sigterm_with_a_stalled_dir_file_says_so_and_exits() {
+    let dir = scratch("listen-dir-hung");
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.join("127.0.0.1.log"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (mut child, target, mut stderr) =
+        listener(&["--dir", dir.to_str().unwrap(), "--threads", "1"]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..100u64 {
+        let record = format!("6,{seq},{seq},-;record {seq}\n");
+        kernel.send_to(record.as_bytes(), target).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    common::signal(&child, "TERM");
+    let code = exit_within(&mut child, Duration::from_secs(20));
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert_eq!(code, Some(3), "{report}");
+    assert!(
+        report.contains(
+            "ncrx: stopped: the output is stalled (a --dir file takes nothing: a hung disk or \
+             network file system): "
+        ),
+        "{report}"
+    );
+}
+
 #[test]
 fn senders_past_max_sources_are_refused_counted_and_shown() {
     let (mut child, target, mut stderr) = listener(&["--max-sources", "2", "--threads", "1", "-v"]);
