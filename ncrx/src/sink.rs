@@ -46,10 +46,13 @@ const DIR_LINGER: Duration = Duration::from_millis(100);
 /// ([`SinkOptions::max_open_files`]). With 1,000 senders and 256 (the limit before), every
 /// write was an `openat` and a `close` too.
 pub(crate) const MAX_OPEN_FILES: usize = 4096;
-/// A `--dir` file not written for this long is checked before it is written again: deleted
-/// (a clean-up job) or moved (a rotation without SIGHUP) meanwhile, it is opened again at its
-/// path. (Files written more often are not checked: moving them needs a SIGHUP.)
-const IDLE_CHECK: Duration = Duration::from_secs(10);
+/// A `--dir` file not written for this long is closed (within a second more): its
+/// descriptor, and the disk space of a file deleted meanwhile (a clean-up job), are given
+/// back, and a file moved meanwhile (a rotation without SIGHUP) is opened again at its path
+/// for the next lines. Files written more often stay open: moving them needs a SIGHUP.
+const IDLE_CLOSE: Duration = Duration::from_secs(10);
+/// How often a writer thread closes idle files when no lines come.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Write errors are reported on stderr at most this often.
 const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -104,10 +107,10 @@ struct Files<W = File> {
     max_open: usize,
     /// Opens a file for appending ([`open_append`]; a test's stand-in).
     opener: fn(&Path) -> io::Result<W>,
-    /// Whether an open file is still the one at its path ([`file_is_at`]; a test's stand-in).
-    still_there: fn(&W, &Path) -> bool,
     /// The time of the batch being written.
     now: Instant,
+    /// When files idle for [`IDLE_CLOSE`] were last closed.
+    reaped: Instant,
     /// The rest of a line whose write failed part way, by file stem: written first next
     /// time (see [`write_lines`]).
     tails: HashMap<Arc<str>, Vec<u8>>,
@@ -135,17 +138,6 @@ struct OpenFile<W> {
     /// When it was last written: the batch's number, and its time.
     used: u64,
     written: Instant,
-}
-
-/// Whether `file` is still the file at `path`: not deleted, not moved away.
-fn file_is_at(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(open), Ok(named)) => {
-            open.nlink() > 0 && open.dev() == named.dev() && open.ino() == named.ino()
-        }
-        _ => false,
-    }
 }
 
 /// Lines gathered for the files of `--dir`: their bytes in the order they came, and whose
@@ -383,6 +375,8 @@ trait Output: Send + 'static {
     fn reopen(&mut self);
     /// At the end: counts what it could not finish.
     fn end(&mut self, errors: &mut WriteErrors);
+    /// Called every [`IDLE_TICK`] while no batch comes.
+    fn tick(&mut self, _now: Instant) {}
     /// Its reader went away (a closed pipe): everything from now on is lost.
     fn broken(&self) -> bool;
 }
@@ -455,6 +449,10 @@ impl<W: Write + Send + 'static> Output for Files<W> {
     fn end(&mut self, errors: &mut WriteErrors) {
         errors.lines_lost += self.unfinished();
         self.tails.clear();
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.close_idle(now);
     }
 
     fn broken(&self) -> bool {
@@ -542,7 +540,15 @@ impl<B: Batch> Writer<B> {
             .name(name.into())
             .spawn(move || {
                 let mut errors = WriteErrors::default();
-                for job in jobs {
+                loop {
+                    let job = match jobs.recv_timeout(IDLE_TICK) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            output.tick(Instant::now());
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     match job {
                         Job::Reopen => output.reopen(),
                         Job::Write(mut batch, bytes) => {
@@ -710,13 +716,7 @@ impl Sink {
                 Format::Json => "jsonl",
                 Format::Text => "log",
             };
-            let files = Files::new(
-                dir,
-                extension,
-                options.max_open_files,
-                open_append,
-                file_is_at,
-            );
+            let files = Files::new(dir, extension, options.max_open_files, open_append);
             let out = if options.keep_going {
                 let writer = Writer::start(
                     "ncrx-files",
@@ -1544,13 +1544,12 @@ impl Sink {
 
 impl<W: Write> Files<W> {
     /// Files in `dir` named `<host>.<extension>`, at most `max_open` open at once, opened
-    /// by `opener`, checked by `still_there` after [`IDLE_CHECK`].
+    /// by `opener`.
     fn new(
         dir: &Path,
         extension: &'static str,
         max_open: usize,
         opener: fn(&Path) -> io::Result<W>,
-        still_there: fn(&W, &Path) -> bool,
     ) -> Self {
         Files {
             dir: dir.to_path_buf(),
@@ -1558,8 +1557,8 @@ impl<W: Write> Files<W> {
             open: HashMap::new(),
             max_open: max_open.max(1),
             opener,
-            still_there,
             now: Instant::now(),
+            reaped: Instant::now(),
             tails: HashMap::new(),
             flushes: 0,
             scratch: Vec::new(),
@@ -1573,6 +1572,7 @@ impl<W: Write> Files<W> {
     fn write_batch(&mut self, batch: &mut FileBatch, now: Instant, errors: &mut WriteErrors) {
         self.flushes += 1;
         self.now = now;
+        self.close_idle(now);
         // A directory removed or replaced (by hand, by a clean-up) since the last batch:
         // the files open are no longer in it, and are opened again (one `stat` a batch).
         let id = dir_id(&self.dir);
@@ -1630,6 +1630,16 @@ impl<W: Write> Files<W> {
         self.dir.join(format!("{stem}.{}", self.extension))
     }
 
+    /// Closes the files not written for [`IDLE_CLOSE`], at most once per [`IDLE_TICK`].
+    fn close_idle(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.reaped) < IDLE_TICK {
+            return;
+        }
+        self.reaped = now;
+        self.open
+            .retain(|_, open| now.saturating_duration_since(open.written) < IDLE_CLOSE);
+    }
+
     /// Closes the least recently written file; `false` when none is open.
     fn close_oldest(&mut self) -> bool {
         let oldest = self
@@ -1644,21 +1654,13 @@ impl<W: Write> Files<W> {
     /// written one when `max_open` are open) if needed. When the process is out of file
     /// descriptors (`EMFILE`, `ENFILE`: other threads' files, connections), the least
     /// recently written files are closed until it opens, rather than the lines lost; when
-    /// the directory is gone, it is made again. A file idle for [`IDLE_CHECK`] that was
-    /// deleted or moved meanwhile is opened again at its path.
+    /// the directory is gone, it is made again.
     fn write(&mut self, host: &Arc<str>, lines: &[u8], errors: &mut WriteErrors) {
         if lines.is_empty() && !self.tails.contains_key(host) {
             return;
         }
         let flushes = self.flushes;
         let now = self.now;
-        if let Some(open) = self.open.get(host) {
-            if now.saturating_duration_since(open.written) >= IDLE_CHECK
-                && !(self.still_there)(&open.file, &self.path(host))
-            {
-                self.open.remove(host);
-            }
-        }
         if !self.open.contains_key(host) {
             if self.open.len() >= self.max_open {
                 self.close_oldest();
@@ -2154,7 +2156,7 @@ mod tests {
     /// that found no room are counted as not written, and every file holds whole lines only.
     #[test]
     fn dir_files_on_a_full_disk_keep_whole_lines() {
-        let mut files = Files::new(Path::new("/d"), "log", 8, open_shared_disk, |_, _| true);
+        let mut files = Files::new(Path::new("/d"), "log", 8, open_shared_disk);
         let mut errors = WriteErrors::default();
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
         let mut batch = FileBatch::default();
@@ -2207,7 +2209,7 @@ mod tests {
             files.clear();
             *room = 1000;
         });
-        let mut files = Files::new(Path::new("/e"), "log", 8, open_shared_disk, |_, _| true);
+        let mut files = Files::new(Path::new("/e"), "log", 8, open_shared_disk);
         let mut errors = WriteErrors::default();
         let (port_a, port_b, other): (Arc<str>, Arc<str>, Arc<str>) =
             (Arc::from("h"), Arc::from("h"), Arc::from("g"));
@@ -2230,74 +2232,47 @@ mod tests {
         assert_eq!(errors.lines_lost, 0);
     }
 
-    /// A file deleted (a clean-up job) or moved (a rotation without SIGHUP) while its sender
-    /// is quiet is opened again at its path when the sender writes again after
-    /// [`IDLE_CHECK`]; before that, the open file is written where it is.
+    /// A file not written for [`IDLE_CLOSE`] is closed (its descriptor and, deleted by a
+    /// clean-up job, its disk space given back): deleted or moved meanwhile, it is made again
+    /// at its path by the next line. Before that, the open file is written where it is.
     #[test]
-    fn a_file_deleted_or_moved_while_idle_is_opened_again() {
+    fn a_file_idle_for_ten_seconds_is_closed() {
         let dir = std::env::temp_dir().join(format!("ncrx-idle-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut files = Files::new(&dir, "log", 8, open_append, file_is_at);
+        let mut files = Files::new(&dir, "log", 8, open_append);
         let mut errors = WriteErrors::default();
-        let (gone, moved): (Arc<str>, Arc<str>) = (Arc::from("gone"), Arc::from("moved"));
+        let (gone, moved, busy): (Arc<str>, Arc<str>, Arc<str>) =
+            (Arc::from("gone"), Arc::from("moved"), Arc::from("busy"));
         let mut batch = FileBatch::default();
-        let mut write = |files: &mut Files, line: &str, at: std::time::Instant| {
-            batch.push(&gone, line.as_bytes());
-            batch.push(&moved, line.as_bytes());
+        let mut write = |files: &mut Files, hosts: &[&Arc<str>], line: &str, at| {
+            for host in hosts {
+                batch.push(host, line.as_bytes());
+            }
             files.write_batch(&mut batch, at, &mut errors);
             Batch::clear(&mut batch);
         };
         let start = std::time::Instant::now();
-        write(&mut files, "one\n", start);
+        write(&mut files, &[&gone, &moved, &busy], "one\n", start);
         std::fs::remove_file(dir.join("gone.log")).unwrap();
         std::fs::rename(dir.join("moved.log"), dir.join("moved.log.1")).unwrap();
         let second = start + Duration::from_secs(1);
-        write(&mut files, "two\n", second);
+        write(&mut files, &[&gone, &moved, &busy], "two\n", second);
         assert!(!dir.join("gone.log").exists());
-        write(&mut files, "three\n", second + IDLE_CHECK);
+        // Only `busy` is written for ten seconds: the others are closed.
+        write(&mut files, &[&busy], "three\n", second + IDLE_CLOSE / 2);
+        assert_eq!(files.open.len(), 3);
+        let later = second + IDLE_CLOSE;
+        files.tick(later);
+        assert_eq!(files.open.keys().collect::<Vec<_>>(), [&busy]);
+        write(&mut files, &[&gone, &moved], "four\n", later);
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
-        assert_eq!(read("gone.log"), "three\n");
-        assert_eq!(read("moved.log"), "three\n");
+        assert_eq!(read("gone.log"), "four\n");
+        assert_eq!(read("moved.log"), "four\n");
         assert_eq!(read("moved.log.1"), "one\ntwo\n");
+        assert_eq!(read("busy.log"), "one\ntwo\nthree\n");
         assert_eq!(errors.lines_lost, 0);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    proptest::proptest! {
-        /// Whatever the senders, the order of their lines and how they fall into batches,
-        /// each file holds exactly its senders' lines in the order they came. Senders 0
-        /// and 1 share a file (two names with one text, as one address with two ports).
-        #[test]
-        fn every_file_holds_its_lines_in_order(
-            lines in proptest::collection::vec((0usize..5, 0u16..1000, proptest::bool::ANY), 0..200),
-        ) {
-            DISK.with_borrow_mut(|(files, room)| {
-                files.clear();
-                *room = usize::MAX;
-            });
-            let names: Vec<Arc<str>> = ["h", "h", "a", "b", "c"].map(Arc::from).to_vec();
-            let mut files = Files::new(Path::new("/p"), "log", 2, open_shared_disk, |_, _| true);
-            let mut errors = WriteErrors::default();
-            let mut batch = FileBatch::default();
-            let mut expected: HashMap<PathBuf, Vec<u8>> = HashMap::new();
-            for (n, (sender, number, end_batch)) in lines.iter().enumerate() {
-                let line = format!("{sender} {number} {n}\n");
-                batch.push(&names[*sender], line.as_bytes());
-                expected
-                    .entry(PathBuf::from(format!("/p/{}.log", names[*sender])))
-                    .or_default()
-                    .extend_from_slice(line.as_bytes());
-                if *end_batch {
-                    files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
-                    Batch::clear(&mut batch);
-                }
-            }
-            files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
-            let written = DISK.with_borrow(|(files, _)| files.clone());
-            proptest::prop_assert_eq!(written, expected);
-            proptest::prop_assert_eq!(errors.lines_lost, 0);
-        }
     }
 
     /// Opens as `open_append` does, but fails with `EMFILE` every second call: as if the
@@ -2317,7 +2292,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ncrx-emfile-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut files = Files::new(&dir, "log", 8, open_every_second, file_is_at);
+        let mut files = Files::new(&dir, "log", 8, open_every_second);
         let mut errors = WriteErrors::default();
         // The first open fails with nothing to close: that one line is lost.
         let hosts: Vec<Arc<str>> = (0..6).map(|n| Arc::from(format!("h{n}"))).collect();
