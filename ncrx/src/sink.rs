@@ -2275,6 +2275,42 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    proptest::proptest! {
+        /// Whatever the senders, the order of their lines and how they fall into batches,
+        /// each file holds exactly its senders' lines in the order they came. Senders 0
+        /// and 1 share a file (two names with one text, as one address with two ports).
+        #[test]
+        fn every_file_holds_its_lines_in_order(
+            lines in proptest::collection::vec((0usize..5, 0u16..1000, proptest::bool::ANY), 0..200),
+        ) {
+            DISK.with_borrow_mut(|(files, room)| {
+                files.clear();
+                *room = usize::MAX;
+            });
+            let names: Vec<Arc<str>> = ["h", "h", "a", "b", "c"].map(Arc::from).to_vec();
+            let mut files = Files::new(Path::new("/p"), "log", 2, open_shared_disk);
+            let mut errors = WriteErrors::default();
+            let mut batch = FileBatch::default();
+            let mut expected: HashMap<PathBuf, Vec<u8>> = HashMap::new();
+            for (n, (sender, number, end_batch)) in lines.iter().enumerate() {
+                let line = format!("{sender} {number} {n}\n");
+                batch.push(&names[*sender], line.as_bytes());
+                expected
+                    .entry(PathBuf::from(format!("/p/{}.log", names[*sender])))
+                    .or_default()
+                    .extend_from_slice(line.as_bytes());
+                if *end_batch {
+                    files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
+                    Batch::clear(&mut batch);
+                }
+            }
+            files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
+            let written = DISK.with_borrow(|(files, _)| files.clone());
+            proptest::prop_assert_eq!(written, expected);
+            proptest::prop_assert_eq!(errors.lines_lost, 0);
+        }
+    }
+
     /// Opens as `open_append` does, but fails with `EMFILE` every second call: as if the
     /// process were out of file descriptors until a file is closed.
     fn open_every_second(path: &Path) -> io::Result<File> {
