@@ -114,8 +114,6 @@ struct Files<W = File> {
     /// The rest of a line whose write failed part way, by file stem: written first next
     /// time (see [`write_lines`]).
     tails: HashMap<Arc<str>, Vec<u8>>,
-    /// Batches written so far.
-    flushes: u64,
     /// One file's lines of a batch, put together.
     scratch: Vec<u8>,
     /// The directory's device and inode when the last batch was written (`None`: it was not
@@ -135,8 +133,7 @@ fn dir_id(dir: &Path) -> Option<(u64, u64)> {
 /// A file of `--dir` kept open.
 struct OpenFile<W> {
     file: W,
-    /// When it was last written: the batch's number, and its time.
-    used: u64,
+    /// The time of the batch that last wrote it.
     written: Instant,
 }
 
@@ -1560,7 +1557,6 @@ impl<W: Write> Files<W> {
             now: Instant::now(),
             reaped: Instant::now(),
             tails: HashMap::new(),
-            flushes: 0,
             scratch: Vec::new(),
             dir_id: dir_id(dir),
             made_dir: false,
@@ -1570,7 +1566,6 @@ impl<W: Write> Files<W> {
     /// Writes each sender's lines of `batch` to its file in one write, in the order they
     /// came (the order of runs in `batch` is lost), at `now`.
     fn write_batch(&mut self, batch: &mut FileBatch, now: Instant, errors: &mut WriteErrors) {
-        self.flushes += 1;
         self.now = now;
         self.close_idle(now);
         // A directory removed or replaced (by hand, by a clean-up) since the last batch:
@@ -1645,7 +1640,7 @@ impl<W: Write> Files<W> {
         let oldest = self
             .open
             .iter()
-            .min_by_key(|(_, open)| open.used)
+            .min_by_key(|(_, open)| open.written)
             .map(|(host, _)| Arc::clone(host));
         oldest.is_some_and(|oldest| self.open.remove(&oldest).is_some())
     }
@@ -1659,7 +1654,6 @@ impl<W: Write> Files<W> {
         if lines.is_empty() && !self.tails.contains_key(host) {
             return;
         }
-        let flushes = self.flushes;
         let now = self.now;
         if !self.open.contains_key(host) {
             if self.open.len() >= self.max_open {
@@ -1693,17 +1687,12 @@ impl<W: Write> Files<W> {
                     }
                 }
             };
-            let open = OpenFile {
-                file,
-                used: flushes,
-                written: now,
-            };
+            let open = OpenFile { file, written: now };
             self.open.insert(Arc::clone(host), open);
         }
         let Some(open) = self.open.get_mut(host) else {
             return;
         };
-        open.used = flushes;
         open.written = now;
         let mut tail = self.tails.remove(host).unwrap_or_default();
         let written = write_lines(&mut open.file, lines, &mut tail);
@@ -2232,14 +2221,20 @@ mod tests {
         assert_eq!(errors.lines_lost, 0);
     }
 
+    /// An empty directory of this process's, `ncrx-<name>-<pid>` in the temporary directory.
+    fn empty_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ncrx-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     /// A file not written for [`IDLE_CLOSE`] is closed (its descriptor and, deleted by a
     /// clean-up job, its disk space given back): deleted or moved meanwhile, it is made again
     /// at its path by the next line. Before that, the open file is written where it is.
     #[test]
     fn a_file_idle_for_ten_seconds_is_closed() {
-        let dir = std::env::temp_dir().join(format!("ncrx-idle-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = empty_dir("idle");
         let mut files = Files::new(&dir, "log", 8, open_append);
         let mut errors = WriteErrors::default();
         let (gone, moved, busy): (Arc<str>, Arc<str>, Arc<str>) =
@@ -2325,9 +2320,7 @@ mod tests {
     /// one it needs; only with no file of its own to close are the lines lost (and counted).
     #[test]
     fn out_of_file_descriptors_closes_a_file_instead_of_losing_lines() {
-        let dir = std::env::temp_dir().join(format!("ncrx-emfile-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = empty_dir("emfile");
         let mut files = Files::new(&dir, "log", 8, open_every_second);
         let mut errors = WriteErrors::default();
         // The first open fails with nothing to close: that one line is lost.
@@ -2338,7 +2331,7 @@ mod tests {
         assert!(files.open.is_empty());
         // Then every failed open closes the oldest file and the next open succeeds.
         for (n, host) in hosts.iter().enumerate() {
-            files.flushes += 1;
+            files.now += Duration::from_millis(1);
             files.write(host, format!("line {n}\n").as_bytes(), &mut errors);
         }
         assert_eq!((errors.lines_lost, errors.errors), (1, 1));

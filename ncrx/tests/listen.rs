@@ -381,12 +381,31 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<i32> {
     None
 }
 
+/// Sends SIGTERM to a listener whose output is stalled: its exit code (`None` if it was
+/// still running 20 s later) and its stderr.
+fn stop_stalled(mut child: Child, mut stderr: BufReader<ChildStderr>) -> (Option<i32>, String) {
+    common::signal(&child, "TERM");
+    let code = exit_within(&mut child, Duration::from_secs(20));
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    (code, report)
+}
+
+/// Makes `path` a named pipe: a file that takes nothing until somebody opens it to read.
+fn mkfifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+}
+
 /// Nobody reads the listener's standard output: once the pipe is full, the writer thread's
 /// writes block; once its queue is full too (16 MiB), the listener says so; at SIGTERM it
 /// says how much it could not write and exits 3 within the second it gives the output.
 #[test]
 fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
-    let (mut child, target, mut stderr) = listener(&["--format", "json", "--threads", "1"]);
+    let (child, target, stderr) = listener(&["--format", "json", "--threads", "1"]);
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
     let text = "y".repeat(1000);
     // 20 MB of lines, at about 12,000 records a second.
@@ -399,10 +418,7 @@ fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
     }
     // Let the listener take them and block on the full pipe.
     std::thread::sleep(Duration::from_millis(500));
-    common::signal(&child, "TERM");
-    let code = exit_within(&mut child, Duration::from_secs(20));
-    let mut report = String::new();
-    stderr.read_to_string(&mut report).unwrap();
+    let (code, report) = stop_stalled(child, stderr);
     assert_eq!(code, Some(3), "{report}");
     assert!(
         report.contains("ncrx: writing standard output is not keeping up: "),
@@ -418,8 +434,8 @@ fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{stalled}"));
-    // The pipe holds 64 KiB of the 2000 records' 900 KB of lines; the batch whose write
-    // blocked is what the listener holds and reports (the rest waits in the socket).
+    // The pipe holds 64 KiB of the 20 MB of lines; what the listener had gathered and queued
+    // when its queue filled is what it holds and reports (the rest waited in the socket).
     assert!(bytes > 1000, "{stalled}");
 }
 
@@ -428,23 +444,15 @@ fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
 #[test]
 fn sigterm_with_a_stalled_dir_file_says_so_and_exits() {
     let dir = scratch("listen-dir-hung");
-    let made = std::process::Command::new("mkfifo")
-        .arg(dir.join("127.0.0.1.log"))
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let (mut child, target, mut stderr) =
-        listener(&["--dir", dir.to_str().unwrap(), "--threads", "1"]);
+    mkfifo(&dir.join("127.0.0.1.log"));
+    let (child, target, stderr) = listener(&["--dir", dir.to_str().unwrap(), "--threads", "1"]);
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
     for seq in 0..100u64 {
         let record = format!("6,{seq},{seq},-;record {seq}\n");
         kernel.send_to(record.as_bytes(), target).unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
-    common::signal(&child, "TERM");
-    let code = exit_within(&mut child, Duration::from_secs(20));
-    let mut report = String::new();
-    stderr.read_to_string(&mut report).unwrap();
+    let (code, report) = stop_stalled(child, stderr);
     assert_eq!(code, Some(3), "{report}");
     assert!(
         report.contains(
@@ -1270,11 +1278,7 @@ fn a_reader_that_pauses_makes_the_kernel_drop_nothing() {
 fn a_stalled_dir_file_makes_the_kernel_drop_nothing() {
     let dir = scratch("listen-dir-stalled");
     let fifo = dir.join("127.0.0.1.jsonl");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    mkfifo(&fifo);
     let (child, target, mut stderr) = listener(&[
         "--dir",
         dir.to_str().unwrap(),
