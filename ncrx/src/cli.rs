@@ -166,7 +166,8 @@ pub(crate) struct ListenArgs {
     pub(crate) time: TimeShown,
     /// Write one file per sender into this directory, appended: `DIR/HOST.log` (text) or
     /// `DIR/HOST.jsonl` (JSON), HOST its name or its address. Checked at start; SIGHUP
-    /// reopens every file (for logrotate). Example: `--dir /var/log/netconsole`.
+    /// reopens every file (for logrotate), and a file moved or deleted is made again at its
+    /// path by its next line. Example: `--dir /var/log/netconsole`.
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
     /// Names of senders, in /etc/hosts syntax (`ADDRESS NAME`), shown as `host` in JSON,

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant, SystemTime};
 use ncrx_core::{Event, IncompleteRecord, Record, RestartReason};
 use netconsole_proto::{Body, Flag, received};
 
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
 use crate::cli::{Format, TimeShown};
 use crate::error::Failure;
 use crate::names::Names;
@@ -122,6 +124,24 @@ struct Files<W = File> {
     dir_id: Option<(u64, u64)>,
     /// The directory was made again during this batch.
     made_dir: bool,
+    /// Files moved or deleted in the directory (logrotate without SIGHUP, a clean-up job,
+    /// a hand): a file open then is closed at the next batch, and made again at its path
+    /// by the next line. `None` when inotify cannot watch it (its limits reached, no
+    /// directory): such a file is then noticed only once idle ([`IDLE_CLOSE`]) or at
+    /// SIGHUP.
+    watch: Option<Inotify>,
+}
+
+/// A watch on `dir` for files moved or deleted in it, or onto its files' names
+/// ([`Files::forget_moved`]); `None` when inotify refuses.
+fn watch_dir(dir: &Path) -> Option<Inotify> {
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    let events = AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_ONLYDIR;
+    inotify.add_watch(dir, events).ok()?;
+    Some(inotify)
 }
 
 /// The device and inode of `dir`, or `None` when it is not there.
@@ -450,6 +470,7 @@ impl<W: Write + Send + 'static> Output for Files<W> {
 
     fn tick(&mut self, now: Instant) {
         self.close_idle(now);
+        self.forget_moved();
     }
 
     fn broken(&self) -> bool {
@@ -1560,6 +1581,7 @@ impl<W: Write> Files<W> {
             scratch: Vec::new(),
             dir_id: dir_id(dir),
             made_dir: false,
+            watch: watch_dir(dir),
         }
     }
 
@@ -1574,7 +1596,9 @@ impl<W: Write> Files<W> {
         if id != self.dir_id {
             self.open.clear();
             self.dir_id = id;
+            self.watch = watch_dir(&self.dir);
         }
+        self.forget_moved();
         // A line cut by a failed write is finished first, even when its sender sent nothing
         // since.
         if !self.tails.is_empty() {
@@ -1611,6 +1635,37 @@ impl<W: Write> Files<W> {
         if self.made_dir {
             self.made_dir = false;
             self.dir_id = dir_id(&self.dir);
+            self.watch = watch_dir(&self.dir);
+        }
+    }
+
+    /// Closes the open files that were moved or deleted since the last call, or that
+    /// another file was moved onto; all of them when the kernel's queue of events overflowed
+    /// (so none is missed). Their next lines make them again at their paths.
+    fn forget_moved(&mut self) {
+        let Some(watch) = &self.watch else {
+            return;
+        };
+        // Until `EAGAIN`: nothing more happened.
+        while let Ok(events) = watch.read_events() {
+            for event in events {
+                if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    self.open.clear();
+                    continue;
+                }
+                let Some(stem) = event.name.as_ref().and_then(|name| {
+                    name.to_str()?
+                        .strip_suffix(self.extension)?
+                        .strip_suffix('.')
+                }) else {
+                    continue;
+                };
+                // A stem with `_` may be a name whose `/` was made `_` (see `path`).
+                if self.open.remove(stem).is_none() && stem.contains('_') {
+                    self.open
+                        .retain(|host, _| host.replace(['/', '\0'], "_") != stem);
+                }
+            }
         }
     }
 
@@ -2230,12 +2285,15 @@ mod tests {
     }
 
     /// A file not written for [`IDLE_CLOSE`] is closed (its descriptor and, deleted by a
-    /// clean-up job, its disk space given back): deleted or moved meanwhile, it is made again
-    /// at its path by the next line. Before that, the open file is written where it is.
+    /// clean-up job, its disk space given back). Where inotify cannot watch the directory,
+    /// this is how a file deleted or moved is made again at its path by the next line;
+    /// before that, the open file is written where it is.
     #[test]
     fn a_file_idle_for_ten_seconds_is_closed() {
         let dir = empty_dir("idle");
         let mut files = Files::new(&dir, "log", 8, open_append);
+        assert!(files.watch.is_some());
+        files.watch = None;
         let mut errors = WriteErrors::default();
         let (gone, moved, busy): (Arc<str>, Arc<str>, Arc<str>) =
             (Arc::from("gone"), Arc::from("moved"), Arc::from("busy"));
@@ -2267,6 +2325,86 @@ mod tests {
         assert_eq!(read("moved.log.1"), "one\ntwo\n");
         assert_eq!(read("busy.log"), "one\ntwo\nthree\n");
         assert_eq!(errors.lines_lost, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file moved or deleted while it is open (logrotate without SIGHUP, a clean-up job,
+    /// `rm` by hand), or that another file was moved onto, is closed at the next batch: the
+    /// next line makes it again at its path, instead of going on into the moved file, or
+    /// into a deleted one that nobody can read and whose space is never given back.
+    #[test]
+    fn a_file_moved_or_deleted_is_made_again_at_its_path() {
+        let dir = empty_dir("moved");
+        let mut files = Files::new(&dir, "log", 8, open_append);
+        let mut errors = WriteErrors::default();
+        let hosts: Vec<Arc<str>> = ["gone", "moved", "replaced", "a/b", "a_c", "busy"]
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        let mut batch = FileBatch::default();
+        let mut write = |files: &mut Files, line: &str| {
+            for host in &hosts {
+                batch.push(host, line.as_bytes());
+            }
+            files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
+            Batch::clear(&mut batch);
+        };
+        write(&mut files, "one\n");
+        let at = |name: &str| dir.join(name);
+        std::fs::remove_file(at("gone.log")).unwrap();
+        std::fs::rename(at("moved.log"), at("moved.log.1")).unwrap();
+        std::fs::write(at("new"), "new\n").unwrap();
+        std::fs::rename(at("new"), at("replaced.log")).unwrap();
+        // A host name with `/` (from a hosts file), and one with `_` not moved.
+        std::fs::rename(at("a_b.log"), at("a_b.log.1")).unwrap();
+        // Files of other names, and names not of this extension, change nothing.
+        std::fs::write(at("busy.jsonl"), "").unwrap();
+        std::fs::rename(at("busy.jsonl"), at("other")).unwrap();
+        write(&mut files, "two\n");
+        let read = |name: &str| std::fs::read_to_string(at(name)).unwrap();
+        assert_eq!(read("gone.log"), "two\n");
+        assert_eq!(read("moved.log"), "two\n");
+        assert_eq!(read("moved.log.1"), "one\n");
+        assert_eq!(read("replaced.log"), "new\ntwo\n");
+        assert_eq!(read("a_b.log"), "two\n");
+        assert_eq!(read("a_b.log.1"), "one\n");
+        assert_eq!(read("a_c.log"), "one\ntwo\n");
+        assert_eq!(read("busy.log"), "one\ntwo\n");
+        assert_eq!(errors.lines_lost, 0);
+        assert_eq!(files.open.len(), hosts.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// When more happened in the directory than the kernel queues for the watch, every file
+    /// is closed: one moved among those events is not missed.
+    #[test]
+    fn a_full_queue_of_directory_events_closes_every_file() {
+        let dir = empty_dir("overflow");
+        let mut files = Files::new(&dir, "log", 8, open_append);
+        let mut errors = WriteErrors::default();
+        let (quiet, busy): (Arc<str>, Arc<str>) = (Arc::from("quiet"), Arc::from("busy"));
+        let mut batch = FileBatch::default();
+        batch.push(&quiet, b"one\n");
+        batch.push(&busy, b"one\n");
+        files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
+        Batch::clear(&mut batch);
+        let queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Two events a rename.
+        std::fs::write(dir.join("x0"), "").unwrap();
+        for n in 0..=queued / 2 {
+            std::fs::rename(dir.join(format!("x{n}")), dir.join(format!("x{}", n + 1))).unwrap();
+        }
+        batch.push(&busy, b"two\n");
+        files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
+        assert_eq!(files.open.keys().collect::<Vec<_>>(), [&busy]);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("busy.log")).unwrap(),
+            "one\ntwo\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

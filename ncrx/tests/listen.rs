@@ -1203,6 +1203,43 @@ fn a_removed_dir_is_made_again() {
     }
 }
 
+/// A sender's file moved (a rotation with no SIGHUP) or deleted (a clean-up job) while the
+/// listener holds it open is made again at its path by the sender's next line, well within
+/// the 10 s after which an idle file is closed: its lines do not go on into the moved file,
+/// nor into a deleted file that nobody can read.
+#[test]
+fn a_moved_or_deleted_file_is_made_again_with_no_sighup() {
+    let dir = scratch("listen-file-moved");
+    let (mut child, target, mut stderr) =
+        listener(&["--dir", dir.to_str().unwrap(), "--time", "kernel"]);
+    let senders = senders_from(std::net::Ipv4Addr::new(127, 6, 1, 1), 3);
+    let files: Vec<std::path::PathBuf> = senders
+        .iter()
+        .map(|s| dir.join(format!("{}.log", s.local_addr().unwrap().ip())))
+        .collect();
+    send_round(&senders, 0, target);
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::rename(&files[0], dir.join("rotated")).unwrap();
+    std::fs::remove_file(&files[1]).unwrap();
+    send_round(&senders, 1, target);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(!report.contains("write error"), "{report}");
+    let ends = |path: &std::path::Path, records: &[&str]| {
+        let lines = lines_of(path, records.len());
+        assert_eq!(lines.len(), records.len(), "{}: {lines:?}", path.display());
+        for (line, record) in lines.iter().zip(records) {
+            assert!(line.ends_with(record), "{}: {lines:?}", path.display());
+        }
+    };
+    ends(&dir.join("rotated"), &["record 0"]);
+    ends(&files[0], &["record 1"]);
+    ends(&files[1], &["record 1"]);
+    ends(&files[2], &["record 0", "record 1"]);
+}
+
 /// Sends 12,000 records of 100 bytes from one sender at about 12,000 a second, in bursts of
 /// 60: far within a socket buffer of 256 KiB while the receiving thread reads, far beyond it
 /// if that thread stopped for a second. Returns how many.
