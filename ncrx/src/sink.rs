@@ -1648,6 +1648,9 @@ impl<W: Write> Files<W> {
         };
         // Until `EAGAIN`: nothing more happened.
         while let Ok(events) = watch.read_events() {
+            if events.is_empty() {
+                break;
+            }
             for event in events {
                 if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                     self.open.clear();
