@@ -133,15 +133,31 @@ struct Files<W = File> {
 }
 
 /// A watch on `dir` for files moved or deleted in it, or onto its files' names
-/// ([`Files::forget_moved`]); `None` when inotify refuses.
+/// ([`Files::forget_moved`]); `None` when there is no `dir`, or when inotify refuses (its
+/// limits reached), which is said on stderr once a process.
 fn watch_dir(dir: &Path) -> Option<Inotify> {
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    static SAID: AtomicBool = AtomicBool::new(false);
     let events = AddWatchFlags::IN_MOVED_FROM
         | AddWatchFlags::IN_MOVED_TO
         | AddWatchFlags::IN_DELETE
         | AddWatchFlags::IN_ONLYDIR;
-    inotify.add_watch(dir, events).ok()?;
-    Some(inotify)
+    let watched = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .and_then(|inotify| inotify.add_watch(dir, events).map(|_| inotify));
+    match watched {
+        Ok(inotify) => Some(inotify),
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => None,
+        Err(error) => {
+            if !SAID.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "ncrx: cannot watch {} for files moved or deleted ({error}; raise \
+                     fs.inotify.max_user_instances or max_user_watches): such a file is \
+                     made again at its path only after 10 s without lines, or at SIGHUP",
+                    dir.display()
+                );
+            }
+            None
+        }
+    }
 }
 
 /// The device and inode of `dir`, or `None` when it is not there.

@@ -1240,6 +1240,61 @@ fn a_moved_or_deleted_file_is_made_again_with_no_sighup() {
     ends(&files[2], &["record 0", "record 1"]);
 }
 
+/// Where inotify refuses to watch the --dir directory (its limits reached; here a user
+/// namespace that allows no inotify instance), the listener says so once, not once a
+/// thread, and goes on writing every line to its file.
+#[test]
+fn a_dir_that_inotify_cannot_watch_is_said_once_and_written() {
+    let Some(unshare) = common::tool("unshare") else {
+        return;
+    };
+    let dir = scratch("listen-unwatched");
+    let (mut child, bind, banner, mut stderr) = common::spawn_bound_in(
+        &[
+            unshare.to_str().unwrap(),
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/user/max_inotify_instances && exec \"$0\" \"$@\"",
+        ],
+        &["listen"],
+        &[
+            "--dir",
+            dir.to_str().unwrap(),
+            "--time",
+            "kernel",
+            "--threads",
+            "2",
+        ],
+        std::process::Stdio::null,
+    );
+    assert!(
+        banner.starts_with(&format!("ncrx: cannot watch {}", dir.display()))
+            && banner.contains("EMFILE")
+            && banner.contains("fs.inotify.max_user_instances"),
+        "{banner}"
+    );
+    let target: SocketAddr = bind.parse().unwrap();
+    let senders = senders_from(std::net::Ipv4Addr::new(127, 6, 2, 1), 4);
+    send_round(&senders, 0, target);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(!report.contains("cannot watch"), "{report}");
+    assert!(
+        report.contains("all sources: 4 records, 0 lost"),
+        "{report}"
+    );
+    for sender in &senders {
+        let ip = sender.local_addr().unwrap().ip();
+        let lines = lines_of(&dir.join(format!("{ip}.log")), 1);
+        assert_eq!(lines.len(), 1, "{ip}: {lines:?}");
+        assert!(lines[0].ends_with("record 0"), "{ip}: {lines:?}");
+    }
+}
+
 /// Sends 12,000 records of 100 bytes from one sender at about 12,000 a second, in bursts of
 /// 60: far within a socket buffer of 256 KiB while the receiving thread reads, far beyond it
 /// if that thread stopped for a second. Returns how many.
