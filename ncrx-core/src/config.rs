@@ -47,7 +47,7 @@ pub(crate) const UNANSWERED_REQUEST_SPACING_MAX: Duration = Duration::from_secs(
 /// | [`out_of_order_timeout`](StreamConfig::out_of_order_timeout) | 30 s | 30 s | 200 ms | release a buffered out-of-order record |
 /// | [`restart_ts_back`](StreamConfig::restart_ts_back) | 1 s | 1 s | 1 s | restart at once when `ts_usec` goes back this far |
 /// | [`max_held_bytes`](StreamConfig::max_held_bytes) | 16 MiB | 16 MiB | 2 MiB | record bytes one stream holds |
-/// | [`max_fragmented_total`](StreamConfig::max_fragmented_total) | 64 KiB | 64 KiB | 64 KiB | largest fragmented record |
+/// | [`max_fragmented_total`](StreamConfig::max_fragmented_total) | 128 KiB | 128 KiB | 128 KiB | largest fragmented record ([`DEFAULT_MAX_TOTAL`](netconsole_proto::DEFAULT_MAX_TOTAL)) |
 ///
 /// # Senders that answer and senders that do not
 ///

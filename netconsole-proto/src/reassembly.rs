@@ -7,8 +7,29 @@ use core::ops::Range;
 use crate::header::Header;
 use crate::record::{ExtRecord, OwnedRecord};
 
-/// Default cap on a fragmented record's total length.
-pub const DEFAULT_MAX_TOTAL: usize = 64 * 1024;
+/// Default cap on a fragmented record's total length: 128 KiB, above the largest record a
+/// kernel sends.
+///
+/// On the kernels with userdata (6.9+) a record's body is its text (printk's buffer,
+/// [`PRINTK_MESSAGE_MAX`](crate::PRINTK_MESSAGE_MAX) bytes at most) followed by the
+/// userdata and sysdata lines, each at most 255 bytes (`MAX_EXTRADATA_ENTRY_LEN` less its
+/// NUL). Linux 7.3 accepts 256 userdata items (`MAX_USERDATA_ITEMS`, 16 when userdata came):
+/// 256 lines of a 53-byte key and a 199-byte value make 65,280 bytes of userdata alone, and
+/// such a record, fragmented, announces a total of up to about 68,350 bytes. (Before 6.9,
+/// a body is at most [`CONSOLE_EXT_LOG_MAX`](crate::CONSOLE_EXT_LOG_MAX) bytes.)
+pub const DEFAULT_MAX_TOTAL: usize = 128 * 1024;
+
+/// Userdata items a configfs target takes at most on Linux 7.3 (`MAX_USERDATA_ITEMS` in
+/// drivers/net/netconsole.c; 16 from 6.9, when userdata came, until it was raised).
+const MAX_USERDATA_ITEMS: usize = 256;
+
+/// The largest body a kernel sends: printk's text buffer, then every userdata item and the
+/// four sysdata lines at their longest (see [`DEFAULT_MAX_TOTAL`]).
+const LARGEST_KERNEL_TOTAL: usize = crate::PRINTK_MESSAGE_MAX
+    + (MAX_USERDATA_ITEMS + 4) * (crate::format::MAX_EXTRADATA_ENTRY_LEN - 1);
+
+const _: () = assert!(LARGEST_KERNEL_TOTAL <= DEFAULT_MAX_TOTAL);
+const _: () = assert!(crate::CONSOLE_EXT_LOG_MAX <= DEFAULT_MAX_TOTAL);
 /// Most disjoint received ranges one reassembly keeps (a kernel sends a few dozen at most).
 pub const MAX_PIECES: usize = 256;
 
@@ -200,7 +221,7 @@ impl Reassembly {
 /// `total` bytes. Fragments may come in any order, duplicated, or overlapping (a sender that
 /// re-cuts a record differently); overlapping bytes must agree, or the fragment is refused
 /// with [`ReassemblyError::Conflict`] and nothing is written. A total above the cap (default
-/// [`DEFAULT_MAX_TOTAL`], 64 KiB) is refused before any allocation. While incomplete,
+/// [`DEFAULT_MAX_TOTAL`], 128 KiB) is refused before any allocation. While incomplete,
 /// [`Reassembly::missing`] lists the byte ranges not yet received and
 /// [`Reassembly::bytes`] shows the body as it stands (zero where missing: no byte is ever
 /// invented), so a receiver that gives up on a record can hand out what arrived without
@@ -377,9 +398,9 @@ mod tests {
             })
         );
         assert_eq!(
-            Reassembly::new(65_537, DEFAULT_MAX_TOTAL),
+            Reassembly::new(DEFAULT_MAX_TOTAL + 1, DEFAULT_MAX_TOTAL),
             Err(ReassemblyError::TooLarge {
-                total: 65_537,
+                total: DEFAULT_MAX_TOTAL + 1,
                 cap: DEFAULT_MAX_TOTAL
             })
         );
@@ -446,6 +467,74 @@ mod tests {
         let plain = ExtRecord::parse(b"6,1,2,-,ncfrag=0/4;ab").unwrap();
         let rec = FragmentedRecord::new(&plain, DEFAULT_MAX_TOTAL).unwrap();
         assert_eq!(rec.header(), plain.header);
+    }
+
+    /// The largest record Linux 7.3 sends, measured there (kernel-tests): a text at printk's
+    /// limit, release prepended, 256 userdata items of a 53-byte key and a 199-byte value,
+    /// and every sysdata line. Its total is above 64 KiB (the cap before, which refused every
+    /// fragment of it) and it comes out whole under the default cap.
+    #[test]
+    fn the_largest_record_a_kernel_sends_is_taken_whole() {
+        use crate::{
+            ExtFragments, MAX_EXTRADATA_NAME_LEN, MAX_EXTRADATA_VALUE_LEN, MAX_PRINT_CHUNK,
+            PRINTK_MESSAGE_MAX, SendOptions, Sysdata, format_userdata, userdata_len,
+        };
+        let keys: Vec<Vec<u8>> = (0..MAX_USERDATA_ITEMS)
+            .map(|i| {
+                let mut key = alloc::format!("k{i:03}").into_bytes();
+                key.resize(MAX_EXTRADATA_NAME_LEN, b'n');
+                key
+            })
+            .collect();
+        let value = [b'v'; MAX_EXTRADATA_VALUE_LEN - 1];
+        let entries: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &value[..])).collect();
+        let mut userdata = alloc::vec![0; userdata_len(&entries)];
+        format_userdata(&entries, &mut userdata).unwrap();
+        let sysdata = Sysdata {
+            cpu: Some(u32::MAX),
+            taskname: Some(b"kworker/u16:255"),
+            release: Some(b"7.3.4+deb13-cloud-amd64"),
+            msgid: Some(u32::MAX),
+        };
+        let mut sys = alloc::vec![0; sysdata.formatted_len()];
+        sysdata.format_into(&mut sys).unwrap();
+        let mut msg = b"6,123456,7654321,-;".to_vec();
+        msg.resize(PRINTK_MESSAGE_MAX - 1, b'x');
+        msg.push(b'\n');
+        let options = SendOptions {
+            release: Some(b"7.3.4+deb13-cloud-amd64"),
+            userdata: &userdata,
+            sysdata: &sys,
+            ..SendOptions::default()
+        };
+        let mut frags = ExtFragments::new(&msg, options).unwrap();
+        let total = frags.total();
+        assert!(
+            total > 64 * 1024 && total <= LARGEST_KERNEL_TOTAL,
+            "{total}"
+        );
+        let mut out = [0u8; MAX_PRINT_CHUNK];
+        let mut datagrams = Vec::new();
+        while let Some(len) = frags.write_next(&mut out) {
+            datagrams.push(out[..len].to_vec());
+        }
+        // Last first, as a reordering network may deliver them.
+        let parsed: Vec<ExtRecord<'_>> = datagrams
+            .iter()
+            .rev()
+            .map(|d| ExtRecord::parse(d).unwrap())
+            .collect();
+        let mut record = FragmentedRecord::new(&parsed[0], DEFAULT_MAX_TOTAL).unwrap();
+        for fragment in &parsed[1..] {
+            record.push(fragment).unwrap();
+        }
+        let done = record.to_record().unwrap();
+        let body = [&msg[19..], &userdata[..], &sys[..]].concat();
+        assert_eq!(done.body, body);
+        assert_eq!(
+            done.release.as_deref(),
+            Some(&b"7.3.4+deb13-cloud-amd64"[..])
+        );
     }
 
     #[test]
