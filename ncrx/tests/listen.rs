@@ -1275,6 +1275,14 @@ fn a_dir_that_inotify_cannot_watch_is_said_once_and_written() {
             && banner.contains("fs.inotify.max_user_instances"),
         "{banner}"
     );
+    // The message comes when the output is set up, before the sockets: nothing is sent
+    // until the listener says it receives.
+    let mut receiving = String::new();
+    stderr.read_line(&mut receiving).unwrap();
+    assert!(
+        receiving.starts_with(&format!("ncrx: receiving netconsole on {bind}")),
+        "{receiving}"
+    );
     let target: SocketAddr = bind.parse().unwrap();
     let senders = senders_from(std::net::Ipv4Addr::new(127, 6, 2, 1), 4);
     send_round(&senders, 0, target);
