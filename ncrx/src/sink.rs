@@ -48,10 +48,10 @@ const DIR_LINGER: Duration = Duration::from_millis(100);
 /// ([`SinkOptions::max_open_files`]). With 1,000 senders and 256 (the limit before), every
 /// write was an `openat` and a `close` too.
 pub(crate) const MAX_OPEN_FILES: usize = 4096;
-/// A `--dir` file not written for this long is closed (within a second more): its
-/// descriptor, and the disk space of a file deleted meanwhile (a clean-up job), are given
-/// back, and a file moved meanwhile (a rotation without SIGHUP) is opened again at its path
-/// for the next lines. Files written more often stay open: moving them needs a SIGHUP.
+/// A `--dir` file not written for this long is closed (within a second more), giving back
+/// its descriptor. Where inotify cannot watch the directory ([`Files::watch`]), this is also
+/// when a file deleted meanwhile gives back its disk space and a file moved meanwhile is
+/// opened again at its path; files written more often then need a SIGHUP for that.
 const IDLE_CLOSE: Duration = Duration::from_secs(10);
 /// How often a writer thread closes idle files when no lines come.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -164,6 +164,12 @@ fn watch_dir(dir: &Path) -> Option<Inotify> {
 fn dir_id(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The stem of a sender's `--dir` file: its name or address, with any `/` (or NUL) of a name
+/// from a hosts file made `_`.
+fn file_stem(host: &str) -> String {
+    host.replace(['/', '\0'], "_")
 }
 
 /// A file of `--dir` kept open.
@@ -1679,10 +1685,9 @@ impl<W: Write> Files<W> {
                 }) else {
                     continue;
                 };
-                // A stem with `_` may be a name whose `/` was made `_` (see `path`).
+                // A stem with `_` may be a name whose `/` was made `_` (see `file_stem`).
                 if self.open.remove(stem).is_none() && stem.contains('_') {
-                    self.open
-                        .retain(|host, _| host.replace(['/', '\0'], "_") != stem);
+                    self.open.retain(|host, _| file_stem(host) != stem);
                 }
             }
         }
@@ -1693,10 +1698,10 @@ impl<W: Write> Files<W> {
         self.tails.values().map(|tail| newlines(tail)).sum()
     }
 
-    /// `DIR/<host>.<extension>`, with any `/` of a name from a hosts file made `_`.
+    /// `DIR/<file_stem(host)>.<extension>`.
     fn path(&self, host: &str) -> PathBuf {
-        let stem = host.replace(['/', '\0'], "_");
-        self.dir.join(format!("{stem}.{}", self.extension))
+        self.dir
+            .join(format!("{}.{}", file_stem(host), self.extension))
     }
 
     /// Closes the files not written for [`IDLE_CLOSE`], at most once per [`IDLE_TICK`].
