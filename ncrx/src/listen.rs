@@ -103,6 +103,8 @@ struct Report {
     responses_failed: u64,
     port_unreachable: u64,
     kernel_drops: u64,
+    /// Some socket's drop counter could not be read (see [`Listening::kernel_drops`]).
+    drops_unknown: bool,
     lines_not_written: u64,
     write_errors: u64,
     /// The last write error, with the file (or standard output) it happened to.
@@ -124,6 +126,7 @@ impl Report {
         self.responses_failed += other.responses_failed;
         self.port_unreachable += other.port_unreachable;
         self.kernel_drops += other.kernel_drops;
+        self.drops_unknown |= other.drops_unknown;
         self.lines_not_written += other.lines_not_written;
         self.write_errors += other.write_errors;
         self.last_write_error = other.last_write_error.or(self.last_write_error.take());
@@ -279,6 +282,13 @@ fn announce(shards: &[Vec<Listening>], threads: usize, asked: usize) {
             "ncrx: the kernel granted a receive buffer of {granted} bytes of the {asked} asked \
              for; bursts may be dropped: raise it with `sysctl -w net.core.rmem_max={asked}` \
              (or run with CAP_NET_ADMIN)"
+        );
+    }
+    // Every thread's sockets are alike: the first one's say whether drops can be counted.
+    if let Some(error) = shards[0].iter().find_map(|s| s.kernel_drops().err()) {
+        eprintln!(
+            "ncrx: cannot read the kernel's drop counter ({error}): datagrams the kernel drops \
+             will not be counted; /proc/net must be visible (systemd: no ProcSubset=pid)"
         );
     }
 }
@@ -547,16 +557,20 @@ fn supervise(shared: &Shared, threads: usize, files: bool) {
 }
 
 fn print_report(total: &mut Report, verbose: bool) {
+    let drops = if total.drops_unknown {
+        "kernel drops unknown".to_owned()
+    } else {
+        format!("{} kernel drops", total.kernel_drops)
+    };
     eprintln!(
         "ncrx: stopped: {} sources, {} malformed datagrams, {} responses sent, {} failed, \
-         {} refused datagrams, {} oversized, {} kernel drops, {} port unreachable",
+         {} refused datagrams, {} oversized, {drops}, {} port unreachable",
         total.sources_created,
         total.malformed,
         total.responses_sent,
         total.responses_failed,
         total.refused,
         total.oversized,
-        total.kernel_drops,
         total.port_unreachable
     );
     eprintln!(
@@ -658,6 +672,11 @@ impl Shard {
         let mut last_publish = StdInstant::now();
         let mut stopped_at: Option<StdInstant> = None;
         let mut reopened = shared.reopen.load(Ordering::Acquire);
+        if let Some((index, board)) = board {
+            // The page is right from the start (whether drops can be counted, for one).
+            self.take_drops();
+            board.publish(*index, self.snapshot(board.per_source));
+        }
         loop {
             shared.beats[index].fetch_add(1, Ordering::Release);
             let reopen = shared.reopen.load(Ordering::Acquire);
@@ -688,7 +707,7 @@ impl Shard {
                 if let Some((index, board)) = board {
                     if last_publish.elapsed() >= PUBLISH_INTERVAL {
                         last_publish = StdInstant::now();
-                        self.report.kernel_drops = self.drops_now();
+                        self.take_drops();
                         board.publish(*index, self.snapshot(board.per_source));
                     }
                 }
@@ -798,6 +817,7 @@ impl Shard {
             requested: stats.streams.requested,
             port_unreachable: self.report.port_unreachable,
             kernel_drops: self.report.kernel_drops,
+            kernel_drops_unknown: self.report.drops_unknown,
             write_errors: self.sink.write_errors.errors,
             lines_not_written: self.sink.write_errors.lines_lost,
             sources: self.rx.sources() as u64,
@@ -811,12 +831,21 @@ impl Shard {
         }
     }
 
-    /// The kernel's drop counters of this thread's sockets, summed.
-    fn drops_now(&self) -> u64 {
-        self.sockets
+    /// The kernel's drop counters of this thread's sockets, summed, and whether one could
+    /// not be read.
+    fn drops_now(&self) -> (u64, bool) {
+        let mut unknown = false;
+        let drops = self
+            .sockets
             .iter()
-            .filter_map(Listening::kernel_drops)
-            .sum()
+            .filter_map(|socket| socket.kernel_drops().map_err(|_| unknown = true).ok())
+            .sum();
+        (drops, unknown)
+    }
+
+    /// Puts the kernel's drop counters in the report.
+    fn take_drops(&mut self) {
+        (self.report.kernel_drops, self.report.drops_unknown) = self.drops_now();
     }
 
     /// Per-source malformed counts, taken from the receiver's streams before they are
@@ -975,7 +1004,8 @@ impl Shard {
             return;
         }
         self.drops_checked = StdInstant::now();
-        let drops = self.drops_now();
+        self.take_drops();
+        let drops = self.report.kernel_drops;
         if drops > self.drops_seen && !at_stop {
             eprintln!(
                 "ncrx: the kernel dropped {} datagrams for this listener in the last minute \
@@ -984,7 +1014,6 @@ impl Shard {
             );
         }
         self.drops_seen = drops;
-        self.report.kernel_drops = drops;
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct Snapshot {
     pub(crate) requested: u64,
     pub(crate) port_unreachable: u64,
     pub(crate) kernel_drops: u64,
+    /// The kernel's drop counter could not be read: `kernel_drops` is left out.
+    pub(crate) kernel_drops_unknown: bool,
     pub(crate) write_errors: u64,
     pub(crate) lines_not_written: u64,
     pub(crate) sources: u64,
@@ -65,6 +67,7 @@ impl Snapshot {
         self.requested += slot.requested;
         self.port_unreachable += slot.port_unreachable;
         self.kernel_drops += slot.kernel_drops;
+        self.kernel_drops_unknown |= slot.kernel_drops_unknown;
         self.write_errors += slot.write_errors;
         self.lines_not_written += slot.lines_not_written;
         self.sources += slot.sources;
@@ -110,6 +113,9 @@ impl Board {
         }
         let counters = counters(&total);
         for (name, help, value) in counters {
+            if name == "kernel_drops" && total.kernel_drops_unknown {
+                continue;
+            }
             let counter = Counter::<u64>::default();
             counter.inc_by(value);
             registry.register(name, help, counter);

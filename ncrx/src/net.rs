@@ -341,22 +341,44 @@ pub(crate) fn take_errors(
 impl Listening {
     /// The kernel's count of datagrams it dropped for this socket (its receive buffer was
     /// full): the counter `SO_RXQ_OVFL` reports, read from `/proc/net/udp` or `udp6` by the
-    /// socket's inode, so that it is known even when no datagram follows the drops.
-    pub(crate) fn kernel_drops(&self) -> Option<u64> {
-        let inode = self.inode?.to_string();
+    /// socket's inode, so that it is known even when no datagram follows the drops. An error
+    /// says why it cannot be read (`/proc/net` hidden, as by systemd's `ProcSubset=pid`).
+    pub(crate) fn kernel_drops(&self) -> io::Result<u64> {
         let table = if self.addr.is_ipv6() {
             "/proc/net/udp6"
         } else {
             "/proc/net/udp"
         };
-        let text = std::fs::read_to_string(table).ok()?;
-        text.lines().skip(1).find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(9) == Some(&inode.as_str()))
-                .then(|| fields.get(12)?.parse().ok())
-                .flatten()
-        })
+        let inode = self
+            .inode
+            .ok_or_else(|| io::Error::other("its inode is unknown (/proc/self/fd)"))?
+            .to_string();
+        let text = std::fs::read_to_string(table)
+            .map_err(|error| io::Error::new(error.kind(), format!("{table}: {error}")))?;
+        text.lines()
+            .skip(1)
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(9) == Some(&inode.as_str()))
+                    .then(|| fields.get(12).and_then(|drops| drops_field(drops)))
+                    .flatten()
+            })
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("socket inode {inode} is not in {table}"),
+                )
+            })
     }
+}
+
+/// The `drops` column of `/proc/net/udp`: the kernel prints its 32-bit counter signed, so
+/// past 2^31 drops it reads negative.
+fn drops_field(field: &str) -> Option<u64> {
+    let value: i64 = field.parse().ok()?;
+    u64::try_from(value)
+        .or_else(|_| u64::try_from(value + (1 << 32)))
+        .ok()
 }
 
 /// Sends `bytes` to `to` from `socket`, writing a v4-mapped address when `socket` is IPv6.
@@ -419,4 +441,25 @@ pub(crate) fn stop_on_signals() -> Result<std::sync::Arc<AtomicBool>, Failure> {
         })?;
     }
     Ok(stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drops_column_is_read_as_the_kernels_unsigned_counter() {
+        assert_eq!(drops_field("0"), Some(0));
+        assert_eq!(drops_field("2147483647"), Some(2_147_483_647));
+        // Printed with %d: past 2^31 the counter shows negative.
+        assert_eq!(drops_field("-2147483648"), Some(2_147_483_648));
+        assert_eq!(drops_field("-1"), Some(4_294_967_295));
+        assert_eq!(drops_field("x"), None);
+    }
+
+    #[test]
+    fn a_bound_socket_has_a_drop_counter() {
+        let socket = bind_listener("127.0.0.1:0".parse().unwrap(), false, 1 << 20).unwrap();
+        assert_eq!(socket.kernel_drops().unwrap(), 0);
+    }
 }

@@ -1303,6 +1303,98 @@ fn a_dir_that_inotify_cannot_watch_is_said_once_and_written() {
     }
 }
 
+/// Where `/proc/net` is hidden (a proc mounted with `subset=pid`, as systemd's
+/// `ProcSubset=pid` mounts it), the kernel's drop counter cannot be read: the listener says
+/// so at start, the stop summary says the drops are unknown instead of "0 kernel drops", and
+/// the metrics leave the counter out. Records are received as ever.
+#[test]
+fn a_drop_counter_that_cannot_be_read_is_said_not_shown_as_zero() {
+    let Some(unshare) = common::tool("unshare") else {
+        return;
+    };
+    let (mut child, bind, banner, mut stderr) = common::spawn_bound_in(
+        &[
+            unshare.to_str().unwrap(),
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--pid",
+            "--fork",
+            "sh",
+            "-c",
+            "mount -t proc -o subset=pid proc /proc && exec \"$0\" \"$@\"",
+        ],
+        &["listen"],
+        &[
+            "--time",
+            "kernel",
+            "--threads",
+            "2",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        std::process::Stdio::piped,
+    );
+    assert!(
+        banner.starts_with("ncrx: receiving netconsole on"),
+        "{banner}"
+    );
+    let mut said = String::new();
+    while !said.contains("metrics on") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{said}");
+        said.push_str(&line);
+    }
+    assert!(
+        said.contains(
+            "ncrx: cannot read the kernel's drop counter (/proc/net/udp: No such file or directory"
+        ) && said.contains("ProcSubset=pid"),
+        "{said}"
+    );
+    let metrics = said
+        .lines()
+        .find_map(|l| l.strip_prefix("ncrx: metrics on http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap();
+    let (_, page) = http_get(metrics, "/metrics", "text/plain");
+    assert!(page.contains("ncrx_records_total"), "{page}");
+    assert!(!page.contains("kernel_drops"), "{page}");
+    let target: SocketAddr = bind.parse().unwrap();
+    let senders = senders_from(std::net::Ipv4Addr::new(127, 6, 3, 1), 3);
+    send_round(&senders, 0, target);
+    send_round(&senders, 1, target);
+    std::thread::sleep(Duration::from_millis(400));
+    let mut stdout = child.stdout.take().unwrap();
+    // unshare --fork ignores SIGTERM itself and does not pass it on: the listener, its
+    // child, is stopped, and unshare exits with its status.
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let listener = std::fs::read_to_string(&children).unwrap();
+    let listener = listener.split_whitespace().next().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", listener])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    assert_eq!(
+        out.lines().filter(|l| l.contains("record 1")).count(),
+        3,
+        "{out}"
+    );
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(
+        report.contains("0 oversized, kernel drops unknown, 0 port unreachable"),
+        "{report}"
+    );
+    assert!(
+        report.contains("all sources: 6 records, 0 lost"),
+        "{report}"
+    );
+}
+
 /// Sends 12,000 records of 100 bytes from one sender at about 12,000 a second, in bursts of
 /// 60: far within a socket buffer of 256 KiB while the receiving thread reads, far beyond it
 /// if that thread stopped for a second. Returns how many.
