@@ -358,10 +358,13 @@ impl Listening {
         text.lines()
             .skip(1)
             .find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                (fields.get(9) == Some(&inode.as_str()))
-                    .then(|| fields.get(12).and_then(|drops| drops_field(drops)))
-                    .flatten()
+                // Fields: sl local rem st queues tr:when retrnsmt uid timeout inode ref
+                // pointer drops.
+                let mut fields = line.split_whitespace().skip(9);
+                if fields.next() != Some(inode.as_str()) {
+                    return None;
+                }
+                fields.nth(2).and_then(drops_field)
             })
             .ok_or_else(|| {
                 io::Error::new(

@@ -1303,6 +1303,51 @@ fn a_dir_that_inotify_cannot_watch_is_said_once_and_written() {
     }
 }
 
+/// The kernel's drops are counted: the listener is stopped (SIGSTOP) with a receive buffer
+/// of the kernel's minimum, 100 records are sent (the buffer keeps a few, the kernel drops
+/// the rest), and after SIGCONT one more record shows the hole. The metrics and the stop
+/// summary give the same count of kernel drops, and it is exactly the records lost.
+#[test]
+fn the_kernels_drops_are_counted_in_the_metrics_and_at_stop() {
+    let (mut child, target, mut stderr) = listener(&[
+        "--threads",
+        "1",
+        "--recv-buffer",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let addr = metrics_addr(&mut stderr);
+    assert_eq!(metric_until(&addr, "ncrx_kernel_drops_total", |_| true), 0);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    common::signal(&child, "STOP");
+    for seq in 0..100 {
+        let record = format!("6,{seq},{seq}000,-;record {seq}\n");
+        kernel.send_to(record.as_bytes(), target).unwrap();
+    }
+    common::signal(&child, "CONT");
+    std::thread::sleep(Duration::from_millis(300));
+    kernel
+        .send_to(b"6,100,100000,-;record 100\n", target)
+        .unwrap();
+    let drops = metric_until(&addr, "ncrx_kernel_drops_total", |v| v > 0);
+    assert!(drops >= 50, "{drops} kernel drops");
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(
+        report.contains(&format!(", {drops} kernel drops,")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "all sources: {} records, {drops} lost,",
+            101 - drops
+        )),
+        "{report}"
+    );
+}
+
 /// Where `/proc/net` is hidden (a proc mounted with `subset=pid`, as systemd's
 /// `ProcSubset=pid` mounts it), the kernel's drop counter cannot be read: the listener says
 /// so at start, the stop summary says the drops are unknown instead of "0 kernel drops", and
