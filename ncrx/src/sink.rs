@@ -114,8 +114,8 @@ struct Files<W = File> {
     /// When files idle for [`IDLE_CLOSE`] were last closed.
     reaped: Instant,
     /// The rest of a line whose write failed part way, by file stem: written first next
-    /// time (see [`write_lines`]).
-    tails: HashMap<Arc<str>, Vec<u8>>,
+    /// time (see [`write_lines`]), into the same file only.
+    tails: HashMap<Arc<str>, Tail>,
     /// One file's lines of a batch, put together.
     scratch: Vec<u8>,
     /// The directory's device and inode when the last batch was written (`None`: it was not
@@ -173,6 +173,15 @@ fn file_stem(host: &str) -> String {
 }
 
 /// A file of `--dir` kept open.
+/// The rest of a line cut by a failed write, and the device and inode of the file it was
+/// cut in (`None` when unknown): it may only finish the line in that file, never start a
+/// new file that replaced it (rotated, deleted) with half a line.
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: Vec<u8>,
+    file: Option<(u64, u64)>,
+}
+
 struct OpenFile<W> {
     file: W,
     /// The time of the batch that last wrote it.
@@ -474,7 +483,20 @@ impl Output for StandardOutput {
     }
 }
 
-impl<W: Write + Send + 'static> Output for Files<W> {
+/// A file's device and inode, to tell whether the file at a path is still the one a line was
+/// cut in (see [`Tail`]); `None` when unknown.
+trait Identity {
+    fn identity(&self) -> Option<(u64, u64)>;
+}
+
+impl Identity for File {
+    fn identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        self.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+}
+
+impl<W: Write + Identity + Send + 'static> Output for Files<W> {
     type Batch = FileBatch;
 
     fn write(&mut self, batch: &mut FileBatch, errors: &mut WriteErrors) {
@@ -1582,7 +1604,7 @@ impl Sink {
     }
 }
 
-impl<W: Write> Files<W> {
+impl<W: Write + Identity> Files<W> {
     /// Files in `dir` named `<host>.<extension>`, at most `max_open` open at once, opened
     /// by `opener`.
     fn new(
@@ -1695,7 +1717,7 @@ impl<W: Write> Files<W> {
 
     /// Lines cut by a failed write and never finished.
     fn unfinished(&self) -> u64 {
-        self.tails.values().map(|tail| newlines(tail)).sum()
+        self.tails.values().map(|tail| newlines(&tail.bytes)).sum()
     }
 
     /// `DIR/<file_stem(host)>.<extension>`.
@@ -1766,6 +1788,26 @@ impl<W: Write> Files<W> {
                     }
                 }
             };
+            // The file at the path now is not the one a line was cut in (moved by logrotate,
+            // deleted): the rest of that line is dropped and the line counted, rather than
+            // written at the start of this one.
+            if let Some(tail) = self.tails.get(host) {
+                if tail.file.is_some() && file.identity() != tail.file {
+                    let lost = newlines(&tail.bytes);
+                    self.tails.remove(host);
+                    errors.failed_lines(
+                        lost,
+                        &path.display().to_string(),
+                        &io::Error::other(
+                            "the file was replaced before the rest of a line cut by a failed \
+                             write could be written",
+                        ),
+                    );
+                    if lines.is_empty() {
+                        return;
+                    }
+                }
+            }
             let open = OpenFile { file, written: now };
             self.open.insert(Arc::clone(host), open);
         }
@@ -1774,17 +1816,20 @@ impl<W: Write> Files<W> {
         };
         open.written = now;
         let mut tail = self.tails.remove(host).unwrap_or_default();
-        let written = write_lines(&mut open.file, lines, &mut tail);
-        if !tail.is_empty() {
-            self.tails.insert(Arc::clone(host), tail);
-        }
+        let written = write_lines(&mut open.file, lines, &mut tail.bytes);
         if let Err((error, lost)) = written {
+            if !tail.bytes.is_empty() && tail.file.is_none() {
+                tail.file = open.file.identity();
+            }
+            let path = self.path(host);
             if !lines.is_empty() {
-                let path = self.path(host);
                 errors.failed_lines(lost, &path.display().to_string(), &error);
             }
             // Opened again next time (the disk may have room by then).
             self.open.remove(host);
+        }
+        if !tail.bytes.is_empty() {
+            self.tails.insert(Arc::clone(host), tail);
         }
     }
 }
@@ -2186,10 +2231,23 @@ mod tests {
         /// The disk of [`open_shared_disk`]'s files: their bytes by path, and the room left.
         static DISK: std::cell::RefCell<(HashMap<PathBuf, Vec<u8>>, usize)> =
             std::cell::RefCell::new((HashMap::new(), 0));
+        /// How many times a path of [`DISK`] had its file replaced (see `Identity`).
+        static GENERATION: std::cell::RefCell<HashMap<PathBuf, u64>> =
+            std::cell::RefCell::new(HashMap::new());
     }
 
     /// A file on [`DISK`].
     struct DiskFile(PathBuf);
+
+    impl Identity for DiskFile {
+        fn identity(&self) -> Option<(u64, u64)> {
+            // The file at a path is replaced (rotated) when its generation changes.
+            Some((
+                0,
+                GENERATION.with_borrow(|g| g.get(&self.0).copied().unwrap_or(0)),
+            ))
+        }
+    }
 
     impl Write for DiskFile {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -2267,6 +2325,50 @@ mod tests {
         });
         assert_eq!(lost, lost_while_full);
         assert_eq!(lost_while_full, 2);
+    }
+
+    /// A line cut by a full disk in a file that is then rotated (moved away, the path given
+    /// to a new file) is not finished at the start of the new file: its rest is dropped and
+    /// the line counted, and the new file starts with the next whole line.
+    #[test]
+    fn the_rest_of_a_cut_line_never_starts_a_rotated_file() {
+        let (path, rotated) = (PathBuf::from("/r/a.log"), PathBuf::from("/r/a.log.1"));
+        DISK.with_borrow_mut(|(files, room)| {
+            files.clear();
+            *room = 8;
+        });
+        let mut files = Files::new(Path::new("/r"), "log", 8, open_shared_disk);
+        let mut errors = WriteErrors::default();
+        let a: Arc<str> = Arc::from("a");
+        let mut batch = FileBatch::default();
+        batch.push(&a, b"a one\n");
+        batch.push(&a, b"a two\n");
+        files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
+        Batch::clear(&mut batch);
+        assert_eq!((errors.lines_lost, files.unfinished()), (0, 1));
+        // logrotate: the file moved away, a new one at its path; room again.
+        DISK.with_borrow_mut(|(files, room)| {
+            let bytes = files.remove(&path).unwrap();
+            files.insert(rotated.clone(), bytes);
+            *room = 1000;
+        });
+        GENERATION.with_borrow_mut(|g| *g.entry(path.clone()).or_default() += 1);
+        files.reopen();
+        batch.push(&a, b"a three\n");
+        files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
+        DISK.with_borrow(|(written, _)| {
+            assert_eq!(written[&rotated], b"a one\na ");
+            assert_eq!(written[&path], b"a three\n");
+        });
+        assert_eq!((errors.lines_lost, files.unfinished()), (1, 0));
+        assert!(
+            errors
+                .last()
+                .unwrap()
+                .contains("replaced before the rest of a line"),
+            "{:?}",
+            errors.last()
+        );
     }
 
     /// Two sources that share a file (one address, two ports: two names with one text) have
