@@ -1303,6 +1303,43 @@ fn a_dir_that_inotify_cannot_watch_is_said_once_and_written() {
     }
 }
 
+/// Records the receiver drops are counted, never silently gone: a copy of a record already
+/// taken shows in the metrics as a duplicate, and records far behind what a sender already
+/// delivered (with later timestamps, so not a restart) are in the stop summary and the
+/// metrics as dropped.
+#[test]
+fn records_the_receiver_drops_are_counted() {
+    let (mut child, target, mut stderr) = listener(&["--threads", "1", "--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&mut stderr);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for record in [
+        "6,100000,5001000,-;a\n",
+        "6,100001,5001001,-;b\n",
+        "6,100001,5001001,-;b\n",
+        "6,10,7000010,-;c10\n",
+        "6,11,7000011,-;c11\n",
+    ] {
+        kernel.send_to(record.as_bytes(), target).unwrap();
+    }
+    let name = "ncrx_dropped_records_total{reason=\"duplicate\"}";
+    assert_eq!(metric_until(&addr, name, |v| v > 0), 1);
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(
+        report.contains("all sources: 2 records, 0 lost"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "ncrx: records dropped: 2 (0 claiming a sequence number already taken, 2 too far \
+             behind to tell from records delivered, 0 ahead of a stream that went on, 0 stale \
+             emergency, 0 over the byte budget); 1 duplicates ignored"
+        ),
+        "{report}"
+    );
+}
+
 /// The kernel's drops are counted: the listener is stopped (SIGSTOP) with a receive buffer
 /// of the kernel's minimum, 100 records are sent (the buffer keeps a few, the kernel drops
 /// the rest), and after SIGCONT one more record shows the hole. The metrics and the stop
