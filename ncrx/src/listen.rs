@@ -181,12 +181,14 @@ fn bind_shards(args: &ListenArgs, threads: usize) -> Result<Vec<Vec<Listening>>,
             }
         }
     }
-    let mut shards = Vec::with_capacity(threads);
+    let mut shards: Vec<Vec<Listening>> = Vec::with_capacity(threads);
     for _ in 0..threads {
         let mut sockets = Vec::with_capacity(addrs.len());
         for &addr in &addrs {
             sockets.push(net::bind_listener(addr, threads > 1, args.recv_buffer)?);
         }
+        // Port 0: the port the kernel chose for the first thread is every thread's.
+        addrs = sockets.iter().map(|s| s.addr).collect();
         shards.push(sockets);
     }
     Ok(shards)

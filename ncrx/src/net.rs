@@ -38,7 +38,8 @@ pub(crate) struct Listening {
 }
 
 /// Binds `addr` for the listener: `SO_REUSEPORT` when several threads share it, IPv4 too on
-/// `[::]`, then [`prepare`]d.
+/// `[::]`, then [`prepare`]d. Its `addr` is the address bound (with the port chosen, for
+/// port 0).
 pub(crate) fn bind_listener(
     addr: SocketAddr,
     reuse_port: bool,
@@ -61,7 +62,13 @@ pub(crate) fn bind_listener(
     socket
         .bind(&addr.into())
         .map_err(|e| fail("cannot bind", e))?;
-    prepare(socket.into(), addr, buffer)
+    // The port the kernel chose when asked for port 0.
+    let bound = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(addr);
+    prepare(socket.into(), bound, buffer)
 }
 
 /// A UDP socket to send from, bound to `local`, as netconsole's netpoll sends: an IPv6 socket

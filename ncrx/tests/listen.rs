@@ -1340,6 +1340,51 @@ fn records_the_receiver_drops_are_counted() {
     );
 }
 
+/// `--bind ADDR:0` with several threads: the kernel picks the port once, every thread
+/// binds that port (not a port each), and the start-up line says which it is.
+#[test]
+fn port_zero_is_one_port_for_every_thread() {
+    let mut child = common::ncrx()
+        .args(["listen", "--bind", "127.0.0.1:0", "--threads", "3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    let port: u16 = banner
+        .strip_prefix("ncrx: receiving netconsole on 127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix(" (3 threads, SO_REUSEPORT)\n"))
+        .unwrap_or_else(|| panic!("{banner}"))
+        .parse()
+        .unwrap();
+    assert_ne!(port, 0);
+    // The listener's sockets, by inode, in /proc/net/udp: three, all on that port.
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+        .unwrap()
+        .filter_map(|fd| {
+            let link = std::fs::read_link(fd.ok()?.path()).ok()?;
+            let link = link.to_str()?;
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            inodes.iter().any(|i| i == fields[9]).then(|| {
+                let (_, port) = fields[1].split_once(':').unwrap();
+                u16::from_str_radix(port, 16).unwrap()
+            })
+        })
+        .collect();
+    assert_eq!(ports, [port; 3], "{table}");
+    assert_eq!(terminate(&mut child), 0);
+}
+
 /// The kernel's drops are counted: the listener is stopped (SIGSTOP) with a receive buffer
 /// of the kernel's minimum, 100 records are sent (the buffer keeps a few, the kernel drops
 /// the rest), and after SIGCONT one more record shows the hole. The metrics and the stop
