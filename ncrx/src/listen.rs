@@ -910,7 +910,16 @@ impl Shard {
             for (received, bytes) in self.batch.datagrams() {
                 let source = canonical(received.from);
                 if received.cut {
+                    // Only an IPv6 jumbogram is longer than a slot: not taken, as it cannot
+                    // be taken whole.
                     self.report.oversized += 1;
+                    if self.verbose {
+                        eprintln!(
+                            "ncrx: a datagram from {source} longer than {} bytes was dropped",
+                            net::SLOT
+                        );
+                    }
+                    continue;
                 }
                 if self.verbose {
                     feed_verbose(&mut self.rx, sink, now, source, bytes);

@@ -317,7 +317,7 @@ fn counters(total: &Snapshot) -> [(&'static str, &'static str, u64); 20] {
         ),
         (
             "oversized_datagrams",
-            "Datagrams longer than the receive slot, cut",
+            "Datagrams longer than 64 KiB (IPv6 jumbograms), dropped",
             total.oversized,
         ),
         (

@@ -21,10 +21,13 @@ use crate::error::Failure;
 
 /// Datagrams read by one `recvmmsg` call at most.
 pub(crate) const BATCH: usize = 64;
-/// Bytes kept for each datagram of a batch. A kernel's netconsole datagram is at most
-/// `MAX_PRINT_CHUNK` (1000) bytes of payload plus a header; a longer one is cut to this and
-/// counted as oversized.
-pub(crate) const SLOT: usize = 16 * 1024;
+/// Bytes kept for each datagram of a batch: any UDP datagram but an IPv6 jumbogram (at most
+/// 65,507 bytes of payload over IPv4, 65,527 over IPv6). A kernel's netconsole datagram is at
+/// most `MAX_PRINT_CHUNK` (1000) bytes of payload plus a header, but any size is taken.
+pub(crate) const SLOT: usize = 64 * 1024;
+/// The distance between two slots: a cache line more than [`SLOT`], so that the starts of the
+/// slots, where short datagrams lie, do not all fall in the same cache sets.
+const STRIDE: usize = SLOT + 64;
 
 /// A socket the listener receives on.
 pub(crate) struct Listening {
@@ -203,7 +206,7 @@ impl Batch {
     pub(crate) fn new() -> Self {
         Batch {
             headers: MultiHeaders::preallocate(BATCH, None),
-            buffers: vec![0; BATCH * SLOT],
+            buffers: vec![0; BATCH * STRIDE],
             received: Vec::with_capacity(BATCH),
         }
     }
@@ -212,10 +215,10 @@ impl Batch {
     /// when nothing was there.
     pub(crate) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         self.received.clear();
-        let mut chunks = self.buffers.chunks_exact_mut(SLOT);
+        let mut chunks = self.buffers.chunks_exact_mut(STRIDE);
         let mut slices: [[io::IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
             [io::IoSliceMut::new(
-                chunks.next().expect("BATCH chunks of SLOT bytes"),
+                &mut chunks.next().expect("BATCH chunks of STRIDE bytes")[..SLOT],
             )]
         });
         let results = match recvmmsg(
@@ -246,7 +249,7 @@ impl Batch {
     pub(crate) fn datagrams(&self) -> impl Iterator<Item = (Received, &[u8])> {
         self.received
             .iter()
-            .zip(self.buffers.chunks_exact(SLOT))
+            .zip(self.buffers.chunks_exact(STRIDE))
             .map(|(r, slot)| (*r, &slot[..r.len]))
     }
 }

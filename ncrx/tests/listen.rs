@@ -1340,6 +1340,44 @@ fn records_the_receiver_drops_are_counted() {
     );
 }
 
+/// Datagrams of any size UDP carries are taken whole: a 65,000-byte extended record comes
+/// out with all its text (not marked cut), a 65,507-byte plain datagram (the most IPv4
+/// carries) with all its bytes, and nothing is counted oversized.
+#[test]
+fn the_longest_datagrams_are_taken_whole() {
+    let (mut child, target, mut stderr) = listener(&["--threads", "1", "--format", "json"]);
+    // Read while it writes: the lines are longer than a pipe holds.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let text = "A".repeat(65_000);
+    kernel
+        .send_to(format!("6,0,1000,-;{text}\n").as_bytes(), target)
+        .unwrap();
+    let plain = "p".repeat(65_507);
+    kernel.send_to(plain.as_bytes(), target).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(terminate(&mut child), 0);
+    let out = reader.join().unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["type"], "record");
+    assert_eq!(lines[0]["text"], text.as_str());
+    assert_eq!(lines[0]["truncated"], false);
+    assert_eq!(lines[1]["type"], "plain");
+    assert_eq!(lines[1]["text"], plain.as_str());
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(report.contains(", 0 oversized,"), "{report}");
+}
+
 /// `--bind ADDR:0` with several threads: the kernel picks the port once, every thread
 /// binds that port (not a port each), and the start-up line says which it is.
 #[test]
