@@ -204,8 +204,11 @@ pub(crate) struct ListenArgs {
     /// start-up message). Example: `--recv-buffer 33554432`.
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub(crate) recv_buffer: usize,
-    /// Most senders tracked at once, over all threads; a sender past it is refused (counted,
-    /// shown with -v) unless one quiet for 10 s can be evicted. Example: `--max-sources 5000`.
+    /// Most senders tracked at once, shared equally by the threads (each tracks at most N
+    /// divided by the thread count, rounded up: the kernel spreads senders over the threads by
+    /// a hash, so the total reached depends on how evenly); a sender past its thread's share
+    /// is refused (counted, shown with -v) unless one quiet for 10 s can be evicted. Example:
+    /// `--max-sources 5000`.
     #[arg(long, value_name = "N", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 26)))]
     pub(crate) max_sources: u64,
