@@ -1164,7 +1164,7 @@ impl Sink {
             Event::Record(record) | Event::Late(record) => {
                 let split = self.body(record, record.body);
                 self.syslog_head(
-                    u32::from(record.fields.prefix()),
+                    syslog_pri(record.fields.prefix()),
                     if matches!(event, Event::Late(_)) {
                         "late"
                     } else {
@@ -1179,7 +1179,7 @@ impl Sink {
             }
             Event::Incomplete(incomplete) => {
                 let record = &incomplete.record;
-                self.syslog_head(u32::from(record.fields.prefix()), "incomplete");
+                self.syslog_head(syslog_pri(record.fields.prefix()), "incomplete");
                 self.syslog_record_sd(record);
                 self.message.push(b' ');
                 let first = incomplete
@@ -1268,6 +1268,13 @@ impl Sink {
         );
         if let Some(caller) = record.fields.caller {
             let _ = write!(Line(&mut self.message), " caller=\"{caller}\"");
+        }
+        if syslog_pri(record.fields.prefix()) != u32::from(record.fields.prefix()) {
+            let _ = write!(
+                Line(&mut self.message),
+                " facility=\"{}\"",
+                record.fields.facility
+            );
         }
         if let Some(release) = record.release {
             self.message.extend_from_slice(b" release=");
@@ -1978,6 +1985,17 @@ pub(crate) fn show_malformed(source: SocketAddr, payload: &[u8]) {
         payload.len(),
         payload[..payload.len().min(SHOWN_BYTES)].escape_ascii()
     );
+}
+
+/// The RFC 5424 PRI of a record with printk prefix `prefix`: the prefix itself when its
+/// facility is one syslog has (0–23); else (a prefix written to `/dev/kmsg`, up to 2047) the
+/// `user` facility with the record's level, the facility going in structured data.
+fn syslog_pri(prefix: u16) -> u32 {
+    if prefix <= 191 {
+        u32::from(prefix)
+    } else {
+        8 + u32::from(prefix & 7)
+    }
 }
 
 /// Decodes `wire` into `out` (cleared first) as [`received::decode_exact_into`] does;

@@ -6,7 +6,8 @@
 //! <PRI>1 TIMESTAMP HOSTNAME kernel - MSGID [ncrx@32473 source=.. seq=.. ts_usec=..][dict@32473 KEY=..] MSG
 //! ```
 //!
-//! - PRI: the record's facility × 8 + level; TIMESTAMP: when ncrx received it; HOSTNAME: the
+//! - PRI: the record's facility × 8 + level (a facility over 23, which syslog does not have,
+//!   as `user`, the facility then in structured data); TIMESTAMP: when ncrx received it; HOSTNAME: the
 //!   sender's name (`--hosts`, `--resolve`) or address; APP-NAME `kernel`.
 //! - MSGID: `-` for a record, `lost`, `incomplete`, `restart` or `plain` for the others.
 //! - Structured data: `ncrx@32473` (32473 is the private enterprise number RFC 5612 sets

@@ -218,3 +218,49 @@ fn check(text: &str, report: &str) {
     assert!(report.contains("ncrx: syslog: "), "{report}");
     assert!(report.contains(" 0 dropped"), "{report}");
 }
+
+/// A printk prefix whose facility syslog does not have (written to `/dev/kmsg` as `<999>`,
+/// or `1695` as a Linux 7.3 capture shows) is sent with a PRI RFC 5424 allows (0–191): the
+/// `user` facility with the record's level, the facility itself in structured data. One
+/// within range is sent as it is.
+#[test]
+fn a_facility_syslog_does_not_have_is_sent_as_user_with_the_facility_kept() {
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let syslog = format!("udp://{}", collector.local_addr().unwrap());
+    let (mut child, bind, _banner, _stderr) = common::spawn_bound_to(
+        &["listen"],
+        &["--syslog", &syslog, "--threads", "1"],
+        Stdio::null,
+    );
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for record in [
+        "999,0,1000,-;pri 999\n",
+        "1695,1,2000,-;pri 1695\n",
+        "14,2,3000,-;pri 14\n",
+    ] {
+        kernel.send_to(record.as_bytes(), &bind).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 3 {
+        let (len, _) = collector.recv_from(&mut buf).expect("a syslog message");
+        got.push(String::from_utf8(buf[..len].to_vec()).unwrap());
+    }
+    common::signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // 999 = facility 124, level 7; 1695 = facility 211, level 7; 14 = user.info.
+    assert!(got[0].starts_with("<15>1 "), "{}", got[0]);
+    assert!(
+        got[0].contains("[ncrx@32473 seq=\"0\" ts_usec=\"1000\" flag=\"-\" facility=\"124\"]"),
+        "{}",
+        got[0]
+    );
+    assert!(got[1].starts_with("<15>1 "), "{}", got[1]);
+    assert!(got[1].contains(" facility=\"211\"]"), "{}", got[1]);
+    assert!(got[2].starts_with("<14>1 "), "{}", got[2]);
+    assert!(!got[2].contains("facility="), "{}", got[2]);
+    assert!(got[2].ends_with(" pri 14"), "{}", got[2]);
+}
