@@ -1536,8 +1536,7 @@ impl Sink {
                 let _ = write!(Line(&mut self.line), " #{}", record.fields.seq);
                 self.text_kernel_time(record.fields.ts_usec);
                 let _ = write!(Line(&mut self.line), " <{}> ", record.fields.level);
-                self.line
-                    .extend_from_slice(String::from_utf8_lossy(split.text()).as_bytes());
+                push_wire_text(&mut self.line, split.text());
                 for (mark, on) in [
                     (" [cut]", truncated),
                     (" [out of order]", out_of_order),
@@ -1590,15 +1589,10 @@ impl Sink {
                 let _ = write!(Line(&mut self.line), " #{}", record.fields.seq);
                 self.text_kernel_time(record.fields.ts_usec);
                 let _ = write!(Line(&mut self.line), " <{}> ", record.fields.level);
+                // As a whole record's: the text as printk escapes it.
                 if let Some(bytes) = first {
                     let split = self.body(record, bytes);
-                    if self.decode_all(&split) {
-                        let end = self.ends.first().copied().unwrap_or(0);
-                        self.line.extend_from_slice(&self.decoded[..end]);
-                    } else {
-                        self.line
-                            .extend_from_slice(String::from_utf8_lossy(split.text()).as_bytes());
-                    }
+                    push_wire_text(&mut self.line, split.text());
                 }
                 let _ = write!(
                     Line(&mut self.line),
@@ -2159,21 +2153,37 @@ fn json_string_reference(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-/// Writes bytes as a JSON string, invalid UTF-8 replaced by U+FFFD as
-/// `String::from_utf8_lossy` does.
+/// Writes wire bytes as a JSON string, each byte that is not UTF-8 as printk escapes it
+/// (`\xNN`: a kernel never sends such a byte raw; another sender's keeps its value).
 fn json_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
     if let Ok(s) = std::str::from_utf8(bytes) {
         json_string(out, s.as_bytes());
         return;
     }
-    let mut whole = Vec::with_capacity(bytes.len() + 8);
+    let mut whole = Vec::with_capacity(bytes.len() + 16);
     for chunk in bytes.utf8_chunks() {
         whole.extend_from_slice(chunk.valid().as_bytes());
-        if !chunk.invalid().is_empty() {
-            whole.extend_from_slice("\u{fffd}".as_bytes());
-        }
+        whole.extend_from_slice(&netconsole_proto::escape(chunk.invalid()));
     }
     json_string(out, &whole);
+}
+
+/// Writes an extended record's wire text for a text line: a kernel sends only printable
+/// ASCII there (printk escapes the rest as `\xNN`), so any other byte (from another
+/// sender: a terminal escape, a carriage return) is escaped as printk would have, never
+/// written raw.
+fn push_wire_text(out: &mut Vec<u8>, text: &[u8]) {
+    if text.iter().all(|b| (b' '..0x7f).contains(b)) {
+        out.extend_from_slice(text);
+        return;
+    }
+    for &b in text {
+        if (b' '..0x7f).contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&netconsole_proto::escape(&[b]));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -2865,6 +2875,20 @@ mod tests {
             String::from_utf8_lossy(&sink.line),
             "192.0.2.1:6665 #7 [   12.345678] <3> disk \\x5c error\n"
         );
+        // Bytes a kernel never sends raw (from another sender: a terminal escape, a carriage
+        // return, a byte that is not ASCII) are escaped as printk would have, not written.
+        rx.handle_datagram(
+            Instant::from_millis(2),
+            &source,
+            b"6,8,12345679,-;esc \x1b[2J\x1b[31m cr\rX caf\xc3\xa9 \\x5c\n",
+        );
+        let (source, event) = rx.poll_event().unwrap();
+        sink.line.clear();
+        sink.event(source, &event);
+        assert_eq!(
+            String::from_utf8_lossy(&sink.line),
+            "192.0.2.1:6665 #8 [   12.345679] <6> esc \\x1b[2J\\x1b[31m cr\\x0dX caf\\xc3\\xa9 \\x5c\n"
+        );
         assert_eq!(Timestamp(5_123_456).to_string(), "    5.123456");
         assert_eq!(
             Timestamp(123_456_789_000_000).to_string(),
@@ -2945,11 +2969,12 @@ mod tests {
         json_string(&mut out, &all);
         let expected = serde_json::to_string(std::str::from_utf8(&all).unwrap()).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), expected);
+        // Bytes that are not UTF-8 as printk escapes them, each keeping its value.
         let mut out = Vec::new();
-        json_lossy(&mut out, b"a\xffb\xe2\x82");
+        json_lossy(&mut out, b"a\xffb\xe2\x82 \xc3\xa9");
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            serde_json::to_string(&String::from_utf8_lossy(b"a\xffb\xe2\x82")).unwrap()
+            serde_json::to_string("a\\xffb\\xe2\\x82 \u{e9}").unwrap()
         );
     }
 }
