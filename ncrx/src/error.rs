@@ -27,7 +27,8 @@ pub(crate) const EXIT_UNACKNOWLEDGED: u8 = 7;
 pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
-  1  finished, but bad data was seen (bad frames, rejected datagrams, bad input records)
+  1  finished, but bad data was seen (bad frames, rejected datagrams, bad input records;
+     not `listen`, which exits 0 on SIGINT/SIGTERM and counts what was bad)
   2  usage error (bad arguments, bad --target)
   3  file error (cannot open, read or write)
   4  not a pcap/pcapng capture, or a link type other than Ethernet, Linux cooked or raw IP
