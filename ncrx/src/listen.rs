@@ -431,7 +431,7 @@ fn finish_forwarding(forwarding: Option<(Forwarder, thread::JoinHandle<()>)>) {
     let _ = thread.join();
     eprintln!(
         "ncrx: syslog: {} messages sent ({} sent again after a reconnect), {} dropped \
-         (buffer full or collector away at stop), {} connections",
+         (buffer full, collector away at stop, or refused over UDP), {} connections",
         stats.sent.load(Ordering::Relaxed),
         stats.resent.load(Ordering::Relaxed),
         stats.dropped.load(Ordering::Relaxed),

@@ -42,6 +42,8 @@ pub(crate) const REPLAY: Duration = Duration::from_secs(2);
 /// Backoff between connection attempts: from the first to the last, doubling.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A UDP collector's refusals are said at most this often.
+const REFUSED_SAID: Duration = Duration::from_secs(60);
 /// Batches handed over and not yet taken by the forwarding thread, at most.
 const HANDOFF: usize = 1024;
 /// The longest message sent over UDP (rsyslog's default maximum is 8 KiB).
@@ -147,6 +149,7 @@ pub(crate) fn start(
             backoff: BACKOFF_FIRST,
             next_attempt: Instant::now(),
             warned: false,
+            refused_said: None,
         }
         .run(&batches);
     });
@@ -171,6 +174,9 @@ struct Forwarding {
     backoff: Duration,
     next_attempt: Instant,
     warned: bool,
+    /// When a UDP collector's refusals (port unreachable) were last said, and how many
+    /// messages it refused since.
+    refused_said: Option<(Instant, u64)>,
 }
 
 impl Forwarding {
@@ -320,12 +326,18 @@ impl Forwarding {
         };
         self.pending_bytes -= batch.frames.len();
         let result = match connection {
-            Connection::Tcp(stream) => stream.write_all(&batch.frames),
+            Connection::Tcp(stream) => stream.write_all(&batch.frames).map(|()| 0),
             Connection::Udp(socket) => send_datagrams(socket, &batch.frames),
         };
         match result {
-            Ok(()) => {
-                self.stats.sent.fetch_add(batch.messages, Ordering::Relaxed);
+            Ok(refused) => {
+                if refused > 0 {
+                    self.refused(refused);
+                }
+                self.stats.sent.fetch_add(
+                    batch.messages - refused.min(batch.messages),
+                    Ordering::Relaxed,
+                );
                 if self.target.tcp {
                     self.written.push_back((Instant::now(), batch));
                 }
@@ -334,6 +346,27 @@ impl Forwarding {
                 self.pending_bytes += batch.frames.len();
                 self.pending.push_front(batch);
                 self.broken(&error);
+            }
+        }
+    }
+
+    /// A UDP collector refused `messages` (its port is closed: ICMP port unreachable): they
+    /// are counted dropped, and said at most once a minute, not once a message. Nothing is
+    /// reconnected, as UDP has no connection to lose.
+    fn refused(&mut self, messages: u64) {
+        self.stats.dropped.fetch_add(messages, Ordering::Relaxed);
+        let now = Instant::now();
+        match &mut self.refused_said {
+            Some((said, count)) if now.duration_since(*said) < REFUSED_SAID => *count += messages,
+            _ => {
+                let since = self.refused_said.map_or(0, |(_, count)| count);
+                eprintln!(
+                    "ncrx: syslog: {} refuses datagrams (port unreachable: is the collector \
+                     running?): {} messages dropped",
+                    self.target.address,
+                    since + messages
+                );
+                self.refused_said = Some((now, 0));
             }
         }
     }
@@ -360,8 +393,11 @@ impl Forwarding {
     }
 }
 
-/// Sends each octet-counted frame of `frames` as one datagram.
-fn send_datagrams(socket: &UdpSocket, mut frames: &[u8]) -> io::Result<()> {
+/// Sends each octet-counted frame of `frames` as one datagram; how many the collector
+/// refused (a send that reports the port unreachable, from an earlier datagram's ICMP: the
+/// datagrams keep going, as the collector may be back for the next).
+fn send_datagrams(socket: &UdpSocket, mut frames: &[u8]) -> io::Result<u64> {
+    let mut refused = 0;
     while let Some(space) = frames.iter().position(|&b| b == b' ') {
         let len: usize = std::str::from_utf8(&frames[..space])
             .ok()
@@ -369,8 +405,12 @@ fn send_datagrams(socket: &UdpSocket, mut frames: &[u8]) -> io::Result<()> {
             .ok_or_else(|| io::Error::other("bad frame"))?;
         let end = (space + 1 + len).min(frames.len());
         let message = &frames[space + 1..end];
-        socket.send(&message[..message.len().min(UDP_MAX)])?;
+        match socket.send(&message[..message.len().min(UDP_MAX)]) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => refused += 1,
+            Err(error) => return Err(error),
+        }
         frames = &frames[end..];
     }
-    Ok(())
+    Ok(refused)
 }

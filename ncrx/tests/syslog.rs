@@ -264,3 +264,52 @@ fn a_facility_syslog_does_not_have_is_sent_as_user_with_the_facility_kept() {
     assert!(!got[2].contains("facility="), "{}", got[2]);
     assert!(got[2].ends_with(" pri 14"), "{}", got[2]);
 }
+
+/// A UDP collector that is not running (its port answers "port unreachable"): the listener
+/// says so once, not once a message, reconnects nothing, and counts the refused messages as
+/// dropped at the stop.
+#[test]
+fn a_udp_collector_that_refuses_is_said_once_and_counted() {
+    // A port nobody receives on.
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let syslog = format!("udp://{closed}");
+    let (mut child, bind, _banner, mut stderr) = common::spawn_bound_to(
+        &["listen"],
+        &["--syslog", &syslog, "--threads", "1"],
+        Stdio::null,
+    );
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..20 {
+        let record = format!("6,{seq},{seq}000,-;record {seq}\n");
+        kernel.send_to(record.as_bytes(), &bind).unwrap();
+        // Each in a batch of its own.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    common::signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    let said: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("ncrx: syslog: "))
+        .collect();
+    assert_eq!(said.len(), 2, "{report}");
+    assert!(
+        said[0].starts_with(&format!(
+            "ncrx: syslog: {closed} refuses datagrams (port unreachable"
+        )),
+        "{report}"
+    );
+    // Every other message was refused (the ICMP of one is reported by the next send).
+    let dropped: u64 = said[1]
+        .split(" dropped")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(dropped >= 5, "{report}");
+    assert!(said[1].ends_with(", 1 connections"), "{report}");
+}
