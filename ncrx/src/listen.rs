@@ -387,6 +387,9 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         syslog::start(target, args.syslog_buffer, SYSLOG_LINGER)
     });
     let forwarder = forwarding.as_ref().map(|(f, _)| f.clone());
+    if let (Some(board), Some(forwarder)) = (&board, &forwarder) {
+        board.show_syslog(Arc::clone(&forwarder.stats));
+    }
     let epoch = StdInstant::now();
     let max_sources = usize::try_from(args.max_sources)
         .unwrap_or(usize::MAX)

@@ -9,7 +9,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -150,6 +151,8 @@ pub(crate) struct Board {
     slots: Arc<Mutex<Vec<Snapshot>>>,
     /// Per-sender series at most.
     pub(crate) per_source: usize,
+    /// The `--syslog` forwarder's counters, once it runs.
+    syslog: Arc<OnceLock<Arc<crate::syslog::Stats>>>,
 }
 
 impl Board {
@@ -157,7 +160,13 @@ impl Board {
         Board {
             slots: Arc::new(Mutex::new(vec![Snapshot::default(); threads])),
             per_source,
+            syslog: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Shows the `--syslog` forwarder's counters too.
+    pub(crate) fn show_syslog(&self, stats: Arc<crate::syslog::Stats>) {
+        let _ = self.syslog.set(stats);
     }
 
     /// Thread `index` publishes its counters.
@@ -216,6 +225,42 @@ impl Board {
              taken; the others are records not written)",
             dropped,
         );
+        if let Some(syslog) = self.syslog.get() {
+            for (name, help, value) in [
+                (
+                    "syslog_messages_sent",
+                    "Messages forwarded to the syslog collector",
+                    &syslog.sent,
+                ),
+                (
+                    "syslog_messages_dropped",
+                    "Messages not forwarded: the buffer was full, the collector away at the \
+                     stop, or a UDP collector refused them",
+                    &syslog.dropped,
+                ),
+                (
+                    "syslog_messages_resent",
+                    "Messages sent again after a TCP reconnect",
+                    &syslog.resent,
+                ),
+                (
+                    "syslog_connections",
+                    "Connections made to the syslog collector",
+                    &syslog.connections,
+                ),
+            ] {
+                let counter = Counter::<u64>::default();
+                counter.inc_by(value.load(Ordering::Relaxed));
+                registry.register(name, help, counter);
+            }
+            let connected = Gauge::<i64>::default();
+            connected.set(i64::from(syslog.connected.load(Ordering::Relaxed)));
+            registry.register(
+                "syslog_connected",
+                "Whether the forwarder holds a connection to the syslog collector (1) or not (0)",
+                connected,
+            );
+        }
         let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         oldest.set(total.oldest_hole_seconds);
         registry.register(
