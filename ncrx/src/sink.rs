@@ -166,13 +166,25 @@ fn dir_id(dir: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// The longest stem of a `--dir` file, in bytes: with `.jsonl` the name fits the 255 bytes
+/// file systems allow.
+const MAX_STEM: usize = 240;
+
 /// The stem of a sender's `--dir` file: its name or address, with any `/` (or NUL) of a name
-/// from a hosts file made `_`.
+/// from a hosts file made `_`, and a name longer than [`MAX_STEM`] bytes cut there (at a
+/// character's start).
 fn file_stem(host: &str) -> String {
-    host.replace(['/', '\0'], "_")
+    let mut stem = host.replace(['/', '\0'], "_");
+    if stem.len() > MAX_STEM {
+        let mut end = MAX_STEM;
+        while !stem.is_char_boundary(end) {
+            end -= 1;
+        }
+        stem.truncate(end);
+    }
+    stem
 }
 
-/// A file of `--dir` kept open.
 /// The rest of a line cut by a failed write, and the device and inode of the file it was
 /// cut in (`None` when unknown): it may only finish the line in that file, never start a
 /// new file that replaced it (rotated, deleted) with half a line.
@@ -182,6 +194,7 @@ struct Tail {
     file: Option<(u64, u64)>,
 }
 
+/// A file of `--dir` kept open.
 struct OpenFile<W> {
     file: W,
     /// The time of the batch that last wrote it.
@@ -1708,8 +1721,11 @@ impl<W: Write + Identity> Files<W> {
                 }) else {
                     continue;
                 };
-                // A stem with `_` may be a name whose `/` was made `_` (see `file_stem`).
-                if self.open.remove(stem).is_none() && stem.contains('_') {
+                // A stem with `_` may be a name whose `/` was made `_`, one of MAX_STEM bytes a
+                // longer name cut (see `file_stem`).
+                if self.open.remove(stem).is_none()
+                    && (stem.contains('_') || stem.len() >= MAX_STEM - 3)
+                {
                     self.open.retain(|host, _| file_stem(host) != stem);
                 }
             }
@@ -2436,6 +2452,35 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// A name longer than a file name may be (a `--hosts` name of 300 bytes; 253 is DNS's
+    /// longest) gets a file cut to [`MAX_STEM`] bytes, at a character's start, and its lines
+    /// are written; moved, it is made again like any other.
+    #[test]
+    fn a_long_name_gets_a_file_cut_to_fit() {
+        let long = "n".repeat(300);
+        assert_eq!(file_stem(&long), "n".repeat(MAX_STEM));
+        // Two-byte characters: 120 of them, not 120 and a half.
+        assert_eq!(file_stem(&"\u{e9}".repeat(200)), "\u{e9}".repeat(120));
+        let odd = format!("a{}", "\u{e9}".repeat(200));
+        assert_eq!(file_stem(&odd).len(), MAX_STEM - 1);
+        let dir = empty_dir("long-name");
+        let mut files = Files::new(&dir, "jsonl", 8, open_append);
+        let mut errors = WriteErrors::default();
+        let host: Arc<str> = Arc::from(long.as_str());
+        let mut batch = FileBatch::default();
+        batch.push(&host, b"one\n");
+        files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
+        Batch::clear(&mut batch);
+        let path = dir.join(format!("{}.jsonl", "n".repeat(MAX_STEM)));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\n");
+        std::fs::rename(&path, dir.join("rotated")).unwrap();
+        batch.push(&host, b"two\n");
+        files.write_batch(&mut batch, std::time::Instant::now(), &mut errors);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        assert_eq!(errors.lines_lost, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A file not written for [`IDLE_CLOSE`] is closed (its descriptor and, deleted by a
