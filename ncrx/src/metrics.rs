@@ -430,7 +430,8 @@ pub(crate) fn serve(addr: SocketAddr, board: Board) -> Result<SocketAddr, Failur
     Ok(bound)
 }
 
-/// Answers one HTTP request: `GET /metrics` (or `/`) gets the metrics, anything else 404.
+/// Answers one HTTP request: `GET /metrics` (or `/`, with or without a query) gets the
+/// metrics, `HEAD` their headers, anything else 404.
 fn answer(stream: TcpStream, board: &Board) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -448,8 +449,11 @@ fn answer(stream: TcpStream, board: &Board) -> std::io::Result<()> {
         header.clear();
     }
     let path = request.split_whitespace().nth(1).unwrap_or("");
+    // A query (`/metrics?name[]=...`, which some scrapers add) asks for the same page.
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let head = request.starts_with("HEAD ");
     let mut stream = stream;
-    if request.starts_with("GET ") && (path == "/metrics" || path == "/") {
+    if (request.starts_with("GET ") || head) && (path == "/metrics" || path == "/") {
         // Prometheus asks for OpenMetrics; curl, promtool and older scrapers get the
         // Prometheus text format.
         let (content_type, body) = if openmetrics {
@@ -465,8 +469,9 @@ fn answer(stream: TcpStream, board: &Board) -> std::io::Result<()> {
         };
         write!(
             stream,
-            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            body.len(),
+            if head { "" } else { body.as_str() }
         )
     } else {
         let body = "only /metrics is served here\n";

@@ -597,6 +597,26 @@ fn metric_until(addr: &str, name: &str, wanted: impl Fn(u64) -> bool) -> u64 {
     }
 }
 
+/// `/metrics` with a query gets the same page (5 records counted); `HEAD` its headers only.
+fn query_and_head_are_served(addr: &str) {
+    let (status, queried) = http_get(addr, "/metrics?name[]=ncrx_records_total", "*/*");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(queried.contains("\nncrx_records_total 5\n"), "{queried}");
+    let head = {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(stream, "HEAD /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.ends_with("\r\n\r\n") && head.contains("Content-Length: "),
+        "{head}"
+    );
+}
+
 #[test]
 fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
     let (mut child, target, mut stderr) = listener(&[
@@ -674,6 +694,7 @@ fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
     );
     assert!(open.ends_with("# EOF\n") && open.contains("# TYPE ncrx_records counter\n"));
     assert_eq!(http_get(&addr, "/other", "*/*").0, "HTTP/1.1 404 Not Found");
+    query_and_head_are_served(&addr);
     assert_eq!(terminate(&mut child), 0);
 
     if let Some(promtool) = common::tool("promtool") {
