@@ -194,6 +194,31 @@ fn bind_shards(args: &ListenArgs, threads: usize) -> Result<Vec<Vec<Listening>>,
     Ok(shards)
 }
 
+/// The sockets of each thread, and how many threads: those systemd passed (socket
+/// activation) to one thread, else [`bind_shards`].
+fn shards(args: &ListenArgs, threads: usize) -> Result<(usize, Vec<Vec<Listening>>), Failure> {
+    Ok(match activated_sockets(args)? {
+        Some(sockets) => {
+            if !args.bind.is_empty() {
+                eprintln!(
+                    "ncrx: socket activation: --bind is ignored, the {} sockets systemd passed \
+                     are received on",
+                    sockets.len()
+                );
+            }
+            if threads > 1 {
+                eprintln!(
+                    "ncrx: socket activation: one thread receives on the {} sockets passed \
+                     (run without ncrx.socket for one thread per CPU)",
+                    sockets.len()
+                );
+            }
+            (1, vec![sockets])
+        }
+        None => (threads, bind_shards(args, threads)?),
+    })
+}
+
 /// The sinks' options: format, files, times, names (the hosts file read now).
 fn sink_options(args: &ListenArgs) -> Result<SinkOptions, Failure> {
     let hosts = match &args.hosts {
@@ -335,18 +360,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         keep_going: false,
         ..sink_options.clone()
     })?;
-    let (threads, shards) = match activated_sockets(args)? {
-        Some(sockets) => {
-            if threads > 1 && args.threads.is_some() {
-                eprintln!(
-                    "ncrx: socket activation: one thread receives on the {} sockets passed",
-                    sockets.len()
-                );
-            }
-            (1, vec![sockets])
-        }
-        None => (threads, bind_shards(args, threads)?),
-    };
+    let (threads, shards) = shards(args, threads)?;
     let stop = net::stop_on_signals()?;
     announce(&shards, threads, args.recv_buffer);
     share_open_files(&mut sink_options, &shards, threads);

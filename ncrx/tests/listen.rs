@@ -738,7 +738,7 @@ fn systemd_socket_activation_and_notifications() {
     let mut child = std::process::Command::new("sh")
         .args([
             "-c",
-            "export LISTEN_PID=$$ WATCHDOG_PID=$$; exec \"$0\" listen --format json 3<&0 0</dev/null",
+            "export LISTEN_PID=$$ WATCHDOG_PID=$$; exec \"$0\" listen --format json --bind 127.0.0.1:9 --threads 1 3<&0 0</dev/null",
             env!("CARGO_BIN_EXE_ncrx"),
         ])
         .env("LISTEN_FDS", "1")
@@ -794,8 +794,16 @@ fn systemd_socket_activation_and_notifications() {
         .unwrap()
         .read_to_string(&mut report)
         .unwrap();
+    // The --bind given is not bound, and the operator is told.
     assert!(
-        report.starts_with(&format!("ncrx: receiving netconsole on {target}\n")),
+        report.starts_with(
+            "ncrx: socket activation: --bind is ignored, the 1 sockets systemd passed are \
+             received on\n"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("\nncrx: receiving netconsole on {target}\n")),
         "{report}"
     );
 }
