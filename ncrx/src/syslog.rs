@@ -42,7 +42,7 @@ pub(crate) const REPLAY: Duration = Duration::from_secs(2);
 /// Backoff between connection attempts: from the first to the last, doubling.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A UDP collector's refusals are said at most this often.
+/// A UDP collector's refusals, and lost connections, are said at most this often.
 const REFUSED_SAID: Duration = Duration::from_secs(60);
 /// Batches handed over and not yet taken by the forwarding thread, at most.
 const HANDOFF: usize = 1024;
@@ -150,6 +150,7 @@ pub(crate) fn start(
             next_attempt: Instant::now(),
             warned: false,
             refused_said: None,
+            lost_said: None,
         }
         .run(&batches);
     });
@@ -177,6 +178,9 @@ struct Forwarding {
     /// When a UDP collector's refusals (port unreachable) were last said, and how many
     /// messages it refused since.
     refused_said: Option<(Instant, u64)>,
+    /// When a lost connection was last said, and how many were lost since without a word
+    /// (a collector that accepts and closes would otherwise fill stderr).
+    lost_said: Option<(Instant, u64)>,
 }
 
 impl Forwarding {
@@ -375,11 +379,26 @@ impl Forwarding {
     fn broken(&mut self, error: &io::Error) {
         self.connection = None;
         self.stats.connected.store(false, Ordering::Relaxed);
-        eprintln!(
-            "ncrx: syslog: connection to {} lost ({error}); reconnecting",
-            self.target.address
-        );
-        self.warned = true;
+        let now = Instant::now();
+        match &mut self.lost_said {
+            // Said within the minute: counted, said with the next.
+            Some((said, unsaid)) if now.duration_since(*said) < REFUSED_SAID => *unsaid += 1,
+            _ => {
+                let unsaid = self.lost_said.map_or(0, |(_, unsaid)| unsaid);
+                let also = if unsaid > 0 {
+                    format!(" ({unsaid} more times since the last message)")
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "ncrx: syslog: connection to {} lost ({error}){also}; reconnecting",
+                    self.target.address
+                );
+                self.lost_said = Some((now, 0));
+                // Its reconnection is said too.
+                self.warned = true;
+            }
+        }
         while let Some((_, batch)) = self.written.pop_back() {
             self.stats
                 .resent

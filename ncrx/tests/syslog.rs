@@ -359,3 +359,58 @@ fn a_udp_collector_that_refuses_is_said_once_and_counted() {
     assert!(dropped >= 5, "{report}");
     assert!(said[1].ends_with(", 1 connections"), "{report}");
 }
+
+/// A TCP collector that accepts and closes every connection at once: the forwarder
+/// reconnects again and again, but says so at most once a minute, not twice a reconnect.
+#[test]
+fn a_flapping_collector_is_said_once_a_minute() {
+    let collector = TcpListener::bind("127.0.0.1:0").unwrap();
+    let syslog = format!("tcp://{}", collector.local_addr().unwrap());
+    let accepted = std::thread::spawn(move || {
+        collector.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let mut accepted = 0;
+        while Instant::now() < deadline {
+            match collector.accept() {
+                Ok((stream, _)) => {
+                    accepted += 1;
+                    drop(stream);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        accepted
+    });
+    let (mut child, bind, _banner, mut stderr) = common::spawn_bound_to(
+        &["listen"],
+        &["--syslog", &syslog, "--threads", "1"],
+        Stdio::null,
+    );
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..40 {
+        let record = format!("6,{seq},{seq}000,-;record {seq}\n");
+        kernel.send_to(record.as_bytes(), &bind).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    common::signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    let accepted = accepted.join().unwrap();
+    let connections: u64 = report
+        .lines()
+        .find_map(|l| {
+            l.strip_suffix(" connections")?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{report}"));
+    // It flapped: many connections, every one of them accepted.
+    assert!(connections >= 5, "{report}");
+    assert!(accepted >= 5, "{accepted} accepted; {report}");
+    let lost = report.matches("ncrx: syslog: connection to").count();
+    let again = report.matches(" again\n").count();
+    assert_eq!((lost, again), (1, 1), "{report}");
+}
