@@ -55,25 +55,33 @@ pub(crate) struct Names {
 
 /// Reads a hosts file: `ADDRESS NAME [ALIAS...]` per line, `#` comments; the first name of
 /// the first line of an address is its name. IPv4-mapped IPv6 addresses are taken as IPv4.
+/// As glibc does, a line with an address and no name is skipped; a line that does not
+/// start with an address, or is not UTF-8, is an error naming the line.
 pub(crate) fn read_hosts(path: &Path) -> Result<HashMap<IpAddr, Arc<str>>, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|source| Failure::File {
+    let bytes = std::fs::read(path).map_err(|source| Failure::File {
         what: "cannot read the hosts file",
         path: path.to_path_buf(),
         source,
     })?;
     let mut hosts = HashMap::new();
-    for (number, line) in text.lines().enumerate() {
+    for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let at = || format!("{}:{}", path.display(), number + 1);
+        let Ok(line) = std::str::from_utf8(line) else {
+            return Err(Failure::Usage(format!("{}: not UTF-8", at())));
+        };
         let line = line.split('#').next().unwrap_or_default();
         let mut fields = line.split_whitespace();
         let Some(address) = fields.next() else {
             continue;
         };
-        let (Ok(ip), Some(name)) = (address.parse::<IpAddr>(), fields.next()) else {
+        let Ok(ip) = address.parse::<IpAddr>() else {
             return Err(Failure::Usage(format!(
-                "{}:{}: expected 'ADDRESS NAME', found {line:?}",
-                path.display(),
-                number + 1
+                "{}: expected 'ADDRESS NAME', found {line:?}",
+                at()
             )));
+        };
+        let Some(name) = fields.next() else {
+            continue;
         };
         hosts
             .entry(ip.to_canonical())
@@ -201,9 +209,20 @@ mod tests {
         assert_eq!(name("2001:db8::2").as_deref(), Some("db2"));
         assert_eq!(name("192.0.2.3").as_deref(), Some("mapped"));
         assert_eq!(name("192.0.2.9"), None);
-        std::fs::write(&path, "192.0.2.1\n").unwrap();
+        // An address without a name is skipped, as glibc skips it.
+        std::fs::write(&path, "192.0.2.1\n192.0.2.2 two\n").unwrap();
+        let hosts = read_hosts(&path).unwrap();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(
+            hosts[&"192.0.2.2".parse::<IpAddr>().unwrap()].as_ref(),
+            "two"
+        );
+        std::fs::write(&path, "192.0.2.1 one\nweb1 192.0.2.1\n").unwrap();
         let error = read_hosts(&path).err().unwrap().to_string();
-        assert!(error.contains(":1: expected 'ADDRESS NAME'"), "{error}");
+        assert!(error.contains(":2: expected 'ADDRESS NAME'"), "{error}");
+        std::fs::write(&path, b"192.0.2.1 one\n\n192.0.2.3 caf\xe9\n").unwrap();
+        let error = read_hosts(&path).err().unwrap().to_string();
+        assert!(error.ends_with(":3: not UTF-8"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

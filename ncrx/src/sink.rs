@@ -1927,6 +1927,12 @@ fn check_dir(dir: &Path) -> Result<(), Failure> {
         path: dir.to_path_buf(),
         source,
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(fail(
+            "cannot write files in",
+            io::Error::from(io::ErrorKind::NotADirectory),
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| fail("cannot create directory", e))?;
     let probe = dir.join(format!(".ncrx-write-test-{}", std::process::id()));
     File::create(&probe).map_err(|e| fail("cannot create files in directory", e))?;

@@ -549,7 +549,13 @@ fn an_unwritable_dir_fails_at_start_with_a_clear_message() {
     );
     let (code, _, stderr) = common::parts(&output);
     assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("cannot create directory"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot write files in {}: not a directory",
+            file.display()
+        )),
+        "{stderr}"
+    );
 }
 
 /// `GET path` from the HTTP server at `addr`, with an `Accept` header: status line and body.
