@@ -197,7 +197,9 @@ pub(crate) struct ListenArgs {
     pub(crate) verbose: bool,
     /// Receiver threads: each binds the addresses with SO_REUSEPORT, the kernel shards
     /// senders over them by a hash of their address and port, each runs its own receiver
-    /// (default: one per CPU this process may run on, at most 16). Example: `--threads 2`.
+    /// (default: one per CPU this process may run on, at most 16). A sender that sends to two
+    /// --bind addresses may reach two threads and have its records written twice: use
+    /// --threads 1 for that. Example: `--threads 2`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) threads: Option<u16>,
     /// Receive buffer asked for each socket, in bytes (the kernel may grant less: see the
