@@ -708,10 +708,9 @@ impl Shard {
         let mut last_publish = StdInstant::now();
         let mut stopped_at: Option<StdInstant> = None;
         let mut reopened = shared.reopen.load(Ordering::Acquire);
-        if let Some((index, board)) = board {
+        if let Some(board) = board {
             // The page is right from the start (whether drops can be counted, for one).
-            self.take_drops();
-            board.publish(*index, self.snapshot(board.per_source));
+            self.publish(board);
         }
         loop {
             shared.beats[index].fetch_add(1, Ordering::Release);
@@ -740,11 +739,10 @@ impl Shard {
                 last_flush = StdInstant::now();
                 self.sink.report_write_errors(last_flush);
                 self.check_drops(false);
-                if let Some((index, board)) = board {
+                if let Some(board) = board {
                     if last_publish.elapsed() >= PUBLISH_INTERVAL {
                         last_publish = StdInstant::now();
-                        self.take_drops();
-                        board.publish(*index, self.snapshot(board.per_source));
+                        self.publish(board);
                     }
                 }
             }
@@ -879,6 +877,12 @@ impl Shard {
             .filter_map(|socket| socket.kernel_drops().map_err(|_| unknown = true).ok())
             .sum();
         (drops, unknown)
+    }
+
+    /// Publishes this thread's counters (slot `index` of the board).
+    fn publish(&mut self, (index, board): &(usize, Board)) {
+        self.take_drops();
+        board.publish(*index, self.snapshot(board.per_source));
     }
 
     /// Puts the kernel's drop counters in the report.

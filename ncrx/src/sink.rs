@@ -1721,11 +1721,8 @@ impl<W: Write + Identity> Files<W> {
                 }) else {
                     continue;
                 };
-                // A stem with `_` may be a name whose `/` was made `_`, one of MAX_STEM bytes a
-                // longer name cut (see `file_stem`).
-                if self.open.remove(stem).is_none()
-                    && (stem.contains('_') || stem.len() >= MAX_STEM - 3)
-                {
+                // Else the stem may be a name made to fit a file name (see `file_stem`).
+                if self.open.remove(stem).is_none() {
                     self.open.retain(|host, _| file_stem(host) != stem);
                 }
             }
@@ -2199,11 +2196,12 @@ fn push_wire_text(out: &mut Vec<u8>, text: &[u8]) {
         out.extend_from_slice(text);
         return;
     }
+    let mut escaped = [0u8; 4];
     for &b in text {
         if (b' '..0x7f).contains(&b) {
             out.push(b);
-        } else {
-            out.extend_from_slice(&netconsole_proto::escape(&[b]));
+        } else if let Ok(len) = netconsole_proto::escape_into(&[b], &mut escaped) {
+            out.extend_from_slice(&escaped[..len]);
         }
     }
 }

@@ -42,7 +42,7 @@ pub(crate) const REPLAY: Duration = Duration::from_secs(2);
 /// Backoff between connection attempts: from the first to the last, doubling.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A UDP collector's refusals, and lost connections, are said at most this often.
+/// A UDP collector's refusals, and lost connections, are said at most this often ([`Throttle`]).
 const REFUSED_SAID: Duration = Duration::from_secs(60);
 /// Batches handed over and not yet taken by the forwarding thread, at most.
 const HANDOFF: usize = 1024;
@@ -149,8 +149,8 @@ pub(crate) fn start(
             backoff: BACKOFF_FIRST,
             next_attempt: Instant::now(),
             warned: false,
-            refused_said: None,
-            lost_said: None,
+            refused_said: Throttle::default(),
+            lost_said: Throttle::default(),
         }
         .run(&batches);
     });
@@ -175,12 +175,11 @@ struct Forwarding {
     backoff: Duration,
     next_attempt: Instant,
     warned: bool,
-    /// When a UDP collector's refusals (port unreachable) were last said, and how many
-    /// messages it refused since.
-    refused_said: Option<(Instant, u64)>,
-    /// When a lost connection was last said, and how many were lost since without a word
-    /// (a collector that accepts and closes would otherwise fill stderr).
-    lost_said: Option<(Instant, u64)>,
+    /// A UDP collector's refusals (port unreachable), said at most once a minute.
+    refused_said: Throttle,
+    /// Lost connections, said at most once a minute (a collector that accepts and closes
+    /// would otherwise fill stderr).
+    lost_said: Throttle,
 }
 
 impl Forwarding {
@@ -359,19 +358,12 @@ impl Forwarding {
     /// reconnected, as UDP has no connection to lose.
     fn refused(&mut self, messages: u64) {
         self.stats.dropped.fetch_add(messages, Ordering::Relaxed);
-        let now = Instant::now();
-        match &mut self.refused_said {
-            Some((said, count)) if now.duration_since(*said) < REFUSED_SAID => *count += messages,
-            _ => {
-                let since = self.refused_said.map_or(0, |(_, count)| count);
-                eprintln!(
-                    "ncrx: syslog: {} refuses datagrams (port unreachable: is the collector \
-                     running?): {} messages dropped",
-                    self.target.address,
-                    since + messages
-                );
-                self.refused_said = Some((now, 0));
-            }
+        if let Some(count) = self.refused_said.note(messages) {
+            eprintln!(
+                "ncrx: syslog: {} refuses datagrams (port unreachable: is the collector \
+                 running?): {count} messages dropped",
+                self.target.address,
+            );
         }
     }
 
@@ -379,25 +371,19 @@ impl Forwarding {
     fn broken(&mut self, error: &io::Error) {
         self.connection = None;
         self.stats.connected.store(false, Ordering::Relaxed);
-        let now = Instant::now();
-        match &mut self.lost_said {
-            // Said within the minute: counted, said with the next.
-            Some((said, unsaid)) if now.duration_since(*said) < REFUSED_SAID => *unsaid += 1,
-            _ => {
-                let unsaid = self.lost_said.map_or(0, |(_, unsaid)| unsaid);
-                let also = if unsaid > 0 {
-                    format!(" ({unsaid} more times since the last message)")
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "ncrx: syslog: connection to {} lost ({error}){also}; reconnecting",
-                    self.target.address
-                );
-                self.lost_said = Some((now, 0));
-                // Its reconnection is said too.
-                self.warned = true;
-            }
+        // Said within the minute: counted, said with the next.
+        if let Some(lost) = self.lost_said.note(1) {
+            let also = if lost > 1 {
+                format!(" ({} more times since the last message)", lost - 1)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "ncrx: syslog: connection to {} lost ({error}){also}; reconnecting",
+                self.target.address
+            );
+            // Its reconnection is said too.
+            self.warned = true;
         }
         while let Some((_, batch)) = self.written.pop_back() {
             self.stats
@@ -409,6 +395,33 @@ impl Forwarding {
         }
         self.next_attempt = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Says something at most once every [`REFUSED_SAID`], with how many times it happened since
+/// it was last said.
+#[derive(Default)]
+struct Throttle {
+    /// When it was last said, and how many times it happened since.
+    said: Option<(Instant, u64)>,
+}
+
+impl Throttle {
+    /// It happened `times` more: `Some` with the count to say (these and those unsaid since
+    /// the last time) when it is to be said now.
+    fn note(&mut self, times: u64) -> Option<u64> {
+        let now = Instant::now();
+        match &mut self.said {
+            Some((said, unsaid)) if now.duration_since(*said) < REFUSED_SAID => {
+                *unsaid += times;
+                None
+            }
+            _ => {
+                let unsaid = self.said.map_or(0, |(_, unsaid)| unsaid);
+                self.said = Some((now, 0));
+                Some(unsaid + times)
+            }
+        }
     }
 }
 

@@ -558,43 +558,12 @@ fn an_unwritable_dir_fails_at_start_with_a_clear_message() {
     );
 }
 
-/// `GET path` from the HTTP server at `addr`, with an `Accept` header: status line and body.
-fn http_get(addr: &str, path: &str, accept: &str) -> (String, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
-}
-
-/// The address of the metrics server, from the listener's next line on stderr.
-fn metrics_addr(stderr: &mut BufReader<ChildStderr>) -> String {
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    line.trim_end()
-        .strip_prefix("ncrx: metrics on http://")
-        .and_then(|l| l.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned()
-}
-
 /// Reads the metric `name` from the server at `addr` until `wanted` holds for its value (the
 /// threads publish once a second), and returns that value.
 fn metric_until(addr: &str, name: &str, wanted: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, body) = http_get(addr, "/metrics", "text/plain");
-        let value = body
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no {name} in {body}"));
-        let value: u64 = value.parse().unwrap();
+        let value = common::metric(addr, name);
         if wanted(value) {
             return value;
         }
@@ -605,7 +574,7 @@ fn metric_until(addr: &str, name: &str, wanted: impl Fn(u64) -> bool) -> u64 {
 
 /// `/metrics` with a query gets the same page (5 records counted); `HEAD` its headers only.
 fn query_and_head_are_served(addr: &str) {
-    let (status, queried) = http_get(addr, "/metrics?name[]=ncrx_records_total", "*/*");
+    let (status, queried) = common::http_get(addr, "/metrics?name[]=ncrx_records_total", "*/*");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(queried.contains("\nncrx_records_total 5\n"), "{queried}");
     let head = {
@@ -633,7 +602,7 @@ fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
         "--metrics-sources",
         "1",
     ]);
-    let addr = metrics_addr(&mut stderr);
+    let addr = common::metrics_addr(&mut stderr);
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
     let other = UdpSocket::bind("127.0.0.1:0").unwrap();
     for seq in [0, 1, 2, 4] {
@@ -647,7 +616,7 @@ fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
     // The threads publish once a second; wait until the counts are all in.
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let (status, body) = http_get(&addr, "/metrics", "text/plain");
+        let (status, body) = common::http_get(&addr, "/metrics", "text/plain");
         assert_eq!(status, "HTTP/1.1 200 OK");
         if body.contains("\nncrx_records_total 5\n")
             && body.contains("\nncrx_malformed_datagrams_total 1\n")
@@ -693,13 +662,16 @@ fn metrics_are_served_for_prometheus_and_promtool_accepts_them() {
         1,
         "{text}"
     );
-    let (_, open) = http_get(
+    let (_, open) = common::http_get(
         &addr,
         "/metrics",
         "application/openmetrics-text;version=1.0.0",
     );
     assert!(open.ends_with("# EOF\n") && open.contains("# TYPE ncrx_records counter\n"));
-    assert_eq!(http_get(&addr, "/other", "*/*").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(
+        common::http_get(&addr, "/other", "*/*").0,
+        "HTTP/1.1 404 Not Found"
+    );
     query_and_head_are_served(&addr);
     assert_eq!(terminate(&mut child), 0);
 
@@ -1345,7 +1317,7 @@ fn a_dir_that_inotify_cannot_watch_is_said_once_and_written() {
 #[test]
 fn records_the_receiver_drops_are_counted() {
     let (mut child, target, mut stderr) = listener(&["--threads", "1", "--metrics", "127.0.0.1:0"]);
-    let addr = metrics_addr(&mut stderr);
+    let addr = common::metrics_addr(&mut stderr);
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
     for record in [
         "6,100000,5001000,-;a\n",
@@ -1472,7 +1444,7 @@ fn the_kernels_drops_are_counted_in_the_metrics_and_at_stop() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let addr = metrics_addr(&mut stderr);
+    let addr = common::metrics_addr(&mut stderr);
     assert_eq!(metric_until(&addr, "ncrx_kernel_drops_total", |_| true), 0);
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
     common::signal(&child, "STOP");
@@ -1556,7 +1528,7 @@ fn a_drop_counter_that_cannot_be_read_is_said_not_shown_as_zero() {
         .find_map(|l| l.strip_prefix("ncrx: metrics on http://"))
         .and_then(|l| l.strip_suffix("/metrics"))
         .unwrap();
-    let (_, page) = http_get(metrics, "/metrics", "text/plain");
+    let (_, page) = common::http_get(metrics, "/metrics", "text/plain");
     assert!(page.contains("ncrx_records_total"), "{page}");
     assert!(!page.contains("kernel_drops"), "{page}");
     let target: SocketAddr = bind.parse().unwrap();
@@ -1683,7 +1655,7 @@ fn a_stalled_dir_file_makes_the_kernel_drop_nothing() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let addr = metrics_addr(&mut stderr);
+    let addr = common::metrics_addr(&mut stderr);
     let (open, opened) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let _ = opened.recv_timeout(Duration::from_secs(30));

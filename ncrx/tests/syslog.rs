@@ -265,21 +265,6 @@ fn a_facility_syslog_does_not_have_is_sent_as_user_with_the_facility_kept() {
     assert!(got[2].ends_with(" pri 14"), "{}", got[2]);
 }
 
-/// The metrics page's value of `name` (Prometheus text format).
-fn metric(addr: &str, name: &str) -> u64 {
-    use std::io::Write;
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in {response}"))
-        .parse()
-        .unwrap()
-}
-
 /// A UDP collector that is not running (its port answers "port unreachable"): the listener
 /// says so once, not once a message, reconnects nothing, and counts the refused messages as
 /// dropped, in the metrics and at the stop.
@@ -303,14 +288,7 @@ fn a_udp_collector_that_refuses_is_said_once_and_counted() {
         ],
         Stdio::null,
     );
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-    let metrics = line
-        .trim_end()
-        .strip_prefix("ncrx: metrics on http://")
-        .and_then(|l| l.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
+    let metrics = common::metrics_addr(&mut stderr);
     let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
     for seq in 0..20 {
         let record = format!("6,{seq},{seq}000,-;record {seq}\n");
@@ -322,8 +300,8 @@ fn a_udp_collector_that_refuses_is_said_once_and_counted() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let (_, dropped) = loop {
         let counts = (
-            metric(&metrics, "ncrx_syslog_messages_sent_total"),
-            metric(&metrics, "ncrx_syslog_messages_dropped_total"),
+            common::metric(&metrics, "ncrx_syslog_messages_sent_total"),
+            common::metric(&metrics, "ncrx_syslog_messages_dropped_total"),
         );
         if counts.0 + counts.1 == 20 {
             break counts;
@@ -332,8 +310,8 @@ fn a_udp_collector_that_refuses_is_said_once_and_counted() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(dropped >= 5, "{dropped}");
-    assert_eq!(metric(&metrics, "ncrx_syslog_connections_total"), 1);
-    assert_eq!(metric(&metrics, "ncrx_syslog_connected"), 1);
+    assert_eq!(common::metric(&metrics, "ncrx_syslog_connections_total"), 1);
+    assert_eq!(common::metric(&metrics, "ncrx_syslog_connected"), 1);
     common::signal(&child, "TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let mut report = String::new();

@@ -7,7 +7,7 @@
 )]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
@@ -216,4 +216,40 @@ pub(crate) fn signal(child: &Child, signal: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill -{signal} {}", child.id());
+}
+
+/// `GET path` from the HTTP server at `addr`, with an `Accept` header: status line and body.
+pub(crate) fn http_get(addr: &str, path: &str, accept: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// The address of the metrics server, from the listener's next line on stderr.
+pub(crate) fn metrics_addr(stderr: &mut BufReader<ChildStderr>) -> String {
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    line.trim_end()
+        .strip_prefix("ncrx: metrics on http://")
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned()
+}
+
+/// The value of the metric `name` (a counter's full name, labels included) on the metrics
+/// page at `addr`, in the Prometheus text format.
+pub(crate) fn metric(addr: &str, name: &str) -> u64 {
+    let (_, body) = http_get(addr, "/metrics", "text/plain");
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        .parse()
+        .unwrap()
 }
