@@ -2187,23 +2187,11 @@ fn json_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
     json_string(out, &whole);
 }
 
-/// Writes an extended record's wire text for a text line: a kernel sends only printable
-/// ASCII there (printk escapes the rest as `\xNN`), so any other byte (from another
-/// sender: a terminal escape, a carriage return) is escaped as printk would have, never
-/// written raw.
+/// Writes an extended record's wire text for a text line: a byte a kernel never sends
+/// raw there (from another sender: a terminal escape, a carriage return) is escaped as
+/// printk would have, never written raw.
 fn push_wire_text(out: &mut Vec<u8>, text: &[u8]) {
-    if text.iter().all(|b| (b' '..0x7f).contains(b)) {
-        out.extend_from_slice(text);
-        return;
-    }
-    let mut escaped = [0u8; 4];
-    for &b in text {
-        if (b' '..0x7f).contains(&b) {
-            out.push(b);
-        } else if let Ok(len) = netconsole_proto::escape_into(&[b], &mut escaped) {
-            out.extend_from_slice(&escaped[..len]);
-        }
-    }
+    out.extend_from_slice(&netconsole_proto::escape_stray(text));
 }
 
 #[cfg(test)]

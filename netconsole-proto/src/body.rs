@@ -386,9 +386,60 @@ pub fn escape(src: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Escapes, as printk would, every byte a kernel never sends raw in an extended record's
+/// text, and keeps the rest (printable ASCII, the `\` of the kernel's own `\xNN`
+/// escapes included): a received wire text made safe for a terminal or a text log.
+/// Borrows `text` when a kernel could have sent it as it is.
+///
+/// ```
+/// use netconsole_proto::escape_stray;
+/// assert_eq!(&*escape_stray(b"tab\\x09 ok"), b"tab\\x09 ok"); // already the kernel's form
+/// assert_eq!(&*escape_stray(b"\x1b[2J\r"), b"\\x1b[2J\\x0d"); // a raw ESC and CR
+/// ```
+#[cfg(feature = "alloc")]
+pub fn escape_stray(text: &[u8]) -> Cow<'_, [u8]> {
+    let stray = |b: u8| needs_escape(b) && b != b'\\';
+    if !text.iter().any(|&b| stray(b)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len() + 16);
+    for &b in text {
+        if stray(b) {
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ]);
+        } else {
+            out.push(b);
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every byte printk escapes but the backslash comes out as `escape` writes it; the
+    /// backslash and printable ASCII stay, and a clean text is borrowed.
+    #[test]
+    fn escape_stray_escapes_what_printk_would_but_the_backslash() {
+        for b in 0..=255u8 {
+            let text = [b'a', b, b'z'];
+            let got = escape_stray(&text);
+            let mut want = alloc::vec![b'a'];
+            if b == b'\\' || !needs_escape(b) {
+                want.push(b);
+                assert!(matches!(got, Cow::Borrowed(_)), "byte {b:#04x}");
+            } else {
+                want.extend_from_slice(&escape(&[b]));
+            }
+            want.push(b'z');
+            assert_eq!(&*got, &want[..], "byte {b:#04x}");
+        }
+    }
 
     /// `text_cut` is its definition: no `\n` after the text, or a `\` among its last three
     /// bytes; every text of up to six bytes of `a`, `\`, `x`, `0`, with and without `\n`.

@@ -80,7 +80,7 @@ pub use body::{
     escaped_len, unescape_into, unescaped_len,
 };
 #[cfg(feature = "alloc")]
-pub use body::{escape, unescape};
+pub use body::{escape, escape_stray, unescape};
 pub use console::{
     CONSOLE_LOG_MAX, ConsoleOptions, ConsoleRecord, format_console, printed_on_console,
 };
