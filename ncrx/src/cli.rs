@@ -43,8 +43,8 @@ pub(crate) enum Command {
         "counted and reported; so are senders refused. Records come out in sequence order as\n",
         "the receiver releases them; retransmission requests and acks go back to each sender's\n",
         "address and port. On SIGINT/SIGTERM everything held is flushed (holes as 'lost'),\n",
-        "counts go to stderr, exit code 0 (3 when an output is still stalled 0.9 s later; what\n",
-        "it could not write is said)."
+        "counts go to stderr, exit code 0 (3 when an output is still stalled 0.65 s later: what\n",
+        "it holds is given up and said, with the counts of what was received)."
     ))]
     Listen(ListenArgs),
     /// Decode netconsole records from a pcap/pcapng capture (through the ncrx-core receiver).

@@ -181,6 +181,7 @@ pub(crate) fn run(args: &DecodeArgs) -> Result<Outcome, Failure> {
     Ok(Outcome {
         bad_data: summary.bad_frames > 0 || malformed > 0,
         truncated: summary.truncated.is_some(),
+        unwritten: false,
     })
 }
 

@@ -43,12 +43,16 @@ pub(crate) struct Outcome {
     pub(crate) bad_data: bool,
     /// The capture was truncated.
     pub(crate) truncated: bool,
+    /// A daemon stopped with lines it could not write (its output stalled).
+    pub(crate) unwritten: bool,
 }
 
 impl Outcome {
-    /// The process exit code: truncation first, then bad data.
+    /// The process exit code: lines not written first, then truncation, then bad data.
     pub(crate) fn exit_code(self) -> u8 {
-        if self.truncated {
+        if self.unwritten {
+            EXIT_IO
+        } else if self.truncated {
             EXIT_TRUNCATED
         } else if self.bad_data {
             EXIT_BAD_DATA
@@ -185,15 +189,21 @@ mod tests {
     }
 
     #[test]
-    fn truncation_wins_over_bad_data() {
-        let both = Outcome {
+    fn unwritten_lines_win_then_truncation_then_bad_data() {
+        let all = Outcome {
             bad_data: true,
             truncated: true,
+            unwritten: true,
+        };
+        assert_eq!(all.exit_code(), EXIT_IO);
+        let both = Outcome {
+            unwritten: false,
+            ..all
         };
         assert_eq!(both.exit_code(), EXIT_TRUNCATED);
         let bad = Outcome {
-            bad_data: true,
             truncated: false,
+            ..both
         };
         assert_eq!(bad.exit_code(), EXIT_BAD_DATA);
         assert_eq!(Outcome::default().exit_code(), EXIT_OK);

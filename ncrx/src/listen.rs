@@ -15,8 +15,9 @@
 //! SIGINT or SIGTERM stops it: each thread reads what its sockets still hold, flushes what
 //! its receiver holds (holes come out as `lost`), writes it out and reports; the totals go to
 //! stderr. When an output is stalled (a reader that does not read), the listener does not
-//! wait for it beyond [`STOP_GRACE`]: it says how many bytes could not be written and exits
-//! with the file-error code.
+//! wait for it beyond [`GIVE_UP_AFTER`]: what it holds is given up, the threads report, and
+//! it says how many bytes could not be written and exits with the file-error code (at
+//! [`STOP_GRACE`] it exits even without the threads' reports).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -55,8 +56,12 @@ const FILL_RATE: u64 = 2_000_000;
 /// What the kernel charges a socket's buffer for one datagram, taken large: a 101-byte
 /// datagram was measured at 832 bytes; a longer one costs more.
 const CHARGE: u64 = 2048;
-/// After a stop, how long the threads may take to write what they hold.
-const STOP_GRACE: Duration = Duration::from_millis(900);
+/// After a stop, how long the threads may take to write what they hold; past it, what a
+/// stalled output holds is given up, and each thread reports without it.
+const GIVE_UP_AFTER: Duration = Duration::from_millis(650);
+/// After a stop, how long the threads may take to end at all (a thread that has not by
+/// then cannot report: the listener says what it could not write and exits).
+const STOP_GRACE: Duration = Duration::from_millis(950);
 /// After a stop, how long a thread goes on reading what its sockets had queued.
 const DRAIN_LIMIT: Duration = Duration::from_millis(300);
 /// How often each thread looks at the kernel's drop counter of its sockets.
@@ -82,6 +87,9 @@ struct Shared {
     writing: AtomicUsize,
     /// Threads that finished.
     finished: AtomicUsize,
+    /// The stop gives up on a stalled output ([`GIVE_UP_AFTER`]; the sinks'
+    /// `SinkOptions::give_up`).
+    give_up: Arc<AtomicBool>,
     /// Each thread's loop count: the watchdog is fed only while every thread goes round.
     beats: Vec<AtomicUsize>,
 }
@@ -107,6 +115,8 @@ struct Report {
     /// Some socket's drop counter could not be read (see [`Listening::kernel_drops`]).
     drops_unknown: bool,
     lines_not_written: u64,
+    /// Bytes of lines given up at stop: the output was stalled.
+    given_up: usize,
     write_errors: u64,
     /// The last write error, with the file (or standard output) it happened to.
     last_write_error: Option<String>,
@@ -130,6 +140,7 @@ impl Report {
         self.dropped.add(&other.dropped);
         self.drops_unknown |= other.drops_unknown;
         self.lines_not_written += other.lines_not_written;
+        self.given_up += other.given_up;
         self.write_errors += other.write_errors;
         self.last_write_error = other.last_write_error.or(self.last_write_error.take());
     }
@@ -235,6 +246,7 @@ fn sink_options(args: &ListenArgs) -> Result<SinkOptions, Failure> {
         syslog: args.syslog.is_some(),
         max_open_files: crate::sink::MAX_OPEN_FILES,
         keep_going: true,
+        give_up: Arc::default(),
     })
 }
 
@@ -377,6 +389,7 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
         reopen: AtomicUsize::new(0),
         writing: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
+        give_up: Arc::clone(&sink_options.give_up),
         beats: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
     });
     let board = match args.metrics {
@@ -431,9 +444,20 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
     drop(forwarder);
     finish_forwarding(forwarding);
     print_report(&mut total, args.verbose);
+    if total.given_up > 0 {
+        eprintln!(
+            "ncrx: stopped: the output is stalled ({}): {} bytes could not be written (the \
+             counts above are what was received)",
+            stalled_why(args.dir.is_some()),
+            total.given_up
+        );
+    }
     match failure {
         Some(error) => Err(error),
-        None => Ok(Outcome::default()),
+        None => Ok(Outcome {
+            unwritten: total.given_up > 0,
+            ..Outcome::default()
+        }),
     }
 }
 
@@ -557,23 +581,32 @@ fn supervise(shared: &Shared, threads: usize, files: bool) {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    let deadline = StdInstant::now() + STOP_GRACE;
-    while shared.finished.load(Ordering::Acquire) < threads && StdInstant::now() < deadline {
+    let stopped = StdInstant::now();
+    let all_done = || shared.finished.load(Ordering::Acquire) >= threads;
+    while !all_done() && stopped.elapsed() < STOP_GRACE {
+        if stopped.elapsed() >= GIVE_UP_AFTER {
+            shared.give_up.store(true, Ordering::Release);
+        }
         thread::sleep(Duration::from_millis(5));
     }
-    if shared.finished.load(Ordering::Acquire) < threads {
-        let why = if files {
-            "a --dir file takes nothing: a hung disk or network file system"
-        } else {
-            "nobody reads it"
-        };
+    if !all_done() {
         eprintln!(
-            "ncrx: stopped: the output is stalled ({why}): {} bytes could not be written; {} \
+            "ncrx: stopped: the output is stalled ({}): {} bytes could not be written; {} \
              of {threads} threads could not finish",
+            stalled_why(files),
             shared.writing.load(Ordering::Acquire),
             threads - shared.finished.load(Ordering::Acquire)
         );
         std::process::exit(i32::from(EXIT_IO));
+    }
+}
+
+/// Why an output does not take its lines, as the stop says it.
+fn stalled_why(files: bool) -> &'static str {
+    if files {
+        "a --dir file takes nothing: a hung disk or network file system"
+    } else {
+        "nobody reads it"
     }
 }
 
@@ -747,7 +780,9 @@ impl Shard {
                 }
             }
             if let Some(at) = stopped_at {
-                if idle || at.elapsed() >= DRAIN_LIMIT {
+                // Given up on a stalled output, what the sockets still hold stays unread:
+                // the thread has only the time to report.
+                if idle || at.elapsed() >= DRAIN_LIMIT || shared.give_up.load(Ordering::Acquire) {
                     break;
                 }
                 continue;
@@ -802,6 +837,7 @@ impl Shard {
         report.refused = stats.refused;
         report.malformed = malformed;
         report.lines_not_written = self.sink.write_errors.lines_lost;
+        report.given_up = self.sink.given_up();
         report.write_errors = self.sink.write_errors.errors;
         report.last_write_error = self.sink.write_errors.last().map(str::to_owned);
         (report, failed)

@@ -331,6 +331,7 @@ pub(crate) fn decode(args: &OopsDecodeArgs) -> Result<Outcome, Failure> {
     Ok(Outcome {
         bad_data: summary.bad_frames > 0 || rejected > 0,
         truncated: summary.truncated.is_some(),
+        unwritten: false,
     })
 }
 

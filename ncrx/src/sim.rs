@@ -250,6 +250,7 @@ pub(crate) fn run(args: &SimArgs) -> Result<Outcome, Failure> {
     Ok(Outcome {
         bad_data: !report.violations.is_empty(),
         truncated: false,
+        unwritten: false,
     })
 }
 

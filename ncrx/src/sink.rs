@@ -55,6 +55,9 @@ pub(crate) const MAX_OPEN_FILES: usize = 4096;
 const IDLE_CLOSE: Duration = Duration::from_secs(10);
 /// How often a writer thread closes idle files when no lines come.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// How often a wait for a writer thread looks whether the stop gave up on it
+/// ([`SinkOptions::give_up`]).
+const GIVE_UP_TICK: Duration = Duration::from_millis(5);
 /// Write errors are reported on stderr at most this often.
 const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -326,6 +329,10 @@ pub(crate) struct SinkOptions {
     /// lines, counted as for `dir`, and the sink goes on. Otherwise (a command's output) it
     /// is written as it goes, and every failure of standard output is returned.
     pub(crate) keep_going: bool,
+    /// Set at stop once a stalled output had its time: a writer thread (`keep_going`) is
+    /// no longer waited for, and what it was not able to write is given up and counted
+    /// ([`Sink::given_up`]).
+    pub(crate) give_up: Arc<AtomicBool>,
 }
 
 impl SinkOptions {
@@ -346,6 +353,7 @@ impl SinkOptions {
             syslog: false,
             max_open_files: MAX_OPEN_FILES,
             keep_going: false,
+            give_up: Arc::default(),
         }
     }
 }
@@ -566,6 +574,10 @@ struct Writer<B> {
     what: &'static str,
     /// When a full queue was last said on stderr.
     stall_reported: Option<Instant>,
+    /// [`SinkOptions::give_up`].
+    give_up: Arc<AtomicBool>,
+    /// Bytes of lines given up at stop (the thread was stuck on a stalled output).
+    given_up: usize,
 }
 
 /// What a writer thread tells its sink.
@@ -606,6 +618,7 @@ impl<B: Batch> Writer<B> {
         mut output: O,
         full: usize,
         linger: Duration,
+        give_up: Arc<AtomicBool>,
     ) -> io::Result<Self> {
         let (to_write, jobs) = mpsc::sync_channel::<Job<B>>(WRITER_BATCHES);
         let (give_back, written) = mpsc::sync_channel(WRITER_BATCHES);
@@ -653,7 +666,14 @@ impl<B: Batch> Writer<B> {
             last_hand_over: None,
             what,
             stall_reported: None,
+            give_up,
+            given_up: 0,
         })
+    }
+
+    /// The stop gave up on a stalled output ([`SinkOptions::give_up`]).
+    fn giving_up(&self) -> bool {
+        self.give_up.load(Ordering::Acquire)
     }
 
     /// Bytes handed over and not yet written.
@@ -674,10 +694,17 @@ impl<B: Batch> Writer<B> {
             if !no_batch && (queued == 0 || queued + bytes <= QUEUE_BYTES) {
                 break;
             }
+            if self.giving_up() {
+                // The stop gave the output its time: these lines are given up.
+                self.given_up += bytes;
+                batch.clear();
+                return;
+            }
             self.say_stalled(queued);
-            match self.written.recv() {
+            match self.written.recv_timeout(GIVE_UP_TICK) {
                 Ok(back) => self.spare.push(back),
-                Err(_) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         let mut next = self.spare.pop().unwrap_or_else(|| {
@@ -766,7 +793,9 @@ impl<B: Batch> Writer<B> {
     }
 
     /// Hands `batch` over and waits until everything handed over is written (or counted
-    /// lost); then adds the thread's counts to `errors`.
+    /// lost), or until the stop gives up on a stalled output (what the thread holds is then
+    /// given up, and the thread left to the process's exit); then adds the thread's counts
+    /// to `errors`.
     fn finish(&mut self, batch: &mut B, errors: &mut WriteErrors) {
         if batch.bytes() > 0 {
             self.hand_over(batch);
@@ -774,6 +803,14 @@ impl<B: Batch> Writer<B> {
         let (closed, _) = mpsc::sync_channel(0);
         drop(std::mem::replace(&mut self.to_write, closed));
         if let Some(thread) = self.thread.take() {
+            while !thread.is_finished() {
+                if self.giving_up() {
+                    self.given_up += self.queued();
+                    self.report_into(errors);
+                    return;
+                }
+                std::thread::sleep(GIVE_UP_TICK);
+            }
             let _ = thread.join();
         }
         self.report_into(errors);
@@ -799,6 +836,7 @@ impl Sink {
                     files,
                     DIR_BATCH,
                     DIR_LINGER,
+                    Arc::clone(&options.give_up),
                 )
                 .map_err(|source| Failure::Stream {
                     what: "cannot start the thread that writes the files",
@@ -817,6 +855,7 @@ impl Sink {
                     StandardOutput::new(),
                     BATCH,
                     Duration::ZERO,
+                    Arc::clone(&options.give_up),
                 )
                 .map_err(|source| Failure::Stream {
                     what: "cannot start the thread that writes standard output",
@@ -915,6 +954,16 @@ impl Sink {
             Destination::Stdout(batch, Some(writer)) => writer.finish(batch, errors),
             Destination::Dir(batch, FilesOut::Thread(writer)) => writer.finish(batch, errors),
             Destination::Stdout(_, None) | Destination::Dir(_, FilesOut::Here(_)) => {}
+        }
+    }
+
+    /// Bytes of lines given up at stop because the output was stalled
+    /// ([`SinkOptions::give_up`]).
+    pub(crate) fn given_up(&self) -> usize {
+        match &self.destination {
+            Destination::Stdout(_, Some(writer)) => writer.given_up,
+            Destination::Dir(_, FilesOut::Thread(writer)) => writer.given_up,
+            Destination::Stdout(_, None) | Destination::Dir(_, FilesOut::Here(_)) => 0,
         }
     }
 

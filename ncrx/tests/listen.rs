@@ -400,9 +400,21 @@ fn mkfifo(path: &std::path::Path) {
     assert!(made.success());
 }
 
+/// The stop summary's counts for `source` (`ncrx: SOURCE: N records, ...`): its records.
+fn records_reported(report: &str, source: SocketAddr) -> u64 {
+    let prefix = format!("ncrx: {source}: ");
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counts for {source}:\n{report}"))
+}
+
 /// Nobody reads the listener's standard output: once the pipe is full, the writer thread's
 /// writes block; once its queue is full too (16 MiB), the listener says so; at SIGTERM it
-/// says how much it could not write and exits 3 within the second it gives the output.
+/// gives the output its time, then gives up what it could not write, says how much, gives
+/// the usual summary (with every record received) and exits 3.
 #[test]
 fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
     let (child, target, stderr) = listener(&["--format", "json", "--threads", "1"]);
@@ -437,6 +449,15 @@ fn sigterm_with_a_stalled_output_says_what_was_not_written_and_exits() {
     // The pipe holds 64 KiB of the 20 MB of lines; what the listener had gathered and queued
     // when its queue filled is what it holds and reports (the rest waited in the socket).
     assert!(bytes > 1000, "{stalled}");
+    // The thread finished: the summary came, with what was received. The queue filled, so
+    // at least 16 MiB of lines of at most 1,300 bytes were made (what the socket still held
+    // at the stop stays unread).
+    let records = records_reported(&report, kernel.local_addr().unwrap());
+    assert!((12_900..=20_000).contains(&records), "{records}: {report}");
+    assert!(
+        report.contains(&format!("ncrx: all sources: {records} records, ")),
+        "{report}"
+    );
 }
 
 /// A `--dir` file that never takes anything (a named pipe nobody opens; a hung network file
@@ -459,6 +480,12 @@ fn sigterm_with_a_stalled_dir_file_says_so_and_exits() {
             "ncrx: stopped: the output is stalled (a --dir file takes nothing: a hung disk or \
              network file system): "
         ),
+        "{report}"
+    );
+    // Every record was received, and the summary says so.
+    assert_eq!(
+        records_reported(&report, kernel.local_addr().unwrap()),
+        100,
         "{report}"
     );
 }

@@ -207,5 +207,6 @@ pub(crate) fn run(args: &SendArgs) -> Result<Outcome, Failure> {
     Ok(Outcome {
         bad_data: counts.bad > 0,
         truncated: false,
+        unwritten: false,
     })
 }

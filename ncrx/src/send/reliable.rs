@@ -182,5 +182,6 @@ pub(super) fn run(
     Ok(Outcome {
         bad_data: counts.bad + refused > 0,
         truncated: false,
+        unwritten: false,
     })
 }
