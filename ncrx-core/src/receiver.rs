@@ -153,6 +153,25 @@ impl<S: Ord + Clone> Receiver<S> {
         self.get(i).map(|s| &s.stream)
     }
 
+    /// Every source tracked, with its stream, in no particular order (a source being
+    /// evicted is not among them).
+    ///
+    /// ```
+    /// use ncrx_core::{Receiver, ReceiverConfig};
+    /// use netpoll_frame::Instant;
+    /// let mut rx: Receiver<u32> = Receiver::new(ReceiverConfig::default());
+    /// rx.handle_datagram(Instant::ZERO, &7, b"6,100,0,-;hello\n");
+    /// rx.handle_datagram(Instant::ZERO, &7, b"6,101,0,-,ncfrag=50/10;x\n"); // offset past total
+    /// let streams: Vec<_> = rx.streams().map(|(s, st)| (*s, st.stats().malformed)).collect();
+    /// assert_eq!(streams, [(7, 1)]);
+    /// ```
+    pub fn streams(&self) -> impl Iterator<Item = (&S, &Stream)> {
+        self.slab
+            .iter()
+            .flatten()
+            .map(|source| (&source.key, &source.stream))
+    }
+
     /// Counters (streams summed, evicted ones included).
     pub fn stats(&self) -> ReceiverStats {
         let mut stats = self.stats;

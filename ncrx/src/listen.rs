@@ -929,11 +929,8 @@ impl Shard {
     /// Per-source malformed counts, taken from the receiver's streams before they are
     /// flushed (a source's stream counts what it could not parse).
     fn collect_malformed(&mut self) {
-        let sources: Vec<SocketAddr> = self.sink.per_source().map(|(s, _)| *s).collect();
-        for source in sources {
-            if let Some(stream) = self.rx.stream(&source) {
-                self.sink.set_malformed(source, stream.stats().malformed);
-            }
+        for (source, stream) in self.rx.streams() {
+            self.sink.set_malformed(*source, stream.stats().malformed);
         }
     }
 

@@ -490,6 +490,37 @@ fn sigterm_with_a_stalled_dir_file_says_so_and_exits() {
     );
 }
 
+/// A sender whose every record is still held at the stop (record 1 of a fresh boot waits
+/// for 0) has its bad datagram in its own line of the summary, as in the totals.
+#[test]
+fn a_sender_with_only_held_records_has_its_bad_datagrams_in_its_summary_line() {
+    let (mut child, target, mut stderr) = listener(&["--threads", "1"]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    kernel.send_to(b"6,1,1000,-;first\n", target).unwrap();
+    // A fragment whose offset is past its total.
+    kernel
+        .send_to(b"6,2,2000,-,ncfrag=50/10;x\n", target)
+        .unwrap();
+    // The request for 0 (half a second on) says both were taken; record 1 is held for 1 s.
+    let (_, missing) = wait_for_request(&kernel, 0);
+    assert_eq!(missing, [0]);
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(
+        report.contains(" 1 bad datagrams (1 tracked at stop"),
+        "{report}"
+    );
+    let source = kernel.local_addr().unwrap();
+    assert!(
+        report.contains(&format!(
+            "ncrx: {source}: 1 records, 1 lost, 0 out of order, 0 incomplete, 0 restarts, 0 \
+             plain, 1 bad datagrams\n"
+        )),
+        "{report}"
+    );
+}
+
 #[test]
 fn senders_past_max_sources_are_refused_counted_and_shown() {
     let (mut child, target, mut stderr) = listener(&["--max-sources", "2", "--threads", "1", "-v"]);
