@@ -418,7 +418,7 @@ pub(crate) fn receive_until_stopped(
     while !stop.load(Ordering::Relaxed) {
         match socket.recv_from(buf) {
             Ok((len, from)) => {
-                if !deliver(from, &buf[..len]) {
+                if !deliver(canonical(from), &buf[..len]) {
                     return;
                 }
             }
@@ -436,7 +436,7 @@ pub(crate) fn receive_until_stopped(
         return;
     }
     while let Ok((len, from)) = socket.recv_from(buf) {
-        if !deliver(from, &buf[..len]) {
+        if !deliver(canonical(from), &buf[..len]) {
             return;
         }
     }

@@ -452,6 +452,52 @@ fn live_listener_writes_dumps_and_flushes_on_sigterm() {
     assert!(dir.join(format!("{source}-12.log")).is_file());
 }
 
+/// On `[::]` (IPv4 and IPv6), an IPv4 sender is shown and named as `listen` shows it,
+/// `127.0.0.1:PORT`, not as the IPv4-mapped `[::ffff:127.0.0.1]:PORT`.
+#[test]
+fn an_ipv4_sender_to_a_dual_stack_listener_is_shown_as_ipv4() {
+    let dir = scratch("oops-listen-v6");
+    let port = common::free_port();
+    let mut child = common::ncrx()
+        .args(["oops", "listen", "--format", "json", "--bind"])
+        .arg(format!("[::]:{port}"))
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert_eq!(
+        banner,
+        format!("ncrx: collecting netoops dumps on [::]:{port}\n")
+    );
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dumped = log(1500, 3);
+    let mut encoder = DumpEncoder::new(
+        &DumpMeta::v2(5, DumpType::PrintkBuffer, b"6.6.0"),
+        b"",
+        &dumped,
+    )
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    while let Some(len) = encoder.write_next(&mut buf).unwrap() {
+        sender.send_to(&buf[..len], ("127.0.0.1", port)).unwrap();
+    }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    common::signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let json: Value = serde_json::from_str(&line).unwrap();
+    let source = sender.local_addr().unwrap().to_string();
+    assert_eq!(json["source"], source, "{line}");
+    assert_eq!(json["complete"], true, "{line}");
+    assert!(dir.join(format!("{source}-5.log")).is_file());
+}
+
 /// The command that made `tests/data/netoops-sample/crash.pcap` (the README's sample), with
 /// the capture written to `out`.
 fn sample_command(out: &Path) -> Vec<String> {
