@@ -940,7 +940,7 @@ impl Shard {
         let mut drained = true;
         let mut received = 0;
         for index in 0..self.sockets.len() {
-            match self.batch.receive(&self.sockets[index].socket) {
+            match self.batch.receive(&self.sockets[index]) {
                 Ok(0) => continue,
                 Ok(n) => {
                     received += n;

@@ -197,7 +197,12 @@ pub(crate) struct Received {
 
 /// Buffers for one batch, reused for every call (nothing is allocated per datagram).
 pub(crate) struct Batch {
-    headers: MultiHeaders<SockaddrStorage>,
+    /// The message headers for IPv4 sockets and for IPv6 ones, apart: the kernel leaves in
+    /// each header the length of the address it wrote, and nix does not reset it, so a
+    /// header that once took an IPv4 address (16 bytes) would cut the next IPv6 one (28) to
+    /// its first 64 bits.
+    headers_v4: MultiHeaders<SockaddrStorage>,
+    headers_v6: MultiHeaders<SockaddrStorage>,
     buffers: Vec<u8>,
     received: Vec<Received>,
 }
@@ -205,15 +210,16 @@ pub(crate) struct Batch {
 impl Batch {
     pub(crate) fn new() -> Self {
         Batch {
-            headers: MultiHeaders::preallocate(BATCH, None),
+            headers_v4: MultiHeaders::preallocate(BATCH, None),
+            headers_v6: MultiHeaders::preallocate(BATCH, None),
             buffers: vec![0; BATCH * STRIDE],
             received: Vec::with_capacity(BATCH),
         }
     }
 
-    /// Reads what `socket` has queued, up to [`BATCH`] datagrams, without waiting. `Ok(0)`
-    /// when nothing was there.
-    pub(crate) fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    /// Reads what `listening` has queued, up to [`BATCH`] datagrams, without waiting.
+    /// `Ok(0)` when nothing was there.
+    pub(crate) fn receive(&mut self, listening: &Listening) -> io::Result<usize> {
         self.received.clear();
         let mut chunks = self.buffers.chunks_exact_mut(STRIDE);
         let mut slices: [[io::IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
@@ -221,9 +227,14 @@ impl Batch {
                 &mut chunks.next().expect("BATCH chunks of STRIDE bytes")[..SLOT],
             )]
         });
+        let headers = if listening.addr.is_ipv6() {
+            &mut self.headers_v6
+        } else {
+            &mut self.headers_v4
+        };
         let results = match recvmmsg(
-            socket.as_raw_fd(),
-            &mut self.headers,
+            listening.socket.as_raw_fd(),
+            headers,
             slices.iter_mut(),
             MsgFlags::MSG_DONTWAIT,
             None,

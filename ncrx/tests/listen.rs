@@ -490,6 +490,53 @@ fn sigterm_with_a_stalled_dir_file_says_so_and_exits() {
     );
 }
 
+/// One thread receiving on an IPv4 and an IPv6 socket: an IPv6 sender's address comes whole
+/// after an IPv4 sender's (a reused message header once cut it to its first 64 bits).
+#[test]
+fn an_ipv6_sender_after_an_ipv4_one_keeps_its_whole_address() {
+    let port = common::free_port();
+    let mut child = common::ncrx()
+        .args(["listen", "--format", "json", "--threads", "1", "--bind"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--bind")
+        .arg(format!("[::1]:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert!(
+        banner.starts_with("ncrx: receiving netconsole on "),
+        "{banner}"
+    );
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut sources = Vec::new();
+    for (local, target) in [
+        ("127.0.0.1:0", format!("127.0.0.1:{port}")),
+        ("[::1]:0", format!("[::1]:{port}")),
+        ("127.0.0.1:0", format!("127.0.0.1:{port}")),
+        ("[::1]:0", format!("[::1]:{port}")),
+    ] {
+        let sender = UdpSocket::bind(local).unwrap();
+        sender.send_to(b"6,0,1000,-;hello\n", &target).unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            json["source"],
+            sender.local_addr().unwrap().to_string(),
+            "{line}"
+        );
+        sources.push(sender);
+    }
+    assert_eq!(terminate(&mut child), 0);
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    assert!(report.contains("ncrx: stopped: 4 sources, "), "{report}");
+}
+
 /// A sender whose every record is still held at the stop (record 1 of a fresh boot waits
 /// for 0) has its bad datagram in its own line of the summary, as in the totals.
 #[test]
