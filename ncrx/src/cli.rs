@@ -9,7 +9,7 @@ use netconsole_proto::param::{self, Device, Target};
 use netconsole_proto::{MAX_EXTRADATA_NAME_LEN, MAX_EXTRADATA_VALUE_LEN};
 use netpoll_frame::MacAddr;
 
-use crate::error::EXIT_CODES_HELP;
+use crate::error::exit_codes_help;
 
 /// netconsole / netoops from user space: decode captures, send like a kernel, collect
 /// crash dumps.
@@ -18,7 +18,17 @@ use crate::error::EXIT_CODES_HELP;
     name = "ncrx",
     version,
     about = "Linux netconsole / netoops tool: decode captures, send like a kernel, collect crash dumps",
-    after_help = EXIT_CODES_HELP,
+    after_help = concat!(
+        "Examples (each subcommand's --help has more):\n",
+        "  ncrx listen                           # receive netconsole on [::]:6666\n",
+        "  ncrx listen --format json --dir /var/log/netconsole\n",
+        "  ncrx decode capture.pcap              # records out of a tcpdump capture\n",
+        "  echo hello | ncrx send --input text --target '+6665@127.0.0.1/,6666@127.0.0.1/'\n",
+        "  ncrx oops listen --dir /var/crash/netoops\n",
+        "  ncrx sim --records 100000 --loss 0.1\n",
+        "\n",
+        exit_codes_help!()
+    ),
     propagate_version = true
 )]
 pub(crate) struct Cli {
@@ -107,7 +117,7 @@ pub(crate) enum Command {
         "Examples:\n",
         "  ncrx oops listen --dir /var/crash/netoops      # UDP port 2004, IPv4 and IPv6\n",
         "  ncrx oops decode crash.pcap --format json\n",
-        "  ncrx oops send --target 127.0.0.1 dmesg.txt"
+        "  ncrx oops send --source 127.0.0.1:0 --target 127.0.0.1 dmesg.txt  # to the listener above"
     ))]
     Oops {
         #[command(subcommand)]
@@ -187,9 +197,9 @@ pub(crate) struct ListenArgs {
     #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "200",
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub(crate) ack: Option<u64>,
-    /// The senders' printk format limit in bytes (default: found per record; see
-    /// `ncrx decode --help`). Example: `--format-limit 1024`.
-    #[arg(long, value_name = "BYTES")]
+    /// The senders' printk format limit in bytes, 256 to 65536 (default: found per record;
+    /// see `ncrx decode --help`). Example: `--format-limit 2048`.
+    #[arg(long, value_name = "BYTES", value_parser = format_limit)]
     pub(crate) format_limit: Option<usize>,
     /// Show each datagram the receiver counts as malformed, each sender refused, and the
     /// counts of every source at stop, on stderr.
@@ -246,14 +256,16 @@ pub(crate) struct DecodeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
-    /// Write one file per source into this directory (DIR/<source>.log, appended).
+    /// Write one file per sender into this directory, appended: DIR/ADDRESS.log (text) or
+    /// DIR/ADDRESS.jsonl (JSON). Example: `--dir /tmp/records`.
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
     /// The sender's printk format limit in bytes, where it cuts records. Default: found per
     /// record: a text running past 2048 bytes (Linux 6.3+) followed only by ` key=value`
     /// lines is a cut record with userdata/sysdata after it (Linux 6.9+); anything else is
-    /// not cut (older kernels format up to 8192 bytes). Give 2048 or 8192 to impose one.
-    #[arg(long, value_name = "BYTES")]
+    /// not cut (older kernels format up to 8192 bytes). Give 2048 or 8192 to impose one
+    /// (256 to 65536 are taken). Example: `--format-limit 8192`.
+    #[arg(long, value_name = "BYTES", value_parser = format_limit)]
     pub(crate) format_limit: Option<usize>,
     /// Show each datagram the receiver counts as malformed on stderr.
     #[arg(short, long)]
@@ -281,6 +293,19 @@ impl ChecksumArgs {
         } else {
             netpoll_frame::ChecksumPolicy::AllowUnfilled
         }
+    }
+}
+
+/// A printk format limit: 2048 (Linux 6.3+) and 8192 (before) are the kernel's; a limit
+/// shorter than a record's header, or longer than a datagram, makes no sense.
+fn format_limit(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(limit) if (256..=65_536).contains(&limit) => Ok(limit),
+        Ok(_) => Err(
+            "a format limit is 256 to 65536 bytes (the kernel's: 2048, or 8192 before Linux 6.3)"
+                .into(),
+        ),
+        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -23,18 +23,27 @@ pub(crate) const EXIT_SOCKET: u8 = 6;
 /// `send --reliable`: records were still unacknowledged when the linger time ran out.
 pub(crate) const EXIT_UNACKNOWLEDGED: u8 = 7;
 
-/// The exit codes as `--help` shows them.
-pub(crate) const EXIT_CODES_HELP: &str = "\
+/// The exit codes as `--help` shows them (a literal, for `concat!`).
+macro_rules! exit_codes_help {
+    () => {
+        "\
 Exit codes:
   0  success
   1  finished, but bad data was seen (bad frames, rejected datagrams, bad input records;
      not `listen`, which exits 0 on SIGINT/SIGTERM and counts what was bad)
   2  usage error (bad arguments, bad --target)
-  3  file error (cannot open, read or write)
+  3  file error (cannot open, read or write; `listen`: an output still stalled at the stop)
   4  not a pcap/pcapng capture, or a link type other than Ethernet, Linux cooked or raw IP
   5  truncated or damaged capture (what came before was decoded)
   6  socket error (address in use, address not available)
-  7  send --reliable: records never acknowledged by the receiver";
+  7  send --reliable: records never acknowledged by the receiver"
+    };
+}
+pub(crate) use exit_codes_help;
+
+/// The exit codes as `--help` shows them.
+#[cfg(test)]
+const EXIT_CODES_HELP: &str = exit_codes_help!();
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

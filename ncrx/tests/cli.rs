@@ -29,6 +29,8 @@ fn every_subcommand_has_help_with_an_example() {
         "oops",
         "Exit codes:",
         "  6  socket error",
+        "Examples",
+        "  ncrx listen ",
     ] {
         assert!(stdout.contains(word), "{word} missing from:\n{stdout}");
     }
@@ -187,6 +189,18 @@ fn decode_error_paths() {
     write_pcap(&empty, &[]);
     let (code, stdout, stderr) = parts(&run(&["decode", empty.to_str().unwrap()], b""));
     assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    // A format limit no kernel has (0 would mangle every record) is a usage error.
+    for limit in ["0", "255", "65537"] {
+        let args = ["decode", "--format-limit", limit, empty.to_str().unwrap()];
+        let (code, _, stderr) = parts(&run(&args, b""));
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains("a format limit is 256 to 65536 bytes"),
+            "{stderr}"
+        );
+    }
+    let args = ["decode", "--format-limit", "256", empty.to_str().unwrap()];
+    assert_eq!(parts(&run(&args, b"")).0, 0);
 }
 
 #[test]
