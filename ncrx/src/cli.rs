@@ -162,7 +162,8 @@ pub(crate) enum Preset {
 /// `ncrx listen`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ListenArgs {
-    /// Address and port to receive on (repeatable; default `[::]:6666`, IPv4 and IPv6).
+    /// Address and port to receive on (repeatable; default `[::]:6666`, IPv4 and IPv6; two
+    /// that would take the same datagrams, as `0.0.0.0:6666` beside `[::]:6666`, are refused).
     /// Example: `--bind 0.0.0.0:6666 --bind [::1]:6666`.
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) bind: Vec<SocketAddr>,

@@ -172,7 +172,41 @@ fn coalesce_for(smallest_buffer: usize) -> Duration {
 /// Binds every thread's sockets. The default is `[::]:6666` (IPv4 too), or `0.0.0.0:6666`
 /// on a machine without IPv6. With several threads the addresses are first checked to be
 /// free, so that the listener never joins another program's `SO_REUSEPORT` group.
+/// Two `--bind` addresses that would take the same datagrams (the same address twice, or
+/// one that an unspecified address of the same port takes too: `[::]` takes IPv4 as well),
+/// and why.
+fn overlapping(addrs: &[SocketAddr]) -> Option<(SocketAddr, SocketAddr, &'static str)> {
+    let takes = |wide: SocketAddr, other: SocketAddr| {
+        let (wide_ip, other_ip) = (wide.ip().to_canonical(), other.ip().to_canonical());
+        if wide_ip == other_ip {
+            Some("the same address twice")
+        } else if wide.is_ipv6() && wide_ip.is_unspecified() {
+            Some("[::] receives on every IPv6 and IPv4 address")
+        } else if wide_ip.is_unspecified() && other_ip.is_ipv4() {
+            Some("0.0.0.0 receives on every IPv4 address")
+        } else {
+            None
+        }
+    };
+    for (i, &a) in addrs.iter().enumerate() {
+        for &b in &addrs[i + 1..] {
+            if a.port() != b.port() || a.port() == 0 {
+                continue;
+            }
+            if let Some(why) = takes(a, b).or_else(|| takes(b, a)) {
+                return Some((a, b, why));
+            }
+        }
+    }
+    None
+}
+
 fn bind_shards(args: &ListenArgs, threads: usize) -> Result<Vec<Vec<Listening>>, Failure> {
+    if let Some((a, b, why)) = overlapping(&args.bind) {
+        return Err(Failure::Usage(format!(
+            "--bind {a} and --bind {b} overlap ({why}): give only one"
+        )));
+    }
     let mut addrs = args.bind.clone();
     if addrs.is_empty() {
         let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), DEFAULT_PORT);
@@ -1128,6 +1162,42 @@ fn feed_verbose(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_addresses_that_take_the_same_datagrams_overlap() {
+        let addrs = |list: &[&str]| -> Vec<SocketAddr> {
+            list.iter().map(|a| a.parse().unwrap()).collect()
+        };
+        let why = |list: &[&str]| overlapping(&addrs(list)).map(|(_, _, why)| why);
+        assert_eq!(
+            why(&["[::]:6666", "0.0.0.0:6666"]),
+            Some("[::] receives on every IPv6 and IPv4 address")
+        );
+        assert_eq!(
+            why(&["10.0.0.1:6666", "[::]:6666"]),
+            Some("[::] receives on every IPv6 and IPv4 address")
+        );
+        assert_eq!(
+            why(&["10.0.0.1:6666", "0.0.0.0:6666"]),
+            Some("0.0.0.0 receives on every IPv4 address")
+        );
+        assert_eq!(
+            why(&["[::1]:1", "127.0.0.1:2", "[::1]:1"]),
+            Some("the same address twice")
+        );
+        assert_eq!(
+            why(&["[::ffff:10.0.0.1]:6666", "10.0.0.1:6666"]),
+            Some("the same address twice")
+        );
+        // Other ports, other addresses, an IPv6 address beside 0.0.0.0, ports the kernel picks.
+        assert_eq!(why(&["0.0.0.0:6666", "[::]:6667"]), None);
+        assert_eq!(
+            why(&["127.0.0.1:6666", "[::1]:6666", "10.0.0.1:6666"]),
+            None
+        );
+        assert_eq!(why(&["0.0.0.0:6666", "[::1]:6666"]), None);
+        assert_eq!(why(&["127.0.0.1:0", "127.0.0.1:0"]), None);
+    }
 
     #[test]
     fn dir_files_share_the_open_file_limit() {
