@@ -81,6 +81,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     /// Set by SIGHUP, taken by the main thread.
     hangup: Arc<AtomicBool>,
+    /// Set by SIGUSR1 or SIGUSR2, taken by the main thread (which says they are ignored).
+    user: Arc<AtomicBool>,
     /// Counts the SIGHUPs taken: a thread that sees it change reopens its files.
     reopen: AtomicUsize,
     /// Bytes handed to a write that has not returned yet.
@@ -410,16 +412,14 @@ pub(crate) fn run(args: &ListenArgs) -> Result<Outcome, Failure> {
     let stop = net::stop_on_signals()?;
     announce(&shards, threads, args.recv_buffer);
     share_open_files(&mut sink_options, &shards, threads);
-    let hangup = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup)).map_err(
-        |source| Failure::Stream {
-            what: "cannot install a signal handler",
-            source,
-        },
-    )?;
+    let hangup = net::flag_on_signals(&[signal_hook::consts::SIGHUP])?;
+    // Another daemon's rotation signal (SIGUSR1 is common) must not end the listener
+    // without a flush: it is said and ignored.
+    let user = net::flag_on_signals(&[signal_hook::consts::SIGUSR1, signal_hook::consts::SIGUSR2])?;
     let shared = Arc::new(Shared {
         stop,
         hangup,
+        user,
         reopen: AtomicUsize::new(0),
         writing: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
@@ -612,6 +612,11 @@ fn supervise(shared: &Shared, threads: usize, files: bool) {
             if files {
                 eprintln!("ncrx: SIGHUP: reopening the files");
             }
+        }
+        if shared.user.swap(false, Ordering::AcqRel) {
+            eprintln!(
+                "ncrx: SIGUSR1/SIGUSR2 ignored (SIGHUP reopens the --dir files; SIGTERM stops)"
+            );
         }
         thread::sleep(Duration::from_millis(20));
     }

@@ -454,6 +454,21 @@ pub(crate) fn receive_until_stopped(
 }
 
 /// A flag that SIGINT and SIGTERM set (the listeners then flush and stop).
+/// Sets the returned flag on `signals` instead of their default action (which for SIGHUP,
+/// SIGUSR1 and SIGUSR2 ends the process without a flush).
+pub(crate) fn flag_on_signals(signals: &[i32]) -> Result<std::sync::Arc<AtomicBool>, Failure> {
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    for &signal in signals {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&flag)).map_err(|source| {
+            Failure::Stream {
+                what: "cannot install a signal handler",
+                source,
+            }
+        })?;
+    }
+    Ok(flag)
+}
+
 pub(crate) fn stop_on_signals() -> Result<std::sync::Arc<AtomicBool>, Failure> {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

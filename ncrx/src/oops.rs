@@ -357,6 +357,8 @@ pub(crate) fn listen(args: &OopsListenArgs) -> Result<Outcome, Failure> {
         sockets.push((addr, socket));
     }
     let stop = crate::net::stop_on_signals()?;
+    // A SIGHUP meant for `ncrx listen` (logrotate's) must not end a collector mid-dump.
+    let _ignored = crate::net::flag_on_signals(&[signal_hook::consts::SIGHUP])?;
     let start = std::time::Instant::now();
     let now =
         move || Instant::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));

@@ -537,6 +537,33 @@ fn an_ipv6_sender_after_an_ipv4_one_keeps_its_whole_address() {
     assert!(report.contains("ncrx: stopped: 4 sources, "), "{report}");
 }
 
+/// SIGUSR1 and SIGUSR2 (another daemon's rotation signals) are said and ignored: the record
+/// held behind a hole still comes out at the stop.
+#[test]
+fn sigusr1_and_sigusr2_are_ignored_and_said() {
+    let (mut child, target, mut stderr) = listener(&["--threads", "1"]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    kernel.send_to(b"6,101,1000,-;first\n", target).unwrap();
+    kernel.send_to(b"6,103,3000,-;held\n", target).unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.ends_with("first\n"), "{line}");
+    for signal in ["USR1", "USR2"] {
+        common::signal(&child, signal);
+        let mut said = String::new();
+        stderr.read_line(&mut said).unwrap();
+        assert!(said.starts_with("ncrx: SIGUSR1/SIGUSR2 ignored"), "{said}");
+    }
+    assert_eq!(terminate(&mut child), 0);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains(" lost #102..#102\n") && rest.ends_with("held\n"),
+        "{rest}"
+    );
+}
+
 /// A sender whose every record is still held at the stop (record 1 of a fresh boot waits
 /// for 0) has its bad datagram in its own line of the summary, as in the totals.
 #[test]

@@ -489,6 +489,13 @@ fn an_ipv4_sender_to_a_dual_stack_listener_is_shown_as_ipv4() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
+    // A SIGHUP (logrotate's, meant for `ncrx listen`) does not end the collector.
+    common::signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended oops listen"
+    );
     common::signal(&child, "TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let json: Value = serde_json::from_str(&line).unwrap();
