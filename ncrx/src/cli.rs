@@ -164,8 +164,9 @@ pub(crate) enum Preset {
 pub(crate) struct ListenArgs {
     /// Address and port to receive on (repeatable; default `[::]:6666`, IPv4 and IPv6; two
     /// that would take the same datagrams, as `0.0.0.0:6666` beside `[::]:6666`, are refused).
+    /// A link-local IPv6 address takes its interface by name or number, `[fe80::1%eth0]:6666`.
     /// Example: `--bind 0.0.0.0:6666 --bind [::1]:6666`.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = bind_addr)]
     pub(crate) bind: Vec<SocketAddr>,
     /// Output format. Example: `--format json`.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -295,6 +296,34 @@ impl ChecksumArgs {
             netpoll_frame::ChecksumPolicy::AllowUnfilled
         }
     }
+}
+
+/// An address to bind: `IP:PORT`, `[IPV6]:PORT`, or `[IPV6%SCOPE]:PORT` with the scope an
+/// interface's number or its name (as `ping` and `ip` take it).
+fn bind_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let scoped = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("]:"))
+        .and_then(|(host, port)| Some((host.split_once('%')?, port)));
+    let Some(((ip, interface), port)) = scoped else {
+        return Err(format!(
+            "{text} is not an address and port (IP:PORT, [IPV6]:PORT, [IPV6%INTERFACE]:PORT)"
+        ));
+    };
+    let ip: std::net::Ipv6Addr = ip
+        .parse()
+        .map_err(|e| format!("{ip} is not an IPv6 address: {e}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|e| format!("{port} is not a port: {e}"))?;
+    let scope = nix::net::if_::if_nametoindex(interface)
+        .map_err(|e| format!("{interface} is not a network interface here: {e}"))?;
+    Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+        ip, port, 0, scope,
+    )))
 }
 
 /// A printk format limit: 2048 (Linux 6.3+) and 8192 (before) are the kernel's; a limit
@@ -774,8 +803,9 @@ pub(crate) struct OopsOutput {
 /// `ncrx oops listen`.
 #[derive(Debug, Args)]
 pub(crate) struct OopsListenArgs {
-    /// Address and port to receive on (repeatable).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "[::]:2004")]
+    /// Address and port to receive on (repeatable; a link-local IPv6 address takes its
+    /// interface by name or number, `[fe80::1%eth0]:2004`).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "[::]:2004", value_parser = bind_addr)]
     pub(crate) bind: Vec<SocketAddr>,
     #[command(flatten)]
     pub(crate) output: OopsOutput,
@@ -799,6 +829,35 @@ pub(crate) struct OopsDecodeArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn bind_addresses_take_an_interface_by_name_or_number() {
+        let lo = nix::net::if_::if_nametoindex("lo").expect("a loopback interface");
+        let scoped = |text| match bind_addr(text) {
+            Ok(SocketAddr::V6(v6)) => Ok((v6.ip().to_string(), v6.port(), v6.scope_id())),
+            Ok(other) => Err(other.to_string()),
+            Err(error) => Err(error),
+        };
+        assert_eq!(
+            scoped("[fe80::1%lo]:6666"),
+            Ok(("fe80::1".into(), 6666, lo))
+        );
+        assert_eq!(scoped("[fe80::1%7]:6666"), Ok(("fe80::1".into(), 6666, 7)));
+        assert_eq!(scoped("[::]:6666"), Ok(("::".into(), 6666, 0)));
+        assert_eq!(
+            bind_addr("127.0.0.1:6666"),
+            Ok("127.0.0.1:6666".parse().unwrap())
+        );
+        let error = bind_addr("[fe80::1%no-such-if0]:6666").unwrap_err();
+        assert!(
+            error.starts_with("no-such-if0 is not a network interface here"),
+            "{error}"
+        );
+        let error = bind_addr("[fe80::1%lo]:http").unwrap_err();
+        assert!(error.starts_with("http is not a port"), "{error}");
+        let error = bind_addr("localhost:6666").unwrap_err();
+        assert!(error.contains("is not an address and port"), "{error}");
+    }
 
     #[test]
     fn command_line_is_consistent() {

@@ -174,7 +174,14 @@ pub(crate) fn in_use(addr: SocketAddr) -> Option<io::Error> {
 /// A sender as the receiver keys it: IPv4 senders seen on a dual-stack socket are shown and
 /// keyed as IPv4, not as `::ffff:a.b.c.d`.
 pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            // A link-local sender keeps its interface (`%3`): it is how to answer it.
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
 }
 
 fn std_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
@@ -485,6 +492,15 @@ pub(crate) fn stop_on_signals() -> Result<std::sync::Arc<AtomicBool>, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn senders_are_keyed_as_ipv4_when_mapped_and_keep_their_interface() {
+        let key = |text: &str| canonical(text.parse().unwrap()).to_string();
+        assert_eq!(key("[::ffff:192.0.2.1]:6665"), "192.0.2.1:6665");
+        assert_eq!(key("[fe80::1%3]:6665"), "[fe80::1%3]:6665");
+        assert_eq!(key("[2001:db8::1]:6665"), "[2001:db8::1]:6665");
+        assert_eq!(key("192.0.2.1:6665"), "192.0.2.1:6665");
+    }
 
     #[test]
     fn the_drops_column_is_read_as_the_kernels_unsigned_counter() {
