@@ -204,7 +204,8 @@ pub(crate) struct ListenArgs {
     #[arg(long, value_name = "BYTES", value_parser = format_limit)]
     pub(crate) format_limit: Option<usize>,
     /// Show each datagram the receiver counts as malformed, each sender refused, and the
-    /// counts of every source at stop, on stderr.
+    /// counts of every source tracked at stop (those of a source evicted before are in the
+    /// totals), on stderr.
     #[arg(short, long)]
     pub(crate) verbose: bool,
     /// Receiver threads: each binds the addresses with SO_REUSEPORT, the kernel shards
@@ -214,9 +215,9 @@ pub(crate) struct ListenArgs {
     /// --threads 1 for that. Example: `--threads 2`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) threads: Option<u16>,
-    /// Receive buffer asked for each socket, in bytes (the kernel may grant less: see the
-    /// start-up message). Example: `--recv-buffer 33554432`.
-    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    /// Receive buffer asked for each socket, in bytes, at most 1073741823 (the kernel's
+    /// limit; it may grant less: see the start-up message). Example: `--recv-buffer 33554432`.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = recv_buffer)]
     pub(crate) recv_buffer: usize,
     /// Most senders tracked at once, shared equally by the threads (each tracks at most N
     /// divided by the thread count, rounded up: the kernel spreads senders over the threads by
@@ -324,6 +325,16 @@ fn bind_addr(text: &str) -> Result<SocketAddr, String> {
     Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
         ip, port, 0, scope,
     )))
+}
+
+/// A socket receive buffer size: the kernel takes at most `INT_MAX / 2` (it doubles what
+/// it grants, in an `int`), so a larger one could never be granted.
+fn recv_buffer(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(bytes) if (1..=1_073_741_823).contains(&bytes) => Ok(bytes),
+        Ok(_) => Err("a receive buffer is 1 to 1073741823 bytes (the kernel's limit)".into()),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// A printk format limit: 2048 (Linux 6.3+) and 8192 (before) are the kernel's; a limit

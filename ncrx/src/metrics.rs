@@ -229,7 +229,8 @@ impl Board {
             for (name, help, value) in [
                 (
                     "syslog_messages_sent",
-                    "Messages forwarded to the syslog collector",
+                    "Messages handed to the network for the syslog collector (over UDP, a \
+                     closed port's refusal shows only at the next send, which is then dropped)",
                     &syslog.sent,
                 ),
                 (
@@ -398,7 +399,7 @@ fn counters(total: &Snapshot) -> [(&'static str, &'static str, u64); 20] {
         ),
         (
             "write_errors",
-            "Errors writing output files",
+            "Errors writing the output (standard output or --dir files)",
             total.write_errors,
         ),
         (

@@ -1979,7 +1979,11 @@ fn check_dir(dir: &Path) -> Result<(), Failure> {
             io::Error::from(io::ErrorKind::NotADirectory),
         ));
     }
-    std::fs::create_dir_all(dir).map_err(|e| fail("cannot create directory", e))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create directory", e))?;
+        // Said, so that a mistyped path is seen at once, not found later as a new tree.
+        eprintln!("ncrx: made the directory {}", dir.display());
+    }
     let probe = dir.join(format!(".ncrx-write-test-{}", std::process::id()));
     File::create(&probe).map_err(|e| fail("cannot create files in directory", e))?;
     let _ = std::fs::remove_file(&probe);

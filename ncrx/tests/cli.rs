@@ -175,6 +175,31 @@ fn sim_progress_bar_only_on_a_terminal() {
     }
 }
 
+/// Values `listen` could never use are refused before anything is bound.
+#[test]
+fn listen_refuses_impossible_values() {
+    for (args, said) in [
+        (
+            &["--recv-buffer", "1073741824"][..],
+            "a receive buffer is 1 to 1073741823 bytes",
+        ),
+        (
+            &["--bind", "[fe80::1%no-such-if0]:6666"],
+            "no-such-if0 is not a network interface here",
+        ),
+        (
+            &["--format-limit", "0"],
+            "a format limit is 256 to 65536 bytes",
+        ),
+    ] {
+        let mut all = vec!["listen"];
+        all.extend_from_slice(args);
+        let (code, _, stderr) = parts(&run(&all, b""));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn decode_error_paths() {
     let (code, _, stderr) = parts(&run(&["decode", "/nonexistent/x.pcap"], b""));
