@@ -495,18 +495,17 @@ fn sigterm_with_a_stalled_dir_file_says_so_and_exits() {
 #[test]
 fn an_ipv6_sender_after_an_ipv4_one_keeps_its_whole_address() {
     let port = common::free_port();
-    let mut child = common::ncrx()
-        .args(["listen", "--format", "json", "--threads", "1", "--bind"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--bind")
-        .arg(format!("[::1]:{port}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut banner = String::new();
-    stderr.read_line(&mut banner).unwrap();
+    let (mut child, banner, mut stderr) = common::spawn_piped(&[
+        "listen".into(),
+        "--format".into(),
+        "json".into(),
+        "--threads".into(),
+        "1".into(),
+        "--bind".into(),
+        format!("127.0.0.1:{port}"),
+        "--bind".into(),
+        format!("[::1]:{port}"),
+    ]);
     assert!(
         banner.starts_with("ncrx: receiving netconsole on "),
         "{banner}"
@@ -1521,15 +1520,8 @@ fn the_longest_datagrams_are_taken_whole() {
 /// binds that port (not a port each), and the start-up line says which it is.
 #[test]
 fn port_zero_is_one_port_for_every_thread() {
-    let mut child = common::ncrx()
-        .args(["listen", "--bind", "127.0.0.1:0", "--threads", "3"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut banner = String::new();
-    stderr.read_line(&mut banner).unwrap();
+    let args = ["listen", "--bind", "127.0.0.1:0", "--threads", "3"];
+    let (mut child, banner, _stderr) = common::spawn_piped(&args.map(String::from));
     let port: u16 = banner
         .strip_prefix("ncrx: receiving netconsole on 127.0.0.1:")
         .and_then(|rest| rest.strip_suffix(" (3 threads, SO_REUSEPORT)\n"))

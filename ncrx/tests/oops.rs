@@ -458,18 +458,16 @@ fn live_listener_writes_dumps_and_flushes_on_sigterm() {
 fn an_ipv4_sender_to_a_dual_stack_listener_is_shown_as_ipv4() {
     let dir = scratch("oops-listen-v6");
     let port = common::free_port();
-    let mut child = common::ncrx()
-        .args(["oops", "listen", "--format", "json", "--bind"])
-        .arg(format!("[::]:{port}"))
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut banner = String::new();
-    stderr.read_line(&mut banner).unwrap();
+    let (mut child, banner, _stderr) = common::spawn_piped(&[
+        "oops".into(),
+        "listen".into(),
+        "--format".into(),
+        "json".into(),
+        "--bind".into(),
+        format!("[::]:{port}"),
+        "--dir".into(),
+        dir.to_str().unwrap().into(),
+    ]);
     assert_eq!(
         banner,
         format!("ncrx: collecting netoops dumps on [::]:{port}\n")

@@ -21,6 +21,28 @@ pub(crate) fn ncrx() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ncrx"))
 }
 
+/// Starts `ncrx args...` with standard output and standard error piped, and reads the first
+/// line it writes on standard error (the start-up line): the process, that line and the
+/// rest of standard error.
+pub(crate) fn spawn_piped(args: &[String]) -> (Child, String, BufReader<ChildStderr>) {
+    let mut child = ncrx()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ncrx runs");
+    let (banner, stderr) = first_line(&mut child);
+    (child, banner, stderr)
+}
+
+/// The first line `child` writes on its piped standard error, and the rest of it.
+fn first_line(child: &mut Child) -> (String, BufReader<ChildStderr>) {
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).expect("stderr read");
+    (banner, stderr)
+}
+
 /// Runs `ncrx args...` with `stdin` and returns what it did.
 pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = ncrx()
@@ -179,9 +201,7 @@ pub(crate) fn spawn_bound_in(
             .stderr(Stdio::piped())
             .spawn()
             .expect("ncrx runs");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut banner = String::new();
-        stderr.read_line(&mut banner).expect("stderr read");
+        let (banner, stderr) = first_line(&mut child);
         if banner.contains("in use") {
             assert_eq!(child.wait().expect("exit").code(), Some(6));
             continue;
