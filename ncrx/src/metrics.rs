@@ -157,8 +157,14 @@ pub(crate) struct Board {
 
 impl Board {
     pub(crate) fn new(threads: usize, per_source: usize) -> Self {
+        // A thread's kernel drops are unknown until it publishes (a page asked for before
+        // then leaves the metric out rather than show 0).
+        let unpublished = Snapshot {
+            kernel_drops_unknown: true,
+            ..Snapshot::default()
+        };
         Board {
-            slots: Arc::new(Mutex::new(vec![Snapshot::default(); threads])),
+            slots: Arc::new(Mutex::new(vec![unpublished; threads])),
             per_source,
             syslog: Arc::new(OnceLock::new()),
         }
@@ -566,5 +572,26 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    /// The kernel drops are shown once every thread has published them: before, a thread's
+    /// are unknown, not 0.
+    #[test]
+    fn kernel_drops_wait_for_every_thread() {
+        let board = Board::new(2, 0);
+        let has_drops = |board: &Board| board.render_openmetrics().contains("ncrx_kernel_drops");
+        assert!(!has_drops(&board));
+        let known = Snapshot {
+            kernel_drops: 3,
+            ..Snapshot::default()
+        };
+        board.publish(0, known.clone());
+        assert!(!has_drops(&board));
+        board.publish(1, known);
+        assert!(
+            board
+                .render_openmetrics()
+                .contains("ncrx_kernel_drops_total 6\n")
+        );
     }
 }
