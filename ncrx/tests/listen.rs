@@ -694,11 +694,14 @@ fn an_unwritable_dir_fails_at_start_with_a_clear_message() {
 fn metric_until(addr: &str, name: &str, wanted: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let value = common::metric(addr, name);
-        if wanted(value) {
+        let (value, page) = common::metric_if_shown(addr, name);
+        if let Some(value) = value.filter(|&v| wanted(v)) {
             return value;
         }
-        assert!(Instant::now() < deadline, "{name} stays at {value}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} stays at {value:?}: {page}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -266,10 +266,18 @@ pub(crate) fn metrics_addr(stderr: &mut BufReader<ChildStderr>) -> String {
 /// The value of the metric `name` (a counter's full name, labels included) on the metrics
 /// page at `addr`, in the Prometheus text format.
 pub(crate) fn metric(addr: &str, name: &str) -> u64 {
+    let (value, body) = metric_if_shown(addr, name);
+    value.unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// The value of the metric `name` on the metrics page at `addr`, if the page has it (some
+/// appear only once known, as the kernel drops once every thread has read them), and the
+/// page.
+pub(crate) fn metric_if_shown(addr: &str, name: &str) -> (Option<u64>, String) {
     let (_, body) = http_get(addr, "/metrics", "text/plain");
-    body.lines()
+    let value = body
+        .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in {body}"))
-        .parse()
-        .unwrap()
+        .map(|value| value.parse().unwrap());
+    (value, body)
 }
