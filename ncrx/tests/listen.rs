@@ -563,6 +563,65 @@ fn sigusr1_and_sigusr2_are_ignored_and_said() {
     );
 }
 
+/// The README's `ncrx listen --time kernel` session, replayed on a port of its own with the
+/// README's sender script done here: the same lines on standard output and in the stop
+/// summary (the sender's address in place of `127.0.0.1:6665`), and the same answer.
+#[test]
+fn the_readmes_listen_session_is_what_listen_does() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("$ ncrx listen --time kernel\n")
+        .expect("the README's listen session");
+    let block = &readme[start..];
+    let block = &block[..block.find("```").unwrap()];
+    let mut shown = block.lines().skip(2); // the command and the start-up line
+    let output: Vec<&str> = shown.by_ref().take_while(|l| !l.starts_with('#')).collect();
+    let answer = shown.find(|l| !l.starts_with('#')).unwrap();
+    let (mut child, target, mut stderr) = listener(&["--time", "kernel"]);
+    let kernel = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |records: &[(u64, &str)]| {
+        for (seq, text) in records {
+            let record = format!("6,{seq},{},-;{text}\n", seq * 1000);
+            kernel.send_to(record.as_bytes(), target).unwrap();
+        }
+    };
+    send(&[(101, "first"), (102, "two"), (104, "four")]);
+    kernel
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 100];
+    let (len, _) = kernel.recv_from(&mut buf).unwrap();
+    let got = String::from_utf8_lossy(&buf[..len]);
+    assert!(
+        answer.starts_with(&format!("(b'{got}', ")),
+        "{answer} against {got}"
+    );
+    send(&[(103, "three"), (106, "six")]);
+    kernel
+        .send_to(b"6,107,107000,-,ncfrag=50/10;x\n", target)
+        .unwrap();
+    assert_eq!(terminate(&mut child), 0);
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut report = String::new();
+    stderr.read_to_string(&mut report).unwrap();
+    let source = kernel.local_addr().unwrap().to_string();
+    let expected = |summary: bool| -> Vec<String> {
+        output
+            .iter()
+            .filter(|l| l.starts_with("ncrx: ") == summary)
+            .map(|l| l.replace("127.0.0.1:6665", &source))
+            .collect()
+    };
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), expected(false));
+    assert_eq!(report.lines().collect::<Vec<_>>(), expected(true));
+}
+
 /// A sender whose every record is still held at the stop (record 1 of a fresh boot waits
 /// for 0) has its bad datagram in its own line of the summary, as in the totals.
 #[test]
