@@ -365,7 +365,7 @@ fn announce(shards: &[Vec<Listening>], threads: usize, asked: usize) {
     if let Some(error) = shards[0].iter().find_map(|s| s.kernel_drops().err()) {
         eprintln!(
             "ncrx: cannot read the kernel's drop counter ({error}): datagrams the kernel drops \
-             will not be counted; /proc/net must be visible (systemd: no ProcSubset=pid)"
+             will not be counted (it is read from /proc/self/net: /proc must be mounted)"
         );
     }
 }

@@ -36,7 +36,7 @@ pub(crate) struct Listening {
     pub(crate) socket: UdpSocket,
     /// The receive buffer the kernel granted, in bytes (what `SO_RCVBUF` reads back).
     pub(crate) granted_buffer: usize,
-    /// The socket's inode, to find its drop counter in `/proc/net/udp{,6}`.
+    /// The socket's inode, to find its drop counter in `/proc/self/net/udp{,6}`.
     inode: Option<u64>,
 }
 
@@ -368,14 +368,16 @@ pub(crate) fn take_errors(
 
 impl Listening {
     /// The kernel's count of datagrams it dropped for this socket (its receive buffer was
-    /// full): the counter `SO_RXQ_OVFL` reports, read from `/proc/net/udp` or `udp6` by the
-    /// socket's inode, so that it is known even when no datagram follows the drops. An error
-    /// says why it cannot be read (`/proc/net` hidden, as by systemd's `ProcSubset=pid`).
+    /// full): the counter `SO_RXQ_OVFL` reports, read from `/proc/self/net/udp` or `udp6`
+    /// by the socket's inode, so that it is known even when no datagram follows the drops.
+    /// `/proc/self/net` is the process's own view of `/proc/net`, and stays visible where
+    /// `/proc/net` is hidden (systemd's `ProcSubset=pid`). An error says why it cannot be
+    /// read (no `/proc` at all).
     pub(crate) fn kernel_drops(&self) -> io::Result<u64> {
         let table = if self.addr.is_ipv6() {
-            "/proc/net/udp6"
+            "/proc/self/net/udp6"
         } else {
-            "/proc/net/udp"
+            "/proc/self/net/udp"
         };
         let inode = self
             .inode
