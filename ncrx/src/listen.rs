@@ -31,7 +31,7 @@ use netpoll_frame::Instant;
 
 use crate::cli::{ListenArgs, Preset};
 use crate::error::{EXIT_IO, Failure, Outcome};
-use crate::metrics::{self, Board, Dropped, PUBLISH_INTERVAL, Snapshot};
+use crate::metrics::{self, Board, PUBLISH_INTERVAL, Snapshot};
 use crate::names::{Names, read_hosts};
 use crate::net::{self, Batch, Listening, canonical};
 use crate::sink::{Counts, Sink, SinkOptions, show_malformed};
@@ -113,7 +113,8 @@ struct Report {
     responses_failed: u64,
     port_unreachable: u64,
     kernel_drops: u64,
-    dropped: Dropped,
+    /// The receiver's stream counters (what it dropped, by reason).
+    streams: ncrx_core::StreamStats,
     /// Some socket's drop counter could not be read (see [`Listening::kernel_drops`]).
     drops_unknown: bool,
     lines_not_written: u64,
@@ -139,7 +140,7 @@ impl Report {
         self.responses_failed += other.responses_failed;
         self.port_unreachable += other.port_unreachable;
         self.kernel_drops += other.kernel_drops;
-        self.dropped.add(&other.dropped);
+        self.streams += other.streams;
         self.drops_unknown |= other.drops_unknown;
         self.lines_not_written += other.lines_not_written;
         self.given_up += other.given_up;
@@ -670,16 +671,17 @@ fn print_report(total: &mut Report, verbose: bool) {
         "ncrx: all sources: {} ({} tracked at stop, {} evicted)",
         total.counts, total.sources, total.sources_evicted
     );
-    let dropped = total.dropped;
-    if dropped != Dropped::default() {
+    let dropped = total.streams;
+    let records = metrics::dropped_records(&dropped);
+    if records + dropped.duplicates > 0 {
         eprintln!(
             "ncrx: records dropped: {} ({} claiming a sequence number already taken, {} too \
              far behind to tell from records delivered, {} ahead of a stream that went on, {} \
              stale emergency, {} over the byte budget); {} duplicates ignored",
-            dropped.records(),
+            records,
             dropped.conflicts,
             dropped.forgotten,
-            dropped.out_of_order,
+            dropped.out_of_order_dropped,
             dropped.stale_emergency,
             dropped.over_budget,
             dropped.duplicates
@@ -871,7 +873,7 @@ impl Shard {
         report.per_source = self.sink.per_source().map(|(s, c)| (*s, *c)).collect();
         report.sources = sources;
         report.sources_created = stats.sources_created;
-        report.dropped = Dropped::of(&stats.streams);
+        report.streams = stats.streams;
         report.sources_evicted = evicted;
         report.refused = stats.refused;
         report.malformed = malformed;
@@ -927,7 +929,7 @@ impl Shard {
             requested: stats.streams.requested,
             port_unreachable: self.report.port_unreachable,
             kernel_drops: self.report.kernel_drops,
-            dropped: Dropped::of(&stats.streams),
+            streams: stats.streams,
             kernel_drops_unknown: self.report.drops_unknown,
             write_errors: self.sink.write_errors.errors,
             lines_not_written: self.sink.write_errors.lines_lost,

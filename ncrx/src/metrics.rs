@@ -42,7 +42,8 @@ pub(crate) struct Snapshot {
     pub(crate) requested: u64,
     pub(crate) port_unreachable: u64,
     pub(crate) kernel_drops: u64,
-    pub(crate) dropped: Dropped,
+    /// The receivers' stream counters (what they dropped, by reason).
+    pub(crate) streams: StreamStats,
     /// The kernel's drop counter could not be read: `kernel_drops` is left out.
     pub(crate) kernel_drops_unknown: bool,
     pub(crate) write_errors: u64,
@@ -71,7 +72,7 @@ impl Snapshot {
         self.requested += slot.requested;
         self.port_unreachable += slot.port_unreachable;
         self.kernel_drops += slot.kernel_drops;
-        self.dropped.add(&slot.dropped);
+        self.streams += slot.streams;
         self.kernel_drops_unknown |= slot.kernel_drops_unknown;
         self.write_errors += slot.write_errors;
         self.lines_not_written += slot.lines_not_written;
@@ -83,66 +84,26 @@ impl Snapshot {
     }
 }
 
-/// Records the receivers dropped, by reason (ncrx-core's stream counters).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Dropped {
-    /// Copies of records already held or delivered (a retransmission, a second target):
-    /// nothing is missing for them.
-    pub(crate) duplicates: u64,
-    /// Records claiming a sequence number another record already holds.
-    pub(crate) conflicts: u64,
-    /// Records too far behind the head to tell from records already delivered.
-    pub(crate) forgotten: u64,
-    /// Records ahead of the window the stream did not follow (its buffer overflowed or
-    /// their time ran out while the stream went on).
-    pub(crate) out_of_order: u64,
-    /// `ncemg` records from before anything remembered.
-    pub(crate) stale_emergency: u64,
-    /// Records that would have held more bytes than the budget allows.
-    pub(crate) over_budget: u64,
+/// The records the receivers dropped and did not write (a stream's counters): every
+/// reason but duplicates, which lose nothing.
+pub(crate) fn dropped_records(stats: &StreamStats) -> u64 {
+    stats.conflicts
+        + stats.forgotten
+        + stats.out_of_order_dropped
+        + stats.stale_emergency
+        + stats.over_budget
 }
 
-impl Dropped {
-    pub(crate) fn of(stats: &StreamStats) -> Self {
-        Dropped {
-            duplicates: stats.duplicates,
-            conflicts: stats.conflicts,
-            forgotten: stats.forgotten,
-            out_of_order: stats.out_of_order_dropped,
-            stale_emergency: stats.stale_emergency,
-            over_budget: stats.over_budget,
-        }
-    }
-
-    /// The records not written: every reason but duplicates.
-    pub(crate) fn records(&self) -> u64 {
-        self.conflicts
-            + self.forgotten
-            + self.out_of_order
-            + self.stale_emergency
-            + self.over_budget
-    }
-
-    pub(crate) fn add(&mut self, other: &Self) {
-        self.duplicates += other.duplicates;
-        self.conflicts += other.conflicts;
-        self.forgotten += other.forgotten;
-        self.out_of_order += other.out_of_order;
-        self.stale_emergency += other.stale_emergency;
-        self.over_budget += other.over_budget;
-    }
-
-    /// Each reason, as the metrics label it, and its count.
-    pub(crate) fn reasons(&self) -> [(&'static str, u64); 6] {
-        [
-            ("duplicate", self.duplicates),
-            ("conflict", self.conflicts),
-            ("too_old", self.forgotten),
-            ("out_of_order", self.out_of_order),
-            ("stale_emergency", self.stale_emergency),
-            ("over_budget", self.over_budget),
-        ]
-    }
+/// Each reason a receiver drops records for, as the metrics label it, and its count.
+fn drop_reasons(stats: &StreamStats) -> [(&'static str, u64); 6] {
+    [
+        ("duplicate", stats.duplicates),
+        ("conflict", stats.conflicts),
+        ("too_old", stats.forgotten),
+        ("out_of_order", stats.out_of_order_dropped),
+        ("stale_emergency", stats.stale_emergency),
+        ("over_budget", stats.over_budget),
+    ]
 }
 
 /// The threads' latest snapshots, one slot each.
@@ -220,7 +181,7 @@ impl Board {
             registry.register(name, help, gauge);
         }
         let dropped = Family::<Vec<(&'static str, &'static str)>, Counter<u64>>::default();
-        for (reason, count) in total.dropped.reasons() {
+        for (reason, count) in drop_reasons(&total.streams) {
             dropped
                 .get_or_create(&vec![("reason", reason)])
                 .inc_by(count);
